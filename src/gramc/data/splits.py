@@ -1,0 +1,50 @@
+"""Leave-one-out splits exactly as GRAM and the published numbers use them.
+
+For a user sequence s = [i_1 .. i_n] (oldest first):
+  * test:        target s[-1], history s[:-1]
+  * validation:  target s[-2], history s[:-2]
+  * training:    target s[j] for 1 <= j <= n-3 (0-based j), history s[:j]; empty histories skipped
+Histories keep the most recent `max_his` items. Anything trained on interactions (LightGCN,
+SASRec, popularity, similar items) must see only `training_sequences` = s[:-2].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from .dataset import SeqDataset
+
+Split = Literal["train", "valid", "test"]
+MIN_LEN = 3  # a user needs at least one training target, a validation and a test item
+
+
+@dataclass(frozen=True)
+class Sample:
+    user: int  # user index
+    history: tuple[int, ...]  # item indices, chronological (oldest first), at most max_his
+    target: int  # item index
+
+
+def training_sequences(ds: SeqDataset) -> list[list[int]]:
+    """Each user's training part s[:-2]: the only interactions a model may learn from."""
+    return [s[:-2] for s in ds.sequences]
+
+
+def samples(ds: SeqDataset, split: Split, max_his: int) -> list[Sample]:
+    """All samples of a split, users in dataset order, targets in time order."""
+    out: list[Sample] = []
+    for u, s in enumerate(ds.sequences):
+        if len(s) < MIN_LEN:
+            continue
+        if split == "test":
+            out.append(Sample(u, tuple(s[:-1][-max_his:]), s[-1]))
+        elif split == "valid":
+            out.append(Sample(u, tuple(s[:-2][-max_his:]), s[-2]))
+        elif split == "train":
+            items = s[:-2]
+            for j in range(1, len(items)):
+                out.append(Sample(u, tuple(items[:j][-max_his:]), items[j]))
+        else:
+            raise ValueError(f"unknown split {split!r}; expected train, valid or test")
+    return out

@@ -1,0 +1,71 @@
+"""Ranking metrics with a single held-out item per user: hit@k (= recall@k), ndcg@k, MRR.
+
+All models (GRAM-C's beam search and the full-ranking baselines) report through these
+functions, so every number in a table comes from the same code. A rank is the 0-based position
+of the target in the model's ranked list, or -1 when the target is not in the list.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+DEFAULT_KS = (1, 5, 10, 20, 50)
+
+
+def per_user_metrics(ranks: np.ndarray, ks=DEFAULT_KS) -> dict[str, np.ndarray]:
+    """Per-user hit@k, ndcg@k and reciprocal rank (0 for misses), each an array of len(ranks)."""
+    ranks = np.asarray(ranks, dtype=np.int64)
+    found = ranks >= 0
+    out: dict[str, np.ndarray] = {}
+    for k in ks:
+        hit = found & (ranks < k)
+        out[f"hit@{k}"] = hit.astype(np.float64)
+        out[f"ndcg@{k}"] = np.where(hit, 1.0 / np.log2(np.maximum(ranks, 0) + 2.0), 0.0)
+    out["mrr"] = np.where(found, 1.0 / (np.maximum(ranks, 0) + 1.0), 0.0)
+    return out
+
+
+def summarize(ranks: np.ndarray, ks=DEFAULT_KS) -> dict[str, float]:
+    """Means over users of `per_user_metrics`, plus the user count."""
+    per = per_user_metrics(ranks, ks)
+    out = {k: float(v.mean()) if len(v) else 0.0 for k, v in per.items()}
+    out["users"] = int(len(ranks))
+    return out
+
+
+def bootstrap_ci(per_user: dict[str, np.ndarray], n: int = 1000, seed: int = 0,
+                 alpha: float = 0.05) -> dict[str, tuple[float, float]]:
+    """Percentile bootstrap confidence intervals of each metric's mean (users resampled)."""
+    if n <= 0:
+        return {}
+    rng = np.random.default_rng(seed)
+    names = list(per_user)
+    m = len(per_user[names[0]]) if names else 0
+    if m == 0:
+        return {k: (0.0, 0.0) for k in names}
+    idx = rng.integers(0, m, size=(n, m))
+    out = {}
+    for k in names:
+        means = per_user[k][idx].mean(axis=1)
+        out[k] = (float(np.quantile(means, alpha / 2)), float(np.quantile(means, 1 - alpha / 2)))
+    return out
+
+
+def ranks_from_scores(scores, targets, exclude=None):
+    """0-based rank of each target under full ranking of `scores` [users, items] (torch or numpy).
+
+    Ties count against the target (items with a score >= the target's, other than the target,
+    rank before it), so a constant scorer gets no credit. `exclude`: optional boolean mask of
+    the same shape whose True entries are removed from the ranking (never the target itself).
+    """
+    import torch
+
+    s = torch.as_tensor(scores, dtype=torch.float32).clone()
+    t = torch.as_tensor(targets, dtype=torch.long)
+    if exclude is not None:
+        ex = torch.as_tensor(exclude, dtype=torch.bool).clone()
+        ex[torch.arange(len(t)), t] = False
+        s[ex] = float("-inf")
+    target_score = s[torch.arange(len(t)), t].unsqueeze(1)
+    ahead = (s >= target_score).sum(dim=1) - 1
+    return ahead.numpy()
