@@ -1,0 +1,72 @@
+"""The typed configuration: YAML + overrides, unknown keys and wrong types are errors naming the key."""
+
+import pytest
+
+from gramc.config import Config, ConfigError, dump_yaml, flatten, from_dict, load_config, to_dict
+
+
+def test_defaults_validate():
+    cfg = load_config()
+    assert isinstance(cfg, Config)
+    assert cfg.model.prefix.enabled is True
+    assert cfg.eval.ks == [1, 5, 10, 20, 50]
+
+
+def test_yaml_and_overrides(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("train:\n  lr: 0.001\n  epochs: 3\nmodel:\n  prefix:\n    placement: memory\n")
+    cfg = load_config(p, ["train.lr=5e-4", "model.prefix.enabled=false", "eval.ks=[1,10]", "run.out=123"])
+    assert cfg.train.lr == 5e-4 and cfg.train.epochs == 3
+    assert cfg.model.prefix.placement == "memory" and cfg.model.prefix.enabled is False
+    assert cfg.eval.ks == [1, 10]
+    assert cfg.run.out == "123"  # a string field stays a string even when YAML would read a number
+
+
+@pytest.mark.parametrize("override, key", [
+    ("train.lrr=1", "train.lrr"),
+    ("nosuch.section=1", "nosuch"),
+    ("model.prefix.enable=true", "model.prefix.enable"),
+])
+def test_unknown_override_names_key(override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_config(None, [override])
+
+
+def test_unknown_yaml_key_names_key(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("model:\n  prefix:\n    use_collaborative_prefix: 1\n")
+    with pytest.raises(ConfigError, match=r"model\.prefix\.use_collaborative_prefix"):
+        load_config(p)
+
+
+@pytest.mark.parametrize("override, key", [
+    ("train.epochs=abc", "train.epochs"),
+    ("train.epochs=1.5", "train.epochs"),
+    ("model.prefix.enabled=1", "model.prefix.enabled"),
+    ("model.prefix.placement=everywhere", "model.prefix.placement"),
+    ("eval.beams=0", "eval.beams"),
+    ("train.warmup=1.5", "train.warmup"),
+])
+def test_wrong_types_and_values_name_key(override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_config(None, [override])
+
+
+def test_bad_yaml_file(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("- a list\n- not a mapping\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(p)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_round_trip_through_dict_and_yaml(tmp_path):
+    cfg = load_config(None, ["train.lr=3e-4", "model.prefix.num_items=7"])
+    again = from_dict(to_dict(cfg))
+    assert again == cfg
+    p = tmp_path / "resolved.yaml"
+    p.write_text(dump_yaml(cfg))
+    assert load_config(p) == cfg
+    flat = flatten(to_dict(cfg))
+    assert flat["model.prefix.num_items"] == 7

@@ -1,0 +1,84 @@
+"""Atomic writes, run records, the shared check report, and the metrics every model reports through."""
+
+import json
+
+import numpy as np
+import pytest
+
+from gramc.checks import Report, check, failed, passed, warned
+from gramc.config import load_config
+from gramc.eval.metrics import bootstrap_ci, per_user_metrics, ranks_from_scores, summarize
+from gramc.io import atomic_dir, atomic_path, sha256_file, write_json
+from gramc.runinfo import write_run_info
+
+
+def test_atomic_path_keeps_old_file_on_failure(tmp_path):
+    target = tmp_path / "out.txt"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("boom")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+
+
+def test_atomic_dir_replaces_only_on_success(tmp_path):
+    d = tmp_path / "ds"
+    with atomic_dir(d) as tmp:
+        (tmp / "a").write_text("1")
+    assert (d / "a").read_text() == "1"
+    with pytest.raises(ValueError):
+        with atomic_dir(d) as tmp:
+            (tmp / "a").write_text("2")
+            raise ValueError("injected")
+    assert (d / "a").read_text() == "1"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
+
+
+def test_run_info_records_config_versions_and_fingerprints(tmp_path):
+    cfg = load_config(None, ["run.seed=11"])
+    inp = tmp_path / "input.txt"
+    inp.write_text("data")
+    write_json(tmp_path / "x.json", {"a": 1})
+    info = write_run_info(tmp_path / "run", cfg, {"input": inp})
+    saved = json.loads((tmp_path / "run" / "run_info.json").read_text())
+    assert saved["seed"] == 11 and info["seed"] == 11
+    assert saved["inputs"]["input"]["sha256"] == sha256_file(inp)
+    assert "torch" in saved["versions"]
+    assert load_config(tmp_path / "run" / "config.yaml") == cfg
+
+
+def test_report_ok_json_and_exit_code():
+    r = Report().add(passed("a", 1), warned("b", 2, "careful"), check("c", True, 3, "bad"))
+    assert r.ok and r.exit_code == 0
+    r.add(failed("d", 0.5, "mapping resolves 50% of items: rebuild it from ASINs"))
+    assert not r.ok and r.exit_code == 1 and r.failed_names() == ["d"]
+    d = json.loads(r.to_json())
+    assert d["ok"] is False and [c["name"] for c in d["checks"]] == ["a", "b", "c", "d"]
+    assert set(d["checks"][0]) == {"name", "ok", "level", "value", "message"}
+    assert "rebuild it from ASINs" in r.table()
+
+
+def test_metrics_on_hand_computed_ranks():
+    ranks = np.array([0, 1, 4, 9, -1])
+    m = summarize(ranks, ks=(1, 5, 10))
+    assert m["hit@1"] == pytest.approx(1 / 5)
+    assert m["hit@5"] == pytest.approx(3 / 5)
+    assert m["hit@10"] == pytest.approx(4 / 5)
+    assert m["ndcg@5"] == pytest.approx((1 + 1 / np.log2(3) + 1 / np.log2(6)) / 5)
+    assert m["mrr"] == pytest.approx((1 + 1 / 2 + 1 / 5 + 1 / 10) / 5)
+    assert m["users"] == 5
+
+
+def test_full_ranking_ties_count_against_target_and_exclusion():
+    scores = np.array([[0.1, 0.9, 0.5], [1.0, 1.0, 1.0]])
+    assert list(ranks_from_scores(scores, [2, 0])) == [1, 2]
+    ex = np.array([[False, True, False], [False, False, False]])
+    assert list(ranks_from_scores(scores, [2, 0], exclude=ex)) == [0, 2]
+
+
+def test_bootstrap_ci_brackets_mean():
+    per = per_user_metrics(np.array([0, -1] * 50), ks=(1,))
+    lo, hi = bootstrap_ci(per, n=200)["hit@1"]
+    assert lo < 0.5 < hi
