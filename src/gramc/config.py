@@ -42,8 +42,11 @@ class SyntheticConfig:
     num_users: int = 600
     num_items: int = 300
     num_topics: int = 12
-    min_len: int = 5
+    min_len: int = 5  # interactions per user (>= 5)
     max_len: int = 20
+    num_successors: int = 3  # "successor" items per item (strong item-to-item affinities)
+    successor_prob: float = 0.6  # next item is one of the current item's successors
+    topic_prob: float = 0.25  # else an item of the current (30%: the next) topic; else a popular item
     seed: int = 7
 
 
