@@ -62,6 +62,7 @@ class DataConfig:
     )
     lowercase: bool = True
     missing_metadata: Literal["drop", "error"] = "drop"  # items in sequences without metadata
+    kcore: int = 5  # k-core filter (to a fixpoint) of raw Amazon reviews in `gramc data prepare`; 0 = off
 
 
 @dataclass
