@@ -95,6 +95,8 @@ class GcnConfig:
     interactions: Literal["train", "train+valid", "all"] = "train"  # anything but "train" leaks
     similar_k: int = 20  # neighbours written to similar_items.txt
     out: str = ""  # GCN folder; "" = <run.out>/gcn
+    init_std: float = 0.1  # std of the normal init of the ego embeddings (LightGCN's choice)
+    eval_every: int = 5  # epochs between validation recall@10 points of the curve; 0 = end only
 
 
 @dataclass
