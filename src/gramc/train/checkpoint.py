@@ -1,0 +1,137 @@
+"""Training checkpoints: everything needed to continue a run exactly where it stopped.
+
+A checkpoint is a folder (written atomically: built in a temporary sibling, then renamed, so an
+interrupted save never damages the previous one):
+
+    model.safetensors   model weights (tied weights stored once; safetensors.torch.save_model)
+    optimizer.pt        optimiser and LR-scheduler state
+    rng.pt              RNG states (python, numpy, torch CPU, CUDA) of *every* rank, by rank
+    state.json          TrainState: epoch, global step, step within the epoch, best score so far
+
+Run folders keep `checkpoints/last` (the most recent) and `checkpoints/best` (the best by
+validation). Only rank 0 writes; every rank reads its own RNG state back on resume.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from safetensors.torch import load_model, save_model
+from torch import nn
+
+from ..io import atomic_dir, read_json, write_json
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint folder is missing, incomplete or does not match the run."""
+
+
+@dataclass
+class TrainState:
+    """Where a run stands. `epoch`/`step_in_epoch` say which optimiser step comes next."""
+
+    epoch: int = 0  # epoch of the next optimiser step
+    step: int = 0  # optimiser steps done in total
+    step_in_epoch: int = 0  # optimiser steps done in `epoch`
+    world: int = 1  # processes that wrote this state
+    best_metric: str = ""  # name of the selection metric
+    best_value: Optional[float] = None
+    best_step: int = -1
+    best_epoch: int = -1
+    done: bool = False  # training finished (the test split may still be pending)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainState":
+        return cls(**d)
+
+
+def rng_state() -> dict[str, Any]:
+    """This process's RNG states, in a form `torch.load(weights_only=True)` accepts."""
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]),
+                  int(np_state[3]), float(np_state[4])),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(folder: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+                    scheduler: Any, state: TrainState, rng_states: list[dict[str, Any]]) -> Path:
+    """Write a complete checkpoint folder atomically (replacing an older one at `folder`)."""
+    folder = Path(folder)
+    with atomic_dir(folder) as tmp:
+        save_model(model, str(tmp / "model.safetensors"))
+        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
+                   tmp / "optimizer.pt")
+        torch.save(rng_states, tmp / "rng.pt")
+        write_json(tmp / "state.json", asdict(state))
+    return folder
+
+
+def copy_checkpoint(src: str | Path, dst: str | Path) -> None:
+    """Copy a checkpoint folder (e.g. last -> best) atomically."""
+    src = Path(src)
+    with atomic_dir(dst) as tmp:
+        for f in src.iterdir():
+            shutil.copy2(f, tmp / f.name)
+
+
+def _require(folder: Path, names: tuple[str, ...]) -> None:
+    if not folder.is_dir():
+        raise CheckpointError(f"checkpoint folder {folder} does not exist; nothing to resume "
+                              f"(was the run saved? see train.save_every)")
+    for n in names:
+        if not (folder / n).is_file():
+            raise CheckpointError(f"checkpoint {folder} is incomplete: {n} is missing")
+
+
+def load_weights(folder: str | Path, model: nn.Module) -> None:
+    """Load only the model weights of a checkpoint (strict: names and shapes must match)."""
+    folder = Path(folder)
+    _require(folder, ("model.safetensors",))
+    try:
+        missing, unexpected = load_model(model, str(folder / "model.safetensors"), strict=False)
+    except RuntimeError as e:  # shape mismatch
+        raise CheckpointError(f"{folder / 'model.safetensors'} does not fit the model: {e}") from e
+    if missing or unexpected:
+        raise CheckpointError(f"{folder / 'model.safetensors'} does not fit the model: missing "
+                              f"{sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")
+
+
+def load_checkpoint(folder: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+                    scheduler: Any, rank: int = 0, world: int = 1) -> TrainState:
+    """Restore weights, optimiser, scheduler and this rank's RNG state; return the TrainState."""
+    folder = Path(folder)
+    _require(folder, ("model.safetensors", "optimizer.pt", "rng.pt", "state.json"))
+    state = TrainState.from_dict(read_json(folder / "state.json"))
+    if state.world != world:
+        raise CheckpointError(f"{folder} was written by {state.world} process(es) but this run has "
+                              f"{world}; resume with the same number of processes (the data order "
+                              f"and per-rank RNG depend on it)")
+    load_weights(folder, model)
+    opt = torch.load(folder / "optimizer.pt", weights_only=True)
+    optimizer.load_state_dict(opt["optimizer"])
+    scheduler.load_state_dict(opt["scheduler"])
+    rngs = torch.load(folder / "rng.pt", weights_only=True)
+    set_rng_state(rngs[rank])
+    return state
