@@ -345,9 +345,10 @@ def train_lightgcn(ds: SeqDataset, cfg: GcnConfig, out_dir: str | Path, *, run_c
             opt.zero_grad(set_to_none=True)
             (loss + l2).backward()
             opt.step()
-            total += loss.item()
+            value = loss.item()
+            total += value
             bar.update(1)
-            bar.set_postfix(epoch=epoch, loss=f"{float(loss):.4f}")
+            bar.set_postfix(epoch=epoch, loss=f"{value:.4f}", refresh=False)
         loss_curve.append(total / steps)
         if (cfg.eval_every and epoch % cfg.eval_every == 0) or epoch == cfg.epochs:
             valid_curve.append({"epoch": epoch, **_valid_point(model, adj, ds)})
