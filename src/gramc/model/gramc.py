@@ -1,0 +1,208 @@
+"""GRAM-C: Fusion-in-Decoder over real passages only, plus the collaborative prefix.
+
+    user passage  --encode--> states + E[0]  ┐
+    item passages --encode--> states + E[j]  ├─ per sample, real tokens only -> memory [B, M, d]
+    (prefix soft tokens: into the user passage, every passage, or appended to the memory)
+    T5 decoder cross-attends to the memory and is trained with token cross-entropy on the target ID.
+
+Every real passage is encoded once and independently (item rows may be shared by several samples
+of a batch, see `gramc.model.inputs.Collator`); there is never an all-padding passage. The learned
+passage-position embedding `E` (`max_his + 1` rows, N(0, 0.02); 0 = user passage, 1 = first history
+position in `model.history_order`, ...) is added to every token state of a passage, as in GRAM.
+Memory keeps only real tokens (padding is dropped, not just masked); T5 cross-attention has no
+position bias, so this equals GRAM's padded memory. With the prefix disabled this is exactly GRAM.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import Config, ModelConfig
+from .inputs import IGNORE, Batch
+from .prefix import CollaborativePrefix, PrefixNormStats
+from .t5 import T5, T5Dims, shift_right
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .assets import Assets
+
+
+def build_backbone(cfg: ModelConfig, vocab_size: int) -> T5:
+    """The T5 of `model.preset`: `tiny`/`small` from random init, or `pretrained` weights."""
+    if cfg.preset == "pretrained":
+        t5 = T5.from_pretrained(cfg.pretrained)
+        if t5.dims.vocab_size < vocab_size:
+            raise ValueError(f"model.pretrained={cfg.pretrained!r} has {t5.dims.vocab_size} token embeddings "
+                             f"but the tokenizer has {vocab_size} tokens; use the model's own tokenizer")
+        for m in t5.modules():
+            if isinstance(m, nn.Dropout):
+                m.p = cfg.dropout
+        t5.dims.dropout_rate = cfg.dropout
+        return t5
+    return T5(T5Dims.preset(cfg.preset, vocab_size=vocab_size, dropout_rate=cfg.dropout))
+
+
+class GramC(nn.Module):
+    """GRAM (late fusion of user and item passages) + an optional collaborative prefix."""
+
+    def __init__(self, cfg: ModelConfig, max_his: int, vocab_size: int, gcn_table: torch.Tensor | None) -> None:
+        super().__init__()
+        if max_his < 1:
+            raise ValueError(f"GramC: max_his must be >= 1, got {max_his}")
+        self.cfg = cfg
+        self.max_his = max_his
+        self.t5 = build_backbone(cfg, vocab_size)
+        d = self.t5.dims.d_model
+        self.passage_pos = nn.Embedding(max_his + 1, d)
+        nn.init.normal_(self.passage_pos.weight, mean=0.0, std=0.02)
+        self.placement = cfg.prefix.placement
+        self.prefix: CollaborativePrefix | None = None
+        if cfg.prefix.enabled:
+            if gcn_table is None:
+                raise ValueError("model.prefix.enabled is true but no GCN table was given "
+                                 "(train one with `gramc gcn train` or set model.prefix.enabled=false)")
+            self.prefix = CollaborativePrefix(cfg.prefix, gcn_table, d)
+
+    @classmethod
+    def from_config(cls, cfg: Config, assets: "Assets") -> "GramC":
+        table = assets.gcn.embeddings if (cfg.model.prefix.enabled and assets.gcn is not None) else None
+        return cls(cfg.model, cfg.data.max_his, assets.tokenizer.vocab_size, table)
+
+    @property
+    def d_model(self) -> int:
+        return self.t5.dims.d_model
+
+    # ---- encoder side -----------------------------------------------------------------------
+
+    def item_states(self, item_input: torch.Tensor, item_mask: torch.Tensor, prefix: torch.Tensor | None = None,
+                    prefix_mask: torch.Tensor | None = None,
+                    chunk: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encode item passage rows -> (states [P, K+L, d], mask [P, K+L]); `chunk` rows at a time if > 0
+        (for the table of all items at evaluation)."""
+        if prefix is not None:
+            mask = torch.cat([prefix_mask.bool(), item_mask.bool()], 1)
+        else:
+            mask = item_mask.bool()
+        if item_input.shape[0] == 0:
+            return item_input.new_zeros((0, mask.shape[1], self.d_model), dtype=self.t5.shared.weight.dtype), mask
+        if chunk and prefix is None and item_input.shape[0] > chunk:
+            parts = [self.t5.encode(item_input[i: i + chunk], item_mask[i: i + chunk])
+                     for i in range(0, item_input.shape[0], chunk)]
+            return torch.cat(parts, 0), mask
+        return self.t5.encode(item_input, item_mask, prefix, prefix_mask), mask
+
+    def _prefix(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor] | None:
+        if self.prefix is None:
+            return None
+        if not batch.prefix_enabled:
+            raise ValueError("GramC has a collaborative prefix but the batch was collated with the prefix "
+                             "disabled (no recent_item_ids); build the Collator from the same config")
+        return self.prefix(batch.recent_item_ids)
+
+    def memory(self, batch: Batch, items: tuple[torch.Tensor, torch.Tensor] | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fused encoder memory `[B, M, d]` and its mask `[B, M]` (real tokens only, then padding).
+
+        `items`: precomputed `(states, mask)` of all items (`item_states(*cache.all_items())`) for a
+        batch collated with `items="global"` (then `batch.history` holds dataset item indices).
+        """
+        pre = self._prefix(batch)
+        in_passage = pre is not None and self.placement in ("user_passage", "every_passage")
+        user_states = self.t5.encode(batch.user_input, batch.user_mask, *(pre if in_passage else (None, None)))
+        user_mask = torch.cat([pre[1], batch.user_mask.bool()], 1) if in_passage else batch.user_mask.bool()
+
+        history = batch.history
+        if items is not None or batch.global_items:
+            if items is None:
+                raise ValueError("batch was collated with items='global': pass items=(states, mask) of all items")
+            if pre is not None and self.placement == "every_passage":
+                raise ValueError("precomputed item states cannot carry an every_passage prefix")
+            all_states, all_mask = items
+            valid = history >= 0
+            uniq, inv = torch.unique(history[valid], return_inverse=True)
+            row_states, row_mask = all_states[uniq], all_mask[uniq].bool()
+            history = torch.full_like(history, -1)
+            history[valid] = inv
+        elif pre is not None and self.placement == "every_passage":
+            owner = batch.item_owner
+            if batch.item_input.shape[0] and bool((owner < 0).any()):
+                raise ValueError("every_passage placement needs per-sample item rows (item_owner >= 0)")
+            row_states, row_mask = self.item_states(batch.item_input, batch.item_mask, pre[0][owner], pre[1][owner])
+        else:
+            row_states, row_mask = self.item_states(batch.item_input, batch.item_mask)
+
+        memory, mask = self._fuse(user_states, user_mask, row_states, row_mask, history)
+        if pre is not None and self.placement == "memory":
+            memory = torch.cat([memory, pre[0].to(memory.dtype)], 1)
+            mask = torch.cat([mask, pre[1]], 1)
+        return memory, mask
+
+    def _fuse(self, user_states: torch.Tensor, user_mask: torch.Tensor, row_states: torch.Tensor,
+              row_mask: torch.Tensor, history: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gather per sample [user passage; history rows in order] keeping only real tokens, and add
+        the passage-position embedding. One index_select: no padded [B, N, L, d] tensor is built."""
+        dev = user_states.device
+        b, lu, d = user_states.shape
+        r, li = row_mask.shape
+        n = history.shape[1]
+        if n + 1 > self.passage_pos.num_embeddings:
+            raise ValueError(f"batch has {n} history positions but the model was built for max_his={self.max_his}")
+        w = max(lu, li)
+        # flat index (into [user tokens; row tokens]) of each row's real tokens first, stable order
+        src_u = torch.arange(b, device=dev)[:, None] * lu + torch.argsort((~user_mask).to(torch.int8), dim=1, stable=True)
+        src_i = b * lu + torch.arange(r, device=dev)[:, None] * li + torch.argsort((~row_mask).to(torch.int8), dim=1,
+                                                                                 stable=True)
+        src = torch.zeros(b + r, w, dtype=torch.long, device=dev)
+        src[:b, :lu] = src_u
+        src[b:, :li] = src_i
+        count = torch.cat([user_mask.sum(1), row_mask.sum(1)])  # real tokens per unified row
+        seg_row = torch.cat([torch.arange(b, device=dev)[:, None],
+                             torch.where(history >= 0, history + b, torch.full_like(history, -1))], 1)  # [B, S]
+        seg_cnt = torch.where(seg_row >= 0, count[seg_row.clamp(min=0)], torch.zeros_like(seg_row))
+        cum = seg_cnt.cumsum(1)
+        total = cum[:, -1]
+        m = int(total.max())
+        pos = torch.arange(m, device=dev).unsqueeze(0).expand(b, m).contiguous()
+        seg = torch.searchsorted(cum, pos, right=True).clamp(max=n)  # segment of each memory slot
+        offset = pos - (cum - seg_cnt).gather(1, seg)
+        valid = pos < total[:, None]
+        row = seg_row.gather(1, seg).clamp(min=0)
+        flat = src[row, offset.clamp(0, w - 1)]
+        flat = torch.where(valid, flat, torch.zeros_like(flat))
+        states = torch.cat([user_states.reshape(b * lu, d), row_states.reshape(r * li, d).to(user_states.dtype)])
+        memory = states[flat.reshape(-1)].reshape(b, m, d)
+        memory = memory + self.passage_pos(seg).to(memory.dtype)
+        memory = memory * valid.unsqueeze(-1).to(memory.dtype)
+        return memory, valid
+
+    # ---- decoder side -----------------------------------------------------------------------
+
+    def token_losses(self, batch: Batch, items: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """Per-token cross-entropy `[B, T]` (0 where labels == -100)."""
+        memory, mask = self.memory(batch, items)
+        labels = batch.labels
+        logits, _ = self.t5.decode(shift_right(labels)[:, None, :], self.t5.cross_kv(memory), mask)
+        logits = logits[:, 0].float()
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE,
+                               reduction="none")
+        return loss.view_as(labels)
+
+    def forward(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(sum of token cross-entropy over labels != -100, number of those tokens).
+
+        Not averaged: the trainer divides by the global token count (all ranks, all accumulation
+        steps), so every target token weighs the same whatever the batching.
+        """
+        loss = self.token_losses(batch)
+        return loss.sum(), (batch.labels != IGNORE).sum()
+
+    # ---- audit ------------------------------------------------------------------------------
+
+    def prefix_norm_stats(self, batch: Batch) -> PrefixNormStats | None:
+        """Prefix vector norm vs the user passage's token-embedding norm (None without a prefix)."""
+        if self.prefix is None:
+            return None
+        return self.prefix.norm_stats(batch.recent_item_ids, batch.user_input, batch.user_mask, self.t5.shared)
