@@ -177,7 +177,9 @@ class BaselineConfig:
     sasrec_epochs: int = 200
     sasrec_lr: float = 1e-3
     sasrec_batch_size: int = 256
-    sasrec_patience: int = 10
+    sasrec_patience: int = 10  # epochs without a better validation ndcg@10 before stopping
+    sasrec_weight_decay: float = 0.0
+    sasrec_max_minutes: float = 0.0  # wall-time budget for training; 0 = no limit
 
 
 @dataclass

@@ -1,0 +1,105 @@
+"""What every full-ranking baseline shares: loading the dataset, ranking all items, metrics.json.
+
+A baseline is a scorer `score(samples) -> Tensor [len(samples), num_items]`; `evaluate_scorer`
+ranks every item for every user of a split (same leave-one-out samples as GRAM-C, same metrics
+code as `gramc evaluate`) and returns the record written to `metrics_<split>.json`:
+
+    {"split", "model", "users", "metrics": {name: mean}, "ci": {name: [lo, hi]}, "protocol": {...}}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..config import Config
+from ..data.dataset import SeqDataset
+from ..data.splits import Sample, samples
+from ..eval.metrics import bootstrap_ci, per_user_metrics, ranks_from_scores, summarize
+from ..io import write_json
+
+Scorer = Callable[[Sequence[Sample]], torch.Tensor]
+
+
+def load_data(cfg: Config) -> SeqDataset:
+    """The dataset named by `cfg.data` (a prepared folder, or the synthetic one)."""
+    from ..data.source import load_dataset
+
+    return load_dataset(cfg.data)
+
+
+def resolve_device(spec: str) -> torch.device:
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(spec)
+
+
+def split_ranks(ds: SeqDataset, split: str, max_his: int, score: Scorer, exclude_history: bool = False,
+                batch_users: int = 1024, desc: str = "") -> tuple[np.ndarray, list[Sample]]:
+    """0-based rank of each sample's target among all items (ties count against the target)."""
+    smp = samples(ds, split, max_his)  # type: ignore[arg-type]
+    ranks = np.zeros(len(smp), dtype=np.int64)
+    bar = tqdm(range(0, len(smp), batch_users), desc=desc or f"rank {split}", unit="batch",
+               leave=False, disable=len(smp) <= batch_users)
+    for start in bar:
+        chunk = smp[start:start + batch_users]
+        with torch.no_grad():
+            scores = score(chunk).float().cpu()
+        if scores.shape != (len(chunk), ds.num_items):
+            raise ValueError(f"scorer returned shape {tuple(scores.shape)}, expected "
+                             f"({len(chunk)}, {ds.num_items})")
+        exclude = None
+        if exclude_history:
+            exclude = torch.zeros_like(scores, dtype=torch.bool)
+            for r, s in enumerate(chunk):
+                exclude[r, list(s.history)] = True
+        targets = [s.target for s in chunk]
+        ranks[start:start + len(chunk)] = ranks_from_scores(scores, targets, exclude)
+    return ranks, smp
+
+
+def metrics_record(ranks: np.ndarray, split: str, model: str, cfg: Config,
+                   extra: dict | None = None) -> dict:
+    """metrics.json record in the schema of `gramc evaluate` (means, bootstrap CIs, protocol)."""
+    ks = list(cfg.eval.ks)
+    means = summarize(ranks, ks)
+    users = means.pop("users")
+    ci = bootstrap_ci(per_user_metrics(ranks, ks), n=cfg.eval.bootstrap, seed=cfg.run.seed)
+    rec = {
+        "split": split,
+        "model": model,
+        "users": users,
+        "metrics": means,
+        "ci": {k: [lo, hi] for k, (lo, hi) in ci.items()},
+        "protocol": {"ranking": "full", "exclude_history": cfg.eval.exclude_history,
+                     "max_his": cfg.data.max_his, "ks": ks, "bootstrap": cfg.eval.bootstrap},
+    }
+    if extra:
+        rec.update(extra)
+    return rec
+
+
+def evaluate_scorer(ds: SeqDataset, cfg: Config, score: Scorer, model: str, out: str | Path | None,
+                    max_his: int | None = None, splits: Sequence[str] = ("valid", "test"),
+                    extra: dict | None = None) -> dict[str, dict]:
+    """Rank all items for every user of each split; write metrics_<split>.json (+ metrics.json = test)."""
+    records = {}
+    for split in splits:
+        ranks, _ = split_ranks(ds, split, max_his or cfg.data.max_his, score,
+                               exclude_history=cfg.eval.exclude_history, desc=f"{model} {split}")
+        records[split] = metrics_record(ranks, split, model, cfg, extra)
+        if out is not None:
+            write_json(Path(out) / f"metrics_{split}.json", records[split])
+    if out is not None and "test" in records:
+        write_json(Path(out) / "metrics.json", records["test"])
+    return records
+
+
+def format_row(name: str, rec: dict, keys: Sequence[str] = ("hit@5", "ndcg@5", "hit@10", "ndcg@10")) -> str:
+    """One markdown table row of a metrics record."""
+    m = rec["metrics"]
+    return "| " + name + " | " + " | ".join(f"{m.get(k, float('nan')):.4f}" for k in keys) + " |"

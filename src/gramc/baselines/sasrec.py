@@ -1,0 +1,206 @@
+"""SASRec trained with cross-entropy over all items (the strong sequential baseline).
+
+A causal Transformer over the last `sasrec_max_len` training items of a user predicts, at every
+position at once, the next item with a softmax over the whole catalogue (not the sampled
+BCE of the original paper, which is much weaker). Item embeddings are tied with the output
+layer; positions have learned embeddings; padding (item 0, on the left) is masked out of
+attention and of the loss. Training sees only s[:-2] of each user; early stopping on validation
+ndcg@10 keeps the best weights, which are then evaluated on the test split.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from ..config import BaselineConfig, Config
+from ..data.dataset import SeqDataset
+from ..data.splits import Sample, training_sequences
+from ..eval.metrics import summarize
+from ..io import torch_save, write_json
+from ..runinfo import write_run_info
+from .common import evaluate_scorer, resolve_device, split_ranks
+
+
+class SASRec(nn.Module):
+    """Item + position embeddings -> pre-LN causal Transformer -> final LayerNorm.
+
+    Item rows are shifted by one: row 0 is padding, row i+1 is dataset item i.
+    """
+
+    def __init__(self, num_items: int, cfg: BaselineConfig):
+        super().__init__()
+        d = cfg.sasrec_dim
+        self.max_len = cfg.sasrec_max_len
+        self.heads = cfg.sasrec_heads
+        self.item_emb = nn.Embedding(num_items + 1, d, padding_idx=0)
+        self.pos_emb = nn.Embedding(cfg.sasrec_max_len, d)
+        self.drop = nn.Dropout(cfg.sasrec_dropout)
+        layer = nn.TransformerEncoderLayer(d, cfg.sasrec_heads, dim_feedforward=d, dropout=cfg.sasrec_dropout,
+                                           activation="gelu", batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, cfg.sasrec_layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(d)
+        nn.init.normal_(self.item_emb.weight, std=d ** -0.5)
+        with torch.no_grad():
+            self.item_emb.weight[0].zero_()
+        nn.init.normal_(self.pos_emb.weight, std=0.02)
+
+    def hidden(self, seq: torch.Tensor) -> torch.Tensor:
+        """seq [B, L] of item rows (0 = pad, left-padded) -> states [B, L, d]."""
+        B, L = seq.shape
+        pad = seq == 0
+        pos = torch.arange(L, device=seq.device)
+        x = self.item_emb(seq) * math.sqrt(self.item_emb.embedding_dim) + self.pos_emb(pos)[None]
+        x = self.drop(x) * (~pad).unsqueeze(-1)
+        # True = may not attend: future keys, and padding keys (a query may always see itself, so
+        # all-padding rows stay finite; they are never read)
+        future = torch.ones(L, L, dtype=torch.bool, device=seq.device).triu(1)
+        blocked = future[None] | (pad[:, None, :] & ~torch.eye(L, dtype=torch.bool, device=seq.device)[None])
+        blocked = blocked.repeat_interleave(self.heads, dim=0)
+        h = self.encoder(x, mask=blocked)
+        return self.norm(h)
+
+    def item_logits(self, h: torch.Tensor) -> torch.Tensor:
+        """states [..., d] -> logits over dataset items [..., num_items] (padding row excluded)."""
+        return h @ self.item_emb.weight[1:].T
+
+
+def _left_pad(items: Sequence[int], L: int) -> list[int]:
+    rows = [i + 1 for i in items[-L:]]
+    return [0] * (L - len(rows)) + rows
+
+
+def training_tensors(ds: SeqDataset, max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(inputs, targets) [U, max_len] item rows: every training position is a target in one pass."""
+    inp, tgt = [], []
+    for seq in training_sequences(ds):
+        if len(seq) < 2:
+            continue
+        part = seq[-(max_len + 1):]
+        inp.append(_left_pad(part[:-1], max_len))
+        tgt.append(_left_pad(part[1:], max_len))
+    return torch.tensor(inp, dtype=torch.long), torch.tensor(tgt, dtype=torch.long)
+
+
+def make_scorer(model: SASRec, device: torch.device):
+    def score(chunk: Sequence[Sample]) -> torch.Tensor:
+        model.eval()
+        seq = torch.tensor([_left_pad(s.history, model.max_len) for s in chunk], dtype=torch.long, device=device)
+        with torch.no_grad():
+            return model.item_logits(model.hidden(seq)[:, -1])
+
+    return score
+
+
+def train_sasrec(ds: SeqDataset, cfg: Config, out: str | Path | None = None,
+                 max_minutes: float | None = None) -> tuple[SASRec, list[dict]]:
+    """Train with full-softmax cross-entropy and early stopping on validation ndcg@10.
+
+    Returns the model holding the best validation weights and the per-epoch log (also written to
+    `out/log.jsonl`). `max_minutes` (or `baseline.sasrec_max_minutes`) bounds the wall time.
+    """
+    b = cfg.baseline
+    torch.manual_seed(cfg.run.seed)
+    device = resolve_device(cfg.run.device)
+    model = SASRec(ds.num_items, b).to(device)
+    inp, tgt = training_tensors(ds, b.sasrec_max_len)
+    if len(inp) == 0:
+        raise ValueError("SASRec: no user has two or more training interactions")
+    opt = torch.optim.AdamW(model.parameters(), lr=b.sasrec_lr, weight_decay=b.sasrec_weight_decay,
+                            betas=(0.9, 0.98))
+    gen = torch.Generator().manual_seed(cfg.run.seed)
+    budget = max_minutes if max_minutes is not None else b.sasrec_max_minutes
+    t0 = time.time()
+    best, best_state, bad, log = -1.0, None, 0, []
+    log_path = Path(out) / "log.jsonl" if out is not None else None
+    if log_path is not None:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_path.write_text("")
+    val_ks = sorted(set(cfg.eval.ks) | {10})
+    bar = tqdm(range(1, b.sasrec_epochs + 1), desc="sasrec", unit="epoch")
+    for epoch in bar:
+        model.train()
+        perm = torch.randperm(len(inp), generator=gen)
+        total, count = 0.0, 0
+        for start in range(0, len(perm), b.sasrec_batch_size):
+            idx = perm[start:start + b.sasrec_batch_size]
+            x, y = inp[idx].to(device), tgt[idx].to(device)
+            h = model.hidden(x)
+            keep = y > 0
+            logits = model.item_logits(h[keep])
+            loss = nn.functional.cross_entropy(logits, y[keep] - 1)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.item() * int(keep.sum())
+            count += int(keep.sum())
+        ranks, _ = split_ranks(ds, "valid", b.sasrec_max_len, make_scorer(model, device), batch_users=2048)
+        val = summarize(ranks, val_ks)
+        row = {"epoch": epoch, "train_loss": total / max(count, 1), "valid_hit@10": val["hit@10"],
+               "valid_ndcg@10": val["ndcg@10"], "seconds": round(time.time() - t0, 1)}
+        log.append(row)
+        if log_path is not None:
+            with open(log_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(row) + "\n")
+        bar.set_postfix(loss=f"{row['train_loss']:.3f}", ndcg10=f"{val['ndcg@10']:.4f}", best=f"{max(best, val['ndcg@10']):.4f}")
+        if val["ndcg@10"] > best:
+            best, bad = val["ndcg@10"], 0
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            bad += 1
+            if bad >= b.sasrec_patience:
+                break
+        if budget and (time.time() - t0) / 60.0 >= budget:
+            break
+    assert best_state is not None
+    model.load_state_dict(best_state)
+    return model, log
+
+
+def plot_curve(log: list[dict], path: str | Path, title: str = "SASRec-CE") -> None:
+    """Training loss and validation ndcg@10 per epoch, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..io import atomic_path
+
+    ep = [r["epoch"] for r in log]
+    fig, ax = plt.subplots(1, 2, figsize=(9, 3.2))
+    ax[0].plot(ep, [r["train_loss"] for r in log])
+    ax[0].set_xlabel("epoch"), ax[0].set_ylabel("train CE loss")
+    ax[1].plot(ep, [r["valid_ndcg@10"] for r in log], label="ndcg@10")
+    ax[1].plot(ep, [r["valid_hit@10"] for r in log], label="hit@10")
+    ax[1].set_xlabel("epoch"), ax[1].legend(), ax[1].set_title("validation")
+    fig.suptitle(title)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+def run_sasrec(ds: SeqDataset, cfg: Config, out: str | Path | None, inputs: dict | None = None,
+               max_minutes: float | None = None) -> dict[str, dict]:
+    """Train, keep the best validation epoch, evaluate valid + test; write everything into `out`."""
+    t0 = time.time()
+    if out is not None:
+        write_run_info(out, cfg, inputs)
+    model, log = train_sasrec(ds, cfg, out, max_minutes)
+    device = next(model.parameters()).device
+    best = max(log, key=lambda r: r["valid_ndcg@10"])
+    extra = {"best_epoch": best["epoch"], "epochs_run": len(log), "train_seconds": round(time.time() - t0, 1)}
+    recs = evaluate_scorer(ds, cfg, make_scorer(model, device), "sasrec", out,
+                           max_his=cfg.baseline.sasrec_max_len, extra=extra)
+    if out is not None:
+        torch_save({"state_dict": model.state_dict(), "num_items": ds.num_items}, Path(out) / "sasrec.pt")
+        plot_curve(log, Path(out) / "curves.png")
+    return recs
