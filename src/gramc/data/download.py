@@ -10,6 +10,7 @@ file with its URL, size and sum, and whether the sum was verified.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import time
 import urllib.error
@@ -116,7 +117,7 @@ def download_file(url: str, dest: str | Path, expected_sha256: str | None = None
             if e.code == 416 and have:  # the .part is already complete (or longer than the file)
                 break
             raise DataError(f"{url}: HTTP {e.code} {e.reason}") from e
-        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as e:
+        except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError, OSError) as e:
             attempt += 1
             if attempt > retries:
                 raise DataError(f"{url}: download failed after {retries} retries ({e}); "

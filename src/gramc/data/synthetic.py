@@ -24,7 +24,9 @@ _NOUNS = ["cream", "serum", "lotion", "gel", "mask", "oil", "balm", "spray", "po
 
 
 def _word(rng: np.random.Generator, syllables: int) -> str:
-    return "".join(str(rng.choice(_CONSONANTS)) + str(rng.choice(_VOWELS)) for _ in range(syllables))
+    c = rng.integers(0, len(_CONSONANTS), syllables)
+    v = rng.integers(0, len(_VOWELS), syllables)
+    return "".join(_CONSONANTS[a] + _VOWELS[b] for a, b in zip(c, v))
 
 
 def _unique_words(rng: np.random.Generator, n: int, syllables: int, taken: set[str]) -> list[str]:
@@ -101,34 +103,38 @@ def make_synthetic(cfg: SyntheticConfig) -> SeqDataset:
         # mostly same-topic successors, the last from the next topic so users drift between topics
         chosen: list[int] = []
         for k in range(cfg.num_successors):
-            pool = members[int(next_topic[t])] if k == cfg.num_successors - 1 else members[t]
-            pool = np.setdiff1d(pool, np.array(chosen + [i]))
-            if len(pool) == 0:  # tiny topics: fall back to any other item
-                pool = np.setdiff1d(np.arange(n_items), np.array(chosen + [i]))
-            chosen.append(int(rng.choice(pool)))
+            topic = int(next_topic[t]) if k == cfg.num_successors - 1 else t
+            pool = [int(j) for j in members[topic] if j != i and j not in chosen]
+            if not pool:  # tiny topics: fall back to any other item
+                pool = [j for j in range(n_items) if j != i and j not in chosen]
+            chosen.append(pool[int(rng.integers(0, len(pool)))])
         successors[i] = chosen
     succ_weights = np.array([0.5 ** k for k in range(cfg.num_successors)])
-    succ_weights /= succ_weights.sum()
+    succ_cdf = np.cumsum(succ_weights / succ_weights.sum())
+    pop_cdf = np.cumsum(popularity)
+    topic_cdf = [np.cumsum(popularity[m] / popularity[m].sum()) for m in members]
+
+    def draw(cdf: np.ndarray) -> int:  # inverse-CDF sampling: one uniform draw per choice
+        return min(int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right")), len(cdf) - 1)
 
     # ---- users ---------------------------------------------------------------------------
     lengths = np.minimum(cfg.min_len + rng.geometric(0.25, size=cfg.num_users) - 1, cfg.max_len)
     starts = rng.permutation(n_items)  # the first users together start from every item once
     raw_sequences: list[list[int]] = []
     for u in range(cfg.num_users):
-        cur = int(starts[u]) if u < n_items else int(rng.choice(n_items, p=popularity))
+        cur = int(starts[u]) if u < n_items else draw(pop_cdf)
         seq = [cur]
         while len(seq) < lengths[u]:
             r = rng.random()
             if r < cfg.successor_prob:
-                nxt = int(successors[cur][rng.choice(cfg.num_successors, p=succ_weights)])
+                nxt = int(successors[cur][draw(succ_cdf)])
             elif r < cfg.successor_prob + cfg.topic_prob:
                 t = int(item_topic[cur])
                 if rng.random() < 0.3:
                     t = int(next_topic[t])
-                p = popularity[members[t]] / popularity[members[t]].sum()
-                nxt = int(rng.choice(members[t], p=p))
+                nxt = int(members[t][draw(topic_cdf[t])])
             else:
-                nxt = int(rng.choice(n_items, p=popularity))
+                nxt = draw(pop_cdf)
             if nxt == cur:
                 continue
             seq.append(nxt)
