@@ -78,6 +78,8 @@ class IdsConfig:
     embedding_file: str = ""  # .npy when embedding == "npy"
     svd_dim: int = 64
     seed: int = 42
+    text_tokens: int = 128  # label TF counts the first N tokens of each item text
+    threads: int = 0  # BLAS/OpenMP threads for SVD and k-means; 0 = library default
 
 
 @dataclass
