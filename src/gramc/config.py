@@ -162,9 +162,15 @@ class EvalConfig:
     length_penalty: float = 0.0  # 0 = raw sum of log-probabilities; GRAM used 1.0
     ks: list[int] = field(default_factory=lambda: [1, 5, 10, 20, 50])
     batch_size: int = 64  # users per beam-search batch
-    exclude_history: bool = False
+    exclude_history: bool = False  # never recommend an item already in the user's history
     bootstrap: int = 1000  # bootstrap resamples for confidence intervals
     unknown_history: Literal["error", "skip"] = "error"  # for `gramc recommend`
+    # when the search may stop: heuristic = HF early_stopping=False (GRAM; exact when
+    # length_penalty=0), never = HF "never" (exact bound for any penalty), finished = HF True
+    early_stopping: Literal["heuristic", "never", "finished"] = "heuristic"
+    item_batch_size: int = 256  # item passages encoded per chunk (once per checkpoint)
+    bf16: bool = True  # encode item passages in bf16 autocast on CUDA (CPU always fp32)
+    predictions_top: int = 50  # items per user written to predictions.jsonl
 
 
 @dataclass
