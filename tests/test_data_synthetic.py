@@ -11,6 +11,7 @@ from gramc.config import DataConfig, SyntheticConfig
 from gramc.data.dataset import DataError, SeqDataset
 from gramc.data.source import load_dataset
 from gramc.data.splits import samples, training_sequences
+from gramc.data.stats import sequential_signal
 from gramc.data.synthetic import make_synthetic
 from gramc.eval.metrics import ranks_from_scores, summarize
 
@@ -97,6 +98,14 @@ def test_markov_beats_popularity_by_3x():
     markov, pop = _validation_hit10(ds)
     assert pop > 0
     assert markov >= 3 * pop, (markov, pop)
+    # the sparse version that `gramc data stats` prints agrees with this dense one exactly
+    assert sequential_signal(ds, 10) == (markov, pop)
+
+
+def test_sparse_signal_matches_dense_on_small_irregular_data():
+    cfg = SyntheticConfig(num_users=80, num_items=60, num_topics=5, successor_prob=0.3, topic_prob=0.3, seed=1)
+    ds = make_synthetic(cfg)
+    assert sequential_signal(ds, 10) == _validation_hit10(ds)
 
 
 def test_structure_check_can_fail_on_unstructured_data():

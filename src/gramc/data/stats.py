@@ -34,6 +34,8 @@ class DatasetStats:
     max_his: int
     top_items: list[tuple[str, int]]  # over whole sequences, most frequent first
     top_train_items: list[tuple[str, int]]  # over training parts s[:-2]
+    markov_hit10: float  # validation hit@10 of a first-order Markov model (training transitions)
+    popularity_hit10: float  # validation hit@10 of training popularity
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -54,6 +56,47 @@ def _length_stats(lengths: np.ndarray, bins: int) -> LengthStats:
                        [int(e) for e in edges], [int(c) for c in counts])
 
 
+def sequential_signal(ds: SeqDataset, k: int = 10) -> tuple[float, float]:
+    """Validation hit@k of a first-order Markov model and of popularity, both fit on s[:-2].
+
+    Markov scores an item by its transition count from the last history item, with training
+    popularity (scaled below 1) breaking ties; ties with the target count against it, as in
+    gramc.eval.metrics.ranks_from_scores (tests check both agree). Ranks are computed from the
+    sparse transition rows, so this stays fast on real catalogues. A large ratio means the
+    data has sequential structure.
+    """
+    import scipy.sparse as sp
+
+    n = ds.num_items
+    train = training_sequences(ds)
+    valid = samples(ds, "valid", 1)
+    if not valid or n == 0:
+        return 0.0, 0.0
+    pop = np.bincount(np.array([i for s in train for i in s], dtype=np.int64), minlength=n).astype(np.float64)
+    src = np.array([a for s in train for a in s[:-1]], dtype=np.int64)
+    dst = np.array([b for s in train for b in s[1:]], dtype=np.int64)
+    trans = sp.csr_matrix((np.ones(len(src)), (src, dst)), shape=(n, n))
+    trans.sum_duplicates()
+    # popularity rank: items other than the target with a count >= the target's
+    sorted_pop = np.sort(pop)
+    pop_rank = n - np.searchsorted(sorted_pop, pop, side="left") - 1
+    score_tie = pop / (pop.max() + 1.0)  # < 1: only breaks ties between equal counts
+    markov_hits = pop_hits = 0
+    for x in valid:
+        last, t = x.history[-1], x.target
+        lo, hi = trans.indptr[last], trans.indptr[last + 1]
+        cols, counts = trans.indices[lo:hi], trans.data[lo:hi]
+        hit_t = np.flatnonzero(cols == t)
+        if len(hit_t):  # the target follows `last` in training: compete with the other successors
+            score = counts + score_tie[cols]
+            rank = int(np.sum(score >= score[hit_t[0]])) - 1
+        else:  # every successor beats it; among the rest, popularity decides
+            rank = len(cols) + int(pop_rank[t]) - int(np.sum(pop[cols] >= pop[t]))
+        markov_hits += rank < k
+        pop_hits += int(pop_rank[t]) < k
+    return markov_hits / len(valid), pop_hits / len(valid)
+
+
 def dataset_stats(ds: SeqDataset, max_his: int = 20, top_k: int = 10, bins: int = 20) -> DatasetStats:
     """All numbers of `gramc data stats` for one dataset."""
     lengths = np.array([len(s) for s in ds.sequences], dtype=np.int64)
@@ -68,6 +111,7 @@ def dataset_stats(ds: SeqDataset, max_his: int = 20, top_k: int = 10, bins: int 
         max_his=max_his,
         top_items=_top(ds, ds.sequences, top_k),
         top_train_items=_top(ds, training_sequences(ds), top_k),
+        **dict(zip(("markov_hit10", "popularity_hit10"), sequential_signal(ds, 10))),
     )
 
 
@@ -87,6 +131,9 @@ def format_stats(st: DatasetStats) -> str:
     for a, b, c in zip(L.bin_edges, L.bin_edges[1:], L.bin_counts):
         bar = "#" * max(1 if c else 0, round(40 * c / max(peak, 1)))
         lines.append(f"  [{a:>4}, {b:>4})  {c:>7,}  {bar}")
+    ratio = st.markov_hit10 / st.popularity_hit10 if st.popularity_hit10 else float("inf")
+    lines.append(f"sequential signal (validation hit@10)  first-order Markov {st.markov_hit10:.4f}  "
+                 f"popularity {st.popularity_hit10:.4f}  ({ratio:.1f}x)")
     lines.append("most frequent items (whole sequences):")
     lines += [f"  {i:<14} {c:,}" for i, c in st.top_items]
     lines.append("most frequent items (training parts s[:-2]):")
