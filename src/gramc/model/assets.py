@@ -1,0 +1,167 @@
+"""Everything a GRAM-C model needs besides its weights, resolved once from the Config.
+
+`Assets.from_config(cfg)` loads the dataset and item texts, then reuses or builds, in order:
+
+    tokenizer   ids.tokenizer (folder / hub name), or "train": <run.out>/tokenizer
+    item IDs    ids.file (a GRAM ID file), or built into <run.out>/ids.txt
+    GCN         gcn.out, or trained into <run.out>/gcn   (only when the prefix is enabled or
+                similar items come from the GCN)
+    similar     the GCN's similar_items.txt, or the GRAM file named by model.similar_source
+    passages    PassageCache, saved as <run.out>/passage_cache.pt (keyed by its fingerprint)
+
+Artefacts built into run.out carry a stamp (`<artefact>.assets.json`: what they were built
+from); a stamp that does not match the current data/config is an error rather than a silent
+rebuild, because checkpoints in that folder were trained with the old artefacts.
+In DDP, call it on rank 0 first (building), then on the other ranks after a barrier (reusing).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..config import Config
+from ..data.dataset import DataError, SeqDataset
+from ..io import atomic_dir, read_json, sha256_text, write_json
+from .inputs import PassageCache
+
+STAMP_SUFFIX = ".assets.json"
+
+
+def _stamp_path(artefact: Path) -> Path:
+    return artefact.with_name(artefact.name + STAMP_SUFFIX)
+
+
+def _check_stamp(artefact: Path, stamp: dict, what: str) -> None:
+    """Raise when `artefact` was built from something else than `stamp` says (absent stamp: accept)."""
+    p = _stamp_path(artefact)
+    if not p.is_file():
+        return
+    old = read_json(p)
+    if old != stamp:
+        diff = sorted(k for k in set(old) | set(stamp) if old.get(k) != stamp.get(k))
+        raise DataError(f"{artefact}: this {what} was built from different inputs (differs in {diff}); "
+                        f"use a fresh run.out or delete {artefact} and {p} to rebuild it")
+
+
+def data_fingerprint(ds: SeqDataset) -> str:
+    return sha256_text("\n".join(ds.item_ids) + "\n" + "\n".join(" ".join(map(str, s)) for s in ds.sequences))
+
+
+@dataclass
+class Assets:
+    """Dataset, texts, tokenizer, item IDs, GCN artefacts, similar items, GCN rows, passage cache."""
+
+    ds: SeqDataset
+    texts: list[str]
+    tokenizer: object  # gramc.ids.tokenizer.Tokenizer
+    item_ids: object  # gramc.ids.itemids.ItemIds
+    gcn: object | None  # gramc.graph.artifacts.GcnArtifacts
+    similar: list[list[int]] | None
+    gcn_rows: torch.Tensor | None  # [num_items] GCN row per dataset index (0 = none); None without prefix
+    cache: PassageCache
+    inputs: dict[str, Path] = field(default_factory=dict)  # files used, for write_run_info
+
+    @classmethod
+    def from_config(cls, cfg: Config, progress: bool = True) -> "Assets":
+        from ..data.source import load_dataset
+        from ..data.text import item_texts
+
+        out = Path(cfg.run.out)
+        inputs: dict[str, Path] = {}
+        if cfg.data.path:
+            inputs["dataset"] = Path(cfg.data.path)
+        ds = load_dataset(cfg.data)
+        texts = item_texts(ds, cfg.data)
+        data_fp = data_fingerprint(ds)
+
+        tok = _tokenizer(cfg, texts, out, inputs)
+        item_ids = _item_ids(cfg, ds, texts, tok, data_fp, out, inputs, progress)
+        gcn, gcn_dir = _gcn(cfg, ds, out, inputs, progress)
+
+        similar = None
+        if cfg.model.similar_items > 0:
+            from ..graph.similar import read_similar_items
+
+            if cfg.model.similar_source == "gcn":
+                path = gcn_dir / "similar_items.txt"
+            else:
+                path = Path(cfg.model.similar_source)
+                inputs["similar"] = path
+            similar = read_similar_items(path, ds, cfg.model.similar_items)
+
+        gcn_rows = None
+        if cfg.model.prefix.enabled:
+            gcn_rows = gcn.rows_for(ds).long()
+            if int((gcn_rows > 0).sum()) == 0:
+                raise DataError(f"{gcn_dir}: the GCN mapping covers none of the dataset's items; "
+                                "was it trained on another dataset?")
+
+        cache = PassageCache.load_or_build(out / "passage_cache.pt", tok, item_ids, texts, similar, cfg.model,
+                                           progress=progress)
+        return cls(ds=ds, texts=texts, tokenizer=tok, item_ids=item_ids, gcn=gcn, similar=similar,
+                   gcn_rows=gcn_rows, cache=cache, inputs=inputs)
+
+
+def _tokenizer(cfg: Config, texts: list[str], out: Path, inputs: dict[str, Path]):
+    from ..ids.tokenizer import load_tokenizer, train_tokenizer
+
+    if cfg.ids.tokenizer != "train":
+        tok = load_tokenizer(cfg.ids.tokenizer)
+        if Path(cfg.ids.tokenizer).exists():
+            inputs["tokenizer"] = Path(cfg.ids.tokenizer)
+        return tok
+    tok_dir = out / "tokenizer"
+    stamp = {"texts_sha256": sha256_text("\n".join(texts)), "vocab_size": cfg.ids.vocab_size}
+    if (tok_dir / "tokenizer.json").is_file():
+        _check_stamp(tok_dir, stamp, "tokenizer")
+    else:
+        with atomic_dir(tok_dir) as tmp:
+            train_tokenizer(texts, cfg.ids.vocab_size, out_dir=tmp)
+        write_json(_stamp_path(tok_dir), stamp)
+    return load_tokenizer(tok_dir)
+
+
+def _item_ids(cfg: Config, ds: SeqDataset, texts: list[str], tok, data_fp: str, out: Path,
+              inputs: dict[str, Path], progress: bool):
+    from ..config import to_dict
+    from ..ids.itemids import load_gram_ids
+
+    if cfg.ids.file:
+        inputs["ids"] = Path(cfg.ids.file)
+        return load_gram_ids(cfg.ids.file, ds, tok)
+    path = out / "ids.txt"
+    ids_cfg = {k: v for k, v in to_dict(cfg.ids).items() if k not in ("file", "tokenizer", "threads")}
+    stamp = {"data": data_fp, "texts_sha256": sha256_text("\n".join(texts)), "tokenizer": tok.fingerprint,
+             "ids": json.loads(json.dumps(ids_cfg))}
+    if path.is_file():
+        _check_stamp(path, stamp, "item-ID file")
+        return load_gram_ids(path, ds, tok)
+    from ..ids.build import build_ids, save_built_ids
+
+    ids = build_ids(ds, texts, tok, cfg.ids, progress=progress)
+    save_built_ids(ids, ds, tok, cfg, path, dict(inputs))
+    write_json(_stamp_path(path), stamp)
+    return ids
+
+
+def _gcn(cfg: Config, ds: SeqDataset, out: Path, inputs: dict[str, Path], progress: bool):
+    needed = cfg.model.prefix.enabled or (cfg.model.similar_items > 0 and cfg.model.similar_source == "gcn")
+    gcn_dir = Path(cfg.gcn.out) if cfg.gcn.out else out / "gcn"
+    if not needed:
+        return None, gcn_dir
+    from ..graph.artifacts import META_FILE, GcnArtifacts
+
+    if not (gcn_dir / META_FILE).is_file():
+        if cfg.gcn.out and gcn_dir.is_dir() and any(gcn_dir.iterdir()):
+            # a user-brought table without meta: load what is there (GcnArtifacts names what is missing)
+            inputs["gcn"] = gcn_dir
+            return GcnArtifacts.load(gcn_dir), gcn_dir
+        from ..graph.lightgcn import train_lightgcn
+
+        train_lightgcn(ds, cfg.gcn, gcn_dir, run_cfg=cfg, progress=progress)
+    inputs["gcn"] = gcn_dir
+    return GcnArtifacts.load(gcn_dir), gcn_dir
