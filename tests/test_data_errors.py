@@ -161,3 +161,19 @@ def test_cli_reports_data_errors_without_traceback(tmp_path, capsys):
     assert rc == 2
     assert "user_sequence.txt:2: duplicate user 'u1'" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_recbole_header_without_rows(tmp_path):
+    p = tmp_path / "x.item"
+    p.write_text("item_id:token\ttitle:token\n")
+    with pytest.raises(DataError, match=r"x.item: has a header but no data rows"):
+        read_recbole_item(p)
+
+
+def test_undetectable_format_asks_for_format_flag(tmp_path):
+    from gramc.data.readers import detect_sequence_format
+
+    p = tmp_path / "weird.txt"
+    p.write_text("just-one-token\n")
+    with pytest.raises(DataError, match=r"weird.txt: cannot tell the sequence format.*--format"):
+        detect_sequence_format(p)

@@ -164,3 +164,9 @@ def test_forced_format_overrides_detection(tmp_path):
     p = write(tmp_path / "data.bin", "u1 a b c\n")
     ds = build_dataset(p, None, Config(), seq_format="gram")
     assert ds.item_ids == ["a", "b", "c"] and ds.item_fields == [{}, {}, {}]
+
+
+def test_utf8_byte_order_mark_is_ignored(tmp_path):
+    p = tmp_path / "x.inter"
+    p.write_bytes("\ufeffuser_id:token\titem_id:token\nu\ta\n".encode("utf-8"))
+    assert read_recbole_inter(p).sequences == [["a"]]

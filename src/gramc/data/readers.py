@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from tqdm import tqdm
+
 from .dataset import DataError
 from .text import parse_categories
 
@@ -56,28 +58,34 @@ class Interaction:
 # --------------------------------------------------------------------------------------------
 
 
-def _open_binary(path: Path):
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    return gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")
-
-
 def iter_lines(path: str | Path) -> Iterator[tuple[int, str]]:
     """(line number, text without the newline) for every line; .gz read transparently.
 
     Non-UTF-8 bytes, a truncated or corrupt gzip stream and an empty file are DataErrors that
-    name the file (and the line for bad bytes).
+    name the file (and the line for bad bytes). A byte-based tqdm bar (of the file on disk)
+    shows progress on large files. A UTF-8 byte-order mark is ignored.
     """
     path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
     n = 0
+    size = path.stat().st_size
     try:
-        with _open_binary(path) as f:
+        with open(path, "rb") as disk, tqdm(total=size, unit="B", unit_scale=True, desc=f"reading {path.name}",
+                                            leave=False, disable=size < (16 << 20)) as bar:
+            f = gzip.GzipFile(fileobj=disk, mode="rb") if path.name.endswith(".gz") else disk
+            done = 0
             for n, raw in enumerate(f, 1):
+                if n % 4096 == 0:
+                    pos = disk.tell()
+                    bar.update(pos - done)
+                    done = pos
                 try:
-                    yield n, raw.decode("utf-8").rstrip("\r\n")
+                    text = raw.decode("utf-8-sig" if n == 1 else "utf-8")
                 except UnicodeDecodeError as e:
                     raise DataError(f"{path}:{n}: not valid UTF-8 (byte {raw[e.start:e.start + 1]!r} "
                                     f"at column {e.start + 1}); re-encode the file as UTF-8") from e
+                yield n, text.rstrip("\r\n")
     except EOFError as e:
         raise DataError(f"{path}: truncated gzip file (ended after line {n}); download it again") from e
     except (gzip.BadGzipFile, zlib.error) as e:
@@ -183,6 +191,7 @@ def _recbole_rows(path: Path) -> Iterator[tuple[int, list[tuple[str, str]], list
 
     reader = csv.reader(text_lines(), delimiter="\t")
     cols: list[tuple[str, str]] | None = None
+    rows = 0
     try:
         for row in reader:
             n = numbered[-1]
@@ -192,9 +201,12 @@ def _recbole_rows(path: Path) -> Iterator[tuple[int, list[tuple[str, str]], list
             if len(row) != len(cols):
                 raise DataError(f"{path}:{n}: expected {len(cols)} tab-separated fields "
                                 f"({', '.join(c for c, _ in cols)}), got {len(row)}")
+            rows += 1
             yield n, cols, row
     except csv.Error as e:
         raise DataError(f"{path}:{numbered[-1] if numbered else 1}: malformed CSV ({e})") from e
+    if not rows:
+        raise DataError(f"{path}: has a header but no data rows")
 
 
 def _convert(path: Path, n: int, name: str, tp: str, raw: str) -> Any:
