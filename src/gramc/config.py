@@ -191,6 +191,19 @@ class BaselineConfig:
 
 
 @dataclass
+class PipelineConfig:
+    """`gramc pipeline` / `gramc quickstart`: raw inputs of the prepare stage, budgets, baselines."""
+
+    sequences: str = ""  # raw sequence file for the prepare stage; "" = data.path as is, or synthetic
+    items: str = ""  # raw item metadata file (RecBole .item, Amazon meta, GRAM text); "" = none
+    seq_format: str = "auto"  # reader of `sequences` (see `gramc data prepare --help`)
+    item_format: str = "auto"  # reader of `items`
+    baselines: list[str] = field(default_factory=lambda: ["pop"])  # pop | sasrec | lightgcn, compared in the report
+    eval_users: int = 0  # users of the final valid/test evaluation (first N); 0 = all
+    train_minutes: float = 0.0  # > 0: train.max_steps set from a measured probe to fit this wall budget
+
+
+@dataclass
 class Config:
     """The whole resolved configuration of a gramc run."""
 
@@ -202,6 +215,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
 
     def validate(self) -> "Config":
         """Check cross-field constraints; raise ConfigError naming the key."""
@@ -378,6 +392,6 @@ def from_dict(tree: dict) -> Config:
 
 __all__ = [
     "Config", "ConfigError", "RunConfig", "DataConfig", "SyntheticConfig", "IdsConfig", "GcnConfig",
-    "PrefixConfig", "ModelConfig", "TrainConfig", "EvalConfig", "BaselineConfig",
+    "PrefixConfig", "ModelConfig", "TrainConfig", "EvalConfig", "BaselineConfig", "PipelineConfig",
     "load_config", "to_dict", "dump_yaml", "flatten", "from_dict", "Optional",
 ]
