@@ -1,0 +1,293 @@
+"""Evaluate a GRAM-C model on the validation or test split: item-level, batched, DDP-safe.
+
+1. Every item passage is encoded **once per model** (`GramC.item_states` over all items in
+   chunks; bf16 autocast on CUDA when `eval.bf16`), and each user's fused memory is gathered from
+   those states plus the user's own passage (`GramC.memory(batch, items=...)`). With the prefix in
+   `every_passage` placement the item passages depend on the user, so each batch encodes its own.
+2. `beam_search` (trie-constrained, `eval.beams`, `eval.length_penalty`) returns items, not
+   strings; the rank of the target is its position in that list (-1 if absent).
+3. Under DDP (torchrun) rank r takes samples r::world (no padding, no duplicates); the per-user
+   results of all ranks are gathered and checked to cover every sample exactly once.
+
+`evaluate_split(model, assets, cfg, split)` is what the trainer (validation, best checkpoint by
+ndcg@10) and the doctor call; `gramc evaluate` (eval/cli.py) adds files and a table.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from ..config import Config, from_dict
+from ..data.splits import Sample, samples as split_samples
+from .beam import beam_search
+from .metrics import bootstrap_ci, per_user_metrics, summarize
+from .trie import trie_for
+
+
+class EvalError(RuntimeError):
+    """Evaluation cannot run (missing checkpoint, inconsistent shards, ...); the message says why."""
+
+
+@dataclass
+class EvalResult:
+    """Per-user results of one split plus the summary that goes into metrics.json."""
+
+    split: str
+    metrics: dict[str, float]  # mean hit@k, ndcg@k, mrr
+    ci: dict[str, tuple[float, float]]  # bootstrap 95% intervals
+    users: np.ndarray  # [U] user index per sample
+    targets: np.ndarray  # [U] target item index
+    ranks: np.ndarray  # [U] 0-based rank of the target in the beam list, -1 = not found
+    items: np.ndarray  # [U, beams] recommended items, best first, -1 = none
+    scores: np.ndarray  # [U, beams] beam scores, -inf = none
+    invalid: int  # finished beams that map to no item (must be 0)
+    beams: int
+    length_penalty: float
+    time_s: float
+    checkpoint: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_users(self) -> int:
+        return int(len(self.users))
+
+    def to_json(self) -> dict[str, Any]:
+        """The metrics.json record (same schema as the baselines')."""
+        return {"split": self.split, "users": self.num_users, "metrics": dict(self.metrics),
+                "ci": {k: [lo, hi] for k, (lo, hi) in self.ci.items()}, "beams": self.beams,
+                "length_penalty": self.length_penalty, "invalid": self.invalid,
+                "checkpoint": self.checkpoint, "time_s": round(self.time_s, 3), **self.extra}
+
+    def predictions(self, item_ids: Sequence[str], user_ids: Sequence[str] | None = None,
+                    top: int = 50) -> Iterator[dict[str, Any]]:
+        """One JSON-able record per user: user, target, top items with scores, hit rank (1-based, 0 = miss)."""
+        for u, t, r, items, scores in zip(self.users, self.targets, self.ranks, self.items, self.scores):
+            keep = items[:top] >= 0
+            yield {"user": user_ids[u] if user_ids is not None else int(u), "target": item_ids[t],
+                   "items": [item_ids[i] for i in items[:top][keep]],
+                   "scores": [round(float(s), 5) for s in scores[:top][keep]],
+                   "hit_rank": int(r) + 1 if r >= 0 else 0}
+
+
+def resolve_device(spec: str) -> torch.device:
+    """run.device -> torch.device (auto = this rank's GPU if there is one, else CPU)."""
+    if spec in ("auto", "cuda"):
+        if spec == "auto" and not torch.cuda.is_available():
+            return torch.device("cpu")
+        rank = dist.get_rank() if dist.is_initialized() else 0
+        return torch.device(f"cuda:{rank % max(1, torch.cuda.device_count())}")
+    return torch.device(spec)
+
+
+def _autocast(device: torch.device, enabled: bool):
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def uses_global_items(cfg: Config) -> bool:
+    """Item passages can be encoded once for all users unless the prefix enters every passage."""
+    return not (cfg.model.prefix.enabled and cfg.model.prefix.placement == "every_passage")
+
+
+@torch.no_grad()
+def encode_all_items(model, cache, cfg: Config, device: torch.device, progress: bool = True
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """States `[I, L, d]` and mask `[I, L]` of every item passage, `eval.item_batch_size` at a time."""
+    ids, mask = cache.all_items()
+    n, width = ids.shape
+    bf16 = cfg.eval.bf16 and device.type == "cuda"
+    out = torch.zeros(n, width, model.d_model, device=device, dtype=torch.bfloat16 if bf16 else torch.float32)
+    step = max(1, cfg.eval.item_batch_size)
+    bar = tqdm(range(0, n, step), desc="encode items", unit="chunk", disable=not progress, leave=False)
+    for s in bar:
+        chunk_ids, chunk_mask = cache.item_rows(torch.arange(s, min(n, s + step)))
+        w = chunk_ids.shape[1]
+        with _autocast(device, bf16):
+            states, _ = model.item_states(chunk_ids.to(device), chunk_mask.to(device))
+        out[s: s + len(chunk_ids), :w] = states.to(out.dtype)
+    return out, mask.to(device)
+
+
+def _shard(items: list, rank: int, world: int) -> list:
+    return items[rank::world]
+
+
+def _gather(local: dict[str, Any], world: int) -> list[dict[str, Any]]:
+    if world == 1:
+        return [local]
+    parts: list = [None] * world
+    dist.all_gather_object(parts, local)
+    return parts
+
+
+def merge_shards(parts: list[dict[str, Any]], total: int) -> dict[str, np.ndarray]:
+    """Concatenate per-rank results in sample order; error unless every sample appears exactly once."""
+    index = np.concatenate([p["index"] for p in parts]) if parts else np.zeros(0, dtype=np.int64)
+    counts = np.bincount(index, minlength=total) if len(index) else np.zeros(total, dtype=np.int64)
+    if len(counts) != total or not np.all(counts == 1):
+        missing = np.flatnonzero(counts[:total] == 0)[:5].tolist()
+        dup = np.flatnonzero(counts[:total] > 1)[:5].tolist()
+        raise EvalError(f"distributed evaluation covered {len(index)} results for {total} samples "
+                        f"(missing e.g. {missing}, duplicated e.g. {dup}); every sample must be evaluated once")
+    order = np.argsort(index, kind="stable")
+    out = {}
+    for key in parts[0]:
+        if key == "invalid":
+            out[key] = int(sum(p[key] for p in parts))
+        else:
+            out[key] = np.concatenate([p[key] for p in parts])[order]
+    return out
+
+
+def evaluate_samples(model, assets, cfg: Config, smp: Sequence[Sample], beams: int | None = None,
+                     progress: bool = True) -> dict[str, Any]:
+    """Beam-search this process's share of `smp`; return its per-sample arrays (keys: index, users,
+    targets, ranks, items, scores, invalid). Indices refer to positions in `smp`."""
+    from ..model.inputs import Collator
+
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    beams = beams or cfg.eval.beams
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    trie = trie_for(assets.item_ids).to(device)
+    mine = _shard(list(range(len(smp))), rank, world)
+    glob = uses_global_items(cfg)
+    collate = Collator(assets.cache, cfg, gcn_rows=assets.gcn_rows, items="global" if glob else "batch",
+                       dedupe=False if not glob else None)
+    show = progress and rank == 0
+    items_table = encode_all_items(model, assets.cache, cfg, device, show) if glob and mine else None
+    bf16 = cfg.eval.bf16 and device.type == "cuda"
+    n = len(mine)
+    out_items = np.full((n, beams), -1, dtype=np.int64)
+    out_scores = np.full((n, beams), -np.inf, dtype=np.float32)
+    invalid = 0
+    bs = max(1, cfg.eval.batch_size)
+    bar = tqdm(range(0, n, bs), desc=f"beam search (beams={beams})", unit="batch", disable=not show, leave=False)
+    with torch.no_grad():
+        for s in bar:
+            chunk = [smp[i] for i in mine[s: s + bs]]
+            batch = collate(chunk).to(device)
+            exclude = None
+            if cfg.eval.exclude_history:
+                width = max(len(c.history) for c in chunk)
+                exclude = torch.full((len(chunk), width), -1, dtype=torch.long)
+                for r, c in enumerate(chunk):
+                    h = [i for i in c.history if i != c.target]  # the target itself is never excluded
+                    exclude[r, : len(h)] = torch.tensor(h, dtype=torch.long)
+            with _autocast(device, bf16):
+                memory, mask = model.memory(batch, items=items_table)
+                res = beam_search(model.t5, memory, mask, trie, beams=beams,
+                                  length_penalty=cfg.eval.length_penalty,
+                                  early_stopping=cfg.eval.early_stopping, exclude=exclude)
+            out_items[s: s + len(chunk)] = res.items.cpu().numpy()
+            out_scores[s: s + len(chunk)] = res.scores.float().cpu().numpy()
+            invalid += res.invalid
+            bar.set_postfix(users=min(n, s + bs))
+    if was_training:
+        model.train()
+    targets = np.array([smp[i].target for i in mine], dtype=np.int64)
+    hit = out_items == targets[:, None]
+    ranks = np.where(hit.any(1), hit.argmax(1), -1).astype(np.int64)
+    return {"index": np.array(mine, dtype=np.int64), "users": np.array([smp[i].user for i in mine], dtype=np.int64),
+            "targets": targets, "ranks": ranks, "items": out_items, "scores": out_scores, "invalid": invalid}
+
+
+def evaluate_split(model, assets, cfg: Config, split: str, max_users: int = 0, beams: int | None = None,
+                   progress: bool = True) -> EvalResult:
+    """Evaluate `split` ("valid" or "test"): metrics, per-user ranks and predictions.
+
+    Every process of a DDP group must call it (each evaluates its own share); all of them return
+    the same, complete result. `max_users` > 0 keeps the first users of the split.
+    """
+    if split not in ("valid", "test"):
+        raise EvalError(f"split must be 'valid' or 'test', got {split!r}")
+    t0 = time.perf_counter()
+    smp = split_samples(assets.ds, split, cfg.data.max_his)  # type: ignore[arg-type]
+    if max_users and max_users > 0:
+        smp = smp[:max_users]
+    if not smp:
+        raise EvalError(f"the {split} split has no users (sequences need at least 3 items)")
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    local = evaluate_samples(model, assets, cfg, smp, beams=beams, progress=progress)
+    merged = merge_shards(_gather(local, world), len(smp))
+    ks = list(cfg.eval.ks)
+    means = summarize(merged["ranks"], ks)
+    means.pop("users")
+    ci = bootstrap_ci(per_user_metrics(merged["ranks"], ks), n=cfg.eval.bootstrap, seed=cfg.run.seed)
+    return EvalResult(split=split, metrics=means, ci=ci, users=merged["users"], targets=merged["targets"],
+                      ranks=merged["ranks"], items=merged["items"], scores=merged["scores"],
+                      invalid=int(merged["invalid"]), beams=beams or cfg.eval.beams,
+                      length_penalty=cfg.eval.length_penalty, time_s=time.perf_counter() - t0,
+                      extra={"world": world})
+
+
+# --------------------------------------------------------------------------------------------
+# Loading a trained run
+# --------------------------------------------------------------------------------------------
+
+
+def run_config(run_dir: str | Path, overrides: Sequence[str] = ()) -> Config:
+    """The resolved config of a run folder (its config.yaml), with run.out pointing at the folder."""
+    import yaml
+
+    from ..config import _deep_set, _expected_type, _parse_override  # same override rules as the CLI
+
+    run_dir = Path(run_dir)
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        raise EvalError(f"{run_dir} is not a gramc run folder (no config.yaml); train one with `gramc train`")
+    tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    tree.setdefault("run", {})["out"] = str(run_dir)
+    for text in overrides:
+        keys, value = _parse_override(text)
+        if _expected_type(keys) is str and not isinstance(value, str):
+            value = text.split("=", 1)[1]
+        _deep_set(tree, keys, value)
+    return from_dict(tree)
+
+
+def checkpoint_folder(run_dir: str | Path, which: str = "best") -> Path:
+    """`best`, `last` (under RUN_DIR/checkpoints/) or a path to a checkpoint folder / model.safetensors."""
+    run_dir = Path(run_dir)
+    if which in ("best", "last"):
+        folder = run_dir / "checkpoints" / which
+        if not (folder / "model.safetensors").is_file():
+            other = "last" if which == "best" else "best"
+            hint = (f"; try --checkpoint {other}" if (run_dir / "checkpoints" / other / "model.safetensors").is_file()
+                    else "; has the run been trained?")
+            raise EvalError(f"no checkpoint at {folder / 'model.safetensors'}{hint}")
+        return folder
+    p = Path(which)
+    if p.is_file() and p.name.endswith(".safetensors"):
+        return p.parent
+    if (p / "model.safetensors").is_file():
+        return p
+    raise EvalError(f"checkpoint {which!r} is neither best, last, a checkpoint folder nor a model.safetensors file")
+
+
+def load_model_from_run(run_dir: str | Path, which: str = "best", overrides: Sequence[str] = (),
+                        progress: bool = True):
+    """(model on run.device in eval mode, assets, cfg) of a trained run folder."""
+    from ..model.assets import Assets
+    from ..model.gramc import GramC
+    from ..train.checkpoint import load_weights
+
+    cfg = run_config(run_dir, overrides)
+    folder = checkpoint_folder(run_dir, which)
+    assets = Assets.from_config(cfg, progress=progress)
+    model = GramC.from_config(cfg, assets)
+    load_weights(folder, model)
+    model.to(resolve_device(cfg.run.device)).eval()
+    return model, assets, cfg

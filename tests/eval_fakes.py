@@ -1,0 +1,40 @@
+"""A tiny GRAM-C setup for the evaluation tests (fake tokenizer and IDs, random weights)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import torch
+
+from gramc.model.gramc import GramC
+from gramc.model.inputs import PassageCache
+from test_model_fakes import VOCAB, FakeIds, FakeTokenizer, make_dataset, make_similar, make_texts, tiny_config
+
+N_ITEMS = 40
+GCN_DIM = 16
+
+
+def setup(placement: str = "user_passage", enabled: bool = True, num_users: int = 10, seed: int = 0,
+          beams: int = 12):
+    """(cfg, assets, model): `assets` has what evaluation reads (ds, item_ids, cache, gcn_rows)."""
+    cfg = tiny_config()
+    cfg.model.prefix.enabled = enabled
+    cfg.model.prefix.placement = placement
+    cfg.model.prefix.dropout = 0.0
+    cfg.model.prefix.prefix_dropout = 0.0
+    cfg.eval.beams = beams
+    cfg.eval.batch_size = 4
+    cfg.eval.item_batch_size = 16
+    cfg.eval.bootstrap = 50
+    ds = make_dataset(num_users=num_users, num_items=N_ITEMS, seed=seed)
+    ids = FakeIds(N_ITEMS)
+    cache = PassageCache.build(FakeTokenizer(), ids, make_texts(N_ITEMS), make_similar(N_ITEMS), cfg.model,
+                               progress=False)
+    g = torch.Generator().manual_seed(seed)
+    table = torch.randn(N_ITEMS + 1, GCN_DIM, generator=g)
+    table[0] = 0
+    torch.manual_seed(seed)
+    model = GramC(cfg.model, cfg.data.max_his, VOCAB, table if enabled else None).eval()
+    assets = SimpleNamespace(ds=ds, item_ids=ids, cache=cache,
+                             gcn_rows=torch.arange(1, N_ITEMS + 1) if enabled else None)
+    return cfg, assets, model
