@@ -29,7 +29,7 @@ from tqdm import tqdm
 from ..config import Config, from_dict
 from ..data.splits import Sample, samples as split_samples
 from .beam import beam_search
-from .metrics import bootstrap_ci, per_user_metrics, summarize
+from .metrics import bootstrap_ci, per_user_metrics, ranks_from_lists, summarize
 from .trie import trie_for
 
 
@@ -198,8 +198,7 @@ def evaluate_samples(model, assets, cfg: Config, smp: Sequence[Sample], beams: i
     if was_training:
         model.train()
     targets = np.array([smp[i].target for i in mine], dtype=np.int64)
-    hit = out_items == targets[:, None]
-    ranks = np.where(hit.any(1), hit.argmax(1), -1).astype(np.int64)
+    ranks = ranks_from_lists(out_items, targets)
     return {"index": np.array(mine, dtype=np.int64), "users": np.array([smp[i].user for i in mine], dtype=np.int64),
             "targets": targets, "ranks": ranks, "items": out_items, "scores": out_scores, "invalid": invalid}
 

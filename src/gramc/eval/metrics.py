@@ -69,3 +69,15 @@ def ranks_from_scores(scores, targets, exclude=None):
     target_score = s[torch.arange(len(t)), t].unsqueeze(1)
     ahead = (s >= target_score).sum(dim=1) - 1
     return ahead.numpy()
+
+
+def ranks_from_lists(items, targets) -> np.ndarray:
+    """0-based position of each target in its ranked list `items` [users, n] (-1 if absent).
+
+    For generative models, which return a ranked list (e.g. the beam search's items) rather than a
+    score for every item. Padding entries (e.g. -1) never match a target.
+    """
+    items = np.asarray(items)
+    targets = np.asarray(targets).reshape(-1, 1)
+    hit = items == targets
+    return np.where(hit.any(axis=1), hit.argmax(axis=1), -1).astype(np.int64)

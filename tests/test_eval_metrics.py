@@ -1,0 +1,43 @@
+"""Metrics on hand-computed rankings (hit@k, ndcg@k, MRR) and ranks from ranked lists."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from gramc.eval.metrics import bootstrap_ci, per_user_metrics, ranks_from_lists, summarize
+
+
+def test_hand_computed_metrics():
+    ranks = np.array([0, 2, -1, 9])
+    per = per_user_metrics(ranks, ks=(1, 5, 10))
+    assert per["hit@1"].tolist() == [1, 0, 0, 0]
+    assert per["hit@5"].tolist() == [1, 1, 0, 0]
+    assert per["hit@10"].tolist() == [1, 1, 0, 1]
+    assert per["ndcg@5"].tolist() == pytest.approx([1.0, 0.5, 0.0, 0.0])
+    assert per["ndcg@10"].tolist() == pytest.approx([1.0, 0.5, 0.0, 1 / math.log2(11)])
+    assert per["mrr"].tolist() == pytest.approx([1.0, 1 / 3, 0.0, 0.1])
+    mean = summarize(ranks, ks=(1, 5, 10))
+    assert mean["hit@10"] == pytest.approx(0.75)
+    assert mean["ndcg@10"] == pytest.approx((1.5 + 1 / math.log2(11)) / 4)
+    assert mean["mrr"] == pytest.approx((1 + 1 / 3 + 0.1) / 4)
+    assert mean["users"] == 4
+
+
+def test_ranks_from_lists():
+    items = np.array([[5, 3, 9, -1], [1, 2, 3, 4], [-1, -1, -1, -1]])
+    assert ranks_from_lists(items, [9, 7, -2]).tolist() == [2, -1, -1]
+    assert ranks_from_lists(items, np.array([5, 4, 0])).tolist() == [0, 3, -1]
+
+
+def test_bootstrap_interval_brackets_the_mean_and_collapses_for_constant_data():
+    rng = np.random.default_rng(0)
+    ranks = rng.integers(-1, 30, size=400)
+    per = per_user_metrics(ranks, ks=(10,))
+    ci = bootstrap_ci(per, n=200, seed=1)
+    for k, (lo, hi) in ci.items():
+        assert lo < per[k].mean() < hi
+    const = per_user_metrics(np.zeros(50, dtype=int), ks=(10,))
+    assert bootstrap_ci(const, n=50)["hit@10"] == (1.0, 1.0)
