@@ -374,10 +374,16 @@ def build_ids(ds: SeqDataset, texts: Sequence[str], tok: Tokenizer, cfg: IdsConf
                 a = nodes[a].parent
             for i in node.members:
                 paths[int(i)] = tuple(reversed(path))
+    tree_len = [len(p) for p in paths]
     paths = add_dedup_level(paths, tok, dedup_tokens(tok))
-    return ItemIds.from_tokens(ds.item_ids, paths, tok,
-                               source=f"built(embedding={cfg.embedding}, c={cfg.clusters}, "
-                                      f"l={cfg.levels}, seed={cfg.seed})")
+    ids = ItemIds.from_tokens(ds.item_ids, paths, tok,
+                              source=f"built(embedding={cfg.embedding}, c={cfg.clusters}, "
+                                     f"l={cfg.levels}, seed={cfg.seed})")
+    ids.meta = {"embedding": cfg.embedding, "embedding_dim": int(emb.shape[1]), "clusters": cfg.clusters,
+                "levels": cfg.levels, "seed": cfg.seed, "tree_nodes": len(nodes),
+                "dedup_items": sum(len(p) > n for p, n in zip(paths, tree_len)),
+                "mean_levels": round(float(np.mean([len(p) for p in paths])), 4)}
+    return ids
 
 
 # --------------------------------------------------------------------------------------------
@@ -417,18 +423,34 @@ def save_built_ids(ids: ItemIds, ds: SeqDataset, tok: Tokenizer, cfg, out: str |
     report = Report(check_ids(ids, ds, tok))
     data_fp = sha256_text("\n".join(ds.item_ids) + "\n" + "\n".join(
         " ".join(map(str, s)) for s in ds.sequences))
-    stats = {"ids_file": str(paths.ids), "report": report.to_dict(), "stats": id_stats(ids.pieces),
-             "tokenizer": tok.describe(), **(extra or {})}
+    stats = {"ids_file": str(paths.ids), "build": ids.meta, "report": report.to_dict(),
+             "stats": id_stats(ids.pieces), "tokenizer": tok.describe(), **(extra or {})}
     ids.save(paths.ids)
     write_json(paths.stats, stats)
     write_run_info(paths.ids.parent, None, inputs or {}, name=paths.run_info.name, extra={
         "seed": cfg.ids.seed, "config": to_dict(cfg), "tokenizer": tok.describe(),
-        "data_fingerprint": data_fp, "ids_sha256": _sha(paths.ids), **(extra or {})})
+        "data_fingerprint": data_fp, "ids_sha256": _sha(paths.ids), "build": ids.meta, **(extra or {})})
     if plot:
         plot_ids(ids, paths.plot, title=f"{paths.ids.name}: {ids.source}")
     else:
         paths.plot = None
+    for p in (paths.ids, paths.stats, paths.run_info, paths.plot):
+        if p is not None:
+            share(p)
     return report, paths
+
+
+def share(path: str | Path) -> None:
+    """Atomic writes create private (0600/0700) files; give outputs the usual umask permissions."""
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)
+    path = Path(path)
+    path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
+    if path.is_dir():
+        for f in path.iterdir():
+            share(f)
 
 
 def _sha(path: Path) -> str:

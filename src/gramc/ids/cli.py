@@ -48,7 +48,7 @@ def _check(args: argparse.Namespace) -> int:
 def _build(args: argparse.Namespace) -> int:
     from ..data.text import item_texts
     from ..io import atomic_dir
-    from .build import build_ids, save_built_ids
+    from .build import build_ids, save_built_ids, share
     from .tokenizer import Tokenizer, load_tokenizer, train_tokenizer
 
     cfg = config_from_args(args)
@@ -62,6 +62,7 @@ def _build(args: argparse.Namespace) -> int:
         tok_dir = out.with_name(out.name + ".tokenizer")
         with atomic_dir(tok_dir) as tmp:
             train_tokenizer(texts, cfg.ids.vocab_size, out_dir=tmp)
+        share(tok_dir)
         tok: Tokenizer = load_tokenizer(tok_dir)
         print(f"trained tokenizer ({tok.vocab_size} pieces): {tok_dir}")
     else:
@@ -75,6 +76,8 @@ def _build(args: argparse.Namespace) -> int:
     report, paths = save_built_ids(ids, ds, tok, cfg, out, inputs,
                                    extra={"build_seconds": round(seconds, 2)})
     print(report.table())
+    print(f"{ids.meta['dedup_items']:,} items needed a de-duplication level; mean levels "
+          f"{ids.meta['mean_levels']}")
     print(f"wrote {paths.ids} ({ids.num_items:,} items, {seconds:.1f} s); report {paths.stats}; "
           f"provenance {paths.run_info}; plot {paths.plot}")
     return report.exit_code

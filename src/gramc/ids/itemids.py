@@ -96,6 +96,7 @@ class ItemIds:
         self.tokenizer_fingerprint = tok.fingerprint
         self.eos_id = tok.eos_id
         self.source = source
+        self.meta: dict = {}  # how the IDs were made (filled by build_ids; empty for loaded files)
         self.tokens: list[tuple[int, ...]] = []
         for i, p in enumerate(self.pieces):
             if not p:
