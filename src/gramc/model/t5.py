@@ -33,6 +33,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 # One self-attention cache entry per decoder layer: (keys, values), each [B*G, H, t, d_kv].
 Cache = list[tuple[Tensor, Tensor]]
@@ -262,6 +263,7 @@ class Encoder(nn.Module):
         self.layers = nn.ModuleList(EncoderLayer(dims) for _ in range(dims.num_layers))
         self.final_norm = RMSNorm(dims.d_model, dims.layer_norm_epsilon)
         self.dropout = nn.Dropout(dims.dropout_rate)
+        self.gradient_checkpointing = False
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         """`x [P, S, d]`, `mask [P, S]` bool (True = real position) -> states `[P, S, d]`."""
@@ -270,8 +272,9 @@ class Encoder(nn.Module):
         dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
         bias = key_mask_bias(self.relative_bias(pos, pos), allowed, dtype)
         x = self.dropout(x)
+        recompute = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
         for layer in self.layers:
-            x = layer(x, bias)
+            x = checkpoint(layer, x, bias, use_reentrant=False) if recompute else layer(x, bias)
         return self.dropout(self.final_norm(x))
 
 
@@ -316,6 +319,7 @@ class Decoder(nn.Module):
         self.layers = nn.ModuleList(DecoderLayer(dims) for _ in range(dims.num_decoder_layers))
         self.final_norm = RMSNorm(dims.d_model, dims.layer_norm_epsilon)
         self.dropout = nn.Dropout(dims.dropout_rate)
+        self.gradient_checkpointing = False
 
     def forward(self, x: Tensor, cross_kv: CrossKV, memory_mask: Tensor, cache: Cache | None,
                 start: int) -> tuple[Tensor, Cache]:
@@ -328,9 +332,11 @@ class Decoder(nn.Module):
         self_bias = key_mask_bias(self.relative_bias(query_pos, key_pos), causal, dtype)
         cross_bias = key_mask_bias(torch.zeros((), device=device), memory_mask[:, None, None, :], dtype)
         x = self.dropout(x)
+        recompute = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
         new_cache: Cache = []
         for i, layer in enumerate(self.layers):
-            x, kv = layer(x, self_bias, cache[i] if cache is not None else None, cross_kv[i], cross_bias)
+            args = (x, self_bias, cache[i] if cache is not None else None, cross_kv[i], cross_bias)
+            x, kv = checkpoint(layer, *args, use_reentrant=False) if recompute else layer(*args)
             new_cache.append(kv)
         return self.dropout(self.final_norm(x)), new_cache
 
@@ -367,6 +373,10 @@ class T5(nn.Module):
         self.decoder = Decoder(dims)
         self.lm_head = None if dims.tie_word_embeddings else nn.Linear(dims.d_model, dims.vocab_size, bias=False)
         self.apply(self._init_weights)
+
+    def set_gradient_checkpointing(self, enabled: bool = True) -> None:
+        """Recompute each layer's activations in the backward pass (less memory, ~30% more compute) when training."""
+        self.encoder.gradient_checkpointing = self.decoder.gradient_checkpointing = enabled
 
     def _init_weights(self, module: nn.Module) -> None:
         """T5's (Mesh TensorFlow) initialisation, so models trained from scratch start like HF's."""
