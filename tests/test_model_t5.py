@@ -334,6 +334,17 @@ def test_bfloat16_autocast_is_close_and_finite():
     assert torch.isfinite(got).all()
     rel = (got.float() - ref).norm() / ref.norm()
     assert rel.item() < 0.05
+    # cached step-by-step decoding under autocast: finite and close to the float32 full decode
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        ckv = m.cross_kv(m.encode(ids, mask))
+        dec = shift_right(labels)[:, None].expand(-1, 2, -1)
+        steps, cache = [], None
+        for t in range(dec.shape[2]):
+            logits, cache = m.decode(dec[:, :, t:t + 1], ckv, mask, cache, start=t)
+            steps.append(logits.float())
+    steps = torch.cat(steps, 2)
+    assert torch.isfinite(steps).all()
+    assert ((steps[:, 0] - ref).norm() / ref.norm()).item() < 0.05
 
 
 def test_training_step_reduces_loss():
@@ -358,6 +369,14 @@ def test_dropout_only_in_training():
     with torch.no_grad():
         assert torch.equal(m(ids, mask, labels), m(ids, mask, labels))
         m.train()
+        assert not torch.equal(m(ids, mask, labels), m(ids, mask, labels))
+        m.set_dropout(0.0)  # reaches every dropout, attention weights included
+        assert torch.equal(m(ids, mask, labels), m(ids, mask, labels))
+        m.set_dropout(0.5)
+        for module in m.modules():  # only attention-weight dropout active: still random
+            if isinstance(module, torch.nn.Dropout) and not any(module is a.attn_dropout for a in m.modules()
+                                                                 if hasattr(a, "attn_dropout")):
+                module.p = 0.0
         assert not torch.equal(m(ids, mask, labels), m(ids, mask, labels))
 
 

@@ -211,7 +211,7 @@ class Attention(nn.Module):
         self.k = nn.Linear(dims.d_model, dims.inner_dim, bias=False)
         self.v = nn.Linear(dims.d_model, dims.inner_dim, bias=False)
         self.o = nn.Linear(dims.inner_dim, dims.d_model, bias=False)
-        self.dropout_rate = dims.dropout_rate
+        self.attn_dropout = nn.Dropout(dims.dropout_rate)  # on attention weights; only its `p` is used (by SDPA)
 
     def split_heads(self, x: Tensor) -> Tensor:
         """`[N, S, H*d_kv] -> [N, H, S, d_kv]`."""
@@ -225,7 +225,7 @@ class Attention(nn.Module):
         """Heads `[N, H, Sq, d_kv]` against `[N, H, Sk, d_kv]` with additive `bias` -> merged `[N, Sq, d]`."""
         bias = bias.to(q.dtype)
         k, v = k.to(q.dtype), v.to(q.dtype)
-        dropout = self.dropout_rate if self.training else 0.0
+        dropout = self.attn_dropout.p if self.training else 0.0
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout, scale=1.0)
         return self.o(out.transpose(1, 2).flatten(2))
 
@@ -373,6 +373,15 @@ class T5(nn.Module):
         self.decoder = Decoder(dims)
         self.lm_head = None if dims.tie_word_embeddings else nn.Linear(dims.d_model, dims.vocab_size, bias=False)
         self.apply(self._init_weights)
+
+    def set_dropout(self, p: float) -> None:
+        """Change every dropout rate (embeddings, attention weights, residual branches, feed-forward) to `p`."""
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"T5.set_dropout: expected a rate in [0, 1), got {p!r}")
+        self.dims.dropout_rate = p
+        for module in self.modules():
+            if isinstance(module, nn.Dropout):
+                module.p = p
 
     def set_gradient_checkpointing(self, enabled: bool = True) -> None:
         """Recompute each layer's activations in the backward pass (less memory, ~30% more compute) when training."""
