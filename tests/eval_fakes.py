@@ -38,3 +38,30 @@ def setup(placement: str = "user_passage", enabled: bool = True, num_users: int 
     assets = SimpleNamespace(ds=ds, item_ids=ids, cache=cache,
                              gcn_rows=torch.arange(1, N_ITEMS + 1) if enabled else None)
     return cfg, assets, model
+
+
+def make_run(run_dir, *extra: str):
+    """A trained-looking run folder: config.yaml + checkpoints/best (random weights) on synthetic data."""
+    from pathlib import Path
+
+    from safetensors.torch import save_model
+
+    from gramc.config import load_config
+    from gramc.model.assets import Assets
+    from gramc.runinfo import write_run_info
+
+    run_dir = Path(run_dir)
+    cfg = load_config(None, [
+        f"run.out={run_dir}", "run.device=cpu", "data.synthetic.num_users=40", "data.synthetic.num_items=30",
+        "data.synthetic.num_topics=4", "data.max_his=6", "ids.vocab_size=300", "ids.clusters=4",
+        "ids.levels=2", "gcn.dim=8", "gcn.epochs=2", "gcn.eval_every=0", "gcn.similar_k=5",
+        "model.similar_items=3", "model.passage_len=48", "model.user_passage_len=48", "model.dropout=0.0",
+        "eval.beams=8", "eval.bootstrap=50", "eval.batch_size=8", *extra,
+    ])
+    assets = Assets.from_config(cfg, progress=False)
+    torch.manual_seed(0)
+    model = GramC.from_config(cfg, assets)
+    write_run_info(run_dir, cfg)
+    (run_dir / "checkpoints" / "best").mkdir(parents=True, exist_ok=True)
+    save_model(model, str(run_dir / "checkpoints" / "best" / "model.safetensors"))
+    return cfg, assets, model

@@ -1,0 +1,127 @@
+"""`gramc evaluate`: beam-search evaluation of a trained run's checkpoint on valid or test.
+
+    gramc evaluate --run RUN_DIR [--checkpoint best|last|PATH] --split valid|test [--beams 50]
+                   [--max-users N] [--out DIR] [--json] [eval.length_penalty=1.0 ...]
+
+Reads RUN_DIR/config.yaml (trailing `key.sub=value` overrides apply on top of it, e.g. eval
+settings) and the checkpoint's model.safetensors; prints a metrics table with bootstrap 95%
+confidence intervals and writes, atomically, into `--out` (default RUN_DIR/eval/SPLIT-CHECKPOINT):
+metrics.json (`split, users, metrics, ci, beams, length_penalty, invalid, checkpoint, time_s`),
+predictions.jsonl (user, target, top items with scores, 1-based hit rank, 0 = miss), metrics.png
+and run_info.json. Works under `torchrun` (users sharded over processes, rank 0 writes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ..io import atomic_path, write_json
+
+
+def format_table(rec: dict) -> str:
+    """Metric | value | 95% CI, one line per metric."""
+    lines = [f"{rec['split']}: {rec['users']:,} users, beams {rec['beams']}, length penalty "
+             f"{rec['length_penalty']}, invalid beams {rec['invalid']}, {rec['time_s']:.1f}s "
+             f"({rec['users'] / max(rec['time_s'], 1e-9):.1f} users/s), checkpoint {rec['checkpoint']}",
+             f"{'metric':<10} {'value':>8}   95% CI"]
+    for name, value in rec["metrics"].items():
+        lo, hi = rec["ci"].get(name, (float("nan"), float("nan")))
+        lines.append(f"{name:<10} {value:>8.4f}   [{lo:.4f}, {hi:.4f}]")
+    return "\n".join(lines)
+
+
+def plot_metrics(rec: dict, path: Path) -> None:
+    """hit@k and ndcg@k against k with their confidence intervals (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for kind in ("hit", "ndcg"):
+        names = [n for n in rec["metrics"] if n.startswith(kind + "@")]
+        ks = [int(n.split("@")[1]) for n in names]
+        vals = [rec["metrics"][n] for n in names]
+        lo = [vals[i] - rec["ci"].get(n, (vals[i], vals[i]))[0] for i, n in enumerate(names)]
+        hi = [rec["ci"].get(n, (vals[i], vals[i]))[1] - vals[i] for i, n in enumerate(names)]
+        ax.errorbar(ks, vals, yerr=[lo, hi], marker="o", capsize=3, label=f"{kind}@k")
+    ax.set_xscale("log")
+    ax.set_xlabel("k")
+    ax.set_ylabel("metric (95% CI)")
+    ax.set_title(f"{rec['split']} ({rec['users']:,} users, beams {rec['beams']})")
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    import torch.distributed as dist
+
+    from ..runinfo import write_run_info
+    from .evaluate import EvalError, checkpoint_folder, evaluate_split, load_model_from_run, run_config
+
+    overrides = list(args.overrides or [])
+    if args.beams is not None:
+        overrides.append(f"eval.beams={args.beams}")
+    try:
+        cfg = run_config(args.run, overrides)
+        folder = checkpoint_folder(args.run, args.checkpoint)
+    except EvalError as e:
+        print(f"gramc: error: {e}", file=sys.stderr)
+        return 2
+    if _world() > 1:
+        from ..train.trainer import init_distributed
+
+        init_distributed(cfg.run.device)  # gloo on CPU, nccl on GPUs
+    main = not dist.is_initialized() or dist.get_rank() == 0
+    model, assets, cfg = load_model_from_run(args.run, args.checkpoint, overrides, progress=main)
+    res = evaluate_split(model, assets, cfg, args.split, max_users=args.max_users, progress=main)
+    res.checkpoint = str(folder)
+    rec = res.to_json()
+    if main:
+        name = args.checkpoint if args.checkpoint in ("best", "last") else Path(folder).name
+        out = Path(args.out) if args.out else Path(args.run) / "eval" / f"{args.split}-{name}"
+        out.mkdir(parents=True, exist_ok=True)
+        write_run_info(out, cfg, inputs={"checkpoint": folder / "model.safetensors"},
+                       extra={"split": args.split, "max_users": args.max_users})
+        write_json(out / "metrics.json", rec)
+        with atomic_path(out / "predictions.jsonl") as tmp:
+            with open(tmp, "w", encoding="utf-8") as f:
+                for p in res.predictions(assets.ds.item_ids, assets.ds.users, top=cfg.eval.predictions_top):
+                    f.write(json.dumps(p) + "\n")
+        plot_metrics(rec, out / "metrics.png")
+        if args.json:
+            print(json.dumps(rec, indent=2))
+        else:
+            print(format_table(rec))
+            print(f"wrote {out}/metrics.json, predictions.jsonl, metrics.png")
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+    return 0 if res.invalid == 0 else 1
+
+
+def _world() -> int:
+    import os
+
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("evaluate", help="beam-search evaluation of a trained run (metrics with 95% CIs)",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run", required=True, help="run folder (config.yaml + checkpoints/)")
+    p.add_argument("--checkpoint", default="best", help="best | last | a checkpoint folder or model.safetensors")
+    p.add_argument("--split", required=True, choices=["valid", "test"])
+    p.add_argument("--beams", type=int, default=None, help="beam size (default: the run's eval.beams)")
+    p.add_argument("--max-users", type=int, default=0, help="evaluate only the first N users (0 = all)")
+    p.add_argument("--out", default="", help="output folder (default RUN_DIR/eval/SPLIT-CHECKPOINT)")
+    p.add_argument("--json", action="store_true", help="print metrics.json instead of the table")
+    p.add_argument("overrides", nargs="*", metavar="key.sub=value",
+                   help="config overrides on top of the run's config.yaml, e.g. eval.length_penalty=1.0")
+    p.set_defaults(func=_evaluate)

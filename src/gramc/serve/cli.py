@@ -1,0 +1,51 @@
+"""`gramc recommend`: top-k next items for a history of item IDs, from a trained run.
+
+    gramc recommend --run RUN_DIR --history ASIN1,ASIN2,... [--k 10] [--checkpoint best|last|PATH]
+                    [--json] [eval.unknown_history=skip ...]
+
+The history is oldest first. Prints rank, item ID, score and title (or a JSON list with --json).
+Unknown item IDs are an error naming them (exit 2) unless eval.unknown_history=skip.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+
+
+def _recommend(args: argparse.Namespace) -> int:
+    from ..eval.evaluate import EvalError
+    from .recommend import Recommender, UnknownItemsError
+
+    history = [a.strip() for a in args.history.split(",") if a.strip()]
+    if not history:
+        print("gramc: error: --history needs at least one item ID (comma-separated)", file=sys.stderr)
+        return 2
+    try:
+        rec = Recommender.from_run(args.run, args.checkpoint, list(args.overrides or []))
+        recs = rec.recommend(history, k=args.k)
+    except (EvalError, UnknownItemsError) as e:
+        print(f"gramc: error: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps([asdict(r) for r in recs], indent=2))
+    else:
+        print(f"{'rank':>4}  {'item':<14} {'score':>9}  title")
+        for n, r in enumerate(recs, 1):
+            print(f"{n:>4}  {r.item_id:<14} {r.score:>9.4f}  {r.title[:80]}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("recommend", help="top-k next items for a history of item IDs",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run", required=True, help="run folder (config.yaml + checkpoints/)")
+    p.add_argument("--history", required=True, help="item IDs, oldest first, comma-separated")
+    p.add_argument("--k", type=int, default=10, help="number of recommendations")
+    p.add_argument("--checkpoint", default="best", help="best | last | a checkpoint folder or model.safetensors")
+    p.add_argument("--json", action="store_true", help="print a JSON list of {item_id, score, title}")
+    p.add_argument("overrides", nargs="*", metavar="key.sub=value",
+                   help="config overrides on top of the run's config.yaml, e.g. eval.unknown_history=skip")
+    p.set_defaults(func=_recommend)

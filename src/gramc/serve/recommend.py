@@ -1,0 +1,111 @@
+"""Next-item recommendations from a trained run: item IDs (ASINs) in, ranked items out.
+
+    rec = Recommender.from_run("runs/beauty")
+    rec.recommend(["B000052YQ0", "B0009RF9E2"], k=10)  # history oldest first
+    -> [Recommendation(item_id="B00...", score=-1.23, title="..."), ...]
+
+Each call encodes only the passages it needs (the user passage and the history's item passages;
+histories of one `recommend_many` call share their item rows) and runs the same trie-constrained
+beam search as `gramc evaluate` (`eval.beams`, at least k; `eval.length_penalty`;
+`eval.exclude_history`). Unknown item IDs in a history are an error naming them, or are skipped
+with a warning when `eval.unknown_history=skip`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from ..config import Config
+from ..data.splits import Sample
+from ..eval.beam import beam_search
+from ..eval.trie import trie_for
+
+
+class UnknownItemsError(ValueError):
+    """A history names item IDs the run's dataset does not know."""
+
+
+@dataclass
+class Recommendation:
+    item_id: str
+    score: float  # beam score (sum of log-probabilities / length**eval.length_penalty)
+    title: str
+
+
+class Recommender:
+    """A trained GRAM-C model with its assets, ready to recommend."""
+
+    def __init__(self, model, assets, cfg: Config) -> None:
+        self.model = model.eval()
+        self.assets = assets
+        self.cfg = cfg
+        self.device = next(model.parameters()).device
+        self.trie = trie_for(assets.item_ids).to(self.device)
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path, checkpoint: str = "best", overrides: Sequence[str] = (),
+                 progress: bool = False) -> "Recommender":
+        from ..eval.evaluate import load_model_from_run
+
+        model, assets, cfg = load_model_from_run(run_dir, checkpoint, overrides, progress=progress)
+        return cls(model, assets, cfg)
+
+    def item_indices(self, history: Sequence[str]) -> list[int]:
+        """Dataset indices of a history's item IDs (unknown IDs: error, or skipped per eval.unknown_history)."""
+        ds = self.assets.ds
+        unknown = [a for a in history if not ds.has_item(a)]
+        if unknown:
+            shown = ", ".join(unknown[:10]) + (f" (+{len(unknown) - 10} more)" if len(unknown) > 10 else "")
+            if self.cfg.eval.unknown_history == "error":
+                raise UnknownItemsError(f"{len(unknown)} item(s) of the history are not in the run's dataset: {shown} "
+                                        "(set eval.unknown_history=skip to ignore them)")
+            warnings.warn(f"skipping {len(unknown)} unknown item(s) of the history: {shown}", stacklevel=4)
+        known = [ds.index_of(a) for a in history if ds.has_item(a)]
+        if not known:
+            raise UnknownItemsError("the history has no known items; nothing to recommend from")
+        return known
+
+    def recommend_many(self, histories: Sequence[Sequence[str]], k: int = 10) -> list[list[Recommendation]]:
+        """Top-k items for each history (item IDs, oldest first)."""
+        from ..model.inputs import Collator
+
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        cfg = self.cfg
+        smp = []
+        for h in histories:
+            idx = self.item_indices(h)[-cfg.data.max_his:]
+            smp.append(Sample(user=0, history=tuple(idx), target=idx[-1]))  # target: unused placeholder
+        collate = Collator(self.assets.cache, cfg, gcn_rows=self.assets.gcn_rows, dedupe=True)
+        beams = max(k, cfg.eval.beams)
+        ds = self.assets.ds
+        out: list[list[Recommendation]] = []
+        bs = max(1, cfg.eval.batch_size)
+        for s in range(0, len(smp), bs):
+            chunk = smp[s: s + bs]
+            batch = collate(chunk).to(self.device)
+            exclude = None
+            if cfg.eval.exclude_history:
+                width = max(len(c.history) for c in chunk)
+                exclude = torch.full((len(chunk), width), -1, dtype=torch.long)
+                for r, c in enumerate(chunk):
+                    exclude[r, : len(c.history)] = torch.tensor(c.history, dtype=torch.long)
+            with torch.no_grad():
+                memory, mask = self.model.memory(batch)
+            res = beam_search(self.model.t5, memory, mask, self.trie, beams=beams,
+                              length_penalty=cfg.eval.length_penalty, early_stopping=cfg.eval.early_stopping,
+                              exclude=exclude)
+            for items, scores in zip(res.items.tolist(), res.scores.tolist()):
+                recs = [Recommendation(ds.item_ids[i], float(sc), str(ds.item_fields[i].get("title", "")))
+                        for i, sc in zip(items, scores) if i >= 0]
+                out.append(recs[:k])
+        return out
+
+    def recommend(self, history: Sequence[str], k: int = 10) -> list[Recommendation]:
+        """Top-k next items for one history (item IDs, oldest first)."""
+        return self.recommend_many([history], k)[0]

@@ -1,0 +1,63 @@
+"""`gramc evaluate` on a run folder: files, schema, table, errors; load_model_from_run."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from gramc.cli import main
+from gramc.eval.evaluate import evaluate_split, load_model_from_run
+
+from eval_fakes import make_run
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("evalrun") / "run"
+    make_run(d)
+    return d
+
+
+def test_evaluate_command_writes_metrics_predictions_and_plot(run, capsys):
+    rc = main(["evaluate", "--run", str(run), "--split", "valid", "--beams", "6", "--max-users", "10"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "ndcg@10" in out and "95% CI" in out
+    folder = run / "eval" / "valid-best"
+    rec = json.loads((folder / "metrics.json").read_text())
+    assert rec["split"] == "valid" and rec["users"] == 10 and rec["beams"] == 6 and rec["invalid"] == 0
+    assert rec["length_penalty"] == 0.0 and rec["checkpoint"].endswith("best")
+    assert set(rec["metrics"]) == {f"{m}@{k}" for m in ("hit", "ndcg") for k in (1, 5, 10, 20, 50)} | {"mrr"}
+    assert set(rec["ci"]) == set(rec["metrics"])
+    preds = [json.loads(line) for line in (folder / "predictions.jsonl").read_text().splitlines()]
+    assert len(preds) == 10 and all(len(p["items"]) == len(p["scores"]) <= 6 for p in preds)
+    hits = np.array([p["hit_rank"] for p in preds])
+    assert rec["metrics"]["hit@5"] == pytest.approx(np.mean((hits >= 1) & (hits <= 5)))
+    assert (folder / "metrics.png").stat().st_size > 1000
+    assert (folder / "run_info.json").is_file() and (folder / "config.yaml").is_file()
+
+    # the loaded model gives the same numbers as the command; overrides apply on top of config.yaml
+    model, assets, cfg = load_model_from_run(run, "best", ["eval.beams=6"], progress=False)
+    res = evaluate_split(model, assets, cfg, "valid", max_users=10, progress=False)
+    assert res.metrics == pytest.approx(rec["metrics"])
+    assert [p["hit_rank"] for p in preds] == [int(r) + 1 if r >= 0 else 0 for r in res.ranks]
+
+
+def test_json_output_and_length_penalty_override(run, capsys):
+    rc = main(["evaluate", "--run", str(run), "--split", "test", "--max-users", "4", "--json",
+               "eval.length_penalty=1.0", "--out", str(run / "lp1")])
+    assert rc == 0
+    rec = json.loads(capsys.readouterr().out)
+    assert rec["length_penalty"] == 1.0 and rec["users"] == 4
+    assert json.loads((run / "lp1" / "metrics.json").read_text()) == rec
+
+
+def test_missing_checkpoint_is_a_clear_error(run, capsys):
+    rc = main(["evaluate", "--run", str(run), "--split", "valid", "--checkpoint", "last"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "checkpoints/last/model.safetensors" in err and "--checkpoint best" in err
+    rc = main(["evaluate", "--run", str(run / "nope"), "--split", "valid"])
+    assert rc == 2 and "no config.yaml" in capsys.readouterr().err

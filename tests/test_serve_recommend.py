@@ -1,0 +1,68 @@
+"""Recommender.from_run(...).recommend(...) and `gramc recommend`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from gramc.cli import main
+from gramc.eval.beam import beam_search
+from gramc.eval.trie import trie_for
+from gramc.model.inputs import Collator
+from gramc.data.splits import Sample
+from gramc.serve.recommend import Recommender, UnknownItemsError
+
+from eval_fakes import make_run
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("serverun") / "run"
+    cfg, assets, model = make_run(d)
+    return d, cfg, assets, model
+
+
+def test_recommend_matches_the_beam_search_of_the_model(run):
+    d, cfg, assets, model = run
+    rec = Recommender.from_run(d)
+    ids = assets.ds.item_ids
+    history = [ids[3], ids[7], ids[1]]
+    recs = rec.recommend(history, k=5)
+    assert len(recs) == 5
+    assert [r.score for r in recs] == sorted((r.score for r in recs), reverse=True)
+    # reference: the same model and search on the same history
+    batch = Collator(assets.cache, cfg, assets.gcn_rows)([Sample(0, (3, 7, 1), 1)])
+    with torch.no_grad():
+        mem, mask = model.eval().memory(batch)
+        ref = beam_search(model.t5, mem, mask, trie_for(assets.item_ids), beams=cfg.eval.beams)
+    assert [r.item_id for r in recs] == [ids[i] for i in ref.items[0, :5].tolist()]
+    assert [r.score for r in recs] == pytest.approx(ref.scores[0, :5].tolist(), abs=1e-5)
+    assert all(r.title == assets.ds.item_fields[ids.index(r.item_id)].get("title", "") for r in recs)
+    # k larger than eval.beams widens the beam
+    assert len(rec.recommend(history, k=12)) == 12
+
+
+def test_unknown_items_error_or_skip(run):
+    d, cfg, assets, _ = run
+    ids = assets.ds.item_ids
+    rec = Recommender.from_run(d)
+    with pytest.raises(UnknownItemsError, match="NOPE1, NOPE2"):
+        rec.recommend([ids[0], "NOPE1", "NOPE2"], k=3)
+    skip = Recommender.from_run(d, overrides=["eval.unknown_history=skip"])
+    with pytest.warns(UserWarning, match="NOPE1"):
+        got = skip.recommend([ids[0], "NOPE1", ids[2]], k=3)
+    assert [r.item_id for r in got] == [r.item_id for r in skip.recommend([ids[0], ids[2]], k=3)]
+    with pytest.raises(UnknownItemsError, match="no known items"):
+        skip.recommend(["NOPE1"], k=3)
+
+
+def test_recommend_command(run, capsys):
+    d, cfg, assets, _ = run
+    ids = assets.ds.item_ids
+    assert main(["recommend", "--run", str(d), "--history", f"{ids[3]},{ids[7]}", "--k", "4", "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert len(got) == 4 and set(got[0]) == {"item_id", "score", "title"}
+    assert main(["recommend", "--run", str(d), "--history", f"{ids[3]},BAD9"]) == 2
+    assert "BAD9" in capsys.readouterr().err
