@@ -181,3 +181,14 @@ def test_minilm_embeddings():
     assert emb.shape == (4, 384) and np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
     sim = emb @ emb.T
     assert sim[0, 1] > sim[0, 2] and sim[2, 3] > sim[1, 3]
+
+
+def test_minibatch_clustering_is_deterministic():
+    # >= 1000 items: the root split uses MiniBatchKMeans, which must also follow the seed
+    rng = np.random.default_rng(5)
+    emb = rng.normal(size=(1500, 6)).astype(np.float32)
+    a = cluster_tree(emb, clusters=8, levels=2, seed=11, progress=False)
+    b = cluster_tree(emb, clusters=8, levels=2, seed=11, progress=False)
+    assert len(a) == len(b)
+    assert all(np.array_equal(x.members, y.members) for x, y in zip(a, b))
+    assert len(a[0].children) == 8
