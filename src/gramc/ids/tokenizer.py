@@ -165,8 +165,12 @@ def load_tokenizer(spec: str | Path) -> Tokenizer:
 
         hf = AutoTokenizer.from_pretrained(spec_s)
     except Exception as e:  # network, missing files, unknown model: all unusable arguments
-        raise TokenizerError(f"cannot load tokenizer '{spec_s}' ({type(e).__name__}: {e}); expected a "
-                             f"folder with tokenizer.json or spiece.model, or a hub name") from e
+        hint = ""
+        if p.is_dir() and (p / "spiece.model").is_file():
+            hint = (" -- converting a bare spiece.model needs the protobuf package (pip install protobuf); "
+                    "or save the tokenizer once as tokenizer.json where it can be converted")
+        raise TokenizerError(f"cannot load tokenizer '{spec_s}' ({type(e).__name__}: {str(e)[:300]}); expected "
+                             f"a folder with tokenizer.json or spiece.model, or a hub name{hint}") from e
     backend = getattr(hf, "backend_tokenizer", None)
     if backend is None:
         raise TokenizerError(f"tokenizer '{spec_s}' has no fast (Rust) backend; gramc needs one")
