@@ -100,10 +100,15 @@ class Tokenizer:
 
     @property
     def fingerprint(self) -> str:
-        """sha256 of the serialized vocabulary/model, normalizer, pre-tokenizer and added tokens."""
+        """sha256 of the serialized vocabulary/model (unigram scores rounded to 6 decimals),
+        normalizer, pre-tokenizer and added tokens."""
         if self._fingerprint is None:
             tree = json.loads(self.backend.to_str())
             keep = {k: tree.get(k) for k in ("added_tokens", "normalizer", "pre_tokenizer", "model")}
+            vocab = (keep["model"] or {}).get("vocab")
+            if isinstance(vocab, list):  # unigram scores: the trainer's float sums and the JSON
+                # round trip differ in the last bits from run to run; 6 decimals identify the model
+                keep["model"] = {**keep["model"], "vocab": [[p, round(float(v), 6)] for p, v in vocab]}
             blob = json.dumps(keep, sort_keys=True, ensure_ascii=False).encode("utf-8")
             self._fingerprint = hashlib.sha256(blob).hexdigest()
         return self._fingerprint
