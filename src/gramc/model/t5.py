@@ -361,8 +361,10 @@ def shift_right(labels: Tensor, start_token: int = 0, pad_token: int = 0) -> Ten
 class T5(nn.Module):
     """T5 encoder-decoder with a soft-prefix encoder input and beam-shared cross-attention keys/values.
 
-    Public API: `encode`, `cross_kv`, `decode`, `forward` (single-passage seq2seq logits),
-    `from_pretrained`, `load_hf_state_dict`, `hf_state_dict`, `to_hf_model`.
+    Public API: `encode`, `cross_kv`, `decode` (+ module-level `reorder_cache`), `forward`
+    (single-passage seq2seq logits), `logits`; weights: `from_pretrained`, `from_hf_model`,
+    `load_hf_state_dict`, `hf_state_dict`, `to_hf_model`; training: `set_dropout`,
+    `set_gradient_checkpointing`.
     """
 
     def __init__(self, dims: T5Dims):
