@@ -84,3 +84,15 @@ def test_failed_build_leaves_existing_output_intact(built, tmp_path):
                "--out", str(out), "--quiet", "ids.embedding=npy", f"ids.embedding_file={tmp_path / 'x.npy'}"])
     assert rc == 2
     assert out.read_bytes() == before
+
+
+def test_build_twice_gives_identical_files(built):
+    root, out, _ = built
+    again = root / "again" / "item_ids.txt"
+    rc = main(["ids", "build", "--data", str(root / "data"), "--tokenizer", "train", "--out", str(again),
+               "--quiet", "ids.clusters=4", "ids.levels=2", "ids.vocab_size=300", "ids.threads=1"])
+    assert rc == 0
+    assert again.read_bytes() == out.read_bytes()
+    tok_a = (Path(str(out) + ".tokenizer") / "tokenizer.json").read_bytes()
+    tok_b = (Path(str(again) + ".tokenizer") / "tokenizer.json").read_bytes()
+    assert tok_a == tok_b

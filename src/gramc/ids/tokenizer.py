@@ -205,6 +205,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: str | Path |
                                       unk_token="<unk>", show_progress=False,
                                       initial_alphabet=list("0123456789"))
     backend.train_from_iterator(texts, trainer=trainer, length=len(texts))
+    backend = _canonical_order(backend)
     backend.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>",
                                                            special_tokens=[("</s>", EOS_ID)])
     tok = Tokenizer(backend, source=f"trained(vocab_size={vocab_size}, texts={len(texts)})")
@@ -212,3 +213,19 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: str | Path |
         tok.save(out_dir)
         tok.source = str(out_dir)
     return tok
+
+
+def _canonical_order(backend):
+    """Make training reproducible: the unigram trainer returns pieces of equal score in hash-map
+    order (so their ids change from run to run) with scores that differ in the last bits. Keep
+    the special tokens first, round scores to 9 decimals and order the rest by score, then piece."""
+    from tokenizers import Tokenizer as Backend
+
+    tree = json.loads(backend.to_str())
+    vocab = tree["model"]["vocab"]
+    head, rest = vocab[: len(SPECIAL_PIECES)], vocab[len(SPECIAL_PIECES):]
+    if [p for p, _ in head] != list(SPECIAL_PIECES):  # pragma: no cover - the trainer puts them first
+        raise TokenizerError(f"trained vocabulary does not start with {SPECIAL_PIECES}")
+    rest = sorted(([p, round(float(v), 9)] for p, v in rest), key=lambda x: (-x[1], x[0]))
+    tree["model"]["vocab"] = head + rest
+    return Backend.from_str(json.dumps(tree, ensure_ascii=False))
