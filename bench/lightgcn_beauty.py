@@ -1,6 +1,6 @@
 """Benchmark: LightGCN on Amazon Beauty (training interactions only), as GRAM-C's table and a baseline.
 
-    .venv/bin/python bench/lightgcn_beauty.py [--sweep-epochs 6] [--epochs 30] [--batch-size 8192]
+    .venv/bin/python bench/lightgcn_beauty.py [--sweep-epochs 4] [--epochs 15] [--batch-size 8192]
 
 1. Reads ../shared/datasets/amazon-beauty/user_sequence.txt into a SeqDataset (items in order of
    first appearance; LightGCN needs no item metadata).
@@ -62,10 +62,10 @@ def metrics(ranks) -> dict[str, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sweep-epochs", type=int, default=6)
-    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--sweep-epochs", type=int, default=4)
+    ap.add_argument("--epochs", type=int, default=15)
     ap.add_argument("--batch-size", type=int, default=8192)
-    ap.add_argument("--lrs", default="5e-3,1e-2")
+    ap.add_argument("--lrs", default="1e-2,2e-2")
     ap.add_argument("--regs", default="1e-4,1e-3")
     ap.add_argument("--eval-every", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)

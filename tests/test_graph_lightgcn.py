@@ -164,3 +164,17 @@ def test_bad_settings_name_the_key(tmp_path):
         train_lightgcn(ds, GcnConfig(similar_k=3), tmp_path, progress=False)
     with pytest.raises(ConfigError, match="gcn.lr"):
         train_lightgcn(ds, GcnConfig(lr=0.0, similar_k=1), tmp_path, progress=False)
+
+
+def test_popularity_ranks_equal_the_shared_metric_code():
+    from gramc.eval.metrics import ranks_from_scores
+    from gramc.graph.lightgcn import popularity_ranks
+
+    ds = make_synthetic(SyntheticConfig(num_users=150, num_items=60))
+    _, items = interaction_pairs([s[:-2] for s in ds.sequences])
+    counts = torch.tensor(np.bincount(items, minlength=ds.num_items), dtype=torch.float32)
+    for split, back in (("valid", 2), ("test", 1)):
+        users = [u for u, s in enumerate(ds.sequences) if len(s) >= 3]
+        targets = torch.tensor([ds.sequences[u][-back] for u in users])
+        expected = ranks_from_scores(counts.expand(len(users), -1), targets)
+        np.testing.assert_array_equal(popularity_ranks(ds, split), expected)

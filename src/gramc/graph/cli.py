@@ -10,6 +10,7 @@ check fails, 2 when the arguments are unusable (no such dataset or folder).
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from ..cli import add_config_args, config_from_args
@@ -35,6 +36,10 @@ def _train(args: argparse.Namespace) -> int:
     out = Path(args.out or cfg.gcn.out or Path(cfg.run.out) / "gcn")
     meta = train_lightgcn(ds, cfg.gcn, out, run_cfg=cfg, inputs=inputs)
     v, p = meta["valid"], meta["popularity_valid"]
+    if meta["interactions"]["leaks_valid_or_test"]:
+        print(f"WARNING: trained on gcn.interactions={cfg.gcn.interactions}, which includes validation/test "
+              f"targets; any validation/test number of a model reading this table is inflated "
+              f"(`gramc gcn check` fails its leakage checks)", file=sys.stderr)
     print(f"wrote {out}: {ds.num_items:,} items x {cfg.gcn.dim} dims, trained on "
           f"{meta['interactions']['count']:,} '{meta['interactions']['split']}' interactions "
           f"in {meta['time_s']['train']:.0f}s; final loss {meta['final_loss']:.4f}")
