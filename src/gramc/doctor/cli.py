@@ -1,0 +1,240 @@
+"""`gramc doctor [data|ids|flow|grad-sync|recipe|leakage|eval|all]`: measure what is wrong with a run.
+
+    gramc doctor all --config FILE [key.sub=value ...] [--json]
+    gramc doctor data --data DIR --gcn GCN_DIR          gramc doctor ids --ids FILE --tokenizer PATH
+
+Every check prints its figure, pass / warn / fail and what to do (`gramc.checks.Report.table()`);
+`--json` prints `{"ok", "checks": [{"name", "ok", "level", "value", "message"}]}`. Exit code 1
+when a check fails, 2 when the arguments are unusable. `all` runs every check the config makes
+possible. Assets (dataset, tokenizer, IDs, GCN, passage cache) come from `Assets.from_config`,
+which reuses what run.out holds and builds what is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from ..cli import add_config_args, config_from_args
+from ..data.dataset import DataError
+
+SECTIONS = ["data", "ids", "flow", "recipe", "leakage", "eval", "grad-sync"]
+
+
+class _Context:
+    """The resolved config and, built once on first use, the assets of the run."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.cfg = config_from_args(args)
+        self._assets: Any = None
+
+    @property
+    def has_assets(self) -> bool:
+        return self._assets is not None
+
+    @property
+    def assets(self) -> Any:
+        if self._assets is None:
+            from ..model.assets import Assets
+
+            with contextlib.redirect_stdout(sys.stderr):  # keep stdout for the report (--json)
+                self._assets = Assets.from_config(self.cfg, progress=not getattr(self.args, "quiet", False))
+        return self._assets
+
+    @property
+    def gcn_dir(self) -> Path:
+        return Path(self.cfg.gcn.out) if self.cfg.gcn.out else Path(self.cfg.run.out) / "gcn"
+
+    @property
+    def gcn_needed(self) -> bool:
+        m = self.cfg.model
+        return m.prefix.enabled or (m.similar_items > 0 and m.similar_source == "gcn")
+
+    def dataset(self) -> Any:
+        data = getattr(self.args, "data", None)
+        if data:
+            from ..data.dataset import SeqDataset
+
+            if not Path(data).is_dir():
+                raise DataError(f"--data {data}: no such folder (expected a prepared dataset from "
+                                f"`gramc data prepare`)")
+            return SeqDataset.load(data)
+        return self.assets.ds
+
+
+# --------------------------------------------------------------------------------------------
+# Sections: each returns list[Check]
+# --------------------------------------------------------------------------------------------
+
+
+def _data(ctx: _Context) -> list:
+    from ..checks import passed
+    from ..graph.checks import check_gcn
+
+    gcn = getattr(ctx.args, "gcn", None)
+    if gcn:
+        if not Path(gcn).is_dir():
+            raise DataError(f"--gcn {gcn}: no such folder; build one with `gramc gcn train --out {gcn}`")
+        return check_gcn(ctx.dataset(), gcn)
+    if not ctx.gcn_needed:
+        return [passed("gcn.files", "not used", "the prefix is off and similar items do not come from the GCN")]
+    ds = ctx.dataset()
+    if not ctx.gcn_dir.is_dir():
+        ctx.assets  # builds the GCN folder the config names
+    return check_gcn(ds, ctx.gcn_dir)
+
+
+def _ids(ctx: _Context) -> list:
+    from ..ids.itemids import check_ids
+    from ..ids.tokenizer import load_tokenizer
+
+    ids_file = getattr(ctx.args, "ids", None)
+    if ids_file:
+        if not Path(ids_file).is_file():
+            raise DataError(f"--ids {ids_file}: no such file (a GRAM-format ID file `ASIN |tok|tok|...`)")
+        spec = getattr(ctx.args, "tokenizer", None) or ctx.cfg.ids.tokenizer
+        if spec == "train":
+            spec = str(Path(ctx.cfg.run.out) / "tokenizer")
+            if not Path(spec).is_dir():
+                raise DataError("--ids needs --tokenizer PATH (the tokenizer the IDs were made with)")
+        return check_ids(ids_file, ctx.dataset(), load_tokenizer(spec))
+    a = ctx.assets
+    return check_ids(a.item_ids, a.ds, a.tokenizer)
+
+
+def _flow(ctx: _Context) -> list:
+    from .flow import flow_checks
+
+    return flow_checks(ctx.cfg, ctx.assets)
+
+
+def _recipe(ctx: _Context) -> list:
+    from .recipe import load_recipe, recipe_checks, truncation_shares
+
+    world = getattr(ctx.args, "world", 0) or int(os.environ.get("WORLD_SIZE", "1"))
+    trunc = None
+    if ctx.has_assets:
+        from ..data.splits import samples
+
+        a = ctx.assets
+        trunc = truncation_shares(a.cache, samples(a.ds, "train", ctx.cfg.data.max_his), ctx.cfg)
+    return recipe_checks(ctx.cfg, load_recipe(getattr(ctx.args, "recipe", None) or "gram-beauty"), world, trunc)
+
+
+def _leakage(ctx: _Context) -> list:
+    from .leakage import leakage_checks
+
+    a = ctx.assets
+    return leakage_checks(ctx.cfg, a, ctx.gcn_dir if ctx.gcn_needed else None)
+
+
+def _eval(ctx: _Context) -> list:
+    from ..data.splits import samples
+    from .evalchecks import eval_checks
+
+    a = ctx.assets
+    return eval_checks(ctx.cfg, a.item_ids, a.tokenizer, len(samples(a.ds, "test", ctx.cfg.data.max_his)))
+
+
+def _grad_sync(ctx: _Context) -> list:
+    from .gradsync import run_grad_sync
+
+    a = ctx.args
+    if not ctx.has_assets:
+        ctx.assets  # build (with progress bars) before the workers reuse them
+    return run_grad_sync(ctx.cfg, nproc=getattr(a, "nproc", 0), steps=getattr(a, "steps", 2),
+                         per_rank=getattr(a, "per_rank", 4), fault=getattr(a, "inject_fault", None),
+                         quiet=getattr(a, "quiet", False))
+
+
+_RUNNERS: dict[str, Callable[[_Context], list]] = {
+    "data": _data, "ids": _ids, "flow": _flow, "recipe": _recipe, "leakage": _leakage, "eval": _eval,
+    "grad-sync": _grad_sync,
+}
+
+
+def run_sections(ctx: _Context, sections: list[str]) -> tuple[Any, dict[str, float]]:
+    """Run the sections in order; return the Report and the seconds each took."""
+    from ..checks import Report
+
+    report = Report()
+    seconds: dict[str, float] = {}
+    for name in sections:
+        t0 = time.perf_counter()
+        report.extend(_RUNNERS[name](ctx))
+        seconds[name] = round(time.perf_counter() - t0, 2)
+        if not getattr(ctx.args, "quiet", False):
+            print(f"doctor {name}: {seconds[name]:.1f}s", file=sys.stderr)
+    return report, seconds
+
+
+def _run(args: argparse.Namespace) -> int:
+    ctx = _Context(args)
+    sections = SECTIONS if args.doctor_command == "all" else [args.doctor_command]
+    if args.doctor_command == "all" and getattr(args, "skip", None):
+        sections = [s for s in sections if s not in args.skip]
+    t0 = time.perf_counter()
+    report, seconds = run_sections(ctx, sections)
+    print(report.to_json() if args.json else report.table())
+    if not args.json and len(sections) > 1:
+        print(f"doctor: {time.perf_counter() - t0:.1f}s ({', '.join(f'{k} {v:.1f}s' for k, v in seconds.items())})")
+    return report.exit_code
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "doctor", help="diagnose a run: data, IDs, input flow, gradient sync, recipe, leakage, evaluation",
+        description="Measure instead of guessing: every check prints its figure, pass/warn/fail and what to "
+                    "do. Exit 1 on a failed check, 2 on unusable arguments. See docs/doctor.md.")
+    sub = p.add_subparsers(dest="doctor_command", metavar="CHECK")
+    sub.required = True
+
+    def add(name: str, help_text: str) -> argparse.ArgumentParser:
+        c = sub.add_parser(name, help=help_text, description=help_text)
+        c.add_argument("--json", action="store_true", help='print {"ok", "checks": [...]} instead of a table')
+        c.add_argument("--quiet", action="store_true", help="no progress bars or timings on stderr")
+        add_config_args(c)
+        c.set_defaults(func=_run)
+        return c
+
+    d = add("data", "GCN mapping, embedding table, consistency and leakage checks (gramc.graph.checks)")
+    d.add_argument("--data", help="prepared dataset folder (default: data.path or the synthetic dataset)")
+    d.add_argument("--gcn", help="GCN folder (default: gcn.out or <run.out>/gcn, built if missing)")
+
+    i = add("ids", "item-ID checks (gramc.ids.check_ids): single-piece levels, coverage, collisions, statistics")
+    i.add_argument("--data", help="prepared dataset folder (default: data.path or the synthetic dataset)")
+    i.add_argument("--ids", help="GRAM-format ID file (default: the run's IDs from the config)")
+    i.add_argument("--tokenizer", help="tokenizer folder or hub name the IDs use (default: ids.tokenizer)")
+
+    add("flow", "one real batch through the collator and model: the step-0 audit and the history order")
+
+    def grad_args(c: argparse.ArgumentParser) -> None:
+        c.add_argument("--nproc", type=int, default=0,
+                       help="processes of the multi-process run (default: every GPU if 2+, else 2 on CPU)")
+        c.add_argument("--steps", type=int, default=2, help="optimiser steps compared (default 2)")
+        c.add_argument("--per-rank", type=int, default=4, help="training samples per process per step (default 4)")
+        c.add_argument("--inject-fault", choices=["double_reduce", "module_call"], help=argparse.SUPPRESS)
+
+    def recipe_args(c: argparse.ArgumentParser) -> None:
+        c.add_argument("--recipe", default="gram-beauty", help="reference recipe name or .yaml path "
+                                                               "(default gram-beauty)")
+        c.add_argument("--world", type=int, default=0,
+                       help="processes the run trains on, for the effective batch (default: $WORLD_SIZE or 1)")
+
+    g = add("grad-sync", "1 process vs N processes (torchrun): gradient ratio, rank agreement, parameters")
+    grad_args(g)
+    r = add("recipe", "the resolved config against a reference recipe, with the expected effect of each difference")
+    recipe_args(r)
+    add("leakage", "GCN/similar items trained on training interactions only; splits; inputs never hold the future")
+    add("eval", "ID collisions, beams vs k, trie coverage, distributed sharding, metrics vs a reference")
+    a = add("all", "every check the config makes possible")
+    a.add_argument("--skip", action="append", choices=SECTIONS, default=[], metavar="SECTION",
+                   help=f"a section to leave out (repeatable): {', '.join(SECTIONS)}")
+    grad_args(a)
+    recipe_args(a)
