@@ -230,3 +230,41 @@ def test_missing_file_fails_only_files(folder):
     checks = check_gcn(ds, f)
     assert [(c.name, c.ok) for c in checks] == [("gcn.files", False)]
     assert "gcn_item_embeddings.pt" in checks[0].message
+
+
+@pytest.mark.shared
+def test_beauty_figures_with_a_well_formed_table(tmp_path):
+    """On the real Beauty data: the report's figures (12,101 entries, top items 431/403/391)."""
+    from pathlib import Path
+
+    from gramc.data.dataset import SeqDataset
+    from gramc.graph.lightgcn import pairs_fingerprint
+
+    seq = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "amazon-beauty" / "user_sequence.txt"
+    if not seq.is_file():
+        pytest.skip("shared Beauty data not available")
+    ids: dict[str, int] = {}
+    users, seqs = [], []
+    for line in seq.read_text().splitlines():
+        parts = line.split()
+        users.append(parts[0])
+        seqs.append([ids.setdefault(a, len(ids)) for a in parts[1:]])
+    ds = SeqDataset(list(ids), [{} for _ in ids], users, seqs)
+    table = torch.nn.functional.normalize(torch.randn(ds.num_items + 1, 64, generator=torch.Generator().manual_seed(0)), dim=1)
+    table[0] = 0
+    torch.save(table, tmp_path / "gcn_item_embeddings.pt")
+    (tmp_path / "item_id_to_gcn_index.json").write_text(json.dumps({a: i + 1 for i, a in enumerate(ds.item_ids)}))
+    (tmp_path / "gcn_meta.json").write_text(json.dumps({"interactions": {
+        "split": "train", "count": 153776, "sha256": pairs_fingerprint(ds, [s[:-2] for s in ds.sequences])}}))
+    checks = {c.name: c for c in check_gcn(ds, tmp_path)}
+    assert [n for n, c in checks.items() if not c.ok] == []
+    assert checks["gcn.mapping.entries"].value == {"entries": 12101, "dataset_items": 12101}
+    assert checks["gcn.mapping.contiguous"].value["span"] == [1, 12101]
+    assert checks["gcn.mapping.lookup"].value["rate"] == 1.0
+    assert checks["gcn.mapping.key_format"].value["format"].startswith("ASIN")
+    assert checks["gcn.embeddings.shape"].value["shape"] == [12102, 64]
+    top = checks["gcn.consistency.top_items"].value
+    assert [(t["item"], t["count"]) for t in top] == [("B004OHQR1Q", 431), ("B0043OYFKU", 403), ("B0069FDR96", 391)]
+    # a mapping keyed by title-like text is named as such
+    (tmp_path / "item_id_to_gcn_index.json").write_text(json.dumps({f"Some product {i}": i + 1 for i in range(12101)}))
+    assert "item text" in {c.name: c for c in check_gcn(ds, tmp_path)}["gcn.mapping.key_format"].message
