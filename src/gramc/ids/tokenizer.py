@@ -183,29 +183,51 @@ def load_tokenizer(spec: str | Path) -> Tokenizer:
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: str | Path | None = None) -> Tokenizer:
-    """Train a SentencePiece-style unigram tokenizer on `texts` (pad=0, eos=1, unk=2 like T5).
+    """Train a SentencePiece unigram tokenizer on `texts` (pad=0, eos=1, unk=2 like T5).
 
-    NFKC normalisation, runs of spaces collapsed, Metaspace (`▁`) pre-tokenisation and decoding,
-    `</s>` appended by the post-processor (not by `Tokenizer.encode`). Saved to `out_dir` when
-    given, so that `load_tokenizer(out_dir)` reloads the identical tokenizer.
+    The pieces and scores come from Google's `sentencepiece` trainer (single-threaded, so the same
+    texts always give the same vocabulary: the `tokenizers` UnigramTrainer orders tied pieces
+    differently from run to run). They are loaded into a fast `tokenizers` Unigram model with
+    NFKC normalisation, whitespace runs collapsed, Metaspace (`▁`) pre-tokenisation and decoding,
+    and `</s>` appended by the post-processor (not by `Tokenizer.encode`). `vocab_size` is an
+    upper bound (small corpora give fewer pieces). Saved to `out_dir` when given, so that
+    `load_tokenizer(out_dir)` reloads the identical tokenizer.
     """
-    from tokenizers import Regex, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    import io
+    import unicodedata
+
+    import sentencepiece as spm
+    from tokenizers import Regex, decoders, models, normalizers, pre_tokenizers, processors
     from tokenizers import Tokenizer as Backend
 
     if vocab_size < 8:
         raise TokenizerError(f"vocab_size must be >= 8 to hold the special tokens, got {vocab_size}")
+    # the same normalisation the tokenizer applies at encode time
+    texts = [" ".join(unicodedata.normalize("NFKC", t).split()) for t in texts if t]
     texts = [t for t in texts if t]
     if not texts:
         raise TokenizerError("cannot train a tokenizer on no text")
-    backend = Backend(models.Unigram())
-    backend.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Replace(Regex(" {2,}"), " ")])
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(texts), model_writer=model, model_type="unigram", vocab_size=vocab_size,
+        hard_vocab_limit=False, pad_id=PAD_ID, eos_id=EOS_ID, unk_id=UNK_ID, bos_id=-1,
+        pad_piece="<pad>", eos_piece="</s>", unk_piece="<unk>", normalization_rule_name="identity",
+        character_coverage=1.0, num_threads=1, input_sentence_size=0, shuffle_input_sentence=False,
+        minloglevel=2)
+    sp = spm.SentencePieceProcessor(model_proto=model.getvalue())
+    vocab = [(sp.id_to_piece(i), 0.0 if i < len(SPECIAL_PIECES) else float(sp.get_score(i)))
+             for i in range(sp.get_piece_size())]
+    # digits are always pieces (de-duplication levels `0`, `1`, ... must be single pieces); added
+    # ones get the lowest score, so they only replace what would otherwise be <unk>
+    have = {p for p, _ in vocab}
+    floor = min(v for _, v in vocab[len(SPECIAL_PIECES):]) - 1.0 if len(vocab) > len(SPECIAL_PIECES) else -10.0
+    vocab += [(d, floor) for d in "0123456789" if d not in have]
+    backend = Backend(models.Unigram(vocab, unk_id=UNK_ID))
+    backend.add_special_tokens(list(SPECIAL_PIECES))
+    backend.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Replace(Regex(r"\s+"), " "),
+                                               normalizers.Strip()])
     backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
     backend.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
-    trainer = trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_PIECES),
-                                      unk_token="<unk>", show_progress=False,
-                                      initial_alphabet=list("0123456789"))
-    backend.train_from_iterator(texts, trainer=trainer, length=len(texts))
-    backend = _canonical_order(backend)
     backend.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>",
                                                            special_tokens=[("</s>", EOS_ID)])
     tok = Tokenizer(backend, source=f"trained(vocab_size={vocab_size}, texts={len(texts)})")
@@ -213,19 +235,3 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: str | Path |
         tok.save(out_dir)
         tok.source = str(out_dir)
     return tok
-
-
-def _canonical_order(backend):
-    """Make training reproducible: the unigram trainer returns pieces of equal score in hash-map
-    order (so their ids change from run to run) with scores that differ in the last bits. Keep
-    the special tokens first, round scores to 9 decimals and order the rest by score, then piece."""
-    from tokenizers import Tokenizer as Backend
-
-    tree = json.loads(backend.to_str())
-    vocab = tree["model"]["vocab"]
-    head, rest = vocab[: len(SPECIAL_PIECES)], vocab[len(SPECIAL_PIECES):]
-    if [p for p, _ in head] != list(SPECIAL_PIECES):  # pragma: no cover - the trainer puts them first
-        raise TokenizerError(f"trained vocabulary does not start with {SPECIAL_PIECES}")
-    rest = sorted(([p, round(float(v), 9)] for p, v in rest), key=lambda x: (-x[1], x[0]))
-    tree["model"]["vocab"] = head + rest
-    return Backend.from_str(json.dumps(tree, ensure_ascii=False))
