@@ -102,8 +102,9 @@ def _build_model(cfg: Config, assets: Any, device: torch.device) -> torch.nn.Mod
     return GramC.from_config(cfg, assets).double().to(device)
 
 
-def worker(cfg: Config, steps: int, fault: Optional[str], out: Optional[Path]) -> dict[str, Any]:
-    """One torchrun rank (or a plain process): 1-process reference run, then the DDP run; compare."""
+def worker(cfg: Config, steps: int, faults: Sequence[Optional[str]], out: Optional[Path]) -> dict[str, Any]:
+    """One torchrun rank: the 1-process reference run, then one DDP run per fault mode (None =
+    healthy), each compared with the reference. Rank 0 writes `{mode: summary}` to `out`."""
     import torch.distributed as dist
 
     from ..data.splits import samples
@@ -140,7 +141,29 @@ def worker(cfg: Config, steps: int, fault: Optional[str], out: Optional[Path]) -
         ref_params.append({n: p.detach().clone() for n, p in ref.named_parameters()})
     del single, ref
 
-    # N processes
+    summaries = {}
+    for fault in faults:
+        summaries[fault or "none"] = _distributed_run(cfg, assets, collate, plan, info, steps, total, fault, names,
+                                                      init, ref_grads, ref_params, ref_missing)
+    if info.is_main and out is not None:
+        from ..io import write_json
+
+        write_json(out, summaries)
+    if info.distributed:
+        dist.barrier()
+        dist.destroy_process_group()
+    return summaries
+
+
+def _distributed_run(cfg: Config, assets: Any, collate: Any, plan: list, info: Any, steps: int, total: int,
+                     fault: Optional[str], names: list[str], init: dict, ref_grads: list, ref_params: list,
+                     ref_missing: set) -> dict[str, Any]:
+    """The N-process run (one rank's share), compared step by step with the 1-process run."""
+    import torch.distributed as dist
+
+    from ..train.trainer import Trainer, to_device
+
+    dev = info.device
     model = _build_model(cfg, assets, dev)
     records: list[dict[str, Any]] = []
     missing: set[str] = set()
@@ -183,13 +206,6 @@ def worker(cfg: Config, steps: int, fault: Optional[str], out: Optional[Path]) -
     summary = {"world": info.world, "device": str(dev), "backend": dist.get_backend() if info.distributed else "none",
                "steps": steps, "per_rank": cfg.train.batch_size, "fault": fault, "dtype": "float64",
                "ranks": everyone}
-    if info.is_main and out is not None:
-        from ..io import write_json
-
-        write_json(out, summary)
-    if info.distributed:
-        dist.barrier()
-        dist.destroy_process_group()
     return summary
 
 
@@ -266,19 +282,28 @@ def default_world() -> tuple[int, str]:
 def run_grad_sync(cfg: Config, nproc: int = 0, steps: int = DEFAULT_STEPS, per_rank: int = DEFAULT_PER_RANK,
                   fault: Optional[str] = None, timeout: float = 900.0, quiet: bool = False) -> list[Check]:
     """Launch `nproc` torchrun workers on the configured model and return the grad-sync checks."""
+    return run_grad_sync_modes(cfg, [fault], nproc, steps, per_rank, timeout, quiet)[fault or "none"]
+
+
+def run_grad_sync_modes(cfg: Config, faults: Sequence[Optional[str]], nproc: int = 0, steps: int = DEFAULT_STEPS,
+                        per_rank: int = DEFAULT_PER_RANK, timeout: float = 900.0, quiet: bool = False
+                        ) -> dict[str, list[Check]]:
+    """One torchrun launch, one reference run, then one N-process run per fault mode (None = the
+    healthy trainer): `{mode or "none": checks}`."""
     n, device = default_world()
     n = nproc or n
+    keys = [f or "none" for f in faults]
     if n < 2:
-        return [failed("grad_sync.setup", {"world": n}, "grad-sync needs at least 2 processes (--nproc 2)")]
+        return {k: [failed("grad_sync.setup", {"world": n}, "grad-sync needs at least 2 processes (--nproc 2)")]
+                for k in keys}
     scfg = sync_config(cfg, per_rank, device)
     with tempfile.TemporaryDirectory(prefix="gramc-gradsync-") as tmp:
         cfg_path = Path(tmp) / "config.yaml"
         cfg_path.write_text(dump_yaml(scfg), encoding="utf-8")
         out = Path(tmp) / "summary.json"
         cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={n}", "--standalone",
-               "-m", "gramc.doctor.gradsync", "--config", str(cfg_path), "--steps", str(steps), "--out", str(out)]
-        if fault:
-            cmd += ["--fault", fault]
+               "-m", "gramc.doctor.gradsync", "--config", str(cfg_path), "--steps", str(steps), "--out", str(out),
+               "--faults", ",".join(keys)]
         env = dict(os.environ)
         env.setdefault("OMP_NUM_THREADS", "1")
         if not quiet:
@@ -287,15 +312,20 @@ def run_grad_sync(cfg: Config, nproc: int = 0, steps: int = DEFAULT_STEPS, per_r
         try:
             proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
-            return [failed("grad_sync.setup", {"world": n}, f"the workers did not finish within {timeout:.0f}s")]
+            return {k: [failed("grad_sync.setup", {"world": n}, f"the workers did not finish within {timeout:.0f}s")]
+                    for k in keys}
         if proc.returncode != 0 or not out.is_file():
             tail = (proc.stdout[-1500:] + proc.stderr[-2500:]).strip()
-            return [failed("grad_sync.setup", {"world": n, "returncode": proc.returncode},
-                           f"the torchrun workers failed: {tail}")]
-        summary = json.loads(out.read_text(encoding="utf-8"))
-    checks = grad_sync_checks(summary)
-    checks[0].value["seconds"] = round(time.perf_counter() - t0, 1)
-    return checks
+            return {k: [failed("grad_sync.setup", {"world": n, "returncode": proc.returncode},
+                               f"the torchrun workers failed: {tail}")] for k in keys}
+        summaries = json.loads(out.read_text(encoding="utf-8"))
+    seconds = round(time.perf_counter() - t0, 1)
+    result = {}
+    for k in keys:
+        checks = grad_sync_checks(summaries[k])
+        checks[0].value["seconds"] = seconds
+        result[k] = checks
+    return result
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -303,11 +333,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m gramc.doctor.gradsync")
     p.add_argument("--config", required=True)
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS)
-    p.add_argument("--fault", choices=["double_reduce", "module_call"])
+    p.add_argument("--faults", default="none", help="comma-separated modes: none, double_reduce, module_call")
     p.add_argument("--out", type=Path)
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    worker(load_config(args.config), args.steps, args.fault, args.out)
+    faults = [None if f == "none" else f for f in args.faults.split(",")]
+    bad = [f for f in faults if f is not None and f not in ("double_reduce", "module_call")]
+    if bad:
+        p.error(f"unknown fault modes {bad}")
+    worker(load_config(args.config), args.steps, faults, args.out)
     return 0
 
 
