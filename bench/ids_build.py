@@ -1,6 +1,6 @@
 """Benchmark: `ids build` on Amazon Beauty (12,101 items, T5 vocabulary), against GRAM's released IDs.
 
-    .venv/bin/python bench/ids_build.py [--runs tfidf,minilm,tfidf-c128-l7] [--threads 2] [--out DIR]
+    .venv/bin/python bench/ids_build.py [--runs tfidf,tfidf-c128-l7,minilm] [--threads 2] [--out DIR] [--keep]
 
 1. Reads ../shared/datasets/amazon-beauty/ (user_sequence.txt + Amazon_Beauty.item) with the data
    layer's readers and renders item texts (`gramc.data.text.item_texts`).
@@ -73,9 +73,11 @@ def figures(ids: ItemIds, ds, tok, text_tokens, tree_levels) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", default="tfidf,minilm,tfidf-c128-l7", help=f"comma list of {list(RUNS)}")
+    ap.add_argument("--runs", default="tfidf,tfidf-c128-l7,minilm", help=f"comma list of {list(RUNS)}")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="", help="keep the built ID files here (default: a temp folder)")
+    ap.add_argument("--keep", action="store_true",
+                    help="keep the results of runs not repeated now from bench/results/ids_build.json")
     args = ap.parse_args()
     import torch
 
@@ -95,6 +97,10 @@ def main() -> None:
               "tokenizer": tok.describe(), "threads": args.threads,
               "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count()},
               "gram_file": figures(gram, ds, tok, text_tokens, gram_tree), "runs": {}}
+    if args.keep and RESULTS.is_file():  # keep earlier runs that are not repeated now
+        import json
+
+        result["runs"] = json.loads(RESULTS.read_text(encoding="utf-8")).get("runs", {})
     print("GRAM file:", result["gram_file"])
 
     out_dir = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="ids_build_"))
@@ -106,7 +112,9 @@ def main() -> None:
         fig = figures(ids, ds, tok, text_tokens, tree_levels)
         run_cfg = Config(ids=ids_cfg)
         save_built_ids(ids, ds, tok, run_cfg, out_dir / f"{name}.txt", {}, {"build_seconds": round(seconds, 2)})
-        result["runs"][name] = {"config": to_dict(ids_cfg), "seconds": round(seconds, 1), **fig}
+        result["runs"][name] = {"config": to_dict(ids_cfg), "seconds": round(seconds, 1),
+                                "load_average_1min_after": round(os.getloadavg()[0], 1),
+                                "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **fig}
         print(f"{name}: {seconds:.1f} s, {fig}")
     result["ids_files"] = str(out_dir)
     write_json(RESULTS, result)
@@ -121,18 +129,20 @@ def update_doc(r: dict) -> None:
             f"{g['dedup_items']:,} ({100 * g['dedup_share']:.1f}%) | {g['level1_tokens']} | {g['grounding']:.3f} |"]
     for name, x in r["runs"].items():
         c = x["config"]
-        rows.append(f"| `{name}` ({c['embedding']}, c{c['clusters']}, l{c['levels']}) | {x['seconds']:.0f} s | "
+        rows.append(f"| `{name}` ({c['embedding']}, c{c['clusters']}, l{c['levels']}) | {x['seconds']:.0f} s "
+                    f"({x.get('load_average_1min_after', '?')}) | "
                     f"{x['collisions']} | {x['mean_levels']:.3f} | {x['dedup_items']:,} "
                     f"({100 * x['dedup_share']:.1f}%) | {x['level1_tokens']} | {x['grounding']:.3f} |")
     body = f"""{SECTION}
 
 `ids build` on Amazon Beauty ({r['dataset']['items']:,} items) with the T5 vocabulary, on this
-shared 2-core CPU ({r['threads']} threads; other jobs were running, so times are upper bounds).
+shared 2-core CPU ({r['threads']} threads; other engineers' jobs were running: the 1-minute load average after each
+run is in brackets, so times are upper bounds).
 Targets: TF-IDF+SVD under 2 minutes, MiniLM under 10 minutes; 0 collisions.
 
     .venv/bin/python bench/ids_build.py --runs {','.join(r['runs'])} --threads {r['threads']}
 
-| IDs | build time | collisions | mean levels | items with a de-dup level | level-1 tokens | grounding |
+| IDs | build time (load avg) | collisions | mean levels | items with a de-dup level | level-1 tokens | grounding |
 |---|---|---|---|---|---|---|
 {chr(10).join(rows)}
 

