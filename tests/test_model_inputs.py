@@ -267,3 +267,14 @@ def test_user_truncation_stats_over_samples():
     ss = [Sample(0, tuple(range(8)), 9)]
     tr = cache.truncation(ss, max_his=8)
     assert tr["user_ids"].cut > 0 and tr["user_ids"].kept > 0
+
+
+def test_batch_encoding_path_gives_the_same_cache():
+    class BatchTokenizer(FakeTokenizer):
+        def encode_batch(self, texts):
+            return [self.encode(t) for t in texts]
+
+    cfg = tiny_config(passage_len=64)
+    a = _cache(cfg, tok=FakeTokenizer())
+    b = _cache(cfg, tok=BatchTokenizer())
+    assert torch.equal(a.item_table, b.item_table) and torch.equal(a.text_cut, b.text_cut)

@@ -37,10 +37,7 @@ def build_backbone(cfg: ModelConfig, vocab_size: int) -> T5:
         if t5.dims.vocab_size < vocab_size:
             raise ValueError(f"model.pretrained={cfg.pretrained!r} has {t5.dims.vocab_size} token embeddings "
                              f"but the tokenizer has {vocab_size} tokens; use the model's own tokenizer")
-        for m in t5.modules():
-            if isinstance(m, nn.Dropout):
-                m.p = cfg.dropout
-        t5.dims.dropout_rate = cfg.dropout
+        t5.set_dropout(cfg.dropout)
         return t5
     return T5(T5Dims.preset(cfg.preset, vocab_size=vocab_size, dropout_rate=cfg.dropout))
 

@@ -153,6 +153,8 @@ class PassageCache:
         ids = [tuple(int(t) for t in item_ids.tokens[i]) for i in range(n)]
         budget = cfg.passage_len - 1  # eos is always the last token
 
+        batch_encode = getattr(tokenizer, "encode_batch", None)  # Rust batch encoding when available
+        text_tokens = batch_encode(list(texts)) if batch_encode is not None else None
         passages: list[list[int]] = []
         text_kept = torch.zeros(n, dtype=torch.long)
         text_cut = torch.zeros(n, dtype=torch.long)
@@ -181,7 +183,7 @@ class PassageCache:
                     out += head + tuple(part)
                 sim_kept[i] = len(part)
                 sim_cut[i] = cut
-            text = list(enc(texts[i])) if texts[i] else []
+            text = list(text_tokens[i] if text_tokens is not None else enc(texts[i])) if texts[i] else []
             sep = field_sep if out else ()
             room = budget - len(out) - len(sep)
             if text and room > 0:

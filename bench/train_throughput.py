@@ -1,0 +1,361 @@
+"""Training throughput: GRAM-C's inputs (pre-tokenised, real passages only) vs GRAM's feed.
+
+Beauty-like batches from the real Beauty data in ../shared (GRAM's ID file, the T5 vocabulary,
+GRAM's similar_item_sasrec.txt; max_his 20, 128-token passages, 10 similar items). For each
+backbone preset and dtype, the *same* model (same weights, same AdamW) is trained a few steps
+fed three ways:
+
+* `gram`:     GRAM's feed. Every step tokenises every passage string of the batch with the HF fast
+              tokenizer (padded to 999, `|` tokens filtered, cut to 128, eos ensured, like GRAM's
+              collator), pads every sample to max_his+1 = 21 passages of 128 tokens, encodes all of
+              them and fuses the padded B x (21*128) memory. No prefix (GRAM has none).
+* `sample`:   gramc's Collator, per-sample rows (dedupe=False), collaborative prefix on.
+* `sequence`: gramc's Collator, sequence-level rows (train.batching=sequence), prefix on.
+
+Per arm: samples/s, encoder tokens/s (real and padded positions), share of the step spent
+outside forward/backward (collation + optimiser), and the fraction of encoded passages that are
+all padding. Measured after warm-up steps, arms interleaved step by step. The CPU may be shared
+with other jobs, so rates are computed on this process's CPU time (`time.process_time`), which
+other jobs' load does not inflate; wall-clock figures are reported beside them.
+
+    .venv/bin/python bench/train_throughput.py            # writes bench/results/train_throughput.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT / ".." / "shared"
+BEAUTY = SHARED / "datasets" / "amazon-beauty"
+T5_VOCAB = SHARED / "tokenizers" / "t5-base-spm"
+IDS_FILE = BEAUTY / "item_generative_indexing_hierarchy_v1_c128_l7_len32768_split.txt"
+
+MAX_HIS = 20
+PASSAGE_LEN = 128
+SIMILAR = 10
+
+
+@dataclass
+class Step:
+    samples: int
+    collate_s: float
+    fwdbwd_s: float
+    opt_s: float
+    passages: int
+    pad_passages: int
+    positions: int
+    real_tokens: int
+
+
+@dataclass
+class ArmResult:
+    arm: str
+    preset: str
+    dtype: str
+    batch_size: int
+    steps: list[Step] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        s = self.steps
+        total = sum(x.collate_s + x.fwdbwd_s + x.opt_s for x in s)
+        outside = sum(x.collate_s + x.opt_s for x in s)
+        return {
+            "arm": self.arm, "preset": self.preset, "dtype": self.dtype, "batch_size": self.batch_size,
+            "measured_steps": len(s),
+            "samples_per_s": sum(x.samples for x in s) / total,
+            "encoder_real_tokens_per_s": sum(x.real_tokens for x in s) / total,
+            "encoder_positions_per_s": sum(x.positions for x in s) / total,
+            "step_s": total / len(s),
+            "collate_s": sum(x.collate_s for x in s) / len(s),
+            "opt_s": sum(x.opt_s for x in s) / len(s),
+            "share_outside_fwd_bwd": outside / total,
+            "padding_passage_fraction": sum(x.pad_passages for x in s) / sum(x.passages for x in s),
+            "passages_per_sample": sum(x.passages for x in s) / sum(x.samples for x in s),
+        }
+
+
+# ------------------------------------------------------------------------------------------------
+# GRAM's feed (reproduced for comparison only; gramc never does this)
+# ------------------------------------------------------------------------------------------------
+
+
+class GramFeed:
+    """Strings built once per item (as GRAM does), tokenised at every step (as GRAM does)."""
+
+    def __init__(self, hf_tok, item_ids, texts: list[str], similar: list[list[int]]) -> None:
+        self.tok = hf_tok
+        self.ids = [item_ids.id_string(i) for i in range(item_ids.num_items)]
+        self.item_passages = [
+            f"item: {self.ids[i]}; similar items: {', '.join(self.ids[j] for j in similar[i])}; {texts[i]}"
+            for i in range(item_ids.num_items)
+        ]
+        self.bars = torch.tensor([t for t in (hf_tok.convert_tokens_to_ids("|"), hf_tok.convert_tokens_to_ids("▁|"))
+                                  if t is not None and t != hf_tok.unk_token_id])
+
+    def _encode(self, texts: list[str], max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+        enc = self.tok(texts, padding="max_length", max_length=999, truncation=True, return_tensors="pt")
+        ids, mask = enc["input_ids"], enc["attention_mask"].bool()
+        keep = ~torch.isin(ids, self.bars)
+        out_ids = torch.zeros(len(texts), max_len, dtype=torch.long)
+        out_mask = torch.zeros(len(texts), max_len, dtype=torch.bool)
+        for r in range(len(texts)):  # GRAM filters row by row
+            row, m = ids[r][keep[r]][:max_len], mask[r][keep[r]][:max_len]
+            n_real = int(m.sum())
+            if 1 not in row[:n_real].tolist():
+                row[n_real - 1] = 1
+            out_ids[r, : len(row)] = row
+            out_mask[r, : len(m)] = m
+        return out_ids, out_mask
+
+    def __call__(self, samples) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        b = len(samples)
+        ids = torch.zeros(b, MAX_HIS + 1, PASSAGE_LEN, dtype=torch.long)
+        mask = torch.zeros(b, MAX_HIS + 1, PASSAGE_LEN, dtype=torch.bool)
+        targets = []
+        for r, s in enumerate(samples):
+            his = list(s.history[-MAX_HIS:])[::-1]
+            passages = ["What would user purchase after " + " ; ".join(self.ids[i] for i in his) + " ?"]
+            passages += [self.item_passages[i] for i in his]
+            pi, pm = self._encode(passages, PASSAGE_LEN)
+            ids[r, : len(passages)] = pi
+            mask[r, : len(passages)] = pm
+            targets.append(self.ids[s.target])
+        enc = self.tok(targets, padding="max_length", max_length=99, truncation=True, return_tensors="pt")
+        t, tm = enc["input_ids"], enc["attention_mask"].bool()
+        keep = ~torch.isin(t, self.bars) & tm
+        labels = torch.full((b, 32), -100, dtype=torch.long)
+        for r in range(b):
+            row = t[r][keep[r]][:32]
+            labels[r, : len(row)] = row
+        width = int((labels != -100).sum(1).max())
+        return ids, mask, labels[:, :width]
+
+
+def gram_loss(model, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """GRAM's forward: encode all B*N passages (padding included), add E[j], fuse the padded memory."""
+    from gramc.model.t5 import shift_right
+
+    b, n, length = ids.shape
+    states = model.t5.encode(ids.view(b * n, length), mask.view(b * n, length))
+    d = states.shape[-1]
+    states = states.view(b, n, length, d) + model.passage_pos.weight[:n][None, :, None, :].to(states.dtype)
+    memory = states.reshape(b, n * length, d)
+    logits, _ = model.t5.decode(shift_right(labels)[:, None], model.t5.cross_kv(memory), mask.view(b, n * length))
+    return F.cross_entropy(logits[:, 0].float().reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
+
+
+# ------------------------------------------------------------------------------------------------
+# Measurement
+# ------------------------------------------------------------------------------------------------
+
+
+def _clock() -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process): the CPU clock is robust to other jobs' load."""
+    return time.perf_counter(), time.process_time()
+
+
+def run_step(arm: str, model, opt, samples, collate, dtype: str) -> tuple[Step, Step, float]:
+    """One training step; returns (wall-clock Step, CPU-time Step, loss)."""
+    model.train()
+    c0 = _clock()
+    fed = collate(samples)
+    c1 = _clock()
+    ctx = torch.autocast("cpu", dtype=torch.bfloat16) if dtype == "bf16" else _Null()
+    with ctx:
+        if arm == "gram":
+            ids, mask, labels = fed
+            loss = gram_loss(model, ids, mask, labels)
+            passages = ids.shape[0] * ids.shape[1]
+            pad = int((~mask.any(-1)).sum())
+            positions = ids.numel()
+            real = int(mask.sum())
+        else:
+            loss_sum, n_tok = model(fed)
+            loss = loss_sum / n_tok
+            k_pre = fed.recent_item_ids.shape[1] if (model.prefix is not None and
+                                                     model.placement == "user_passage") else 0
+            passages = fed.user_input.shape[0] + fed.item_input.shape[0]
+            pad = int((~fed.item_mask.any(-1)).sum()) + int((~fed.user_mask.any(-1)).sum())
+            positions = fed.user_input.shape[0] * (fed.user_input.shape[1] + k_pre) + fed.item_input.numel()
+            real = int(fed.user_mask.sum()) + int(fed.item_mask.sum()) + \
+                (int((fed.recent_item_ids != 0).sum()) if k_pre else 0)
+    loss.backward()
+    c2 = _clock()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    c3 = _clock()
+    steps = tuple(Step(len(samples), c1[k] - c0[k], c2[k] - c1[k], c3[k] - c2[k], passages, pad, positions, real)
+                  for k in (0, 1))
+    return steps[0], steps[1], float(loss.detach())
+
+
+def bf16_probe() -> dict:
+    """CPU seconds of one fp32 and one bf16 matmul: tells whether bf16 training makes sense here."""
+    a, b = torch.randn(1024, 512), torch.randn(512, 1024)
+    out = {}
+    for name, dt in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        x, y = a.to(dt), b.to(dt)
+        x @ y
+        t = time.process_time()
+        for _ in range(3):
+            x @ y
+        out[name] = (time.process_time() - t) / 3
+    out["bf16_over_fp32"] = out["bf16"] / out["fp32"]
+    return out
+
+
+class _Null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--presets", nargs="+", default=["tiny", "small"])
+    p.add_argument("--dtypes", nargs="+", default=["fp32"], choices=["fp32", "bf16"],
+                   help="bf16 only where the CPU has native bf16 matmul (see the probe in the output)")
+    p.add_argument("--batch-size", nargs="+", type=int, default=[16, 2],
+                   help="samples per micro-batch, one per preset")
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--steps", type=int, default=2)
+    p.add_argument("--max-seconds", type=float, default=150.0,
+                   help="wall budget per preset x dtype: stop after the round that exceeds it (>= 1 measured)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="1 by default: on a loaded machine OpenMP threads spin and inflate CPU time")
+    p.add_argument("--out", default=str(ROOT / "bench" / "results" / "train_throughput.json"))
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+
+    from transformers import PreTrainedTokenizerFast
+
+    from gramc.config import load_config
+    from gramc.data.prepare import build_dataset
+    from gramc.data.splits import samples as split_samples
+    from gramc.data.text import item_texts
+    from gramc.graph.similar import read_similar_items
+    from gramc.ids.itemids import load_gram_ids
+    from gramc.ids.tokenizer import load_tokenizer
+    from gramc.io import write_json
+    from gramc.model.gramc import GramC
+    from gramc.model.inputs import Collator, PassageCache
+    from gramc.train.batching import global_micro_batches, make_units
+
+    probe = bf16_probe()
+    print(f"bf16 matmul probe (1024x512 @ 512x1024, CPU s): {probe}", flush=True)
+    t0 = time.perf_counter()
+    cfg = load_config(None, [f"data.max_his={MAX_HIS}", f"model.passage_len={PASSAGE_LEN}",
+                             f"model.user_passage_len={PASSAGE_LEN}", f"model.similar_items={SIMILAR}"])
+    ds = build_dataset(BEAUTY / "user_sequence.txt", BEAUTY / "Amazon_Beauty.item", cfg)
+    texts = item_texts(ds, cfg.data)
+    tok = load_tokenizer(T5_VOCAB)
+    item_ids = load_gram_ids(IDS_FILE, ds, tok)
+    similar = read_similar_items(BEAUTY / "similar_item_sasrec.txt", ds, SIMILAR)
+    t_load = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    cache = PassageCache.build(tok, item_ids, texts, similar, cfg.model)
+    t_cache = time.perf_counter() - t0
+    trunc = {k: {"kept": v.kept, "cut": v.cut, "share_cut": v.share_cut} for k, v in cache.truncation().items()}
+    print(f"Beauty: {ds.num_items} items, {ds.num_users} users; loaded in {t_load:.1f} s; "
+          f"passage cache built once in {t_cache:.1f} s; truncation {trunc}", flush=True)
+    hf_tok = PreTrainedTokenizerFast(tokenizer_file=str(T5_VOCAB / "tokenizer.json"), eos_token="</s>",
+                                     pad_token="<pad>", unk_token="<unk>")
+    gram_feed = GramFeed(hf_tok, item_ids, texts, similar)
+    # a random frozen table stands in for LightGCN (values do not change the cost)
+    g = torch.Generator().manual_seed(0)
+    table = torch.nn.functional.normalize(torch.randn(ds.num_items + 1, cfg.gcn.dim, generator=g), dim=1)
+    table[0] = 0
+    gcn_rows = torch.arange(1, ds.num_items + 1)
+    train = split_samples(ds, "train", MAX_HIS)
+
+    results = []
+    for preset, bsz in zip(args.presets, args.batch_size):
+        n_batches = args.warmup + args.steps
+        seq_batches = global_micro_batches(make_units(train, "sequence", bsz), bsz, 2023, 0)[:n_batches]
+        smp_batches = global_micro_batches(make_units(train, "sample", bsz), bsz, 2023, 0)[:n_batches]
+        cfg.model.preset = preset
+        for dtype in args.dtypes:
+            torch.manual_seed(0)
+            model = GramC(cfg.model, MAX_HIS, tok.vocab_size, table)
+            opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01, eps=1e-6)
+            n_params = sum(p.numel() for p in model.parameters())
+            print(f"== {preset} ({n_params / 1e6:.1f} M params), {dtype}, batch {bsz}", flush=True)
+            arms = [
+                ("gram", smp_batches, gram_feed),
+                ("sample", smp_batches, Collator(cache, cfg, gcn_rows, dedupe=False)),
+                ("sequence", seq_batches, Collator(cache, cfg, gcn_rows, dedupe=True)),
+            ]
+            # arms interleaved step by step, so that they share whatever load the machine has
+            wall = {a: ArmResult(a, preset, dtype, bsz) for a, _, _ in arms}
+            cpu = {a: ArmResult(a, preset, dtype, bsz) for a, _, _ in arms}
+            t_cfg = time.perf_counter()
+            for k in range(n_batches):
+                for arm, batches, collate in arms:
+                    w, c, loss = run_step(arm, model, opt, batches[k], collate, dtype)
+                    tag = " (warm-up)" if k < args.warmup else ""
+                    print(f"  {arm:8s} step {k}{tag}: wall {w.collate_s + w.fwdbwd_s + w.opt_s:6.2f} s, "
+                          f"cpu {c.collate_s + c.fwdbwd_s + c.opt_s:6.2f} s (collate {c.collate_s:.3f}, "
+                          f"fwd+bwd {c.fwdbwd_s:.2f}, opt {c.opt_s:.3f}) loss {loss:.3f}", flush=True)
+                    if k >= args.warmup:
+                        wall[arm].steps.append(w)
+                        cpu[arm].steps.append(c)
+                if k >= args.warmup and time.perf_counter() - t_cfg > args.max_seconds:
+                    break
+            for arm, _, _ in arms:
+                res = cpu[arm].summary()
+                res["clock"] = "process CPU time"
+                res["wall"] = {k: v for k, v in wall[arm].summary().items()
+                               if k in ("samples_per_s", "step_s", "share_outside_fwd_bwd",
+                                        "encoder_real_tokens_per_s")}
+                results.append(res)
+                print(f"  -> {arm}: {res['samples_per_s']:.2f} samples/CPU-s "
+                      f"({res['wall']['samples_per_s']:.2f}/wall-s), "
+                      f"{res['encoder_real_tokens_per_s']:.0f} real enc tok/CPU-s, "
+                      f"outside fwd/bwd {100 * res['share_outside_fwd_bwd']:.1f}%, "
+                      f"padding passages {100 * res['padding_passage_fraction']:.1f}%", flush=True)
+            base = next(r for r in results if r["arm"] == "gram" and r["preset"] == preset and r["dtype"] == dtype)
+            for r in results:
+                if r["preset"] == preset and r["dtype"] == dtype:
+                    r["speedup_vs_gram"] = r["samples_per_s"] / base["samples_per_s"]
+                    r["wall"]["speedup_vs_gram"] = r["wall"]["samples_per_s"] / base["wall"]["samples_per_s"]
+
+    report = {
+        "command": "python bench/train_throughput.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": {"cpu": platform.processor() or platform.machine(), "threads": args.threads,
+                    "torch": torch.__version__, "note": "CPU shared with other jobs; indicative figures"},
+        "data": {"dataset": "amazon-beauty", "items": ds.num_items, "train_samples": len(train),
+                 "max_his": MAX_HIS, "passage_len": PASSAGE_LEN, "similar_items": SIMILAR,
+                 "cache_build_s": t_cache, "truncation": trunc},
+        "bf16_matmul_probe": probe,
+        "targets": {"share_outside_fwd_bwd": "< 0.10", "padding_passage_fraction": "0",
+                    "speedup_sample": ">= 2.5", "speedup_sequence": ">= 5"},
+        "results": results,
+    }
+    write_json(args.out, report)
+    print(f"\n{'preset':6s} {'dtype':5s} {'arm':9s} {'samples/CPU-s':>13s} {'enc tok/CPU-s':>13s} "
+          f"{'outside':>8s} {'pad psg':>8s} {'speed-up':>8s} {'wall speed-up':>13s}")
+    for r in results:
+        print(f"{r['preset']:6s} {r['dtype']:5s} {r['arm']:9s} {r['samples_per_s']:13.2f} "
+              f"{r['encoder_real_tokens_per_s']:13.0f} {100 * r['share_outside_fwd_bwd']:7.1f}% "
+              f"{100 * r['padding_passage_fraction']:7.1f}% {r['speedup_vs_gram']:7.2f}x "
+              f"{r['wall']['speedup_vs_gram']:12.2f}x")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
