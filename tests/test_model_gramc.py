@@ -224,3 +224,15 @@ def test_prefix_model_refuses_batch_without_prefix_and_needs_table():
         model(Collator(cache, cfg_off, None)(SAMPLES))
     with pytest.raises(ValueError, match="GCN table"):
         GramC(cfg.model, cfg.data.max_his, VOCAB, None)
+
+
+@pytest.mark.parametrize("placement", PLACEMENTS)
+def test_empty_history_sample_is_served(placement):
+    """A cold user (no history) gets the user passage only, alone or next to other samples."""
+    cfg, cache, model, rows = _setup(placement)
+    cold = Sample(9, (), 3)
+    with torch.no_grad():
+        alone = model.token_losses(Collator(cache, cfg, rows)([cold]))
+        mixed = model.token_losses(Collator(cache, cfg, rows)([SAMPLES[0], cold]))
+    assert torch.isfinite(alone).all()
+    torch.testing.assert_close(mixed[1, : alone.shape[1]], alone[0], rtol=1e-4, atol=1e-5)
