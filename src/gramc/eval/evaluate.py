@@ -100,21 +100,27 @@ def uses_global_items(cfg: Config) -> bool:
 
 
 @torch.no_grad()
-def encode_all_items(model, cache, cfg: Config, device: torch.device, progress: bool = True
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
-    """States `[I, L, d]` and mask `[I, L]` of every item passage, `eval.item_batch_size` at a time."""
+def encode_all_items(model, cache, cfg: Config, device: torch.device, progress: bool = True,
+                     only: Sequence[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """States `[I, L, d]` and mask `[I, L]` of every item passage, `eval.item_batch_size` at a time.
+
+    `only`: encode just these items (the other rows stay zero), e.g. the history items of a subset
+    of users.
+    """
     ids, mask = cache.all_items()
     n, width = ids.shape
     bf16 = cfg.eval.bf16 and device.type == "cuda"
     out = torch.zeros(n, width, model.d_model, device=device, dtype=torch.bfloat16 if bf16 else torch.float32)
+    rows = torch.arange(n) if only is None else torch.as_tensor(sorted(set(int(i) for i in only)), dtype=torch.long)
     step = max(1, cfg.eval.item_batch_size)
-    bar = tqdm(range(0, n, step), desc="encode items", unit="chunk", disable=not progress, leave=False)
+    bar = tqdm(range(0, len(rows), step), desc="encode items", unit="chunk", disable=not progress, leave=False)
     for s in bar:
-        chunk_ids, chunk_mask = cache.item_rows(torch.arange(s, min(n, s + step)))
+        idx = rows[s: s + step]
+        chunk_ids, chunk_mask = cache.item_rows(idx)
         w = chunk_ids.shape[1]
         with _autocast(device, bf16):
             states, _ = model.item_states(chunk_ids.to(device), chunk_mask.to(device))
-        out[s: s + len(chunk_ids), :w] = states.to(out.dtype)
+        out[idx.to(device), :w] = states.to(out.dtype)
     return out, mask.to(device)
 
 
@@ -219,6 +225,7 @@ def evaluate_split(model, assets, cfg: Config, split: str, max_users: int = 0, b
     if not smp:
         raise EvalError(f"the {split} split has no users (sequences need at least 3 items)")
     world = dist.get_world_size() if dist.is_initialized() else 1
+    model = getattr(model, "module", model)  # a DDP wrapper: search with the module itself
     local = evaluate_samples(model, assets, cfg, smp, beams=beams, progress=progress)
     merged = merge_shards(_gather(local, world), len(smp))
     ks = list(cfg.eval.ks)
