@@ -178,3 +178,14 @@ def test_popularity_ranks_equal_the_shared_metric_code():
         targets = torch.tensor([ds.sequences[u][-back] for u in users])
         expected = ranks_from_scores(counts.expand(len(users), -1), targets)
         np.testing.assert_array_equal(popularity_ranks(ds, split), expected)
+
+
+def test_automatic_batch_size():
+    from gramc.graph.lightgcn import batch_size_for
+
+    auto = GcnConfig(batch_size=0)
+    assert batch_size_for(auto, 153776) == 8192  # Amazon Beauty's training interactions
+    assert batch_size_for(auto, 40000) == 2048
+    assert batch_size_for(auto, 3442) == 256
+    assert batch_size_for(auto, 10**8) == 8192
+    assert batch_size_for(GcnConfig(batch_size=100), 153776) == 100

@@ -300,11 +300,21 @@ def _device(name: str) -> torch.device:
         raise ConfigError(f"config key 'gcn.device' is not a device: {name!r}") from e
 
 
+def batch_size_for(cfg: GcnConfig, num_interactions: int) -> int:
+    """`gcn.batch_size`, or when it is 0 the smallest power of two >= interactions / 20 within
+    [256, 8192]: about 20 optimiser steps per epoch (every step propagates the whole graph, so a
+    large batch is nearly free); 8192 on Amazon Beauty."""
+    if cfg.batch_size > 0:
+        return cfg.batch_size
+    want = max(1, math.ceil(num_interactions / 20))
+    return int(min(8192, max(256, 1 << (want - 1).bit_length())))
+
+
 def _validate(cfg: GcnConfig, ds: SeqDataset) -> None:
     for ok, key, what in [
         (cfg.epochs >= 1, "gcn.epochs", "must be >= 1"),
         (cfg.lr > 0, "gcn.lr", "must be > 0"),
-        (cfg.batch_size >= 1, "gcn.batch_size", "must be >= 1"),
+        (cfg.batch_size >= 0, "gcn.batch_size", "must be >= 1, or 0 for automatic"),
         (cfg.reg >= 0, "gcn.reg", "must be >= 0"),
         (cfg.init_std > 0, "gcn.init_std", "must be > 0"),
         (cfg.eval_every >= 0, "gcn.eval_every", "must be >= 0"),
@@ -335,7 +345,8 @@ def train_lightgcn(ds: SeqDataset, cfg: GcnConfig, out_dir: str | Path, *, run_c
     adj = SparseAdjacency(normalized_adjacency(users, items, ds.num_users, ds.num_items), device)
     model = LightGCN(ds.num_users, ds.num_items, cfg.dim, cfg.layers, cfg.init_std, gen).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=True)  # one kernel per step
-    steps = math.ceil(len(users) / cfg.batch_size)
+    batch = batch_size_for(cfg, len(users))
+    steps = math.ceil(len(users) / batch)
 
     loss_curve: list[float] = []
     valid_curve: list[dict[str, float]] = []
@@ -344,7 +355,7 @@ def train_lightgcn(ds: SeqDataset, cfg: GcnConfig, out_dir: str | Path, *, run_c
         model.train()
         total = 0.0
         for _ in range(steps):
-            u, i, j = (torch.from_numpy(a).to(device) for a in sampler.sample(cfg.batch_size))
+            u, i, j = (torch.from_numpy(a).to(device) for a in sampler.sample(batch))
             final = model.propagate(adj)
             loss, l2 = bpr_loss(final, model.embedding.weight, u, i + ds.num_users, j + ds.num_users, cfg.reg)
             opt.zero_grad(set_to_none=True)
@@ -396,6 +407,7 @@ def train_lightgcn(ds: SeqDataset, cfg: GcnConfig, out_dir: str | Path, *, run_c
         "embeddings": "final (layer-mean) item embeddings, L2-normalised; row 0 zeros",
         "hyper_parameters": to_dict(cfg),
         "device": str(device),
+        "batch_size": batch,
         "steps_per_epoch": steps,
         "final_loss": loss_curve[-1],
         "loss_curve": loss_curve,
