@@ -116,9 +116,9 @@ def main() -> None:
                                 "load_average_1min_after": round(os.getloadavg()[0], 1),
                                 "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **fig}
         print(f"{name}: {seconds:.1f} s, {fig}")
-    result["ids_files"] = str(out_dir)
-    write_json(RESULTS, result)
-    update_doc(result)
+        result["ids_files"] = str(out_dir)
+        write_json(RESULTS, result)  # after every run, so a stopped benchmark keeps what it measured
+        update_doc(result)
     print(f"wrote {RESULTS} and the '{SECTION}' section of {DOC}")
 
 
