@@ -263,8 +263,9 @@ class TrainParts:
     collate: Callable[[list[Sample]], Any]  # list[Sample] -> batch (with `.labels`)
     train_samples: list[Sample]
     valid_samples: list[Sample]
-    # beam-search metrics of a split ("valid" / "test") for the model, run on rank 0; None = loss only
-    evaluate: Optional[Callable[[nn.Module, str, int], dict[str, float]]] = None
+    # (model, split "valid"/"test", max users; 0 = all) -> metrics record with a "metrics" dict
+    # (`EvalResult.to_json()`); called on every rank (evaluation is sharded); None = loss only
+    evaluate: Optional[Callable[[nn.Module, str, int], dict[str, Any]]] = None
     # step-0 audit of the first batch: list of Checks (any failure refuses training)
     audit: Optional[Callable[[Any, nn.Module], list[Check]]] = None
     inputs: dict[str, str | Path] = field(default_factory=dict)  # fingerprinted in run_info.json
@@ -398,18 +399,11 @@ def fit(parts: TrainParts, cfg: Config, run_dir: str | Path, resume: bool = Fals
         record: dict[str, Any] = {"kind": "valid", "epoch": epoch, "step": state.step}
         record["valid_loss"] = validation_loss(model, parts.collate, parts.valid_samples, tc.batch_size,
                                                info, parts.count_tokens)
-        if parts.evaluate is not None:
-            metrics: dict[str, float] = {}
-            if info.is_main:
-                model.eval()
-                with torch.no_grad():
-                    metrics = parts.evaluate(model, "valid", tc.eval_users)
-                model.train()
-            if info.distributed:
-                box = [metrics]
-                dist.broadcast_object_list(box, src=0)
-                metrics = box[0]
-            record.update(metrics)
+        if parts.evaluate is not None:  # every rank takes part (evaluation is sharded)
+            model.eval()
+            with torch.no_grad():
+                record.update(parts.evaluate(model, "valid", tc.eval_users)["metrics"])
+            model.train()
         value = record.get(metric_name)
         if _better(value, state.best_value, metric_mode):
             state.best_value, state.best_step, state.best_epoch = float(value), state.step, epoch
@@ -503,22 +497,76 @@ def fit(parts: TrainParts, cfg: Config, run_dir: str | Path, resume: bool = Fals
 
 def final_test(parts: TrainParts, cfg: Config, run_dir: Path, state: TrainState, model: nn.Module,
                info: DistInfo) -> dict[str, Any]:
-    """Load the best checkpoint (not the last epoch) and write metrics.json with valid/test results."""
+    """Load the best checkpoint (not the last epoch), evaluate it on validation and test, and write
+    metrics.json (test) + metrics_valid.json in `gramc evaluate`'s schema, plus which checkpoint
+    was selected and how."""
     best = run_dir / "checkpoints" / "best"
     source = "best" if best.is_dir() else "last"
     load_weights(run_dir / "checkpoints" / source, model)
-    result: dict[str, Any] = {"checkpoint": source, "selection": {
+    extra: dict[str, Any] = {"model": "gramc", "checkpoint": source, "selection": {
         "metric": state.best_metric, "value": state.best_value, "step": state.best_step,
         "epoch": state.best_epoch}}
-    result["valid_loss"] = validation_loss(model, parts.collate, parts.valid_samples, cfg.train.batch_size,
-                                           info, parts.count_tokens)
-    if parts.evaluate is not None and info.is_main:
+    extra["valid_loss"] = validation_loss(model, parts.collate, parts.valid_samples, cfg.train.batch_size,
+                                          info, parts.count_tokens)
+    if parts.evaluate is not None:  # every rank takes part
         model.eval()
         with torch.no_grad():
-            result["valid"] = parts.evaluate(model, "valid", 0)
-            result["test"] = parts.evaluate(model, "test", 0)
+            valid = {**parts.evaluate(model, "valid", 0), **extra}
+            test = {**parts.evaluate(model, "test", 0), **extra}
+        model.train()
+    else:
+        valid, test = {"split": "valid", **extra}, {"split": "test", **extra}
     if info.is_main:
-        write_json(run_dir / "metrics.json", result)
-        _print(info, f"metrics of the {source} checkpoint written to {run_dir / 'metrics.json'}")
+        write_json(run_dir / "metrics_valid.json", valid)
+        write_json(run_dir / "metrics.json", test)
+        _print(info, f"{source} checkpoint (step {state.best_step}) evaluated: {run_dir / 'metrics.json'}")
     _barrier(info)
-    return result
+    return {"valid": valid, "test": test}
+
+
+# --------------------------------------------------------------------------------------------
+# GRAM-C
+# --------------------------------------------------------------------------------------------
+
+
+def gramc_parts(cfg: Config, info: DistInfo) -> TrainParts:
+    """GRAM-C's model, collator, samples, evaluation and audit, built from one Config.
+
+    Assets (tokenizer, IDs, GCN, passage cache) are built by rank 0 first; the other ranks then
+    reuse them from run.out. The model is initialised from `run.seed` (DDP then broadcasts rank
+    0's weights anyway).
+    """
+    from ..data.splits import samples
+    from ..eval.evaluate import evaluate_split
+    from ..model.assets import Assets
+    from ..model.gramc import GramC
+    from ..model.inputs import Collator
+    from .audit import audit_first_batch
+
+    assets = Assets.from_config(cfg, progress=True) if info.is_main else None
+    _barrier(info)
+    if assets is None:
+        assets = Assets.from_config(cfg, progress=False)
+    seed_everything(cfg.run.seed)
+    model = GramC.from_config(cfg, assets)
+    collate = Collator(assets.cache, cfg, gcn_rows=assets.gcn_rows)
+    train_samples = samples(assets.ds, "train", cfg.data.max_his)
+    valid_samples = samples(assets.ds, "valid", cfg.data.max_his)
+
+    def evaluate(m: nn.Module, split: str, max_users: int) -> dict[str, Any]:
+        return evaluate_split(m, assets, cfg, split, max_users=max_users, progress=info.is_main).to_json()
+
+    def audit(batch: Any, m: nn.Module) -> list[Check]:
+        return audit_first_batch(batch, m, cfg, assets.gcn_rows, train_samples, assets.cache)
+
+    return TrainParts(model=model, collate=collate, train_samples=train_samples, valid_samples=valid_samples,
+                      evaluate=evaluate, audit=audit, inputs=dict(assets.inputs))
+
+
+def train(cfg: Config, resume: bool = False, fault: Optional[Fault] = None, stop_after: Optional[int] = None,
+          after_sync: Optional[Callable[[dict[str, torch.Tensor]], None]] = None) -> TrainResult:
+    """Train GRAM-C as `cfg` says into `cfg.run.out` (resume=True: continue that run folder)."""
+    info = init_distributed(cfg.run.device)
+    parts = gramc_parts(cfg, info)
+    return fit(parts, cfg, cfg.run.out, resume=resume, fault=fault, stop_after=stop_after,
+               after_sync=after_sync, info=info)

@@ -1,0 +1,174 @@
+"""Training the tiny GRAM-C: end to end run folder, resume equivalence, step-0 audit refusals, overfit."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from gramc.cli import main as gramc_main
+from gramc.config import load_config
+from gramc.model.t5 import shift_right
+from gramc.train.audit import audit_first_batch
+from gramc.train.trainer import DistInfo, TrainError, Trainer, fit, gramc_parts, train
+
+BASE = [
+    "data.synthetic.num_users=60", "data.synthetic.num_items=40", "data.synthetic.num_topics=4",
+    "data.max_his=3", "ids.vocab_size=300", "ids.clusters=4", "ids.levels=2", "gcn.dim=8", "gcn.epochs=2",
+    "gcn.eval_every=0", "gcn.similar_k=5", "model.similar_items=2", "model.passage_len=24",
+    "model.user_passage_len=24", "train.batch_size=16", "train.log_every=1", "eval.beams=5",
+    "eval.ks=[1,5,10]", "eval.bootstrap=20", "eval.batch_size=32",
+]
+
+
+def tiny_cfg(out: Path, *extra: str):
+    return load_config(None, [f"run.out={out}", *BASE, *extra])
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: with several, CPU float32 reductions (e.g. embedding gradients) may add
+    in a different order from run to run (~1e-7 differences), which would hide what the resume
+    test checks (bitwise equality). It is also faster on this shared 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def assets_dir(tmp_path_factory) -> Path:
+    """Tokenizer, IDs, GCN and passage cache built once; every test reuses them (run.out)."""
+    out = tmp_path_factory.mktemp("assets")
+    gramc_parts(tiny_cfg(out), DistInfo())
+    return out
+
+
+def test_train_writes_a_complete_run_and_tests_the_best_checkpoint(tmp_path, assets_dir):
+    run = tmp_path / "run"
+    # assets are reused from assets_dir through their own paths; the run folder is fresh
+    cfg = tiny_cfg(run, f"gcn.out={assets_dir / 'gcn'}", f"ids.tokenizer={assets_dir / 'tokenizer'}",
+                   f"ids.file={assets_dir / 'ids.txt'}", "train.epochs=2", "train.max_steps=4",
+                   "train.eval_users=12")
+    res = train(cfg)
+    assert res.state.done and res.state.step == 4
+    for name in ("config.yaml", "run_info.json", "audit.json", "log.jsonl", "metrics.json", "metrics_valid.json"):
+        assert (run / name).is_file(), name
+    audit = json.loads((run / "audit.json").read_text())
+    assert audit["ok"] and {c["name"] for c in audit["checks"]} >= {
+        "audit.batch_fields", "audit.prefix_config_agrees", "audit.recent_item_ids", "audit.gcn_mapping",
+        "audit.prefix_norm", "audit.passages_per_sample", "audit.target_lengths", "audit.truncation"}
+    records = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+    valids = [r for r in records if r["kind"] == "valid"]
+    assert valids and all("ndcg@10" in r and "valid_loss" in r for r in valids)
+    steps = [r for r in records if r["kind"] == "step"]
+    assert [r["step"] for r in steps] == list(range(1, 5))
+    assert all("prefix.scale" in r and r["tokens_per_s"] > 0 for r in steps)
+    test = json.loads((run / "metrics.json").read_text())
+    assert test["split"] == "test" and test["checkpoint"] == "best"
+    assert test["selection"]["metric"] == "ndcg@10"
+    best = max(valids, key=lambda r: r["ndcg@10"])  # first maximum wins
+    assert test["selection"]["step"] == best["step"]
+    assert set(test["metrics"]) >= {"ndcg@10", "hit@10"} and test["users"] == 60
+    # the tested weights are the best checkpoint's
+    assert (run / "checkpoints" / "best" / "model.safetensors").is_file()
+    assert json.loads((run / "checkpoints" / "best" / "state.json").read_text())["step"] == best["step"]
+    # gramc plot
+    assert gramc_main(["plot", str(run)]) == 0
+    for png in ("loss.png", "lr.png", "metrics.png"):
+        assert (run / png).stat().st_size > 1000
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(run / "checkpoints" / "last" / "model.safetensors"))
+
+
+def test_gramc_resume_equals_uninterrupted(tmp_path, assets_dir):
+    cfg = tiny_cfg(assets_dir, "train.epochs=2", "train.max_steps=4", "train.batch_size=8",
+                   "model.dropout=0.2", "model.prefix.prefix_dropout=0.3")
+
+    def parts():
+        p = gramc_parts(cfg, DistInfo())
+        return dataclasses.replace(p, evaluate=None)  # validation loss only: fast
+
+    fit(parts(), cfg, tmp_path / "full")
+    res = fit(parts(), cfg, tmp_path / "cut", stop_after=2)
+    assert res.interrupted
+    fit(parts(), cfg, tmp_path / "cut", resume=True)
+    a, b = _weights(tmp_path / "full"), _weights(tmp_path / "cut")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_training_refuses_all_zero_recent_item_ids(tmp_path, assets_dir):
+    cfg = tiny_cfg(assets_dir, "train.max_steps=2")
+    parts = gramc_parts(cfg, DistInfo())
+    collate = parts.collate
+
+    def broken(samples):
+        b = collate(samples)
+        return dataclasses.replace(b, recent_item_ids=torch.zeros_like(b.recent_item_ids))
+
+    with pytest.raises(TrainError, match="recent_item_ids"):
+        fit(dataclasses.replace(parts, collate=broken), cfg, tmp_path / "run")
+    assert not (tmp_path / "run" / "checkpoints").exists()  # refused before the first step
+    audit = json.loads((tmp_path / "run" / "audit.json").read_text())
+    assert not audit["ok"]
+
+
+def test_audit_fails_a_mapping_under_99_percent(assets_dir):
+    cfg = tiny_cfg(assets_dir)
+    parts = gramc_parts(cfg, DistInfo())
+    from gramc.model.assets import Assets
+
+    assets = Assets.from_config(cfg, progress=False)
+    batch = parts.collate(parts.train_samples[:8])
+    ok = {c.name: c for c in audit_first_batch(batch, parts.model, cfg, assets.gcn_rows, parts.train_samples)}
+    assert ok["audit.gcn_mapping"].level == "pass" and ok["audit.gcn_mapping"].value["share"] == 1.0
+    rows = assets.gcn_rows.clone()
+    rows[: max(1, len(rows) // 10)] = 0  # ~10% of the items lose their GCN row
+    bad = {c.name: c for c in audit_first_batch(batch, parts.model, cfg, rows, parts.train_samples)}
+    assert bad["audit.gcn_mapping"].level == "fail" and bad["audit.gcn_mapping"].value["share"] < 0.99
+    assert "gcn" in bad["audit.gcn_mapping"].message.lower()
+    # a batch collated without the prefix for a model that has one: disagreement is a failure
+    off = dataclasses.replace(batch, prefix_enabled=False)
+    names = {c.name: c for c in audit_first_batch(off, parts.model, cfg, assets.gcn_rows, parts.train_samples)}
+    assert names["audit.prefix_config_agrees"].level == "fail"
+
+
+def test_tiny_gramc_memorises_64_samples(assets_dir):
+    cfg = tiny_cfg(assets_dir, "model.dropout=0.0", "model.prefix.dropout=0.0", "model.prefix.prefix_dropout=0.0",
+                   "train.lr=3e-3", "train.warmup=0.0", "train.weight_decay=0.0", "train.batch_size=64",
+                   "model.similar_items=0", "model.passage_len=16")
+    parts = gramc_parts(cfg, DistInfo())
+    seen, smp = set(), []
+    for s in parts.train_samples:  # distinct histories, so the mapping is learnable
+        if s.history not in seen:
+            seen.add(s.history)
+            smp.append(s)
+    smp = smp[:64]
+    assert len(smp) == 64
+    batch = parts.collate(smp)
+    model = parts.model
+    trainer = Trainer(model, cfg.train, total_steps=80, info=DistInfo())
+
+    def first_token_accuracy() -> float:
+        model.eval()
+        with torch.no_grad():
+            mem, mask = model.memory(batch)
+            logits, _ = model.t5.decode(shift_right(batch.labels)[:, None, :], model.t5.cross_kv(mem), mask)
+        model.train()
+        return float((logits[:, 0, 0].argmax(-1) == batch.labels[:, 0]).float().mean())
+
+    start = first_token_accuracy()
+    acc = start
+    for step in range(80):
+        trainer.train_step([batch])
+        if step % 5 == 4:
+            acc = first_token_accuracy()
+            if acc > 0.95:
+                break
+    assert acc > 0.95, f"first-token accuracy {acc:.3f} after {step + 1} steps (start {start:.3f})"
