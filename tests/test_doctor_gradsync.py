@@ -20,8 +20,8 @@ from doctor_setup import tiny_config
 @pytest.fixture(scope="module")
 def modes(tmp_path_factory):
     cfg = tiny_config(tmp_path_factory.mktemp("gs") / "run")
-    Assets.from_config(cfg, progress=False)  # built once here, reused by the workers
-    return run_grad_sync_modes(cfg, [None, "double_reduce", "module_call"], nproc=2, quiet=True)
+    assets = Assets.from_config(cfg, progress=False)
+    return run_grad_sync_modes(cfg, [None, "double_reduce", "module_call"], nproc=2, quiet=True, assets=assets)
 
 
 def failing(checks):

@@ -146,11 +146,9 @@ def _grad_sync(ctx: _Context) -> list:
     from .gradsync import run_grad_sync
 
     a = ctx.args
-    if not ctx.has_assets:
-        ctx.assets  # build (with progress bars) before the workers reuse them
     return run_grad_sync(ctx.cfg, nproc=getattr(a, "nproc", 0), steps=getattr(a, "steps", 2),
                          per_rank=getattr(a, "per_rank", 4), fault=getattr(a, "inject_fault", None),
-                         quiet=getattr(a, "quiet", False))
+                         quiet=getattr(a, "quiet", False), assets=ctx.assets)
 
 
 _RUNNERS: dict[str, Callable[[_Context], list]] = {

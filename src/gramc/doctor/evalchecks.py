@@ -19,6 +19,7 @@ from collections import defaultdict
 from typing import Any, Callable, Sequence
 
 import numpy as np
+import torch
 
 from ..checks import Check, check, failed, passed
 from ..config import Config
@@ -68,6 +69,26 @@ def beams_check(cfg: Config) -> Check:
                  f"is capped at what {cfg.eval.beams} beams find; set eval.beams >= {max_k}")
 
 
+def walk_items(trie: Any, targets: Sequence[Sequence[int]]) -> torch.Tensor:
+    """Item reached by each target sequence in `trie` (-1 when it leaves the trie or ends inside),
+    all sequences at once: one gather of the child tables per depth."""
+    width = max((len(t) for t in targets), default=0)
+    seqs = torch.full((len(targets), width), -1, dtype=torch.long)
+    for i, t in enumerate(targets):
+        seqs[i, : len(t)] = torch.tensor(list(t), dtype=torch.long)
+    node = torch.zeros(len(targets), dtype=torch.long)
+    alive = torch.ones(len(targets), dtype=torch.bool)
+    for d in range(width):
+        tok = seqs[:, d]
+        step = tok >= 0
+        hit = trie.child_tokens[node] == tok.unsqueeze(1)
+        found = hit.any(1)
+        nxt = trie.child_nodes[node, hit.to(torch.int8).argmax(1)]
+        alive &= ~step | found
+        node = torch.where(step & alive, nxt, node)
+    return torch.where(alive, trie.item_at_leaf[node], torch.full_like(node, -1))
+
+
 def trie_check(item_ids: Any) -> Check:
     """Every item's target is a leaf of the evaluator's trie that maps back to that item."""
     from ..eval.trie import trie_for
@@ -76,10 +97,12 @@ def trie_check(item_ids: Any) -> Check:
         trie = trie_for(item_ids)
     except ValueError as e:
         return failed("eval.trie_items", None, f"the trie cannot be built: {e}")
-    wrong = [i for i in range(len(item_ids.tokens)) if trie.item_of(item_ids.target(i)) != i]
+    n = len(item_ids.tokens)
+    reached = walk_items(trie.to("cpu"), [tuple(item_ids.target(i)) for i in range(n)])
+    wrong = torch.nonzero(reached != torch.arange(n)).squeeze(1).tolist()
     leaves = int((trie.item_at_leaf >= 0).sum())
-    return check("eval.trie_items", not wrong and leaves == len(item_ids.tokens),
-                 {"items": len(item_ids.tokens), "leaves": leaves, "unreachable": len(wrong)},
+    return check("eval.trie_items", not wrong and leaves == n,
+                 {"items": n, "leaves": leaves, "unreachable": len(wrong)},
                  f"{len(wrong)} items cannot be generated or map to another item (e.g. item index "
                  f"{wrong[:5]}); the beam can never recommend them. Rebuild the IDs")
 

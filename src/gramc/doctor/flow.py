@@ -24,7 +24,8 @@ from ..checks import Check, check, failed, passed
 from ..config import Config
 from ..data.splits import Sample, samples as split_samples
 
-FLOW_BATCH = 16  # samples in the batch pushed through
+FLOW_BATCH = 8  # samples in the batch pushed through
+AUDIT_SAMPLES = 5000  # training samples (spread over the split) for mapping share and truncation
 
 
 def user_passage_items(tokens: Sequence[int], cache: Any, item_ids: Any) -> list[int]:
@@ -136,7 +137,8 @@ def flow_checks(cfg: Config, assets: Any, model: Optional[torch.nn.Module] = Non
     model.eval()
     try:
         with torch.no_grad():
-            audit = audit_first_batch(batch, model, cfg, rows, train, assets.cache)
+            spread = train[:: max(1, len(train) // AUDIT_SAMPLES)]
+            audit = audit_first_batch(batch, model, cfg, rows, spread, assets.cache)
     except Exception as e:  # noqa: BLE001
         audit = [failed("audit.run", None, f"the step-0 audit could not run: {e}")]
     for c in audit:

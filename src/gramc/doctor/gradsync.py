@@ -5,8 +5,10 @@ through gramc's own `Trainer`, twice: once in one process (world size 1, no proc
 all micro-batches of a step, and once under `torchrun` with N processes (gloo on CPU, N = 2; on
 GPU, nccl with every visible GPU), each rank taking one of those micro-batches. Dropout is off and
 the model runs in float64, so the two runs differ only by summation order (~1e-15). Both runs
-happen inside each torchrun worker (the 1-process run first, without any collective), so the
-assets are loaded once per process.
+happen inside each torchrun worker (the 1-process run first, without any collective). The parent
+process resolves the assets once (`Assets.from_config`) and hands the workers what the model and
+the collator need (passage cache, GCN table and rows, vocabulary size) and the planned samples, in
+one file, so no worker re-reads the dataset.
 
 The trainer's `after_sync(named_grads)` hook exposes the synchronised gradients. Per step:
 
@@ -95,36 +97,45 @@ def _spread(x: torch.Tensor) -> float:
     return float((hi - lo).abs().max()) / scale if hi.numel() else 0.0
 
 
-def _build_model(cfg: Config, assets: Any, device: torch.device) -> torch.nn.Module:
+def _build_model(cfg: Config, bundle: dict[str, Any], device: torch.device) -> torch.nn.Module:
     from ..model.gramc import GramC
 
     torch.manual_seed(cfg.run.seed)
-    return GramC.from_config(cfg, assets).double().to(device)
+    table = bundle["gcn_table"] if cfg.model.prefix.enabled else None
+    return GramC(cfg.model, cfg.data.max_his, bundle["vocab_size"], table).double().to(device)
 
 
-def worker(cfg: Config, steps: int, faults: Sequence[Optional[str]], out: Optional[Path]) -> dict[str, Any]:
+def make_bundle(cfg: Config, assets: Any, world: int, steps: int) -> dict[str, Any]:
+    """What a worker needs from the assets: passage cache, GCN table and rows, vocabulary size, and
+    the planned samples (`plan[step][rank]`)."""
+    from ..data.splits import samples
+
+    plan = plan_steps(samples(assets.ds, "train", cfg.data.max_his), steps, world, cfg.train.batch_size)
+    table = assets.gcn.embeddings if (cfg.model.prefix.enabled and assets.gcn is not None) else None
+    return {"cache": assets.cache, "gcn_rows": assets.gcn_rows, "gcn_table": table,
+            "vocab_size": assets.tokenizer.vocab_size, "plan": plan}
+
+
+def worker(cfg: Config, bundle: dict[str, Any], steps: int, faults: Sequence[Optional[str]], out: Optional[Path]
+           ) -> dict[str, Any]:
     """One torchrun rank: the 1-process reference run, then one DDP run per fault mode (None =
     healthy), each compared with the reference. Rank 0 writes `{mode: summary}` to `out`."""
     import torch.distributed as dist
 
-    from ..data.splits import samples
-    from ..model.assets import Assets
     from ..model.inputs import Collator
     from ..train.trainer import DistInfo, Trainer, init_distributed, to_device
 
     info = init_distributed(cfg.run.device)
-    assets = Assets.from_config(cfg, progress=False) if info.is_main else None
-    if info.distributed:
-        dist.barrier()
-    if assets is None:
-        assets = Assets.from_config(cfg, progress=False)
-    collate = Collator(assets.cache, cfg, gcn_rows=assets.gcn_rows)
-    plan = plan_steps(samples(assets.ds, "train", cfg.data.max_his), steps, info.world, cfg.train.batch_size)
+    collate = Collator(bundle["cache"], cfg, gcn_rows=bundle["gcn_rows"])
+    plan = bundle["plan"]
+    if len(plan) < steps or any(len(step) != info.world for step in plan):
+        raise ValueError(f"the plan has {len(plan)} steps for {len(plan[0]) if plan else 0} ranks; "
+                         f"expected {steps} steps for {info.world}")
     dev = info.device
     total = max(20, steps)
 
     # 1 process: every rank's micro-batch accumulated in one step (world size 1, no collective)
-    ref = _build_model(cfg, assets, dev)
+    ref = _build_model(cfg, bundle, dev)
     names = [n for n, p in ref.named_parameters() if p.requires_grad]
     init = {n: p.detach().clone() for n, p in ref.named_parameters()}
     ref_grads: list[dict[str, torch.Tensor]] = []
@@ -143,7 +154,7 @@ def worker(cfg: Config, steps: int, faults: Sequence[Optional[str]], out: Option
 
     summaries = {}
     for fault in faults:
-        summaries[fault or "none"] = _distributed_run(cfg, assets, collate, plan, info, steps, total, fault, names,
+        summaries[fault or "none"] = _distributed_run(cfg, bundle, collate, plan, info, steps, total, fault, names,
                                                       init, ref_grads, ref_params, ref_missing)
     if info.is_main and out is not None:
         from ..io import write_json
@@ -155,7 +166,7 @@ def worker(cfg: Config, steps: int, faults: Sequence[Optional[str]], out: Option
     return summaries
 
 
-def _distributed_run(cfg: Config, assets: Any, collate: Any, plan: list, info: Any, steps: int, total: int,
+def _distributed_run(cfg: Config, bundle: dict[str, Any], collate: Any, plan: list, info: Any, steps: int, total: int,
                      fault: Optional[str], names: list[str], init: dict, ref_grads: list, ref_params: list,
                      ref_missing: set) -> dict[str, Any]:
     """The N-process run (one rank's share), compared step by step with the 1-process run."""
@@ -164,7 +175,7 @@ def _distributed_run(cfg: Config, assets: Any, collate: Any, plan: list, info: A
     from ..train.trainer import Trainer, to_device
 
     dev = info.device
-    model = _build_model(cfg, assets, dev)
+    model = _build_model(cfg, bundle, dev)
     records: list[dict[str, Any]] = []
     missing: set[str] = set()
 
@@ -280,16 +291,17 @@ def default_world() -> tuple[int, str]:
 
 
 def run_grad_sync(cfg: Config, nproc: int = 0, steps: int = DEFAULT_STEPS, per_rank: int = DEFAULT_PER_RANK,
-                  fault: Optional[str] = None, timeout: float = 900.0, quiet: bool = False) -> list[Check]:
+                  fault: Optional[str] = None, timeout: float = 900.0, quiet: bool = False,
+                  assets: Any = None) -> list[Check]:
     """Launch `nproc` torchrun workers on the configured model and return the grad-sync checks."""
-    return run_grad_sync_modes(cfg, [fault], nproc, steps, per_rank, timeout, quiet)[fault or "none"]
+    return run_grad_sync_modes(cfg, [fault], nproc, steps, per_rank, timeout, quiet, assets)[fault or "none"]
 
 
 def run_grad_sync_modes(cfg: Config, faults: Sequence[Optional[str]], nproc: int = 0, steps: int = DEFAULT_STEPS,
-                        per_rank: int = DEFAULT_PER_RANK, timeout: float = 900.0, quiet: bool = False
-                        ) -> dict[str, list[Check]]:
+                        per_rank: int = DEFAULT_PER_RANK, timeout: float = 900.0, quiet: bool = False,
+                        assets: Any = None) -> dict[str, list[Check]]:
     """One torchrun launch, one reference run, then one N-process run per fault mode (None = the
-    healthy trainer): `{mode or "none": checks}`."""
+    healthy trainer): `{mode or "none": checks}`. `assets`: the config's `Assets` (built if None)."""
     n, device = default_world()
     n = nproc or n
     keys = [f or "none" for f in faults]
@@ -297,12 +309,22 @@ def run_grad_sync_modes(cfg: Config, faults: Sequence[Optional[str]], nproc: int
         return {k: [failed("grad_sync.setup", {"world": n}, "grad-sync needs at least 2 processes (--nproc 2)")]
                 for k in keys}
     scfg = sync_config(cfg, per_rank, device)
+    if assets is None:
+        from ..model.assets import Assets
+
+        assets = Assets.from_config(cfg, progress=not quiet)
+    try:
+        bundle = make_bundle(scfg, assets, n, steps)
+    except ValueError as e:
+        return {k: [failed("grad_sync.setup", {"world": n}, str(e))] for k in keys}
     with tempfile.TemporaryDirectory(prefix="gramc-gradsync-") as tmp:
         cfg_path = Path(tmp) / "config.yaml"
         cfg_path.write_text(dump_yaml(scfg), encoding="utf-8")
+        torch.save(bundle, Path(tmp) / "bundle.pt")
         out = Path(tmp) / "summary.json"
         cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={n}", "--standalone",
-               "-m", "gramc.doctor.gradsync", "--config", str(cfg_path), "--steps", str(steps), "--out", str(out),
+               "-m", "gramc.doctor.gradsync", "--config", str(cfg_path), "--bundle", str(Path(tmp) / "bundle.pt"),
+               "--steps", str(steps), "--out", str(out),
                "--faults", ",".join(keys)]
         env = dict(os.environ)
         env.setdefault("OMP_NUM_THREADS", "1")
@@ -332,6 +354,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     """Worker entry point (`torchrun ... -m gramc.doctor.gradsync --config FILE ...`)."""
     p = argparse.ArgumentParser(prog="python -m gramc.doctor.gradsync")
     p.add_argument("--config", required=True)
+    p.add_argument("--bundle", required=True, type=Path, help="worker inputs written by run_grad_sync")
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS)
     p.add_argument("--faults", default="none", help="comma-separated modes: none, double_reduce, module_call")
     p.add_argument("--out", type=Path)
@@ -341,7 +364,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     bad = [f for f in faults if f is not None and f not in ("double_reduce", "module_call")]
     if bad:
         p.error(f"unknown fault modes {bad}")
-    worker(load_config(args.config), args.steps, faults, args.out)
+    bundle = torch.load(args.bundle, map_location="cpu", weights_only=False)
+    worker(load_config(args.config), bundle, args.steps, faults, args.out)
     return 0
 
 
