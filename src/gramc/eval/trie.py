@@ -197,11 +197,14 @@ _CACHE: "OrderedDict[str, Trie]" = OrderedDict()
 _CACHE_SIZE = 4
 
 
-def trie_for(item_ids, eos_id: int = EOS_ID) -> Trie:
+def trie_for(item_ids, eos_id: int | None = None) -> Trie:
     """The trie of an `ItemIds` (anything with `target(i)` and `tokens`), built once and cached.
 
     The key is the ID table's own `fingerprint` when it has one, else a sha256 of the targets.
+    `eos_id` defaults to the table's `eos_id` (1 for T5 vocabularies).
     """
+    if eos_id is None:
+        eos_id = int(getattr(item_ids, "eos_id", EOS_ID))
     targets = [tuple(item_ids.target(i)) for i in range(len(item_ids.tokens))]
     key = getattr(item_ids, "fingerprint", "") or targets_fingerprint(targets, eos_id)
     key = f"{key}|eos={eos_id}"
