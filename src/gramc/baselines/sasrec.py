@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
@@ -25,7 +24,7 @@ from ..config import BaselineConfig, Config
 from ..data.dataset import SeqDataset
 from ..data.splits import Sample, training_sequences
 from ..eval.metrics import summarize
-from ..io import torch_save, write_json
+from ..io import torch_save
 from ..runinfo import write_run_info
 from .common import evaluate_scorer, resolve_device, split_ranks
 
@@ -142,6 +141,8 @@ def train_sasrec(ds: SeqDataset, cfg: Config, out: str | Path | None = None,
             opt.step()
             total += loss.item() * int(keep.sum())
             count += int(keep.sum())
+            if budget and (time.time() - t0) / 60.0 >= budget:
+                break  # out of time: validate this (partial) epoch, then stop
         ranks, _ = split_ranks(ds, "valid", b.sasrec_max_len, make_scorer(model, device), batch_users=2048)
         val = summarize(ranks, val_ks)
         row = {"epoch": epoch, "train_loss": total / max(count, 1), "valid_hit@10": val["hit@10"],

@@ -1,0 +1,226 @@
+"""Quality on Amazon Beauty, on this machine, within a time budget per model.
+
+    .venv/bin/python bench/quality_beauty.py --budget-minutes 40 --models pop,sasrec,lightgcn
+    .venv/bin/python bench/quality_beauty.py --budget-minutes 6 --models gram,gramc-user_passage \
+        --eval-users 2000
+
+Every model uses the same leave-one-out splits and metrics code (full ranking over all 12,101
+items for the baselines; trie-constrained beam search for GRAM/GRAM-C). Results are merged into
+bench/results/quality_beauty.json (one entry per model, with its budget, wall time and the
+number of evaluated users) and the "Quality on Beauty" section of docs/benchmarks.md is
+regenerated from that file, next to the published numbers (results-anchors.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from gramc.config import load_config  # noqa: E402
+from gramc.io import read_json, write_json, write_text  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results" / "quality_beauty.json"
+DOC = ROOT / "docs" / "benchmarks.md"
+SECTION = "## Quality on Beauty"
+SHARED = ROOT.parent / "shared"
+BEAUTY = SHARED / "datasets" / "amazon-beauty"
+ID_FILE = BEAUTY / "item_generative_indexing_hierarchy_v1_c128_l7_len32768_split.txt"
+T5_TOKENIZER = SHARED / "tokenizers" / "t5-base-spm"
+# LightGCN on this CPU: full-graph propagation per step dominates, so few large batches
+GCN_CPU = ["gcn.batch_size=8192", "gcn.lr=0.005", "gcn.epochs=15", "gcn.eval_every=5"]
+ALL_MODELS = ["pop", "sasrec", "lightgcn", "gram", "gramc-user_passage", "gramc-every_passage", "gramc-memory"]
+
+# published numbers on Beauty (results-anchors.md): R@5, N@5, R@10, N@10
+PUBLISHED = {
+    "SASRec (BCE), GRAM paper": (0.0323, 0.0200, 0.0475, 0.0249),
+    "SASRec (CE), independent reproduction": (0.0538, 0.0320, 0.0851, 0.0421),
+    "GRAM (paper)": (0.0641, 0.0451, 0.0890, 0.0531),
+    "public GRAM-C run (lr 1e-4, 10 epochs, 10 beams)": (None, None, 0.080, 0.048),
+}
+
+
+def prepared_beauty(work: Path) -> Path:
+    """Prepare Beauty once (sequences + RecBole items) into work/data."""
+    from gramc.data.prepare import prepare
+
+    folder = work / "data"
+    if not (folder / "sequences.txt").is_file():
+        cfg = load_config(None, [])
+        prepare(BEAUTY / "user_sequence.txt", BEAUTY / "Amazon_Beauty.item", folder, cfg)
+    return folder
+
+
+def base_overrides(data: Path, out: Path) -> list[str]:
+    return [f"data.path={data}", f"run.out={out}", "run.device=cpu", "eval.ks=[1,5,10,20,50]"]
+
+
+def run_baseline(name: str, data: Path, work: Path, budget: float) -> dict:
+    from gramc.baselines.common import load_data
+
+    out = work / name
+    cfg = load_config(None, base_overrides(data, out) + [f"gcn.out={work / 'gcn'}"] + GCN_CPU)
+    ds = load_data(cfg)
+    t0 = time.time()
+    if name == "pop":
+        from gramc.baselines.pop import run_pop
+
+        recs = run_pop(ds, cfg, out, {"data": data})
+    elif name == "sasrec":
+        from gramc.baselines.sasrec import run_sasrec
+
+        recs = run_sasrec(ds, cfg, out, {"data": data}, max_minutes=budget)
+    else:
+        from gramc.baselines.lightgcn import run_lightgcn
+
+        recs = run_lightgcn(ds, cfg, out, {"data": data})
+    return {"valid": recs["valid"], "test": recs["test"], "minutes": round((time.time() - t0) / 60, 2),
+            "budget_minutes": budget, "eval_users": recs["test"]["users"], "out": str(out),
+            "notes": _baseline_note(name, recs)}
+
+
+def _baseline_note(name: str, recs: dict) -> str:
+    t = recs["test"]
+    if name == "sasrec":
+        return (f"history 50, d 64, 2 layers, 1 head, dropout 0.5, lr 1e-3, batch 256, full-softmax CE; "
+                f"best valid epoch {t.get('best_epoch')} of {t.get('epochs_run')} run")
+    if name == "lightgcn":
+        return ("gramc.graph LightGCN (the prefix's table) on s[:-2], CPU budget: 15 epochs, batch 8192, "
+                "lr 5e-3; user·item full ranking")
+    return "training-interaction counts (s[:-2])"
+
+
+def run_generative(name: str, data: Path, work: Path, budget: float, eval_users: int, beams: int) -> dict:
+    """GRAM (prefix off) or GRAM-C (prefix on, one placement) on the CPU recipe, time-bounded."""
+    from gramc.pipeline.pipeline import run_pipeline
+
+    placement = name.split("-", 1)[1] if name.startswith("gramc-") else ""
+    out = work / name
+    overrides = base_overrides(data, out) + [
+        f"gcn.out={work / 'gcn'}", f"ids.file={ID_FILE}", f"ids.tokenizer={T5_TOKENIZER}",
+        f"pipeline.train_minutes={budget}", f"eval.beams={beams}", f"pipeline.eval_users={eval_users}",
+        f"model.prefix.enabled={'true' if placement else 'false'}", "pipeline.baselines=[]",
+    ] + GCN_CPU
+    if placement:
+        overrides.append(f"model.prefix.placement={placement}")
+    cfg = load_config(ROOT / "configs" / "beauty-cpu.yaml", overrides)
+    t0 = time.time()
+    res = run_pipeline(cfg, stages=("ids", "gcn", "train", "evaluate"))
+    test = read_json(out / "eval" / "metrics.json")
+    valid = read_json(out / "eval" / "metrics_valid.json")
+    train = read_json(out / "train" / ".stage.json")["summary"]
+    steps = train.get("steps", 0)
+    return {"valid": valid, "test": test, "minutes": round((time.time() - t0) / 60, 2), "budget_minutes": budget,
+            "eval_users": test["users"], "out": str(out), "train_steps": steps,
+            "seconds_per_step": train.get("seconds_per_step"), "train_samples_per_epoch": _train_samples(cfg),
+            "notes": f"beauty-cpu recipe (tiny T5), GRAM IDs, beam {beams}, "
+                     + (f"prefix on ({placement})" if placement else "prefix off")}
+
+
+def _train_samples(cfg) -> int:
+    from gramc.data.source import load_dataset
+    from gramc.data.splits import samples
+
+    return len(samples(load_dataset(cfg.data), "train", cfg.data.max_his))
+
+
+# --------------------------------------------------------------------------------------------
+# Rendering
+# --------------------------------------------------------------------------------------------
+
+
+def _fmt(x) -> str:
+    return "-" if x is None else f"{x:.4f}"
+
+
+def render(results: dict) -> str:
+    lines = [SECTION, "",
+             "Amazon Beauty (22,363 users, 12,101 items), leave-one-out, test split, on this machine's CPU "
+             "(2 cores shared with other jobs). Baselines rank all items; GRAM/GRAM-C use trie-constrained "
+             "beam search (numbers below say how many beams and users). 95% bootstrap intervals in brackets.",
+             "", "Commands:", "", "```"]
+    for cmd in results.get("commands", []):
+        lines.append(cmd)
+    lines += ["```", "",
+              "| model | R@5 | N@5 | R@10 | N@10 (95% CI) | users | train+eval min (budget) | notes |",
+              "|---|---|---|---|---|---|---|---|"]
+    for name in ALL_MODELS:
+        r = results.get("models", {}).get(name)
+        if not r:
+            continue
+        m, ci = r["test"]["metrics"], r["test"].get("ci", {})
+        lo, hi = ci.get("ndcg@10", (None, None))
+        band = f" [{lo:.4f}, {hi:.4f}]" if lo is not None else ""
+        lines.append(f"| {name} | {_fmt(m.get('hit@5'))} | {_fmt(m.get('ndcg@5'))} | {_fmt(m.get('hit@10'))} | "
+                     f"{_fmt(m.get('ndcg@10'))}{band} | {r['eval_users']} | {r['minutes']} ({r['budget_minutes']}) | "
+                     f"{r.get('notes', '')} |")
+    lines += ["", "Published on the same split (results-anchors.md; GPU, full recipes):", "",
+              "| model | R@5 | N@5 | R@10 | N@10 |", "|---|---|---|---|---|"]
+    for name, vals in PUBLISHED.items():
+        lines.append(f"| {name} | " + " | ".join(_fmt(v) for v in vals) + " |")
+    for para in results.get("discussion", []):
+        lines += ["", para]
+    return "\n".join(lines) + "\n"
+
+
+def write_doc_section(text: str) -> None:
+    """Replace (or append) only this benchmark's section of docs/benchmarks.md."""
+    doc = DOC.read_text(encoding="utf-8") if DOC.is_file() else "# Benchmarks\n"
+    if SECTION in doc:
+        start = doc.index(SECTION)
+        nxt = doc.find("\n## ", start + len(SECTION))
+        doc = doc[:start] + text + (doc[nxt + 1:] if nxt >= 0 else "")
+        if nxt >= 0 and not text.endswith("\n\n"):
+            doc = doc.replace(text, text + "\n", 1)
+    else:
+        doc = doc.rstrip("\n") + "\n\n" + text
+    write_text(DOC, doc)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--budget-minutes", type=float, required=True, help="training wall-time budget per model")
+    ap.add_argument("--models", default=",".join(ALL_MODELS), help=f"comma list of {ALL_MODELS}")
+    ap.add_argument("--eval-users", type=int, default=0, help="GRAM/GRAM-C: first N test users (0 = all 22,363)")
+    ap.add_argument("--beams", type=int, default=50)
+    ap.add_argument("--work", default=str(ROOT / "runs" / "bench_beauty"), help="working folder (not committed)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--render-only", action="store_true", help="only regenerate the docs section")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(min(args.threads, 2))
+    results = read_json(RESULTS) if RESULTS.is_file() else {"models": {}, "commands": []}
+    if not args.render_only:
+        work = Path(args.work)
+        data = prepared_beauty(work)
+        cmd = "python bench/quality_beauty.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        for name in [m.strip() for m in args.models.split(",") if m.strip()]:
+            if name not in ALL_MODELS:
+                ap.error(f"unknown model {name!r}; choose from {ALL_MODELS}")
+            print(f"== {name} (budget {args.budget_minutes} min)", flush=True)
+            if name in ("pop", "sasrec", "lightgcn"):
+                res = run_baseline(name, data, work, args.budget_minutes)
+            else:
+                res = run_generative(name, data, work, args.budget_minutes, args.eval_users, args.beams)
+            res["command"] = cmd
+            res["machine"] = f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}"
+            results["models"][name] = res
+            if cmd not in results["commands"]:
+                results["commands"].append(cmd)
+            write_json(RESULTS, results)
+            m = res["test"]["metrics"]
+            print(f"{name}: test R@10 {m['hit@10']:.4f} N@10 {m['ndcg@10']:.4f} ({res['minutes']} min)", flush=True)
+    write_doc_section(render(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
