@@ -116,3 +116,12 @@ def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
     cfg = toy_config()
     with pytest.raises(CheckpointError, match="does not exist"):
         fit(parts(cfg.run.seed), cfg, tmp_path / "nothing", resume=True)
+
+
+def test_cli_resume_errors_are_clear(tmp_path, capsys):
+    from gramc.cli import main
+
+    assert main(["train", "--resume", str(tmp_path / "missing")]) == 2
+    assert "cannot resume" in capsys.readouterr().err
+    assert main(["train", "--resume", str(tmp_path), "--config", "x.yaml"]) == 2
+    assert "drop --config" in capsys.readouterr().err

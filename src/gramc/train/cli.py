@@ -18,9 +18,13 @@ def _train(args: argparse.Namespace) -> int:
             print("gramc train: error: --resume continues a run with the config saved in RUN_DIR/config.yaml; "
                   "drop --config (key=value overrides are still applied)", file=sys.stderr)
             return 2
-        from ..eval.evaluate import run_config
+        from ..eval.evaluate import EvalError, run_config
 
-        cfg = run_config(args.resume, args.overrides or [])
+        try:
+            cfg = run_config(args.resume, args.overrides or [])
+        except EvalError as e:
+            print(f"gramc train: error: cannot resume: {e}", file=sys.stderr)
+            return 2
     else:
         cfg = config_from_args(args)
     try:

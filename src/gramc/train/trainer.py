@@ -175,8 +175,10 @@ class Trainer:
         self.ddp: Optional[DDP] = None
         if self.info.distributed:
             # DDP broadcasts rank 0's parameters and buffers: every rank starts from the same init.
+            # Every trainable parameter takes part in every forward (GramC's prefix keeps its
+            # parameters in the graph even when dropped), so no unused-parameter search is needed.
             ids = [self.info.device.index] if self.info.device.type == "cuda" else None
-            self.ddp = DDP(self.model, device_ids=ids, find_unused_parameters=True)
+            self.ddp = DDP(self.model, device_ids=ids, find_unused_parameters=False)
         if seed is not None:  # dropout differs per rank, on purpose
             torch.manual_seed(seed + self.info.rank)
         self.optimizer = build_optimizer(self.model, cfg)
