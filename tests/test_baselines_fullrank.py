@@ -89,3 +89,22 @@ def test_sasrec_learns_deterministic_chain(tmp_path):
     log = [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert log[0]["train_loss"] > log[-1]["train_loss"]
     assert (tmp_path / "curves.png").stat().st_size > 0 and (tmp_path / "sasrec.pt").is_file()
+
+
+def test_lightgcn_baseline_trains_once_and_reuses(tmp_path):
+    from gramc.baselines.lightgcn import run_lightgcn
+    from gramc.data.synthetic import make_synthetic
+
+    cfg = load_config(None, ["data.synthetic.num_users=80", "data.synthetic.num_items=40", "gcn.epochs=2",
+                             "gcn.dim=8", "gcn.eval_every=0", "gcn.similar_k=3", "eval.bootstrap=10",
+                             "eval.ks=[1,10]"])
+    ds = make_synthetic(cfg.data.synthetic)
+    recs = run_lightgcn(ds, cfg, tmp_path)
+    meta = tmp_path / "gcn" / "gcn_meta.json"
+    stamp = meta.stat().st_mtime_ns
+    assert recs["test"]["users"] == ds.num_users and recs["test"]["model"] == "lightgcn"
+    assert 0.0 <= recs["test"]["metrics"]["hit@10"] <= 1.0
+    again = run_lightgcn(ds, cfg, tmp_path)
+    assert meta.stat().st_mtime_ns == stamp  # the existing GCN folder is reused, not retrained
+    assert again["test"]["metrics"] == recs["test"]["metrics"]
+    assert json.loads((tmp_path / "metrics.json").read_text())["split"] == "test"

@@ -350,12 +350,18 @@ def train_stage(sc: Config, folder: Path, eval_users: int, train_minutes: float,
 
         parts.evaluate = capped
     summary: dict[str, Any] = {}
-    if train_minutes > 0 and not resume:
+    budget_file = folder / "train_budget.json"  # the step count chosen for the budget, kept for a resume
+    if train_minutes > 0 and resume and budget_file.is_file():
+        summary.update(read_json(budget_file))
+        c.train.max_steps = summary["max_steps"]
+    elif train_minutes > 0:
         sec_per_step = measure_step_seconds(parts, c)
         steps = max(1, int(train_minutes * 60 / sec_per_step))
         if c.train.max_steps == 0 or steps < c.train.max_steps:
             c.train.max_steps = steps
-        summary.update(seconds_per_step=round(sec_per_step, 3), max_steps=c.train.max_steps)
+        summary.update(seconds_per_step=round(sec_per_step, 3), max_steps=c.train.max_steps,
+                       train_minutes=train_minutes)
+        write_json(budget_file, summary)
     result = fit(parts, c, folder, resume=resume, info=info)
     summary.update(steps=result.state.step, best_step=result.state.best_step, best_value=result.state.best_value,
                    interrupted=result.interrupted)
