@@ -64,7 +64,7 @@ def _summary(ratios, spread=0.0, pspread=0.0, pdiff=0.0, no_grad=()):
         {"step": 0, "ratio": x, "rel_err": abs(x - 1), "param_ratio_min": x, "param_ratio_max": x,
          "worst_param": "w", "grad_spread": spread, "param_spread": pspread, "param_vs_single": pdiff}]}
         for r, x in enumerate(ratios)]
-    return {"world": len(ratios), "backend": "gloo", "device": "cpu", "steps": 1, "per_rank": 4,
+    return {"world": len(ratios), "backend": "gloo", "device": "cpu", "steps": 1, "per_rank": 2,
             "dtype": "float64", "fault": None, "ranks": ranks}
 
 

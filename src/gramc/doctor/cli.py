@@ -147,7 +147,7 @@ def _grad_sync(ctx: _Context) -> list:
 
     a = ctx.args
     return run_grad_sync(ctx.cfg, nproc=getattr(a, "nproc", 0), steps=getattr(a, "steps", 2),
-                         per_rank=getattr(a, "per_rank", 4), fault=getattr(a, "inject_fault", None),
+                         per_rank=getattr(a, "per_rank", 2), fault=getattr(a, "inject_fault", None),
                          quiet=getattr(a, "quiet", False), assets=ctx.assets)
 
 
@@ -216,7 +216,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         c.add_argument("--nproc", type=int, default=0,
                        help="processes of the multi-process run (default: every GPU if 2+, else 2 on CPU)")
         c.add_argument("--steps", type=int, default=2, help="optimiser steps compared (default 2)")
-        c.add_argument("--per-rank", type=int, default=4, help="training samples per process per step (default 4)")
+        c.add_argument("--per-rank", type=int, default=2, help="training samples per process per step (default 2)")
         c.add_argument("--inject-fault", choices=["double_reduce", "module_call"], help=argparse.SUPPRESS)
 
     def recipe_args(c: argparse.ArgumentParser) -> None:

@@ -49,7 +49,7 @@ GRAD_TOL = 1e-6  # |ratio - 1| and relative gradient error allowed (float64: ~1e
 RANK_TOL = 1e-9  # relative spread across ranks of gradients / parameters
 PARAM_TOL = 1e-4  # parameter difference vs the 1-process run, relative to the update size
 DEFAULT_STEPS = 2
-DEFAULT_PER_RANK = 4  # training samples per rank per step
+DEFAULT_PER_RANK = 2  # training samples per rank per step
 
 
 def sync_config(cfg: Config, per_rank: int = DEFAULT_PER_RANK, device: str = "cpu") -> Config:
@@ -125,6 +125,7 @@ def worker(cfg: Config, bundle: dict[str, Any], steps: int, faults: Sequence[Opt
     from ..model.inputs import Collator
     from ..train.trainer import DistInfo, Trainer, init_distributed, to_device
 
+    t0 = time.perf_counter()
     info = init_distributed(cfg.run.device)
     collate = Collator(bundle["cache"], cfg, gcn_rows=bundle["gcn_rows"])
     plan = bundle["plan"]
@@ -151,11 +152,15 @@ def worker(cfg: Config, bundle: dict[str, Any], steps: int, faults: Sequence[Opt
         single.train_step([to_device(collate(mb), dev) for mb in plan[s]])
         ref_params.append({n: p.detach().clone() for n, p in ref.named_parameters()})
     del single, ref
+    t_ref = time.perf_counter()
 
     summaries = {}
     for fault in faults:
+        t1 = time.perf_counter()
         summaries[fault or "none"] = _distributed_run(cfg, bundle, collate, plan, info, steps, total, fault, names,
                                                       init, ref_grads, ref_params, ref_missing)
+        summaries[fault or "none"]["seconds"] = {"reference": round(t_ref - t0, 2),
+                                                 "distributed": round(time.perf_counter() - t1, 2)}
     if info.is_main and out is not None:
         from ..io import write_json
 
@@ -231,6 +236,8 @@ def grad_sync_checks(summary: dict[str, Any]) -> list[Check]:
     ranks = summary["ranks"]
     steps = int(summary["steps"])
     setup = {k: summary[k] for k in ("world", "backend", "device", "steps", "per_rank", "dtype")}
+    if summary.get("seconds"):
+        setup["worker_seconds"] = summary["seconds"]
     if summary.get("fault"):
         setup["injected_fault"] = summary["fault"]
     out = [passed("grad_sync.setup", setup)]
