@@ -130,6 +130,9 @@ def test_outputs_follow_the_contract(trained):
     assert (out / "run_info.json").is_file() and (out / "config.yaml").is_file()
     assert (out / "gcn_training.png").stat().st_size > 1000
     assert len(meta["loss_curve"]) == 12 and [v["epoch"] for v in meta["valid_curve"]] == [4, 8, 12]
+    best = max(meta["valid_curve"], key=lambda v: v["ndcg@10"])  # gcn.keep_best (default)
+    assert meta["kept_epoch"] == best["epoch"]
+    assert meta["valid"] == {k: v for k, v in best.items() if k != "epoch"}
     assert meta["loss_curve"][-1] < meta["loss_curve"][0]
 
 
@@ -189,3 +192,12 @@ def test_automatic_batch_size():
     assert batch_size_for(auto, 3442) == 256
     assert batch_size_for(auto, 10**8) == 8192
     assert batch_size_for(GcnConfig(batch_size=100), 153776) == 100
+
+
+def test_keep_best_off_keeps_the_last_epoch(tmp_path):
+    ds = make_synthetic(SyntheticConfig(num_users=150, num_items=60))
+    meta = train_lightgcn(ds, GcnConfig(epochs=3, eval_every=1, keep_best=False, similar_k=0, batch_size=256),
+                          tmp_path, progress=False)
+    assert meta["kept_epoch"] == 3 and meta["valid"]["recall@10"] == meta["valid_curve"][-1]["recall@10"]
+    m = summarize(lightgcn_ranks(tmp_path, ds, "valid"), ks=(10,))
+    assert m["hit@10"] == pytest.approx(meta["valid"]["recall@10"])

@@ -99,6 +99,7 @@ class GcnConfig:
     out: str = ""  # GCN folder; "" = <run.out>/gcn
     init_std: float = 0.1  # std of the normal init of the ego embeddings (LightGCN's choice)
     eval_every: int = 5  # epochs between validation recall@10 points of the curve; 0 = end only
+    keep_best: bool = True  # keep the embeddings of the curve point with the best validation ndcg@10
 
 
 @dataclass

@@ -349,6 +349,7 @@ def train_lightgcn(ds: SeqDataset, cfg: GcnConfig, out_dir: str | Path, *, run_c
     steps = math.ceil(len(users) / batch)
 
     loss_curve: list[float] = []
+    best: tuple[dict[str, float], torch.Tensor | None] | None = None  # (valid point, ego weights)
     valid_curve: list[dict[str, float]] = []
     bar = tqdm(total=cfg.epochs * steps, desc="lightgcn", unit="step", disable=not progress)
     for epoch in range(1, cfg.epochs + 1):
@@ -369,8 +370,16 @@ def train_lightgcn(ds: SeqDataset, cfg: GcnConfig, out_dir: str | Path, *, run_c
         if (cfg.eval_every and epoch % cfg.eval_every == 0) or epoch == cfg.epochs:
             valid_curve.append({"epoch": epoch, **_valid_point(model, adj, ds)})
             bar.set_postfix(epoch=epoch, loss=f"{loss_curve[-1]:.4f}", r10=f"{valid_curve[-1]['recall@10']:.4f}")
+            point = valid_curve[-1]
+            if not cfg.keep_best or best is None or point["ndcg@10"] > best[0]["ndcg@10"]:
+                best = (point, model.embedding.weight.detach().clone() if cfg.keep_best else None)
     bar.close()
     train_s = time.time() - t0
+    assert best is not None  # the last epoch always has a validation point
+    kept, weights = best
+    if weights is not None and kept["epoch"] != cfg.epochs:
+        with torch.no_grad():
+            model.embedding.weight.copy_(weights)  # back to the best validation point
 
     with torch.no_grad():
         user_final, item_final = (x.float().cpu() for x in model.split(model.propagate(adj)))
@@ -383,7 +392,6 @@ def train_lightgcn(ds: SeqDataset, cfg: GcnConfig, out_dir: str | Path, *, run_c
     torch_save({"user": user_final, "item": item_final, "users": list(ds.users), "items": list(ds.item_ids)},
                out / MODEL_FILE)
 
-    valid = summarize(score_ranks(user_final, item_final, ds, "valid"), ks=(10, 20))
     pop = summarize(popularity_ranks(ds, "valid"), ks=(10, 20))
     seen = np.zeros(ds.num_items, dtype=bool)
     seen[items] = True
@@ -412,8 +420,9 @@ def train_lightgcn(ds: SeqDataset, cfg: GcnConfig, out_dir: str | Path, *, run_c
         "final_loss": loss_curve[-1],
         "loss_curve": loss_curve,
         "valid_curve": valid_curve,
-        "valid": {"recall@10": valid["hit@10"], "ndcg@10": valid["ndcg@10"], "recall@20": valid["hit@20"],
-                  "ndcg@20": valid["ndcg@20"], "users": valid["users"]},
+        "kept_epoch": kept["epoch"],
+        "kept_because": ("best validation ndcg@10 (gcn.keep_best)" if cfg.keep_best else "last epoch"),
+        "valid": {k: v for k, v in kept.items() if k != "epoch"},
         "popularity_valid": {"recall@10": pop["hit@10"], "ndcg@10": pop["ndcg@10"]},
         "similar_items": ({"file": SIMILAR_FILE, "k": cfg.similar_k, "sha256": sha256_file(out / SIMILAR_FILE),
                            "source": "cosine of the final item embeddings, the item itself excluded"}
@@ -431,8 +440,9 @@ def _valid_point(model: LightGCN, adj, ds: SeqDataset) -> dict[str, float]:
     model.eval()
     with torch.no_grad():
         u, i = (x.float().cpu() for x in model.split(model.propagate(adj)))
-    m = summarize(score_ranks(u, i, ds, "valid"), ks=(10,))
-    return {"recall@10": m["hit@10"], "ndcg@10": m["ndcg@10"]}
+    m = summarize(score_ranks(u, i, ds, "valid"), ks=(10, 20))
+    return {"recall@10": m["hit@10"], "ndcg@10": m["ndcg@10"], "recall@20": m["hit@20"], "ndcg@20": m["ndcg@20"],
+            "users": m["users"]}
 
 
 def _plot(path: Path, loss: list[float], valid: list[dict[str, float]], pop_r10: float) -> None:
