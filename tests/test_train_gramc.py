@@ -139,6 +139,7 @@ def test_audit_fails_a_mapping_under_99_percent(assets_dir):
     assert names["audit.prefix_config_agrees"].level == "fail"
 
 
+@pytest.mark.slow  # ~35 optimiser steps of the tiny T5 on 64 samples
 def test_tiny_gramc_memorises_64_samples(assets_dir):
     cfg = tiny_cfg(assets_dir, "model.dropout=0.0", "model.prefix.dropout=0.0", "model.prefix.prefix_dropout=0.0",
                    "train.lr=3e-3", "train.warmup=0.0", "train.weight_decay=0.0", "train.batch_size=64",

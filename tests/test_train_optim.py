@@ -131,3 +131,21 @@ def test_shard_pads_with_own_batches():
     assert shard(batches, 0, 2) == [batches[0], batches[2], batches[4]]
     assert shard(batches, 1, 2) == [batches[1], batches[3], batches[1]]
     assert shard(batches[:1], 1, 2) == [batches[0]]
+
+
+def test_bf16_autocast_step_runs_matmuls_in_bf16():
+    from gramc.config import TrainConfig
+    from gramc.train.trainer import DistInfo, Trainer
+    from train_toy import collate
+
+    ds = toy_dataset()
+    train, _ = toy_samples(ds)
+    model = build_model(ds, 0).float()
+    seen = []
+    model.hidden.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    before = model.out.weight.detach().clone()
+    trainer = Trainer(model, TrainConfig(bf16=True, warmup=0.0), total_steps=5, info=DistInfo())
+    stats = trainer.train_step([collate(train[:6])])
+    assert seen == [torch.bfloat16]
+    assert math.isfinite(stats.loss) and stats.tokens > 0
+    assert model.out.weight.dtype == torch.float32 and not torch.equal(model.out.weight, before)

@@ -41,10 +41,8 @@ def batch_shapes(batch: Any) -> dict[str, Any]:
 
 def mapping_share(samples: Sequence[Sample], gcn_rows: torch.Tensor, max_his: int) -> tuple[float, int]:
     """Share of history positions (over `samples`) whose item has a GCN row (!= 0), and their count."""
-    counts = torch.zeros(len(gcn_rows), dtype=torch.long)
-    for s in samples:
-        if s.history:
-            counts += torch.bincount(torch.tensor(s.history[-max_his:]), minlength=len(gcn_rows))
+    items = [i for s in samples for i in s.history[-max_his:]]
+    counts = torch.bincount(torch.tensor(items, dtype=torch.long), minlength=len(gcn_rows))
     total = int(counts.sum())
     resolved = int(counts[gcn_rows != 0].sum())
     return (resolved / total if total else 0.0), total

@@ -27,11 +27,21 @@ def _train(args: argparse.Namespace) -> int:
             return 2
     else:
         cfg = config_from_args(args)
+    import torch.distributed as dist
+
     try:
         result = train(cfg, resume=bool(args.resume))
     except (TrainError, CheckpointError) as e:
         print(f"gramc train: error: {e}", file=sys.stderr)
         return 1
+    finally:
+        if dist.is_initialized():
+            rank = dist.get_rank()
+            dist.destroy_process_group()
+        else:
+            rank = 0
+    if rank != 0:
+        return 0
     test = result.metrics.get("test", {})
     metrics = test.get("metrics") if isinstance(test, dict) else None
     if metrics:
