@@ -129,3 +129,23 @@ def test_report_compares_runs(tmp_path):
     assert "0.3000 [0.2500, 0.3500]" in text
     assert (tmp_path / "rep" / "report_curves.png").stat().st_size > 0
     assert (tmp_path / "rep" / "report_metrics.png").stat().st_size > 0
+
+
+def test_gcn_folder_from_gcn_train_is_adopted_only_if_it_matches(tmp_path, monkeypatch):
+    from gramc.data.synthetic import make_synthetic
+    from gramc.graph.lightgcn import train_lightgcn
+
+    monkeypatch.setattr(pl, "train_stage", _fake_train)
+    monkeypatch.setattr(pl, "evaluate_stage", _fake_eval)
+    cfg = load_config(None, SMALL + [f"run.out={tmp_path / 'run'}", f"gcn.out={tmp_path / 'g'}"])
+    train_lightgcn(make_synthetic(cfg.data.synthetic), cfg.gcn, tmp_path / "g", progress=False)
+    stamp = (tmp_path / "g" / "gcn_item_embeddings.pt").stat().st_mtime_ns
+    res = {r.name: r.status for r in pl.run_pipeline(cfg, stages=["gcn"], progress=False, log=lambda s: None)}
+    assert res["gcn"] == "adopted"
+    assert (tmp_path / "g" / "gcn_item_embeddings.pt").stat().st_mtime_ns == stamp
+    # other settings: the folder is not adopted but rebuilt
+    cfg2 = load_config(None, SMALL + [f"run.out={tmp_path / 'run2'}", f"gcn.out={tmp_path / 'g2'}"])
+    train_lightgcn(make_synthetic(cfg.data.synthetic), load_config(None, SMALL + ["gcn.seed=5"]).gcn,
+                   tmp_path / "g2", progress=False)
+    res2 = {r.name: r.status for r in pl.run_pipeline(cfg2, stages=["gcn"], progress=False, log=lambda s: None)}
+    assert res2["gcn"] == "ran"

@@ -79,6 +79,9 @@ class Stage:
     inputs: dict[str, str]  # name -> fingerprint
     build: Callable[[Path], dict[str, Any] | None]  # builds into the given folder; returns a summary
     atomic: bool = True  # build in a temporary sibling and swap in (False: build in place, e.g. training)
+    # an output without a record that provably matches this stage's settings and inputs (e.g. a
+    # GCN folder trained by `gramc gcn train`): returns a summary to adopt it, None to rebuild
+    adopt: Callable[[Path], dict[str, Any] | None] | None = None
 
     @property
     def fingerprint(self) -> str:
@@ -88,7 +91,7 @@ class Stage:
 @dataclass
 class StageResult:
     name: str
-    status: str  # "skipped" (up to date) | "ran"
+    status: str  # "skipped" (up to date) | "ran" | "adopted" (matching output without a record)
     folder: str
     fingerprint: str
     seconds: float = 0.0
@@ -102,10 +105,16 @@ def run_stage(stage: Stage, log: Callable[[str], None] = print) -> StageResult:
         log(f"[{stage.name}] up to date ({stage.folder}), skipped")
         return StageResult(stage.name, "skipped", str(stage.folder), fp,
                            summary=read_json(stage.folder / STAGE_FILE).get("summary", {}))
-    log(f"[{stage.name}] running -> {stage.folder}")
     t0 = time.time()
     record = {"stage": stage.name, "fingerprint": fp, "config": stage.config, "inputs": stage.inputs,
               "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    adopted = stage.adopt(stage.folder) if stage.adopt is not None and stage.folder.is_dir() else None
+    if adopted is not None:
+        record.update(summary={"adopted": True, **adopted}, seconds=0.0)
+        write_json(stage.folder / STAGE_FILE, record)
+        log(f"[{stage.name}] existing output matches the settings and inputs: adopted ({stage.folder})")
+        return StageResult(stage.name, "adopted", str(stage.folder), fp, 0.0, record["summary"])
+    log(f"[{stage.name}] running -> {stage.folder}")
     if stage.atomic:
         with atomic_dir(stage.folder) as tmp:
             summary = stage.build(tmp) or {}
@@ -265,10 +274,30 @@ def build_stages(cfg: Config, progress: bool = True) -> list[Stage]:
         meta = train_lightgcn(load_dataset(sc.data), cfg.gcn, folder, run_cfg=sc, progress=progress)
         return {"valid_recall@10": meta.get("valid", {}).get("recall@10")}
 
+    def adopt_gcn(folder: Path) -> dict | None:
+        """A complete GCN folder trained with these hyper-parameters on exactly these interactions."""
+        from ..data.source import load_dataset
+        from ..graph.artifacts import META_FILE, MODEL_FILE
+        from ..graph.lightgcn import interaction_sequences, pairs_fingerprint
+
+        if not ((folder / META_FILE).is_file() and (folder / MODEL_FILE).is_file()):
+            return None
+        meta = read_json(folder / META_FILE)
+        ignore = ("out", "device")
+        have = {k: v for k, v in meta.get("hyper_parameters", {}).items() if k not in ignore}
+        want = {k: v for k, v in to_dict(cfg.gcn).items() if k not in ignore}
+        if have != want:
+            return None
+        ds = load_dataset(sc.data)
+        fp = pairs_fingerprint(ds, interaction_sequences(ds, cfg.gcn.interactions))
+        if meta.get("interactions", {}).get("sha256") != fp:
+            return None
+        return {"valid_recall@10": meta.get("valid", {}).get("recall@10")}
+
     if gcn_needed:
         gcn_folder = Path(cfg.gcn.out) if cfg.gcn.out else root / "gcn"
         stages.append(Stage("gcn", gcn_folder, _sections(cfg, "gcn", drop=["gcn.out", "gcn.device"]),
-                            data_inputs(), build_gcn))
+                            data_inputs(), build_gcn, adopt=adopt_gcn))
 
     # ---- train --------------------------------------------------------------------------
     train_inputs = {**data_inputs(), "ids": dep("ids")}
