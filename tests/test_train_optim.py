@@ -149,3 +149,24 @@ def test_bf16_autocast_step_runs_matmuls_in_bf16():
     assert seen == [torch.bfloat16]
     assert math.isfinite(stats.loss) and stats.tokens > 0
     assert model.out.weight.dtype == torch.float32 and not torch.equal(model.out.weight, before)
+
+
+def test_short_tail_step_is_a_full_token_mean_not_scaled_down():
+    """GRAM divided the epoch's last (short) accumulation step by grad_accum anyway, halving it."""
+    from gramc.config import TrainConfig
+    from gramc.train.trainer import DistInfo, Trainer
+    from train_toy import collate
+
+    ds = toy_dataset()
+    train, _ = toy_samples(ds)
+    batch = collate(train[:5])
+    ref = build_model(ds, 0)
+    loss_sum, n = ref(batch)
+    (loss_sum / n).backward()
+    expected = {k: p.grad.clone() for k, p in ref.named_parameters()}
+    got = []
+    trainer = Trainer(build_model(ds, 0), TrainConfig(grad_accum=4), total_steps=3, info=DistInfo(),
+                      after_sync=lambda g: got.append({k: v.clone() for k, v in g.items()}))
+    trainer.train_step([batch])  # a tail step: 1 micro-batch where grad_accum is 4
+    for k, g in expected.items():
+        torch.testing.assert_close(got[0][k], g, rtol=0, atol=1e-12)
