@@ -17,7 +17,6 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
 
 from gramc.checks import Report
 from gramc.data.splits import Sample, samples

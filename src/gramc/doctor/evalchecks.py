@@ -21,7 +21,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from ..checks import Check, check, failed, passed
+from ..checks import Check, check, failed
 from ..config import Config
 
 Shard = Callable[[list, int, int], list]

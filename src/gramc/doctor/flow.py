@@ -20,7 +20,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import torch
 
-from ..checks import Check, check, failed, passed
+from ..checks import Check, check, failed
 from ..config import Config
 from ..data.splits import Sample, samples as split_samples
 
