@@ -201,3 +201,23 @@ def test_keep_best_off_keeps_the_last_epoch(tmp_path):
     assert meta["kept_epoch"] == 3 and meta["valid"]["recall@10"] == meta["valid_curve"][-1]["recall@10"]
     m = summarize(lightgcn_ranks(tmp_path, ds, "valid"), ks=(10,))
     assert m["hit@10"] == pytest.approx(meta["valid"]["recall@10"])
+
+
+def test_output_folder_is_replaced_whole_and_never_shared(tmp_path):
+    from gramc.graph.checks import check_gcn
+
+    ds = make_synthetic(SyntheticConfig(num_users=150, num_items=60))
+    out = tmp_path / "gcn"
+    train_lightgcn(ds, GcnConfig(epochs=1, eval_every=0, similar_k=3, batch_size=256), out, progress=False)
+    assert (out / "similar_items.txt").is_file()
+    # a retrain without similar items leaves no stale similar_items.txt behind
+    train_lightgcn(ds, GcnConfig(epochs=1, eval_every=0, similar_k=0, batch_size=256), out, progress=False)
+    assert not (out / "similar_items.txt").exists()
+    assert all(c.level == "pass" for c in check_gcn(ds, out))
+    # a folder holding other files is refused, and left as it was
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "model.pt").write_text("keep me")
+    with pytest.raises(DataError, match="model.pt"):
+        train_lightgcn(ds, GcnConfig(epochs=1, eval_every=0, similar_k=0, batch_size=256), tmp_path / "run",
+                       progress=False)
+    assert [p.name for p in (tmp_path / "run").iterdir()] == ["model.pt"]

@@ -34,12 +34,14 @@ from ..config import Config, ConfigError, GcnConfig, to_dict
 from ..data.dataset import DataError, SeqDataset
 from ..data.splits import MIN_LEN, Split, samples, training_sequences
 from ..eval.metrics import ranks_from_scores, summarize
-from ..io import sha256_file, torch_save, write_json
+from ..io import atomic_dir, sha256_file, torch_save, write_json
 from ..runinfo import write_run_info
 from .artifacts import EMBEDDINGS_FILE, MAPPING_FILE, META_FILE, MODEL_FILE, SIMILAR_FILE
 from .similar import top_k_cosine, write_similar_items
 
 PLOT_FILE = "gcn_training.png"
+_OWN_FILES = {EMBEDDINGS_FILE, MAPPING_FILE, SIMILAR_FILE, META_FILE, MODEL_FILE, PLOT_FILE, "config.yaml",
+              "run_info.json"}
 _INTERACTION_RULES = {"train": "each user's s[:-2]", "train+valid": "each user's s[:-1]",
                       "all": "each user's whole sequence s"}
 
@@ -328,14 +330,15 @@ def train_lightgcn(ds: SeqDataset, cfg: GcnConfig, out_dir: str | Path, *, run_c
                    inputs: dict[str, str | Path] | None = None, progress: bool = True) -> dict[str, Any]:
     """Train LightGCN on `cfg.interactions`, write the GCN folder, return gcn_meta.json's content.
 
-    Every file is written atomically, gcn_meta.json last (its presence marks a complete folder).
-    `run_cfg` (the whole Config) and `inputs` go into run_info.json; without `run_cfg` a Config
-    holding this GcnConfig is recorded.
+    The folder is built beside `out_dir` and swapped in only when complete (an existing GCN folder
+    stays intact until then); `out_dir` must be empty, absent or a GCN folder, never a folder with
+    other files. `run_cfg` (the whole Config) and `inputs` go into run_info.json; without
+    `run_cfg` a Config holding this GcnConfig is recorded.
     """
     _validate(cfg, ds)
     t0 = time.time()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    final_out = Path(out_dir)
+    _check_out_dir(final_out)
     device = _device(cfg.device)
     seqs = interaction_sequences(ds, cfg.interactions)
     users, items = interaction_pairs(seqs)
@@ -383,6 +386,46 @@ def train_lightgcn(ds: SeqDataset, cfg: GcnConfig, out_dir: str | Path, *, run_c
 
     with torch.no_grad():
         user_final, item_final = (x.float().cpu() for x in model.split(model.propagate(adj)))
+    with atomic_dir(final_out) as out:
+        meta = _write_folder(out, ds, cfg, run_cfg, inputs, user_final, item_final, {
+            "interactions": {
+                "split": cfg.interactions,
+                "rule": _INTERACTION_RULES[cfg.interactions],
+                "count": int(len(users)),
+                "unique_pairs": int(len(sampler.keys)),
+                "sha256": pairs_fingerprint(ds, seqs),
+                "fingerprint": "sha256 of the sorted 'USER<TAB>ITEM' lines of the interactions, repeats kept",
+                "leaks_valid_or_test": cfg.interactions != "train",
+            },
+            "items_without_interactions": int(ds.num_items - len(np.unique(items))),
+            "device": str(device),
+            "batch_size": batch,
+            "steps_per_epoch": steps,
+            "final_loss": loss_curve[-1],
+            "loss_curve": loss_curve,
+            "valid_curve": valid_curve,
+            "kept_epoch": kept["epoch"],
+            "kept_because": "best validation ndcg@10 (gcn.keep_best)" if cfg.keep_best else "last epoch",
+            "valid": {k: v for k, v in kept.items() if k != "epoch"},
+            "time_s": {"train": round(train_s, 2)},
+        }, t0)
+    return meta
+
+
+def _check_out_dir(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out}: exists and is not a folder; give --out a folder for the GCN artefacts")
+    if out.is_dir():
+        other = sorted(p.name for p in out.iterdir() if p.name not in _OWN_FILES and not p.name.startswith("."))
+        if other:
+            raise DataError(f"{out}: holds files that are not GCN artefacts ({', '.join(other[:3])}); the GCN "
+                            f"folder is replaced as a whole, so give it a folder of its own (e.g. {out / 'gcn'})")
+
+
+def _write_folder(out: Path, ds: SeqDataset, cfg: GcnConfig, run_cfg: Config | None,
+                  inputs: dict[str, str | Path] | None, user_final: torch.Tensor, item_final: torch.Tensor,
+                  facts: dict[str, Any], t0: float) -> dict[str, Any]:
+    """Write every artefact into `out` (a fresh folder); gcn_meta.json last. Returns the meta."""
     table = torch.zeros(ds.num_items + 1, cfg.dim, dtype=torch.float32)
     table[1:] = F.normalize(item_final, dim=1)
     torch_save(table, out / EMBEDDINGS_FILE)
@@ -393,43 +436,24 @@ def train_lightgcn(ds: SeqDataset, cfg: GcnConfig, out_dir: str | Path, *, run_c
                out / MODEL_FILE)
 
     pop = summarize(popularity_ranks(ds, "valid"), ks=(10, 20))
-    seen = np.zeros(ds.num_items, dtype=bool)
-    seen[items] = True
     meta: dict[str, Any] = {
         "format": 1,
         "model": "LightGCN (He et al., SIGIR 2020): normalised bipartite graph, layer-mean readout, BPR",
-        "interactions": {
-            "split": cfg.interactions,
-            "rule": _INTERACTION_RULES[cfg.interactions],
-            "count": int(len(users)),
-            "unique_pairs": int(len(sampler.keys)),
-            "sha256": pairs_fingerprint(ds, seqs),
-            "fingerprint": "sha256 of the sorted 'USER<TAB>ITEM' lines of the interactions, repeats kept",
-            "leaks_valid_or_test": cfg.interactions != "train",
-        },
+        "interactions": facts.pop("interactions"),
         "num_users": ds.num_users,
         "num_items": ds.num_items,
-        "items_without_interactions": int((~seen).sum()),
         "rows": ds.num_items + 1,
         "mapping_order": "row = dataset item index + 1 (order of first appearance); row 0 = padding",
         "embeddings": "final (layer-mean) item embeddings, L2-normalised; row 0 zeros",
         "hyper_parameters": to_dict(cfg),
-        "device": str(device),
-        "batch_size": batch,
-        "steps_per_epoch": steps,
-        "final_loss": loss_curve[-1],
-        "loss_curve": loss_curve,
-        "valid_curve": valid_curve,
-        "kept_epoch": kept["epoch"],
-        "kept_because": ("best validation ndcg@10 (gcn.keep_best)" if cfg.keep_best else "last epoch"),
-        "valid": {k: v for k, v in kept.items() if k != "epoch"},
+        **facts,
         "popularity_valid": {"recall@10": pop["hit@10"], "ndcg@10": pop["ndcg@10"]},
         "similar_items": ({"file": SIMILAR_FILE, "k": cfg.similar_k, "sha256": sha256_file(out / SIMILAR_FILE),
                            "source": "cosine of the final item embeddings, the item itself excluded"}
                           if cfg.similar_k > 0 else None),
-        "time_s": {"train": round(train_s, 2), "total": round(time.time() - t0, 2)},
     }
-    _plot(out / PLOT_FILE, loss_curve, valid_curve, meta["popularity_valid"]["recall@10"])
+    meta["time_s"]["total"] = round(time.time() - t0, 2)
+    _plot(out / PLOT_FILE, meta["loss_curve"], meta["valid_curve"], meta["popularity_valid"]["recall@10"])
     write_run_info(out, run_cfg if run_cfg is not None else Config(gcn=cfg), inputs,
                    extra={"gcn_seed": cfg.seed})
     write_json(out / META_FILE, meta)
