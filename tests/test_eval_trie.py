@@ -105,3 +105,30 @@ def test_trie_is_cached_per_id_table():
     assert a is b
     c = trie_for(_Ids(targets[:-1]))
     assert c is not a and c.num_items == len(targets) - 1
+
+
+@pytest.mark.shared
+def test_beauty_gram_ids_trie():
+    from pathlib import Path
+
+    from gramc.config import load_config
+    from gramc.data.prepare import build_dataset
+    from gramc.ids.itemids import load_gram_ids
+    from gramc.ids.tokenizer import load_tokenizer
+
+    shared = Path(__file__).resolve().parents[1] / ".." / "shared"
+    beauty = shared / "datasets" / "amazon-beauty"
+    if not beauty.is_dir():
+        pytest.skip("../shared/datasets/amazon-beauty is not available")
+    ds = build_dataset(beauty / "user_sequence.txt", None, load_config(None, []))
+    tok = load_tokenizer(shared / "tokenizers" / "t5-base-spm")
+    ids = load_gram_ids(beauty / "item_generative_indexing_hierarchy_v1_c128_l7_len32768_split.txt", ds, tok)
+    trie = trie_for(ids)
+    assert trie.num_items == ds.num_items == 12101
+    assert int((trie.item_at_leaf >= 0).sum()) == 12101
+    lengths = [len(ids.target(i)) for i in range(ds.num_items)]
+    assert trie.max_len == max(lengths) == 9 and min(lengths) == 8
+    assert sum(n == 9 for n in lengths) == 433  # GRAM's suffix level
+    assert int(trie.num_children[0]) == 108  # distinct level-1 tokens
+    for i in range(0, ds.num_items, 97):
+        assert trie.item_of(ids.target(i)) == i

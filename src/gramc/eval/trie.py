@@ -20,6 +20,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import ClassVar, Sequence
 
+import numpy as np
 import torch
 
 EOS_ID = 1
@@ -81,21 +82,29 @@ class Trie:
         new_id = {old: new for new, old in enumerate(order)}
         n = len(order)
         width = max(1, max(len(c) for c in children))
-        child_tokens = torch.full((n, width), -1, dtype=torch.long)
-        child_nodes = torch.full((n, width), -1, dtype=torch.long)
-        num_children = torch.zeros(n, dtype=torch.long)
+        # one entry per edge (row = parent, col = rank among its children), scattered at once
+        rows: list[int] = []
+        cols: list[int] = []
+        toks: list[int] = []
+        kids: list[int] = []
+        for new, old in enumerate(order):
+            for col, t in enumerate(sorted(children[old])):
+                rows.append(new)
+                cols.append(col)
+                toks.append(t)
+                kids.append(new_id[children[old][t]])
+        r, c = np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
+        tok_arr = np.full((n, width), -1, dtype=np.int64)
+        node_arr = np.full((n, width), -1, dtype=np.int64)
+        tok_arr[r, c] = toks
+        node_arr[r, c] = kids
+        child_tokens = torch.from_numpy(tok_arr)
+        child_nodes = torch.from_numpy(node_arr)
+        num_children = (child_tokens >= 0).sum(1)
+        depth_t = torch.tensor([depth[old] for old in order], dtype=torch.long)
         item_at_leaf = torch.full((n,), -1, dtype=torch.long)
-        depth_t = torch.zeros(n, dtype=torch.long)
-        for old in order:
-            new = new_id[old]
-            toks = sorted(children[old])
-            num_children[new] = len(toks)
-            depth_t[new] = depth[old]
-            if toks:
-                child_tokens[new, : len(toks)] = torch.tensor(toks)
-                child_nodes[new, : len(toks)] = torch.tensor([new_id[children[old][t]] for t in toks])
-        for old, item in leaf_item.items():
-            item_at_leaf[new_id[old]] = item
+        if leaf_item:
+            item_at_leaf[torch.tensor([new_id[o] for o in leaf_item])] = torch.tensor(list(leaf_item.values()))
         max_len = max((len(s) for s in targets), default=0)
         return cls(child_tokens, child_nodes, num_children, item_at_leaf, depth_t, max_len,
                    len(targets), eos_id, fingerprint)
