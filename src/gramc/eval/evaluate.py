@@ -1,7 +1,8 @@
 """Evaluate a GRAM-C model on the validation or test split: item-level, batched, DDP-safe.
 
 1. Every item passage is encoded **once per model** (`GramC.item_states` over all items in
-   chunks; bf16 autocast on CUDA when `eval.bf16`), and each user's fused memory is gathered from
+   chunks; bf16 autocast on CUDA when `eval.bf16`, encoder side only: the beam search always
+   scores in fp32), and each user's fused memory is gathered from
    those states plus the user's own passage (`GramC.memory(batch, items=...)`). With the prefix in
    `every_passage` placement the item passages depend on the user, so each batch encodes its own.
 2. `beam_search` (trie-constrained, `eval.beams`, `eval.length_penalty`) returns items, not
@@ -192,11 +193,11 @@ def evaluate_samples(model, assets, cfg: Config, smp: Sequence[Sample], beams: i
                 for r, c in enumerate(chunk):
                     h = [i for i in c.history if i != c.target]  # the target itself is never excluded
                     exclude[r, : len(h)] = torch.tensor(h, dtype=torch.long)
-            with _autocast(device, bf16):
+            with _autocast(device, bf16):  # encoder side only; the search scores in fp32
                 memory, mask = model.memory(batch, items=items_table)
-                res = beam_search(model.t5, memory, mask, trie, beams=beams,
-                                  length_penalty=cfg.eval.length_penalty,
-                                  early_stopping=cfg.eval.early_stopping, exclude=exclude)
+            res = beam_search(model.t5, memory.float(), mask, trie, beams=beams,
+                              length_penalty=cfg.eval.length_penalty,
+                              early_stopping=cfg.eval.early_stopping, exclude=exclude)
             out_items[s: s + len(chunk)] = res.items.cpu().numpy()
             out_scores[s: s + len(chunk)] = res.scores.float().cpu().numpy()
             invalid += res.invalid
