@@ -200,6 +200,17 @@ def test_target_in_recent_item_ids(setup):
     assert healthy.level == "pass" and healthy.value["target_leaks"] == 0
 
 
+def test_foreign_artefacts_warn(setup):
+    from gramc.doctor.leakage import ids_source_check, similar_source_check
+
+    cfg = setup[0]
+    assert similar_source_check(cfg).level == "pass" and ids_source_check(cfg).level == "pass"
+    foreign = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, similar_source="/x/similar_item_sasrec.txt"),
+                                  ids=dataclasses.replace(cfg.ids, embedding="npy", embedding_file="/x/emb.npy"))
+    assert similar_source_check(foreign).level == "warn" and "/x/similar_item_sasrec.txt" in similar_source_check(foreign).message
+    assert ids_source_check(foreign).level == "warn" and "/x/emb.npy" in ids_source_check(foreign).message
+
+
 def test_leaky_split(setup):
     _, assets, _ = setup
 

@@ -4,7 +4,8 @@
   similar-item lists were trained on training interactions only; the fingerprint of the
   training pairs is recomputed from the dataset and compared with `gcn_meta.json`.
 * `leakage.gcn_config`: the config itself asks for a leaky table (`gcn.interactions` != train).
-* `leakage.similar_source`: similar items read from a foreign file have unknown provenance.
+* `leakage.similar_source`, `leakage.ids_source`: similar items read from a foreign file, or IDs
+  clustered from a foreign embedding file, have unknown provenance (warnings).
 * `leakage.split`: training samples use only s[:-2], validation s[:-2] -> s[-2], test
   s[:-1] -> s[-1], so no validation/test target is in its own history by construction.
 * `leakage.inputs`: on the real collator output for a slice of train/valid/test samples, every
@@ -53,6 +54,18 @@ def similar_source_check(cfg: Config) -> Check:
                   f"similar items come from {src}, whose training data gramc cannot verify (GRAM's "
                   f"similar_item_sasrec.txt came from a SASRec run); make sure it was trained on training "
                   f"interactions only, or use model.similar_source=gcn")
+
+
+def ids_source_check(cfg: Config) -> Check:
+    """Item IDs built by gramc come from item text only; a user-supplied embedding may not."""
+    if cfg.ids.file:
+        return passed("leakage.ids_source", "file", f"IDs read from {cfg.ids.file} (GRAM's are built from item text)")
+    if cfg.ids.embedding == "npy":
+        return warned("leakage.ids_source", cfg.ids.embedding_file,
+                      f"the IDs are clustered from {cfg.ids.embedding_file or 'an .npy file'}, whose training data "
+                      f"gramc cannot verify: if it was trained on interactions, they must be training "
+                      f"interactions only; or use ids.embedding=tfidf|minilm (item text only)")
+    return passed("leakage.ids_source", cfg.ids.embedding, "built from item text only")
 
 
 def split_check(ds: SeqDataset, max_his: int,
@@ -147,6 +160,7 @@ def leakage_checks(cfg: Config, assets: Any, gcn_dir: str | Path | None) -> list
     if gcn_dir is not None and Path(gcn_dir).is_dir():
         out += gcn_leakage_checks(assets.ds, gcn_dir, cfg)
     out.append(similar_source_check(cfg))
+    out.append(ids_source_check(cfg))
     out.append(split_check(assets.ds, cfg.data.max_his))
     out.append(input_leakage_check(cfg, assets.cache, assets.item_ids, assets.gcn_rows, assets.ds))
     return out
