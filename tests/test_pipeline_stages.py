@@ -110,6 +110,8 @@ def test_prepare_stage_from_raw_files(tmp_path):
     cfg = load_config(None, SMALL + [f"run.out={root}", f"pipeline.sequences={raw / 'sequences.txt'}"])
     res = pl.run_pipeline(cfg, stages=["prepare"], progress=False, log=lambda s: None)
     assert [r.name for r in res] == ["prepare"] and res[0].summary["users"] == ds.num_users
+    assert [r.name for r in pl.run_pipeline(cfg, stages=["prepare", "baselines"], progress=False,
+                                            log=lambda s: None)] == ["prepare", "baseline-pop"]
     assert (root / "data" / "sequences.txt").read_text() == (raw / "sequences.txt").read_text()
     assert pl.run_pipeline(cfg, stages=["prepare"], progress=False, log=lambda s: None)[0].status == "skipped"
 

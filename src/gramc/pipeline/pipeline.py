@@ -497,8 +497,8 @@ def run_pipeline(cfg: Config, stages: Sequence[str] | None = None, progress: boo
                                if v}, name="pipeline_run_info.json")
     results = []
     for st in build_stages(cfg, progress=progress):
-        base = st.name.split("-")[0]
-        if stages is not None and st.name not in stages and base not in stages:
+        group = "baselines" if st.name.startswith("baseline-") else st.name
+        if stages is not None and st.name not in stages and group not in stages:
             continue
         results.append(run_stage(st, log))
     write_json(root / "pipeline.json", {"stages": [dataclasses.asdict(r) for r in results]})
