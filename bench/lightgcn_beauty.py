@@ -99,6 +99,7 @@ def main() -> None:
 
     base = GcnConfig(batch_size=args.batch_size, eval_every=0, similar_k=0)
     sweep = reused_sweep(args) if args.reuse_sweep else []
+    sweep_reused = bool(sweep)
     for lr in (float(x) for x in args.lrs.split(",")) if not sweep else ():
         for reg in (float(x) for x in args.regs.split(",")):
             cfg = replace(base, lr=lr, reg=reg, epochs=args.sweep_epochs)
@@ -125,6 +126,7 @@ def main() -> None:
         "dataset": {"users": ds.num_users, "items": ds.num_items, "interactions": ds.num_interactions,
                     "training_interactions": meta["interactions"]["count"]},
         "sweep": sweep,
+        "sweep_reused": sweep_reused,
         "chosen": {"lr": best["lr"], "reg": best["reg"], "by": "validation ndcg@10 after the sweep epochs"},
         "final_config": to_dict(cfg),
         "final_train_s": meta["time_s"]["train"],
@@ -167,7 +169,9 @@ def write_section(r: dict) -> None:
         f"at start), {r['machine']['torch_threads']} torch threads.",
         "",
         f"Sweep ({r['sweep'][0]['epochs']} epochs each, batch {fc['batch_size']}, dim {fc['dim']}, "
-        f"{fc['layers']} layers), chosen by validation ndcg@10: lr {r['chosen']['lr']:g}, reg {r['chosen']['reg']:g}.",
+        f"{fc['layers']} layers{'; reused from an identical earlier run' if r.get('sweep_reused') else ''}), "
+        f"chosen by validation ndcg@10: lr {r['chosen']['lr']:g}, reg {r['chosen']['reg']:g}. Train times vary "
+        f"with the machine's load, not only with the settings.",
         "",
         "| lr | reg | valid recall@10 | valid ndcg@10 | train s |",
         "|---|---|---|---|---|",
