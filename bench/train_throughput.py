@@ -215,6 +215,32 @@ def bf16_probe() -> dict:
     return out
 
 
+def plot_results(report: dict, path: str | Path) -> None:
+    """Bar chart: samples per CPU-second of each feed, per preset x dtype, speed-ups on the bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = sorted({(r["preset"], r["dtype"]) for r in report["results"]}, key=lambda g: (g[0] != "tiny", g))
+    arms = ["gram", "sample", "sequence"]
+    fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.6), squeeze=False)
+    for ax, (preset, dtype) in zip(axes[0], groups):
+        rows = {r["arm"]: r for r in report["results"] if r["preset"] == preset and r["dtype"] == dtype}
+        vals = [rows[a]["samples_per_s"] if a in rows else 0.0 for a in arms]
+        bars = ax.bar(arms, vals, color=["#999999", "#4c72b0", "#dd8452"])
+        for bar, a in zip(bars, arms):
+            if a in rows:
+                ax.annotate(f"{rows[a]['speedup_vs_gram']:.1f}x", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                            ha="center", va="bottom", fontsize=9)
+        ax.set_title(f"{preset}, {dtype}, batch {rows['gram']['batch_size'] if 'gram' in rows else '?'}")
+        ax.set_ylabel("training samples / CPU-second")
+    fig.suptitle("GRAM-C feed vs GRAM feed (Beauty, max_his 20, 128-token passages)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 class _Null:
     def __enter__(self):
         return self
@@ -228,11 +254,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--presets", nargs="+", default=["tiny", "small"])
     p.add_argument("--dtypes", nargs="+", default=["fp32"], choices=["fp32", "bf16"],
                    help="bf16 only where the CPU has native bf16 matmul (see the probe in the output)")
-    p.add_argument("--batch-size", nargs="+", type=int, default=[16, 2],
+    p.add_argument("--batch-size", nargs="+", type=int, default=[16, 4],
                    help="samples per micro-batch, one per preset")
-    p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--steps", type=int, default=2)
-    p.add_argument("--max-seconds", type=float, default=150.0,
+    p.add_argument("--warmup", type=int, default=1, help="warm-up rounds (one sample per arm each)")
+    p.add_argument("--steps", type=int, default=3, help="measured rounds (one full batch per arm each)")
+    p.add_argument("--max-seconds", type=float, default=600.0,
                    help="wall budget per preset x dtype: stop after the round that exceeds it (>= 1 measured)")
     p.add_argument("--threads", type=int, default=1,
                    help="1 by default: on a loaded machine OpenMP threads spin and inflate CPU time")
@@ -305,7 +331,9 @@ def main(argv: list[str] | None = None) -> int:
             t_cfg = time.perf_counter()
             for k in range(n_batches):
                 for arm, batches, collate in arms:
-                    w, c, loss = run_step(arm, model, opt, batches[k], collate, dtype)
+                    # warm-up rounds (one-time kernel/allocator set-up) use a single sample
+                    fed = batches[k][:1] if k < args.warmup else batches[k]
+                    w, c, loss = run_step(arm, model, opt, fed, collate, dtype)
                     tag = " (warm-up)" if k < args.warmup else ""
                     print(f"  {arm:8s} step {k}{tag}: wall {w.collate_s + w.fwdbwd_s + w.opt_s:6.2f} s, "
                           f"cpu {c.collate_s + c.fwdbwd_s + c.opt_s:6.2f} s (collate {c.collate_s:.3f}, "
@@ -346,6 +374,7 @@ def main(argv: list[str] | None = None) -> int:
         "results": results,
     }
     write_json(args.out, report)
+    plot_results(report, Path(args.out).with_suffix(".png"))
     print(f"\n{'preset':6s} {'dtype':5s} {'arm':9s} {'samples/CPU-s':>13s} {'enc tok/CPU-s':>13s} "
           f"{'outside':>8s} {'pad psg':>8s} {'speed-up':>8s} {'wall speed-up':>13s}")
     for r in results:
@@ -353,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['encoder_real_tokens_per_s']:13.0f} {100 * r['share_outside_fwd_bwd']:7.1f}% "
               f"{100 * r['padding_passage_fraction']:7.1f}% {r['speedup_vs_gram']:7.2f}x "
               f"{r['wall']['speedup_vs_gram']:12.2f}x")
-    print(f"wrote {args.out}")
+    print(f"wrote {args.out} and {Path(args.out).with_suffix('.png')}")
     return 0
 
 
