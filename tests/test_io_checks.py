@@ -82,3 +82,19 @@ def test_bootstrap_ci_brackets_mean():
     per = per_user_metrics(np.array([0, -1] * 50), ks=(1,))
     lo, hi = bootstrap_ci(per, n=200)["hit@1"]
     assert lo < 0.5 < hi
+
+
+def test_atomic_outputs_get_umask_permissions(tmp_path):
+    import os
+    import stat
+
+    mask = os.umask(0o022)
+    try:
+        with atomic_path(tmp_path / "f.txt") as tmp:
+            tmp.write_text("x")
+        with atomic_dir(tmp_path / "d") as tmp:
+            (tmp / "a").write_text("1")
+    finally:
+        os.umask(mask)
+    assert stat.S_IMODE((tmp_path / "f.txt").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o755
