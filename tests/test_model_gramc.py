@@ -236,3 +236,18 @@ def test_empty_history_sample_is_served(placement):
         mixed = model.token_losses(Collator(cache, cfg, rows)([SAMPLES[0], cold]))
     assert torch.isfinite(alone).all()
     torch.testing.assert_close(mixed[1, : alone.shape[1]], alone[0], rtol=1e-4, atol=1e-5)
+
+
+def test_pretrained_backbone_from_a_folder(tmp_path):
+    """model.preset=pretrained loads HF T5 weights (here: a tiny T5 saved by ourselves) with model.dropout."""
+    from gramc.model.t5 import T5, T5Dims
+
+    src = T5(T5Dims.preset("tiny", vocab_size=VOCAB, dropout_rate=0.3))
+    src.to_hf_model().save_pretrained(tmp_path / "t5")
+    cfg = tiny_config(preset="pretrained", pretrained=str(tmp_path / "t5"), dropout=0.05)
+    cfg.model.prefix.enabled = False
+    model = GramC(cfg.model, cfg.data.max_his, VOCAB, None)
+    torch.testing.assert_close(model.t5.shared.weight, src.shared.weight)
+    assert all(m.p == 0.05 for m in model.t5.modules() if isinstance(m, torch.nn.Dropout))
+    with pytest.raises(ValueError, match="tokenizer"):
+        GramC(cfg.model, cfg.data.max_his, VOCAB + 10, None)
