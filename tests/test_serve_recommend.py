@@ -54,7 +54,7 @@ def test_unknown_items_error_or_skip(run):
     with pytest.warns(UserWarning, match="NOPE1"):
         got = skip.recommend([ids[0], "NOPE1", ids[2]], k=3)
     assert [r.item_id for r in got] == [r.item_id for r in skip.recommend([ids[0], ids[2]], k=3)]
-    with pytest.raises(UnknownItemsError, match="no known items"):
+    with pytest.raises(UnknownItemsError, match="no known items"), pytest.warns(UserWarning):
         skip.recommend(["NOPE1"], k=3)
 
 
