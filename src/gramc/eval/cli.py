@@ -113,7 +113,7 @@ def _world() -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("evaluate", help="beam-search evaluation of a trained run (metrics with 95% CIs)",
+    p = subparsers.add_parser("evaluate", help="beam-search evaluation of a trained run (metrics with 95%% CIs)",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", required=True, help="run folder (config.yaml + checkpoints/)")
     p.add_argument("--checkpoint", default="best", help="best | last | a checkpoint folder or model.safetensors")
