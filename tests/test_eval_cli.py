@@ -61,3 +61,10 @@ def test_missing_checkpoint_is_a_clear_error(run, capsys):
     assert "checkpoints/last/model.safetensors" in err and "--checkpoint best" in err
     rc = main(["evaluate", "--run", str(run / "nope"), "--split", "valid"])
     assert rc == 2 and "no config.yaml" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["evaluate", "recommend"])
+def test_help_renders(command, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([command, "--help"])
+    assert e.value.code == 0 and "--run" in capsys.readouterr().out
