@@ -243,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
                 res = run_generative(name, data, work, args.budget_minutes, args.eval_users, args.beams)
             res["command"] = cmd
             res["machine"] = f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}"
+            if RESULTS.is_file():  # merge with what other invocations wrote meanwhile
+                results = read_json(RESULTS)
             results["models"][name] = res
             if cmd not in results["commands"]:
                 results["commands"].append(cmd)
