@@ -184,8 +184,15 @@ DISCUSSION = [
     "* **SASRec-CE** runs the reference recipe (history 50, d 64, 2 layers, 1 head, dropout 0.5, lr 1e-3, "
     "batch 256, full-softmax cross-entropy, early stopping on validation ndcg@10) but stops at the budget: "
     "the epochs it completed are in the notes. The reproduction's 0.0851 R@10 needs on the order of 100+ "
-    "epochs (about 90 s each on an idle 2-core CPU here, i.e. 2-3 hours); `gramc baseline sasrec "
+    "epochs (about 70-90 s each on an idle 2-core CPU, estimated from a 10-batch timing: 2-3 hours); `gramc baseline sasrec "
     "--data DIR` with no budget (baseline.sasrec_max_minutes=0) runs it to early stopping.",
+    "* **GRAM-C on this CPU** (configs/beauty-cpu.yaml: tiny T5, GRAM's 128x7 IDs with the T5 vocabulary, "
+    "prefix in the user passage, batch 64): `python bench/quality_beauty.py --budget-minutes 4 --threads 1 "
+    "--models gramc-user_passage --eval-users 100 --beams 20` measured 12.5 s per optimiser step (about 5-7 "
+    "samples/s on the loaded CPU), so the 4-minute budget bought 19 steps = 1,216 of 131,413 training "
+    "samples (0.9% of one epoch; loss 9.85, i.e. barely below uniform over the first ID level). A row for it "
+    "appears above only if its evaluation finished; either way it says nothing about GRAM-C's quality, "
+    "only that the Beauty pipeline (prepare, GRAM ID check, GCN, training, beam evaluation) runs end to end.",
     "* **GRAM / GRAM-C** need a GPU for a meaningful number. The official recipe is 30 epochs x 131,413 "
     "training samples = 3.94M samples (30,800 optimiser steps at batch 128) with t5-small, then beam-50 "
     "search for 22,363 users. Measured here (bench/train_throughput.py, tiny preset, 1 thread): about 2-10 "
