@@ -190,9 +190,12 @@ DISCUSSION = [
     "prefix in the user passage, batch 64): `python bench/quality_beauty.py --budget-minutes 4 --threads 1 "
     "--models gramc-user_passage --eval-users 100 --beams 20` measured 12.5 s per optimiser step (about 5-7 "
     "samples/s on the loaded CPU), so the 4-minute budget bought 19 steps = 1,216 of 131,413 training "
-    "samples (0.9% of one epoch; loss 9.85, i.e. barely below uniform over the first ID level). A row for it "
-    "appears above only if its evaluation finished; either way it says nothing about GRAM-C's quality, "
-    "only that the Beauty pipeline (prepare, GRAM ID check, GCN, training, beam evaluation) runs end to end.",
+    "samples (0.9% of one epoch; loss 9.85, i.e. barely below uniform over the first ID level). Its row above (no "
+    "hit among 100 test users; 36 minutes in all, most of it validating 500 users and evaluating with beam "
+    "20 on the loaded CPU) says nothing about GRAM-C's quality, only that the Beauty pipeline (GRAM ID "
+    "check, GCN, training with the collaborative prefix, trie-constrained beam evaluation) runs end to end. "
+    "GRAM (prefix off) and the every_passage / memory placements were not run: at this throughput they "
+    "would show the same untrained zeros.",
     "* **GRAM / GRAM-C** need a GPU for a meaningful number. The official recipe is 30 epochs x 131,413 "
     "training samples = 3.94M samples (30,800 optimiser steps at batch 128) with t5-small, then beam-50 "
     "search for 22,363 users. Measured here (bench/train_throughput.py, tiny preset, 1 thread): about 2-10 "
