@@ -451,23 +451,7 @@ def save_built_ids(ids: ItemIds, ds: SeqDataset, tok: Tokenizer, cfg, out: str |
         plot_ids(ids, paths.plot, title=f"{paths.ids.name}: {ids.source}")
     else:
         paths.plot = None
-    for p in (paths.ids, paths.stats, paths.run_info, paths.plot):
-        if p is not None:
-            share(p)
     return report, paths
-
-
-def share(path: str | Path) -> None:
-    """Atomic writes create private (0600/0700) files; give outputs the usual umask permissions."""
-    import os
-
-    umask = os.umask(0)
-    os.umask(umask)
-    path = Path(path)
-    path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
-    if path.is_dir():
-        for f in path.iterdir():
-            share(f)
 
 
 def _sha(path: Path) -> str:

@@ -48,7 +48,7 @@ def _check(args: argparse.Namespace) -> int:
 def _build(args: argparse.Namespace) -> int:
     from ..data.text import item_texts
     from ..io import atomic_dir
-    from .build import build_ids, save_built_ids, share
+    from .build import build_ids, save_built_ids
     from .tokenizer import Tokenizer, load_tokenizer, train_tokenizer
 
     cfg = config_from_args(args)
@@ -62,7 +62,6 @@ def _build(args: argparse.Namespace) -> int:
         tok_dir = out.with_name(out.name + ".tokenizer")
         with atomic_dir(tok_dir) as tmp:
             train_tokenizer(texts, cfg.ids.vocab_size, out_dir=tmp)
-        share(tok_dir)
         tok: Tokenizer = load_tokenizer(tok_dir)
         print(f"trained tokenizer ({tok.vocab_size} pieces): {tok_dir}")
     else:
