@@ -6,10 +6,11 @@ import argparse
 from pathlib import Path
 
 from ..cli import add_config_args, config_from_args
-from .common import format_row, load_data
 
 
 def _run(args: argparse.Namespace) -> int:
+    from .common import format_row, load_data  # torch: imported when a baseline runs, not for --help
+
     cfg = config_from_args(args)
     if args.data:
         cfg.data.path = args.data
