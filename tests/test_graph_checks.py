@@ -237,19 +237,14 @@ def test_beauty_figures_with_a_well_formed_table(tmp_path):
     """On the real Beauty data: the report's figures (12,101 entries, top items 431/403/391)."""
     from pathlib import Path
 
-    from gramc.data.dataset import SeqDataset
+    from gramc.config import load_config
+    from gramc.data.prepare import build_dataset
     from gramc.graph.lightgcn import pairs_fingerprint
 
     seq = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "amazon-beauty" / "user_sequence.txt"
     if not seq.is_file():
         pytest.skip("shared Beauty data not available")
-    ids: dict[str, int] = {}
-    users, seqs = [], []
-    for line in seq.read_text().splitlines():
-        parts = line.split()
-        users.append(parts[0])
-        seqs.append([ids.setdefault(a, len(ids)) for a in parts[1:]])
-    ds = SeqDataset(list(ids), [{} for _ in ids], users, seqs)
+    ds = build_dataset(seq, None, load_config())  # the project's GRAM reader, no item metadata
     table = torch.nn.functional.normalize(torch.randn(ds.num_items + 1, 64, generator=torch.Generator().manual_seed(0)), dim=1)
     table[0] = 0
     torch.save(table, tmp_path / "gcn_item_embeddings.pt")

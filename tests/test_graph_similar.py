@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from gramc.config import load_config
 from gramc.data.dataset import DataError, SeqDataset
+from gramc.data.prepare import build_dataset
 from gramc.graph.artifacts import EMBEDDINGS_FILE, MAPPING_FILE, GcnArtifacts
 from gramc.graph.similar import read_similar_items, top_k_cosine, write_similar_items
 
@@ -90,13 +92,7 @@ def test_reads_grams_released_file():
     seq = SHARED / "user_sequence.txt"
     if not seq.is_file():
         pytest.skip("shared Beauty data not available")
-    ids: dict[str, int] = {}
-    users, seqs = [], []
-    for line in seq.read_text().splitlines():
-        parts = line.split()
-        users.append(parts[0])
-        seqs.append([ids.setdefault(a, len(ids)) for a in parts[1:]])
-    ds = SeqDataset(list(ids), [{} for _ in ids], users, seqs)
+    ds = build_dataset(seq, None, load_config())  # the project's GRAM reader, no item metadata
     nb = read_similar_items(SHARED / "similar_item_sasrec.txt", ds, 10)
     assert len(nb) == 12101 and all(len(r) == 10 for r in nb)
     first = (SHARED / "similar_item_sasrec.txt").read_text().splitlines()[1].split()

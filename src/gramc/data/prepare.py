@@ -8,7 +8,6 @@ k-core) is recorded in `dataset.json`; `config.yaml` + `run_info.json` record ho
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -97,17 +96,7 @@ def write_dataset(ds: SeqDataset, out: str | Path, cfg: Config, inputs: dict[str
     with atomic_dir(out) as tmp:
         ds.save(tmp)
         write_run_info(tmp, cfg, inputs)
-        _share(tmp)
     return out
-
-
-def _share(folder: Path) -> None:
-    """Temporary files are private (0600); a dataset is readable like any other file (umask applies)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    folder.chmod(0o777 & ~umask)
-    for f in folder.iterdir():
-        f.chmod(0o666 & ~umask)
 
 
 def prepare(sequences: str | Path, items: str | Path | None, out: str | Path, cfg: Config,
