@@ -9,7 +9,7 @@ import pytest
 
 from gramc.baselines.common import evaluate_scorer
 from gramc.baselines.pop import popularity_counts, run_pop
-from gramc.baselines.sasrec import SASRec, run_sasrec, training_tensors
+from gramc.baselines.sasrec import SASRec, length_batches, run_sasrec, training_tensors
 from gramc.config import load_config
 from gramc.data.dataset import SeqDataset
 
@@ -69,6 +69,36 @@ def test_sasrec_causal_no_future_leak():
     assert torch.allclose(ha[:, :4], hb[:, :4], atol=1e-5)  # earlier positions ignore later items
     assert not torch.allclose(ha[:, 5], hb[:, 5])
     assert torch.isfinite(ha).all()
+
+
+def test_sasrec_trimmed_padding_columns_give_the_same_states():
+    import torch
+
+    cfg = load_config(None, ["baseline.sasrec_dropout=0.0", "baseline.sasrec_max_len=8"])
+    model = SASRec(10, cfg.baseline).eval()
+    full = torch.tensor([[0, 0, 0, 0, 0, 3, 4, 5], [0, 0, 0, 0, 7, 1, 2, 9]])
+    with torch.no_grad():
+        h_full = model.hidden(full)
+        h_trim = model.hidden(full[:, -4:])  # the longest row has 4 items
+    assert torch.allclose(h_full[:, -4:], h_trim, atol=1e-5)
+    with pytest.raises(ValueError, match="sasrec_max_len"):
+        model.hidden(torch.ones(1, 9, dtype=torch.long))
+
+
+def test_length_batches_cover_every_row_once_and_group_lengths():
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    lengths = torch.randint(1, 51, (1000,), generator=gen)
+    batches = length_batches(lengths, 16, gen, pool=20)
+    rows = torch.cat(batches)
+    assert sorted(rows.tolist()) == list(range(1000))
+    # inside a pool rows are sorted by length: a batch spans far less than the full 1..50 range
+    spans = [int(lengths[b].max() - lengths[b].min()) for b in batches]
+    assert float(np.mean(spans)) < 10
+    # and the batch order is shuffled, not longest-last
+    maxes = [int(lengths[b].max()) for b in batches]
+    assert maxes != sorted(maxes)
 
 
 def test_sasrec_learns_deterministic_chain(tmp_path):
