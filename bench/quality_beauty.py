@@ -86,13 +86,15 @@ def run_baseline(name: str, data: Path, work: Path, budget: float) -> dict:
         recs = run_lightgcn(ds, cfg, out, {"data": data})
     return {"valid": recs["valid"], "test": recs["test"], "minutes": round((time.time() - t0) / 60, 2),
             "budget_minutes": budget, "eval_users": recs["test"]["users"], "out": str(out),
-            "notes": _baseline_note(name, recs)}
+            "notes": _baseline_note(name, recs, cfg)}
 
 
-def _baseline_note(name: str, recs: dict) -> str:
+def _baseline_note(name: str, recs: dict, cfg) -> str:
     t = recs["test"]
     if name == "sasrec":
-        return (f"history 50, d 64, 2 layers, 1 head, dropout 0.5, lr 1e-3, batch 256, full-softmax CE; "
+        b = cfg.baseline
+        return (f"history {b.sasrec_max_len}, d {b.sasrec_dim}, {b.sasrec_layers} layers, {b.sasrec_heads} head(s), "
+                f"dropout {b.sasrec_dropout}, lr {b.sasrec_lr:g}, batch {b.sasrec_batch_size}, full-softmax CE; "
                 f"best valid epoch {t.get('best_epoch')} of {t.get('epochs_run')} run")
     if name == "lightgcn":
         return ("gramc.graph LightGCN (the prefix's table) on s[:-2], CPU budget: 15 epochs, batch 8192, "
