@@ -33,7 +33,8 @@ from gramc.data.text import item_texts  # noqa: E402
 from gramc.ids.build import build_ids_detailed, save_built_ids  # noqa: E402
 from gramc.ids.itemids import ItemIds, check_ids, id_stats, load_gram_ids  # noqa: E402
 from gramc.ids.tokenizer import load_tokenizer  # noqa: E402
-from gramc.io import write_json, write_text  # noqa: E402
+from gramc.io import write_json  # noqa: E402
+from _docs import replace_section  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 SHARED = ROOT / ".." / "shared"
 BEAUTY = SHARED / "datasets" / "amazon-beauty"
@@ -198,14 +199,7 @@ enumerated), so c128/l7 gives 2-3 levels on 12k items, where GRAM's file always 
 Each built file passes `gramc ids check`; `gramc ids build` in a separate process with the same
 settings wrote byte-identical files. Raw numbers: `bench/results/ids_build.json`.
 """
-    text = DOC.read_text(encoding="utf-8") if DOC.is_file() else "# Benchmarks\n"
-    start = text.find(SECTION)
-    if start >= 0:
-        end = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + body + ("\n" + text[end + 1:] if end >= 0 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + body
-    write_text(DOC, text)
+    replace_section(SECTION, body, DOC)
 
 
 if __name__ == "__main__":

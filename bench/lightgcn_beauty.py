@@ -34,7 +34,8 @@ from gramc.data.dataset import SeqDataset  # noqa: E402
 from gramc.eval.metrics import summarize  # noqa: E402
 from gramc.graph.checks import check_gcn  # noqa: E402
 from gramc.graph.lightgcn import lightgcn_ranks, popularity_ranks, train_lightgcn  # noqa: E402
-from gramc.io import write_json, write_text  # noqa: E402
+from gramc.io import write_json  # noqa: E402
+from _docs import replace_section  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 BEAUTY = ROOT / ".." / "shared" / "datasets" / "amazon-beauty"
 RESULTS = ROOT / "bench" / "results" / "lightgcn_beauty.json"
@@ -207,15 +208,7 @@ def write_section(r: dict) -> None:
         f"{c['gcn.leakage.fingerprint']['level'] == 'pass'}.",
         "",
     ]
-    text = DOC.read_text(encoding="utf-8") if DOC.is_file() else "# Benchmarks\n\n"
-    start = text.find(SECTION + "\n")
-    body = "\n".join(lines)
-    if start < 0:
-        text = text.rstrip("\n") + "\n\n" + body
-    else:
-        end = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + body + ("" if end < 0 else text[end + 1:])
-    write_text(DOC, text)
+    replace_section(SECTION, "\n".join(lines), DOC)
 
 
 if __name__ == "__main__":

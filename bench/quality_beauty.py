@@ -27,7 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from gramc.config import load_config  # noqa: E402
-from gramc.io import read_json, write_json, write_text  # noqa: E402
+from gramc.io import read_json, write_json  # noqa: E402
+from _docs import replace_section  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 RESULTS = ROOT / "bench" / "results" / "quality_beauty.json"
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -211,16 +212,7 @@ DISCUSSION = [
 
 def write_doc_section(text: str) -> None:
     """Replace (or append) only this benchmark's section of docs/benchmarks.md."""
-    doc = DOC.read_text(encoding="utf-8") if DOC.is_file() else "# Benchmarks\n"
-    if SECTION in doc:
-        start = doc.index(SECTION)
-        nxt = doc.find("\n## ", start + len(SECTION))
-        doc = doc[:start] + text + (doc[nxt + 1:] if nxt >= 0 else "")
-        if nxt >= 0 and not text.endswith("\n\n"):
-            doc = doc.replace(text, text + "\n", 1)
-    else:
-        doc = doc.rstrip("\n") + "\n\n" + text
-    write_text(DOC, doc)
+    replace_section(SECTION, text, DOC)
 
 
 def main(argv: list[str] | None = None) -> int:
