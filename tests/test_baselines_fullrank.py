@@ -138,3 +138,27 @@ def test_lightgcn_baseline_trains_once_and_reuses(tmp_path):
     assert meta.stat().st_mtime_ns == stamp  # the existing GCN folder is reused, not retrained
     assert again["test"]["metrics"] == recs["test"]["metrics"]
     assert json.loads((tmp_path / "metrics.json").read_text())["split"] == "test"
+
+
+def test_sasrec_lr_decays_when_validation_stalls(tmp_path):
+    # every user's sequence is random: validation cannot keep improving, so the lr must drop
+    rng = np.random.default_rng(1)
+    ds = _ds([list(rng.integers(0, 30, size=8)) for _ in range(60)], 30)
+    cfg = load_config(None, ["baseline.sasrec_dim=16", "baseline.sasrec_layers=1", "baseline.sasrec_epochs=12",
+                             "baseline.sasrec_patience=12", "baseline.sasrec_decay_patience=1",
+                             "baseline.sasrec_lr_decay=0.5", "baseline.sasrec_lr=0.01", "baseline.sasrec_max_len=8",
+                             "eval.bootstrap=0", "run.device=cpu"])
+    run_sasrec(ds, cfg, tmp_path)
+    lrs = [json.loads(x)["lr"] for x in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert lrs[0] == pytest.approx(0.01)
+    assert min(lrs) <= 0.005 + 1e-12  # halved at least once
+    assert all(b <= a for a, b in zip(lrs, lrs[1:]))  # never raised
+
+
+def test_sasrec_config_rejects_bad_decay():
+    from gramc.config import ConfigError
+
+    with pytest.raises(ConfigError, match="sasrec_lr_decay"):
+        load_config(None, ["baseline.sasrec_lr_decay=0"])
+    with pytest.raises(ConfigError, match="sasrec_heads"):
+        load_config(None, ["baseline.sasrec_heads=3"])

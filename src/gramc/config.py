@@ -181,12 +181,15 @@ class BaselineConfig:
     sasrec_dim: int = 64
     sasrec_layers: int = 2
     sasrec_heads: int = 1
+    sasrec_ffn: int = 64  # inner size of the feed-forward layer (the SASRec paper: = sasrec_dim)
     sasrec_dropout: float = 0.5
     sasrec_max_len: int = 50
     sasrec_epochs: int = 200
     sasrec_lr: float = 3e-3  # 1e-3 learns ~3x slower per epoch on Beauty (docs/benchmarks.md)
     sasrec_batch_size: int = 128  # user sequences per step (every position is a target)
     sasrec_patience: int = 10  # epochs without a better validation ndcg@10 before stopping
+    sasrec_lr_decay: float = 0.5  # multiply the lr by this after sasrec_decay_patience epochs without
+    sasrec_decay_patience: int = 3  # a better validation ndcg@10 (1.0 = constant lr)
     sasrec_weight_decay: float = 0.0
     sasrec_max_minutes: float = 0.0  # wall-time budget for training; 0 = no limit
 
@@ -236,6 +239,11 @@ class Config:
         _check(0.0 <= self.train.warmup < 1.0, "train.warmup", "must be a fraction in [0, 1)")
         _check(self.eval.beams >= 1, "eval.beams", "must be >= 1")
         _check(len(self.eval.ks) > 0 and all(k >= 1 for k in self.eval.ks), "eval.ks", "must be positive integers")
+        b = self.baseline
+        _check(b.sasrec_dim % b.sasrec_heads == 0, "baseline.sasrec_heads", "must divide baseline.sasrec_dim")
+        _check(b.sasrec_ffn >= 1, "baseline.sasrec_ffn", "must be >= 1")
+        _check(0.0 < b.sasrec_lr_decay <= 1.0, "baseline.sasrec_lr_decay", "must be in (0, 1] (1 = constant lr)")
+        _check(b.sasrec_decay_patience >= 0, "baseline.sasrec_decay_patience", "must be >= 0")
         return self
 
 

@@ -43,7 +43,7 @@ class SASRec(nn.Module):
         self.item_emb = nn.Embedding(num_items + 1, d, padding_idx=0)
         self.pos_emb = nn.Embedding(cfg.sasrec_max_len, d)
         self.drop = nn.Dropout(cfg.sasrec_dropout)
-        layer = nn.TransformerEncoderLayer(d, cfg.sasrec_heads, dim_feedforward=d, dropout=cfg.sasrec_dropout,
+        layer = nn.TransformerEncoderLayer(d, cfg.sasrec_heads, dim_feedforward=cfg.sasrec_ffn, dropout=cfg.sasrec_dropout,
                                            activation="gelu", batch_first=True, norm_first=True)
         self.encoder = nn.TransformerEncoder(layer, cfg.sasrec_layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(d)
@@ -142,6 +142,10 @@ def train_sasrec(ds: SeqDataset, cfg: Config, out: str | Path | None = None,
         raise ValueError("SASRec: no user has two or more training interactions")
     opt = torch.optim.AdamW(model.parameters(), lr=b.sasrec_lr, weight_decay=b.sasrec_weight_decay,
                             betas=(0.9, 0.98))
+    sched = None
+    if b.sasrec_lr_decay < 1.0:  # lower the lr when validation stalls, before early stopping gives up
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=b.sasrec_lr_decay,
+                                                           patience=b.sasrec_decay_patience, threshold=0.0)
     gen = torch.Generator().manual_seed(cfg.run.seed)
     budget = max_minutes if max_minutes is not None else b.sasrec_max_minutes
     t0 = time.time()
@@ -173,12 +177,15 @@ def train_sasrec(ds: SeqDataset, cfg: Config, out: str | Path | None = None,
         ranks, _ = split_ranks(ds, "valid", b.sasrec_max_len, make_scorer(model, device), batch_users=2048)
         val = summarize(ranks, val_ks)
         row = {"epoch": epoch, "train_loss": total / max(count, 1), "valid_hit@10": val["hit@10"],
-               "valid_ndcg@10": val["ndcg@10"], "seconds": round(time.time() - t0, 1)}
+               "valid_ndcg@10": val["ndcg@10"], "lr": opt.param_groups[0]["lr"],
+               "seconds": round(time.time() - t0, 1)}
         log.append(row)
         if log_path is not None:
             with open(log_path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(row) + "\n")
         bar.set_postfix(loss=f"{row['train_loss']:.3f}", ndcg10=f"{val['ndcg@10']:.4f}", best=f"{max(best, val['ndcg@10']):.4f}")
+        if sched is not None:
+            sched.step(val["ndcg@10"])
         if val["ndcg@10"] > best:
             best, bad = val["ndcg@10"], 0
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
