@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -27,10 +28,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from gramc.config import load_config  # noqa: E402
-from gramc.io import read_json, write_json  # noqa: E402
+from gramc.io import atomic_path, read_json, write_json  # noqa: E402
 from _docs import replace_section  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 RESULTS = ROOT / "bench" / "results" / "quality_beauty.json"
+SASREC_CURVES = ROOT / "bench" / "results" / "sasrec_beauty_curves.png"
 DOC = ROOT / "docs" / "benchmarks.md"
 SECTION = "## Quality on Beauty"
 SHARED = ROOT.parent / "shared"
@@ -81,6 +83,8 @@ def run_baseline(name: str, data: Path, work: Path, budget: float) -> dict:
         from gramc.baselines.sasrec import run_sasrec
 
         recs = run_sasrec(ds, cfg, out, {"data": data}, max_minutes=budget)
+        with atomic_path(SASREC_CURVES) as tmp:  # runs/ is not committed; the plot is
+            shutil.copyfile(out / "curves.png", tmp)
     else:
         from gramc.baselines.lightgcn import run_lightgcn
 
@@ -94,9 +98,12 @@ def _baseline_note(name: str, recs: dict, cfg) -> str:
     t = recs["test"]
     if name == "sasrec":
         b = cfg.baseline
+        decay = (f" halved after {b.sasrec_decay_patience} epochs without a better validation ndcg@10"
+                 if b.sasrec_lr_decay < 1.0 else " constant")
         return (f"history {b.sasrec_max_len}, d {b.sasrec_dim}, {b.sasrec_layers} layers, {b.sasrec_heads} head(s), "
-                f"dropout {b.sasrec_dropout}, lr {b.sasrec_lr:g}, batch {b.sasrec_batch_size}, full-softmax CE; "
-                f"best valid epoch {t.get('best_epoch')} of {t.get('epochs_run')} run")
+                f"feed-forward {b.sasrec_ffn}, dropout {b.sasrec_dropout}, lr {b.sasrec_lr:g}{decay}, batch "
+                f"{b.sasrec_batch_size}, full-softmax CE; best valid epoch {t.get('best_epoch')} of "
+                f"{t.get('epochs_run')} run")
     if name == "lightgcn":
         return ("gramc.graph LightGCN (the prefix's table) on s[:-2], CPU budget: 15 epochs, batch 8192, "
                 "lr 0.02; user·item full ranking")
@@ -176,19 +183,29 @@ def render(results: dict) -> str:
 
 
 DISCUSSION = [
-    "How to read this table. Every row ran on the same 2-core CPU while up to 8 other jobs used it "
-    "(load average 13-20), so each model got a small fraction of the budget's CPU time. The baselines "
-    "are evaluated on all 22,363 test users; a generative row says how many users and beams it used.",
+    "How to read this table. Every row ran on this 2-core CPU, at different times and loads: pop, "
+    "LightGCN and the GRAM-C smoke row while up to 8 other jobs used it (load average 13-20), the "
+    "SASRec row in a later session with one other job beside it. The baselines are evaluated on all "
+    "22,363 test users; a generative row says how many users and beams it used.",
     "",
     "* **Popularity** is exact (no training).",
     "* **LightGCN** is the table the collaborative prefix reads (bench/lightgcn_beauty.py trained it: "
     "15 epochs, batch 8192, lr 0.02 chosen on validation); the pipeline adopts that folder after checking "
     "its hyper-parameters and the fingerprint of its training interactions.",
-    "* **SASRec-CE** runs the reference recipe (history 50, d 64, 2 layers, 1 head, dropout 0.5, lr 1e-3, "
-    "batch 256, full-softmax cross-entropy, early stopping on validation ndcg@10) but stops at the budget: "
-    "the epochs it completed are in the notes. The reproduction's 0.0851 R@10 needs on the order of 100+ "
-    "epochs (about 70-90 s each on an idle 2-core CPU, estimated from a 10-batch timing: 2-3 hours); `gramc baseline sasrec "
-    "--data DIR` with no budget (baseline.sasrec_max_minutes=0) runs it to early stopping.",
+    "* **SASRec-CE** (history 50, d 64, 2 layers, 1 head, dropout 0.5, full-softmax cross-entropy on every "
+    "position of each training sequence, batches of 128 sequences grouped by length, AdamW lr 3e-3 halved "
+    "after 3 epochs without a better validation ndcg@10, early stopping after 10) reaches test R@10 0.0785 / "
+    "N@10 0.0385 in its 55-minute budget (1 torch thread, beside a second SASRec run), 0.0066 short of the "
+    "reproduction's 0.0851 (the issue asks for 0.005). It was still improving when the budget stopped it "
+    "(best validation epoch 54 of 57), so this is a budget limit, not a plateau; `gramc baseline sasrec "
+    "--data DIR` without a budget runs to early stopping. Same session, same data: the constant lr 3e-3 "
+    "(`--budget-minutes 70`, stopped early at epoch 47, best 37) gave test R@10 0.0747 / N@10 0.0359, and 2 "
+    "heads with a 256-wide feed-forward layer (`gramc baseline sasrec --data runs/bench_beauty/data --out "
+    "runs/sasrec_ffn256 baseline.sasrec_heads=2 baseline.sasrec_ffn=256 baseline.sasrec_max_minutes=55`, "
+    "49 epochs, best 49) gave 0.0784 / 0.0388, no better than the default, so the default stays small. "
+    "lr 1e-3 learned about three times slower per epoch (validation hit@10 0.018 vs 0.036 after 2 epochs) "
+    "and could not finish in this session. Training curves of the table's run: "
+    "![SASRec-CE on Beauty](../bench/results/sasrec_beauty_curves.png)",
     "* **GRAM-C on this CPU** (configs/beauty-cpu.yaml: tiny T5, GRAM's 128x7 IDs with the T5 vocabulary, "
     "prefix in the user passage, batch 64): `python bench/quality_beauty.py --budget-minutes 4 --threads 1 "
     "--models gramc-user_passage --eval-users 100 --beams 20` measured 12.5 s per optimiser step (about 5-7 "
@@ -233,8 +250,6 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(args.work)
         data = prepared_beauty(work)
         if args.gcn_from and not (work / "gcn" / "gcn_meta.json").is_file():
-            import shutil
-
             shutil.copytree(args.gcn_from, work / "gcn", dirs_exist_ok=True)
         cmd = "python bench/quality_beauty.py " + " ".join(argv if argv is not None else sys.argv[1:])
         for name in [m.strip() for m in args.models.split(",") if m.strip()]:
