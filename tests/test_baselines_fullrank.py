@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from gramc.baselines.common import evaluate_scorer
 from gramc.baselines.pop import popularity_counts, run_pop
@@ -85,6 +86,24 @@ def test_sasrec_trimmed_padding_columns_give_the_same_states():
         model.hidden(torch.ones(1, 9, dtype=torch.long))
 
 
+def test_sasrec_scorer_sorts_and_trims_without_changing_scores():
+    from gramc.baselines.sasrec import _left_pad, make_scorer
+    from gramc.data.splits import Sample
+
+    torch.manual_seed(0)
+    cfg = load_config(None, ["baseline.sasrec_dropout=0.0", "baseline.sasrec_max_len=8"])
+    model = SASRec(12, cfg.baseline).eval()
+    rng = np.random.default_rng(0)
+    chunk = [Sample(u, tuple(int(x) for x in rng.integers(0, 12, size=int(rng.integers(1, 12)))), 0)
+             for u in range(23)]  # lengths 1..11: some longer than max_len, in mixed order
+    scores = make_scorer(model, torch.device("cpu"), sub_batch=5)(chunk)
+    with torch.no_grad():
+        full = torch.tensor([_left_pad(s.history, 8) for s in chunk])
+        expected = model.item_logits(model.hidden(full)[:, -1])
+    assert scores.shape == (23, 12)
+    torch.testing.assert_close(scores, expected, rtol=1e-5, atol=1e-5)
+
+
 def test_length_batches_cover_every_row_once_and_group_lengths():
     import torch
 
@@ -101,7 +120,8 @@ def test_length_batches_cover_every_row_once_and_group_lengths():
     assert maxes != sorted(maxes)
 
 
-def test_sasrec_learns_deterministic_chain(tmp_path):
+@pytest.mark.parametrize("temperature", [0.0, 0.1])
+def test_sasrec_learns_deterministic_chain(tmp_path, temperature):
     n = 15
     rng = np.random.default_rng(0)
     seqs = []
@@ -112,7 +132,7 @@ def test_sasrec_learns_deterministic_chain(tmp_path):
     cfg = load_config(None, ["baseline.sasrec_dim=32", "baseline.sasrec_layers=1", "baseline.sasrec_dropout=0.1",
                              "baseline.sasrec_lr=0.01", "baseline.sasrec_epochs=40", "baseline.sasrec_patience=40",
                              "baseline.sasrec_batch_size=32", "baseline.sasrec_max_len=10", "eval.ks=[1,5]",
-                             "eval.bootstrap=0", "run.device=cpu"])
+                             "eval.bootstrap=0", "run.device=cpu", f"baseline.sasrec_temperature={temperature}"])
     recs = run_sasrec(ds, cfg, tmp_path)
     assert recs["test"]["metrics"]["hit@1"] >= 0.95
     assert recs["valid"]["metrics"]["hit@1"] >= 0.95
@@ -155,6 +175,24 @@ def test_sasrec_lr_decays_when_validation_stalls(tmp_path):
     assert all(b <= a for a, b in zip(lrs, lrs[1:]))  # never raised
 
 
+def test_sasrec_temperature_gives_scaled_cosine_logits():
+    torch.manual_seed(0)
+    cfg = load_config(None, ["baseline.sasrec_temperature=0.05", "baseline.sasrec_dim=16"])
+    model = SASRec(20, cfg.baseline)
+    h = torch.randn(3, 16) * 7.0
+    with torch.no_grad():
+        logits = model.item_logits(h)
+    items = model.item_emb.weight[1:].detach()
+    cos = torch.nn.functional.cosine_similarity(h[:, None, :], items[None], dim=-1)
+    assert logits.shape == (3, 20)
+    torch.testing.assert_close(logits, cos / 0.05, rtol=1e-5, atol=1e-5)
+    assert float(logits.abs().max()) <= 1 / 0.05 + 1e-4  # bounded, whatever the state's norm
+    plain = SASRec(20, load_config(None, ["baseline.sasrec_dim=16"]).baseline)
+    plain.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(plain.item_logits(h), h @ items.T)
+
+
 def test_sasrec_config_rejects_bad_decay():
     from gramc.config import ConfigError
 
@@ -162,3 +200,5 @@ def test_sasrec_config_rejects_bad_decay():
         load_config(None, ["baseline.sasrec_lr_decay=0"])
     with pytest.raises(ConfigError, match="sasrec_heads"):
         load_config(None, ["baseline.sasrec_heads=3"])
+    with pytest.raises(ConfigError, match="sasrec_temperature"):
+        load_config(None, ["baseline.sasrec_temperature=-0.1"])

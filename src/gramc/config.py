@@ -191,6 +191,7 @@ class BaselineConfig:
     sasrec_lr_decay: float = 0.5  # multiply the lr by this after sasrec_decay_patience epochs without
     sasrec_decay_patience: int = 3  # a better validation ndcg@10 (1.0 = constant lr)
     sasrec_weight_decay: float = 0.0
+    sasrec_temperature: float = 0.0  # > 0: logits = cosine(state, item) / temperature; 0 = dot product
     sasrec_max_minutes: float = 0.0  # wall-time budget for training; 0 = no limit
 
 
@@ -244,6 +245,7 @@ class Config:
         _check(b.sasrec_ffn >= 1, "baseline.sasrec_ffn", "must be >= 1")
         _check(0.0 < b.sasrec_lr_decay <= 1.0, "baseline.sasrec_lr_decay", "must be in (0, 1] (1 = constant lr)")
         _check(b.sasrec_decay_patience >= 0, "baseline.sasrec_decay_patience", "must be >= 0")
+        _check(b.sasrec_temperature >= 0, "baseline.sasrec_temperature", "must be >= 0 (0 = plain dot product)")
         return self
 
 

@@ -40,6 +40,7 @@ class SASRec(nn.Module):
         d = cfg.sasrec_dim
         self.max_len = cfg.sasrec_max_len
         self.heads = cfg.sasrec_heads
+        self.temperature = cfg.sasrec_temperature
         self.item_emb = nn.Embedding(num_items + 1, d, padding_idx=0)
         self.pos_emb = nn.Embedding(cfg.sasrec_max_len, d)
         self.drop = nn.Dropout(cfg.sasrec_dropout)
@@ -75,8 +76,17 @@ class SASRec(nn.Module):
         return self.norm(h)
 
     def item_logits(self, h: torch.Tensor) -> torch.Tensor:
-        """states [..., d] -> logits over dataset items [..., num_items] (padding row excluded)."""
-        return h @ self.item_emb.weight[1:].T
+        """states [..., d] -> logits over dataset items [..., num_items] (padding row excluded).
+
+        With `sasrec_temperature` > 0 both sides are L2-normalised first and the cosine is divided
+        by the temperature (bounded logits, as in the HSTU/gSASRec line of SASRec baselines).
+        """
+        items = self.item_emb.weight[1:]
+        if self.temperature > 0:
+            h = nn.functional.normalize(h, dim=-1)
+            items = nn.functional.normalize(items, dim=-1)
+            return h @ items.T / self.temperature
+        return h @ items.T
 
 
 def _left_pad(items: Sequence[int], L: int) -> list[int]:
@@ -116,12 +126,27 @@ def length_batches(lengths: torch.Tensor, batch_size: int, gen: torch.Generator,
     return [batches[i] for i in order]
 
 
-def make_scorer(model: SASRec, device: torch.device):
+def make_scorer(model: SASRec, device: torch.device, sub_batch: int = 256):
+    """Scores of every item after each sample's history (the last state of the sequence).
+
+    Users are sorted by history length and scored in sub-batches trimmed to their longest
+    history, as in training (positions count from the right edge, so trimming changes nothing
+    but the cost); the scores come back in the chunk's order.
+    """
+
     def score(chunk: Sequence[Sample]) -> torch.Tensor:
         model.eval()
-        seq = torch.tensor([_left_pad(s.history, model.max_len) for s in chunk], dtype=torch.long, device=device)
+        lengths = torch.tensor([max(1, min(len(s.history), model.max_len)) for s in chunk])
+        order = torch.argsort(lengths, stable=True)
+        out = torch.empty(len(chunk), model.item_emb.num_embeddings - 1, device=device)
         with torch.no_grad():
-            return model.item_logits(model.hidden(seq)[:, -1])
+            for start in range(0, len(chunk), sub_batch):
+                idx = order[start:start + sub_batch]
+                width = int(lengths[idx].max())
+                seq = torch.tensor([_left_pad(chunk[i].history, width) for i in idx.tolist()],
+                                   dtype=torch.long, device=device)
+                out[idx.to(device)] = model.item_logits(model.hidden(seq)[:, -1])
+        return out
 
     return score
 
