@@ -68,11 +68,11 @@ def base_overrides(data: Path, out: Path) -> list[str]:
     return [f"data.path={data}", f"run.out={out}", "run.device=cpu", "eval.ks=[1,5,10,20,50]"]
 
 
-def run_baseline(name: str, data: Path, work: Path, budget: float) -> dict:
+def run_baseline(name: str, data: Path, work: Path, budget: float, extra: list[str]) -> dict:
     from gramc.baselines.common import load_data
 
     out = work / name
-    cfg = load_config(None, base_overrides(data, out) + [f"gcn.out={work / 'gcn'}"] + GCN_CPU)
+    cfg = load_config(None, base_overrides(data, out) + [f"gcn.out={work / 'gcn'}"] + GCN_CPU + extra)
     ds = load_data(cfg)
     t0 = time.time()
     if name == "pop":
@@ -94,15 +94,47 @@ def run_baseline(name: str, data: Path, work: Path, budget: float) -> dict:
             "notes": _baseline_note(name, recs, cfg)}
 
 
+def import_baseline_run(name: str, folder: Path, data: Path) -> dict:
+    """A finished `gramc baseline NAME --data DATA --out FOLDER ...` run as a table row.
+
+    Refused unless the run trained on the very same prepared data (sha256 of sequences.txt) and
+    finished (metrics.json present); the row's command is the run's own command line.
+    """
+    from gramc.config import from_dict
+    from gramc.runinfo import fingerprints
+
+    info = read_json(folder / "run_info.json")
+    ours = fingerprints({"sequences": data / "sequences.txt"})["sequences"]["sha256"]
+    theirs = info.get("inputs", {}).get("data/sequences.txt", {}).get("sha256")
+    if theirs != ours:
+        raise SystemExit(f"--import-run {name}={folder}: its recorded data/sequences.txt (sha256 {theirs}) is not "
+                         f"the bench's {data / 'sequences.txt'} (sha256 {ours})")
+    if not (folder / "metrics.json").is_file():
+        raise SystemExit(f"--import-run {name}={folder}: no metrics.json (the run did not finish)")
+    cfg = from_dict(info["config"])
+    test, valid = read_json(folder / "metrics.json"), read_json(folder / "metrics_valid.json")
+    if test.get("model") != name:
+        raise SystemExit(f"--import-run {name}={folder}: metrics.json is for model {test.get('model')!r}")
+    recs = {"valid": valid, "test": test}
+    if name == "sasrec" and (folder / "curves.png").is_file():
+        with atomic_path(SASREC_CURVES) as tmp:
+            shutil.copyfile(folder / "curves.png", tmp)
+    return {"valid": valid, "test": test, "minutes": round(test.get("train_seconds", 0.0) / 60, 2),
+            "budget_minutes": cfg.baseline.sasrec_max_minutes if name == "sasrec" else 0.0,
+            "eval_users": test["users"], "out": str(folder), "notes": _baseline_note(name, recs, cfg),
+            "imported": True, "run_command": " ".join(info.get("command", []))}
+
+
 def _baseline_note(name: str, recs: dict, cfg) -> str:
     t = recs["test"]
     if name == "sasrec":
         b = cfg.baseline
         decay = (f" halved after {b.sasrec_decay_patience} epochs without a better validation ndcg@10"
                  if b.sasrec_lr_decay < 1.0 else " constant")
+        logits = (f"cosine / temperature {b.sasrec_temperature:g}" if b.sasrec_temperature > 0 else "dot product")
         return (f"history {b.sasrec_max_len}, d {b.sasrec_dim}, {b.sasrec_layers} layers, {b.sasrec_heads} head(s), "
                 f"feed-forward {b.sasrec_ffn}, dropout {b.sasrec_dropout}, lr {b.sasrec_lr:g}{decay}, batch "
-                f"{b.sasrec_batch_size}, full-softmax CE; best valid epoch {t.get('best_epoch')} of "
+                f"{b.sasrec_batch_size}, full-softmax CE over {logits} logits; best valid epoch {t.get('best_epoch')} of "
                 f"{t.get('epochs_run')} run")
     if name == "lightgcn":
         return ("gramc.graph LightGCN (the prefix's table) on s[:-2], CPU budget: 15 epochs, batch 8192, "
@@ -110,7 +142,8 @@ def _baseline_note(name: str, recs: dict, cfg) -> str:
     return "training-interaction counts (s[:-2])"
 
 
-def run_generative(name: str, data: Path, work: Path, budget: float, eval_users: int, beams: int) -> dict:
+def run_generative(name: str, data: Path, work: Path, budget: float, eval_users: int, beams: int,
+                   extra: list[str]) -> dict:
     """GRAM (prefix off) or GRAM-C (prefix on, one placement) on the CPU recipe, time-bounded."""
     from gramc.pipeline.pipeline import run_pipeline
 
@@ -123,6 +156,7 @@ def run_generative(name: str, data: Path, work: Path, budget: float, eval_users:
     ] + GCN_CPU
     if placement:
         overrides.append(f"model.prefix.placement={placement}")
+    overrides += extra
     cfg = load_config(ROOT / "configs" / "beauty-cpu.yaml", overrides)
     t0 = time.time()
     res = run_pipeline(cfg, stages=("ids", "gcn", "train", "evaluate"))
@@ -235,13 +269,19 @@ def write_doc_section(text: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--budget-minutes", type=float, required=True, help="training wall-time budget per model")
-    ap.add_argument("--models", default=",".join(ALL_MODELS), help=f"comma list of {ALL_MODELS}")
+    ap.add_argument("--models", default=None, help=f"comma list of {ALL_MODELS} (default: all of them, or none "
+                                                   "when --import-run is given)")
     ap.add_argument("--eval-users", type=int, default=0, help="GRAM/GRAM-C: first N test users (0 = all 22,363)")
     ap.add_argument("--beams", type=int, default=50)
     ap.add_argument("--work", default=str(ROOT / "runs" / "bench_beauty"), help="working folder (not committed)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--gcn-from", default="", help="a GCN folder already trained by `gramc gcn train` on Beauty "
                                                    "with the GCN_CPU settings (copied; adopted only if it matches)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="config override for every model of this call (e.g. baseline.sasrec_dim=128); repeatable")
+    ap.add_argument("--import-run", action="append", default=[], metavar="MODEL=DIR",
+                    help="take a finished `gramc baseline MODEL --data <the bench's data> --out DIR` run as MODEL's "
+                         "row instead of training it again (checked against the bench's data fingerprint)")
     ap.add_argument("--render-only", action="store_true", help="only regenerate the docs section")
     args = ap.parse_args(argv)
     torch.set_num_threads(min(args.threads, 2))
@@ -252,14 +292,27 @@ def main(argv: list[str] | None = None) -> int:
         if args.gcn_from and not (work / "gcn" / "gcn_meta.json").is_file():
             shutil.copytree(args.gcn_from, work / "gcn", dirs_exist_ok=True)
         cmd = "python bench/quality_beauty.py " + " ".join(argv if argv is not None else sys.argv[1:])
-        for name in [m.strip() for m in args.models.split(",") if m.strip()]:
+        imports = dict(spec.split("=", 1) for spec in args.import_run)
+        for name, folder in imports.items():
+            if name not in ("pop", "sasrec", "lightgcn"):
+                ap.error(f"--import-run: {name!r} is not a baseline (pop, sasrec, lightgcn)")
+            res = import_baseline_run(name, Path(folder), data)
+            res["command"] = res.pop("run_command")
+            res["machine"] = f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}"
+            results = read_json(RESULTS) if RESULTS.is_file() else results
+            results["models"][name] = res
+            if res["command"] not in results["commands"]:
+                results["commands"].append(res["command"])
+            write_json(RESULTS, results)
+        wanted = args.models.split(",") if args.models is not None else ([] if imports else ALL_MODELS)
+        for name in [m.strip() for m in wanted if m.strip() and m.strip() not in imports]:
             if name not in ALL_MODELS:
                 ap.error(f"unknown model {name!r}; choose from {ALL_MODELS}")
             print(f"== {name} (budget {args.budget_minutes} min)", flush=True)
             if name in ("pop", "sasrec", "lightgcn"):
-                res = run_baseline(name, data, work, args.budget_minutes)
+                res = run_baseline(name, data, work, args.budget_minutes, args.set)
             else:
-                res = run_generative(name, data, work, args.budget_minutes, args.eval_users, args.beams)
+                res = run_generative(name, data, work, args.budget_minutes, args.eval_users, args.beams, args.set)
             res["command"] = cmd
             res["machine"] = f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}"
             if RESULTS.is_file():  # merge with what other invocations wrote meanwhile
