@@ -45,6 +45,9 @@ def test_popularity_ranks_known_table():
     assert recs["valid"]["metrics"]["hit@1"] == pytest.approx(0.5)
     assert recs["valid"]["metrics"]["hit@2"] == pytest.approx(1.0)
     assert recs["valid"]["metrics"]["mrr"] == pytest.approx((1.0 + 0.5) / 2)
+    # both test histories ([2,2,1,2], [2,1,0,1]) hold the most popular item 2 and the target
+    assert recs["test"]["repeats"]["top1_in_history"] == 1.0
+    assert recs["test"]["repeats"]["target_in_history"] == 1.0
 
 
 def test_sasrec_training_tensors_shift_and_pad():
@@ -120,8 +123,8 @@ def test_length_batches_cover_every_row_once_and_group_lengths():
     assert maxes != sorted(maxes)
 
 
-@pytest.mark.parametrize("temperature", [0.0, 0.1])
-def test_sasrec_learns_deterministic_chain(tmp_path, temperature):
+@pytest.mark.parametrize("temperature,tied", [(0.0, True), (0.1, True), (0.0, False)])
+def test_sasrec_learns_deterministic_chain(tmp_path, temperature, tied):
     n = 15
     rng = np.random.default_rng(0)
     seqs = []
@@ -132,7 +135,8 @@ def test_sasrec_learns_deterministic_chain(tmp_path, temperature):
     cfg = load_config(None, ["baseline.sasrec_dim=32", "baseline.sasrec_layers=1", "baseline.sasrec_dropout=0.1",
                              "baseline.sasrec_lr=0.01", "baseline.sasrec_epochs=40", "baseline.sasrec_patience=40",
                              "baseline.sasrec_batch_size=32", "baseline.sasrec_max_len=10", "eval.ks=[1,5]",
-                             "eval.bootstrap=0", "run.device=cpu", f"baseline.sasrec_temperature={temperature}"])
+                             "eval.bootstrap=0", "run.device=cpu", f"baseline.sasrec_temperature={temperature}",
+                             f"baseline.sasrec_tied_output={str(tied).lower()}"])
     recs = run_sasrec(ds, cfg, tmp_path)
     assert recs["test"]["metrics"]["hit@1"] >= 0.95
     assert recs["valid"]["metrics"]["hit@1"] >= 0.95
@@ -191,6 +195,20 @@ def test_sasrec_temperature_gives_scaled_cosine_logits():
     plain.load_state_dict(model.state_dict())
     with torch.no_grad():
         torch.testing.assert_close(plain.item_logits(h), h @ items.T)
+
+
+def test_sasrec_untied_output_scores_with_its_own_table():
+    torch.manual_seed(0)
+    cfg = load_config(None, ["baseline.sasrec_tied_output=false", "baseline.sasrec_dim=16"])
+    model = SASRec(20, cfg.baseline)
+    assert model.out_emb is not None and model.out_emb.shape == (20, 16)
+    h = torch.randn(3, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(model.item_logits(h), h @ model.out_emb.T)
+        model.item_emb.weight.add_(1.0)  # the input table no longer moves the scores
+        torch.testing.assert_close(model.item_logits(h), h @ model.out_emb.T)
+    tied = SASRec(20, load_config(None, ["baseline.sasrec_dim=16"]).baseline)
+    assert tied.out_emb is None and "out_emb" not in tied.state_dict()
 
 
 def test_sasrec_config_rejects_bad_decay():

@@ -41,3 +41,20 @@ def test_bootstrap_interval_brackets_the_mean_and_collapses_for_constant_data():
         assert lo < per[k].mean() < hi
     const = per_user_metrics(np.zeros(50, dtype=int), ks=(10,))
     assert bootstrap_ci(const, n=50)["hit@10"] == (1.0, 1.0)
+
+
+def test_repeat_stats_counts_history_items_in_the_top_slots():
+    from gramc.eval.metrics import repeat_stats, repeat_warning
+
+    top = np.array([[3, 1, 2], [5, 6, -1], [4, 0, 1], [9, 8, 7]])
+    histories = [(1, 3), (0,), (4, 2), ()]
+    targets = [2, 0, 9, 1]  # only user 1's target (0) is a history item
+    st = repeat_stats(top, histories, targets, k=3)
+    assert st["top1_in_history"] == pytest.approx(2 / 4)  # users 0 and 2
+    assert st["history_items_in_top3"] == pytest.approx((2 + 0 + 1 + 0) / 4)  # -1 padding never counts
+    assert st["target_in_history"] == pytest.approx(1 / 4)
+    assert "50% of users" in repeat_warning(dict(st, target_in_history=0.0), "sasrec")
+    assert "sasrec_tied_output" in repeat_warning(dict(st, target_in_history=0.0), "sasrec")
+    # repeats are fine when the data repeats as often
+    assert repeat_warning({"top1_in_history": 0.5, "target_in_history": 0.45}) == ""
+    assert repeat_warning({"top1_in_history": 0.05, "target_in_history": 0.0}) == ""

@@ -192,6 +192,7 @@ class BaselineConfig:
     sasrec_decay_patience: int = 3  # a better validation ndcg@10 (1.0 = constant lr)
     sasrec_weight_decay: float = 0.0
     sasrec_temperature: float = 0.0  # > 0: logits = cosine(state, item) / temperature; 0 = dot product
+    sasrec_tied_output: bool = True  # score items with the input item embeddings (False: a separate table)
     sasrec_max_minutes: float = 0.0  # wall-time budget for training; 0 = no limit
 
 

@@ -33,6 +33,11 @@ def _run(args: argparse.Namespace) -> int:
     for split, rec in recs.items():
         print(format_row(f"{args.model} {split}", rec))
     print(f"metrics written to {out / 'metrics.json'} (test) and {out / 'metrics_valid.json'}")
+    from ..eval.metrics import repeat_warning
+
+    warning = repeat_warning(recs["test"].get("repeats", {}), args.model)
+    if warning:
+        print(f"WARNING {warning}")
     return 0
 
 

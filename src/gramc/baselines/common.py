@@ -19,7 +19,7 @@ from tqdm import tqdm
 from ..config import Config
 from ..data.dataset import SeqDataset
 from ..data.splits import Sample, samples
-from ..eval.metrics import bootstrap_ci, per_user_metrics, ranks_from_scores, summarize
+from ..eval.metrics import bootstrap_ci, per_user_metrics, ranks_from_scores, repeat_stats, summarize
 from ..io import write_json
 
 Scorer = Callable[[Sequence[Sample]], torch.Tensor]
@@ -39,8 +39,11 @@ def resolve_device(spec: str) -> torch.device:
 
 
 def split_ranks(ds: SeqDataset, split: str, max_his: int, score: Scorer, exclude_history: bool = False,
-                batch_users: int = 1024, desc: str = "") -> tuple[np.ndarray, list[Sample]]:
-    """0-based rank of each sample's target among all items (ties count against the target)."""
+                batch_users: int = 1024, desc: str = "", top: list | None = None) -> tuple[np.ndarray, list[Sample]]:
+    """0-based rank of each sample's target among all items (ties count against the target).
+
+    `top`: if given, each chunk's top-10 item indices are appended to it (for `repeat_stats`).
+    """
     smp = samples(ds, split, max_his)  # type: ignore[arg-type]
     ranks = np.zeros(len(smp), dtype=np.int64)
     bar = tqdm(range(0, len(smp), batch_users), desc=desc or f"rank {split}", unit="batch",
@@ -59,6 +62,9 @@ def split_ranks(ds: SeqDataset, split: str, max_his: int, score: Scorer, exclude
                 exclude[r, list(s.history)] = True
         targets = [s.target for s in chunk]
         ranks[start:start + len(chunk)] = ranks_from_scores(scores, targets, exclude)
+        if top is not None:
+            masked = scores if exclude is None else scores.masked_fill(exclude, float("-inf"))
+            top.append(masked.topk(min(10, scores.shape[1]), dim=1).indices.numpy())
     return ranks, smp
 
 
@@ -89,9 +95,12 @@ def evaluate_scorer(ds: SeqDataset, cfg: Config, score: Scorer, model: str, out:
     """Rank all items for every user of each split; write metrics_<split>.json (+ metrics.json = test)."""
     records = {}
     for split in splits:
-        ranks, _ = split_ranks(ds, split, max_his or cfg.data.max_his, score,
-                               exclude_history=cfg.eval.exclude_history, desc=f"{model} {split}")
+        top: list = []
+        ranks, smp = split_ranks(ds, split, max_his or cfg.data.max_his, score,
+                                 exclude_history=cfg.eval.exclude_history, desc=f"{model} {split}", top=top)
         records[split] = metrics_record(ranks, split, model, cfg, extra)
+        records[split]["repeats"] = repeat_stats(np.concatenate(top), [s.history for s in smp],
+                                                 [s.target for s in smp])
         if out is not None:
             write_json(Path(out) / f"metrics_{split}.json", records[split])
     if out is not None and "test" in records:

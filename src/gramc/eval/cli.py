@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from ..io import atomic_path, write_json
+from .metrics import repeat_warning
 
 
 def format_table(rec: dict) -> str:
@@ -100,6 +101,9 @@ def _evaluate(args: argparse.Namespace) -> int:
         else:
             print(format_table(rec))
             print(f"wrote {out}/metrics.json, predictions.jsonl, metrics.png")
+        warning = repeat_warning(rec.get("repeats", {}), "gramc")
+        if warning:
+            print(f"WARNING {warning}", file=sys.stderr)
     if dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()

@@ -30,7 +30,7 @@ from tqdm import tqdm
 from ..config import Config, from_dict
 from ..data.splits import Sample, samples as split_samples
 from .beam import beam_search
-from .metrics import bootstrap_ci, per_user_metrics, ranks_from_lists, summarize
+from .metrics import bootstrap_ci, per_user_metrics, ranks_from_lists, repeat_stats, summarize
 from .trie import trie_for
 
 
@@ -237,7 +237,8 @@ def evaluate_split(model, assets, cfg: Config, split: str, max_users: int = 0, b
                       ranks=merged["ranks"], items=merged["items"], scores=merged["scores"],
                       invalid=int(merged["invalid"]), beams=beams or cfg.eval.beams,
                       length_penalty=cfg.eval.length_penalty, time_s=time.perf_counter() - t0,
-                      extra={"world": world})
+                      extra={"world": world,
+                             "repeats": repeat_stats(merged["items"], [s.history for s in smp], merged["targets"])})
 
 
 # --------------------------------------------------------------------------------------------

@@ -81,3 +81,32 @@ def ranks_from_lists(items, targets) -> np.ndarray:
     targets = np.asarray(targets).reshape(-1, 1)
     hit = items == targets
     return np.where(hit.any(axis=1), hit.argmax(axis=1), -1).astype(np.int64)
+
+
+def repeat_stats(top_items, histories, targets, k: int = 10) -> dict[str, float]:
+    """How much a model recommends what the user already has, next to how often that is right.
+
+    `top_items` [users, >=k] ranked item indices (-1 = none), `histories` the items each user's
+    input held, `targets` the held-out items. Returns the share of users whose top-1 is a history
+    item, the mean number of history items in the top `k`, and the share of targets that are
+    history items. A model that fills its top slots with history items on data whose targets
+    never repeat (Amazon 5-core: 0%) wastes them; see `repeat_warning`.
+    """
+    top = np.asarray(top_items)[:, :k]
+    seen = [set(int(i) for i in h) for h in histories]
+    in_hist = np.array([[int(i) in s for i in row] for row, s in zip(top, seen)], dtype=bool)
+    n = max(len(seen), 1)
+    return {"top1_in_history": float(in_hist[:, 0].mean()) if len(top) else 0.0,
+            f"history_items_in_top{k}": float(in_hist.sum(axis=1).mean()) if len(top) else 0.0,
+            "target_in_history": sum(int(t) in s for t, s in zip(targets, seen)) / n}
+
+
+def repeat_warning(stats: dict[str, float], model: str = "model") -> str:
+    """A one-line warning when the top-1 is a history item far more often than targets repeat, else ''."""
+    top1, truth = stats.get("top1_in_history", 0.0), stats.get("target_in_history", 0.0)
+    if top1 >= 0.2 and top1 > 2 * truth + 0.1:
+        hint = " (try baseline.sasrec_tied_output=false)" if model == "sasrec" else ""
+        return (f"{model}: the top-1 recommendation is an item already in the user's history for "
+                f"{top1:.0%} of users, but only {truth:.0%} of targets are; the model is spending its top "
+                f"slots on repeats{hint}")
+    return ""
