@@ -132,10 +132,13 @@ def _baseline_note(name: str, recs: dict, cfg) -> str:
         decay = (f" halved after {b.sasrec_decay_patience} epochs without a better validation ndcg@10"
                  if b.sasrec_lr_decay < 1.0 else " constant")
         logits = (f"cosine / temperature {b.sasrec_temperature:g}" if b.sasrec_temperature > 0 else "dot product")
+        logits += " with the input item table" if b.sasrec_tied_output else " with a separate output table"
+        rep = t.get("repeats", {}).get("top1_in_history")
+        repeats = f"; top-1 is a history item for {rep:.0%} of test users" if rep is not None else ""
         return (f"history {b.sasrec_max_len}, d {b.sasrec_dim}, {b.sasrec_layers} layers, {b.sasrec_heads} head(s), "
                 f"feed-forward {b.sasrec_ffn}, dropout {b.sasrec_dropout}, lr {b.sasrec_lr:g}{decay}, batch "
                 f"{b.sasrec_batch_size}, full-softmax CE over {logits} logits; best valid epoch {t.get('best_epoch')} of "
-                f"{t.get('epochs_run')} run")
+                f"{t.get('epochs_run')} run{repeats}")
     if name == "lightgcn":
         return ("gramc.graph LightGCN (the prefix's table) on s[:-2], CPU budget: 15 epochs, batch 8192, "
                 "lr 0.02; user·item full ranking")

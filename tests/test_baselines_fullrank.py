@@ -123,8 +123,9 @@ def test_length_batches_cover_every_row_once_and_group_lengths():
     assert maxes != sorted(maxes)
 
 
-@pytest.mark.parametrize("temperature,tied", [(0.0, True), (0.1, True), (0.0, False)])
-def test_sasrec_learns_deterministic_chain(tmp_path, temperature, tied):
+@pytest.mark.parametrize("temperature,tied,repeat", [(0.0, True, False), (0.1, True, False), (0.0, False, False),
+                                                     (0.0, True, True)])
+def test_sasrec_learns_deterministic_chain(tmp_path, temperature, tied, repeat):
     n = 15
     rng = np.random.default_rng(0)
     seqs = []
@@ -136,7 +137,8 @@ def test_sasrec_learns_deterministic_chain(tmp_path, temperature, tied):
                              "baseline.sasrec_lr=0.01", "baseline.sasrec_epochs=40", "baseline.sasrec_patience=40",
                              "baseline.sasrec_batch_size=32", "baseline.sasrec_max_len=10", "eval.ks=[1,5]",
                              "eval.bootstrap=0", "run.device=cpu", f"baseline.sasrec_temperature={temperature}",
-                             f"baseline.sasrec_tied_output={str(tied).lower()}"])
+                             f"baseline.sasrec_tied_output={str(tied).lower()}",
+                             f"baseline.sasrec_repeat_bias={str(repeat).lower()}"])
     recs = run_sasrec(ds, cfg, tmp_path)
     assert recs["test"]["metrics"]["hit@1"] >= 0.95
     assert recs["valid"]["metrics"]["hit@1"] >= 0.95
@@ -209,6 +211,29 @@ def test_sasrec_untied_output_scores_with_its_own_table():
         torch.testing.assert_close(model.item_logits(h), h @ model.out_emb.T)
     tied = SASRec(20, load_config(None, ["baseline.sasrec_dim=16"]).baseline)
     assert tied.out_emb is None and "out_emb" not in tied.state_dict()
+
+
+def test_sasrec_repeat_bias_offsets_exactly_the_items_seen_so_far():
+    torch.manual_seed(0)
+    cfg = load_config(None, ["baseline.sasrec_repeat_bias=true", "baseline.sasrec_dim=16",
+                             "baseline.sasrec_dropout=0.0", "baseline.sasrec_max_len=6"])
+    model = SASRec(10, cfg.baseline).eval()
+    with torch.no_grad():
+        model.repeat_bias.fill_(-3.0)
+    seq = torch.tensor([[0, 0, 4, 7, 4, 2], [0, 5, 1, 9, 3, 8]])  # item rows (item + 1), 0 = pad
+    keep = seq > 0
+    with torch.no_grad():
+        got = model.position_logits(seq, keep)
+        plain = model.item_logits(model.hidden(seq)[keep])
+        # every training position sees only its prefix: the offset lands on those items, once each
+        want = plain.clone()
+        for n, (b, t) in enumerate(keep.nonzero().tolist()):
+            for row in set(seq[b, :t + 1].tolist()) - {0}:
+                want[n, row - 1] -= 3.0
+        torch.testing.assert_close(got, want)
+        # scoring after the whole sequence = the last training position's view
+        torch.testing.assert_close(model.scores(seq), want[[3, 8]])
+    assert SASRec(10, load_config(None, ["baseline.sasrec_dim=16"]).baseline).repeat_bias is None
 
 
 def test_sasrec_config_rejects_bad_decay():

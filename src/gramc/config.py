@@ -193,6 +193,7 @@ class BaselineConfig:
     sasrec_weight_decay: float = 0.0
     sasrec_temperature: float = 0.0  # > 0: logits = cosine(state, item) / temperature; 0 = dot product
     sasrec_tied_output: bool = True  # score items with the input item embeddings (False: a separate table)
+    sasrec_repeat_bias: bool = False  # learn one logit offset for items already in the input sequence
     sasrec_max_minutes: float = 0.0  # wall-time budget for training; 0 = no limit
 
 

@@ -56,6 +56,9 @@ class SASRec(nn.Module):
         # does not score that item highest (with tying, the top-1 was the last item itself for 94%
         # of Beauty test users, although no Beauty target repeats an earlier item)
         self.out_emb = None if cfg.sasrec_tied_output else nn.Parameter(torch.randn(num_items, d) * d ** -0.5)
+        # learned offset for the logits of items the sequence already holds: the data decide whether
+        # a repeat is likely (no Amazon 5-core target repeats an earlier item; other data differ)
+        self.repeat_bias = nn.Parameter(torch.zeros(())) if cfg.sasrec_repeat_bias else None
 
     def hidden(self, seq: torch.Tensor) -> torch.Tensor:
         """seq [B, L] of item rows (0 = pad, left-padded, L <= max_len) -> states [B, L, d].
@@ -91,6 +94,29 @@ class SASRec(nn.Module):
             items = nn.functional.normalize(items, dim=-1)
             return h @ items.T / self.temperature
         return h @ items.T
+
+    def add_repeat_bias(self, logits: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
+        """logits [N, num_items] + repeat_bias where an item is among `seen` [N, S] item rows (0 = none)."""
+        if self.repeat_bias is None:
+            return logits
+        mask = torch.zeros(logits.shape[0], logits.shape[1] + 1, dtype=torch.bool, device=logits.device)
+        mask.scatter_(1, seen, True)
+        return logits + self.repeat_bias * mask[:, 1:]
+
+    def scores(self, seq: torch.Tensor) -> torch.Tensor:
+        """Logits of the next item after each full row of `seq` [B, L] (left-padded item rows)."""
+        return self.add_repeat_bias(self.item_logits(self.hidden(seq)[:, -1]), seq)
+
+    def position_logits(self, seq: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """Logits of the next item at every position where `keep` [B, L] is True, each seeing only
+        the items up to that position (the causal view used in training)."""
+        logits = self.item_logits(self.hidden(seq)[keep])
+        if self.repeat_bias is None:
+            return logits
+        L = seq.shape[1]
+        upto = torch.ones(L, L, dtype=torch.bool, device=seq.device).tril()  # [t, j]: j <= t
+        prefix = (seq[:, None, :] * upto[None]).long()  # [B, t, j] rows of seq[:, :t+1], 0 elsewhere
+        return self.add_repeat_bias(logits, prefix[keep])
 
 
 def _left_pad(items: Sequence[int], L: int) -> list[int]:
@@ -149,7 +175,7 @@ def make_scorer(model: SASRec, device: torch.device, sub_batch: int = 256):
                 width = int(lengths[idx].max())
                 seq = torch.tensor([_left_pad(chunk[i].history, width) for i in idx.tolist()],
                                    dtype=torch.long, device=device)
-                out[idx.to(device)] = model.item_logits(model.hidden(seq)[:, -1])
+                out[idx.to(device)] = model.scores(seq)
         return out
 
     return score
@@ -192,9 +218,8 @@ def train_sasrec(ds: SeqDataset, cfg: Config, out: str | Path | None = None,
         for idx in length_batches(lengths, b.sasrec_batch_size, gen):
             width = int(lengths[idx].max())  # left padding: the last `width` columns hold every item
             x, y = inp[idx, -width:].to(device), tgt[idx, -width:].to(device)
-            h = model.hidden(x)
             keep = y > 0
-            logits = model.item_logits(h[keep])
+            logits = model.position_logits(x, keep)
             loss = nn.functional.cross_entropy(logits, y[keep] - 1)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -207,6 +232,7 @@ def train_sasrec(ds: SeqDataset, cfg: Config, out: str | Path | None = None,
         val = summarize(ranks, val_ks)
         row = {"epoch": epoch, "train_loss": total / max(count, 1), "valid_hit@10": val["hit@10"],
                "valid_ndcg@10": val["ndcg@10"], "lr": opt.param_groups[0]["lr"],
+               **({"repeat_bias": round(float(model.repeat_bias.detach()), 4)} if model.repeat_bias is not None else {}),
                "seconds": round(time.time() - t0, 1)}
         log.append(row)
         if log_path is not None:
