@@ -164,6 +164,14 @@ def test_lightgcn_baseline_trains_once_and_reuses(tmp_path):
     assert meta.stat().st_mtime_ns == stamp  # the existing GCN folder is reused, not retrained
     assert again["test"]["metrics"] == recs["test"]["metrics"]
     assert json.loads((tmp_path / "metrics.json").read_text())["split"] == "test"
+    # the scorer path gives exactly the ranks of gramc.graph's own evaluation of the same model
+    from gramc.eval.metrics import summarize
+    from gramc.graph.lightgcn import lightgcn_ranks
+
+    want = summarize(lightgcn_ranks(tmp_path / "gcn", ds, "test"), cfg.eval.ks)
+    want.pop("users")
+    assert recs["test"]["metrics"] == pytest.approx(want)
+    assert 0.0 <= recs["test"]["repeats"]["top1_in_history"] <= 1.0
 
 
 def test_sasrec_lr_decays_when_validation_stalls(tmp_path):

@@ -9,26 +9,48 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from typing import Sequence
+
+import torch
+
 from ..config import Config
 from ..data.dataset import SeqDataset
+from ..data.splits import Sample
+from ..data.dataset import DataError
 from ..graph.artifacts import META_FILE, MODEL_FILE
-from ..graph.lightgcn import lightgcn_ranks, train_lightgcn
-from ..io import write_json
+from ..graph.lightgcn import train_lightgcn
 from ..runinfo import write_run_info
-from .common import metrics_record
+from .common import Scorer, evaluate_scorer
+
+FULL_HISTORY = 10**9  # LightGCN reads no history window; eval.exclude_history removes every earlier item
+
+
+def make_scorer(gcn_dir: Path, ds: SeqDataset) -> Scorer:
+    """user·item dot products of the saved final embeddings, rows matched to `ds` by ID."""
+    path = gcn_dir / MODEL_FILE
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    upos = {u: r for r, u in enumerate(saved["users"])}
+    ipos = {a: r for r, a in enumerate(saved["items"])}
+    missing_u = [u for u in ds.users if u not in upos]
+    missing_i = [a for a in ds.item_ids if a not in ipos]
+    if missing_u or missing_i:
+        what = f"user '{missing_u[0]}'" if missing_u else f"item '{missing_i[0]}'"
+        raise DataError(f"{path}: was trained on another dataset ({what} is unknown to it)")
+    users = saved["user"].float()[torch.tensor([upos[u] for u in ds.users])]
+    items = saved["item"].float()[torch.tensor([ipos[a] for a in ds.item_ids])]
+
+    def score(chunk: Sequence[Sample]) -> torch.Tensor:
+        return users[torch.tensor([s.user for s in chunk])] @ items.T
+
+    return score
 
 
 def run_lightgcn(ds: SeqDataset, cfg: Config, out: str | Path, inputs: dict | None = None) -> dict[str, dict]:
-    """Train LightGCN if needed, then rank all items for valid and test users."""
+    """Train LightGCN if needed, then rank all items for valid and test users (evaluate_scorer)."""
     out = Path(out)
     gcn_dir = Path(cfg.gcn.out) if cfg.gcn.out else out / "gcn"
     if not ((gcn_dir / META_FILE).is_file() and (gcn_dir / MODEL_FILE).is_file()):
         train_lightgcn(ds, cfg.gcn, gcn_dir, run_cfg=cfg, inputs=inputs)
     write_run_info(out, cfg, {**(inputs or {}), "gcn_model": gcn_dir / MODEL_FILE})
-    recs = {}
-    for split in ("valid", "test"):
-        ranks = lightgcn_ranks(gcn_dir, ds, split, cfg.data.max_his, cfg.eval.exclude_history)
-        recs[split] = metrics_record(ranks, split, "lightgcn", cfg, {"gcn_dir": str(gcn_dir)})
-        write_json(out / f"metrics_{split}.json", recs[split])
-    write_json(out / "metrics.json", recs["test"])
-    return recs
+    return evaluate_scorer(ds, cfg, make_scorer(gcn_dir, ds), "lightgcn", out, max_his=FULL_HISTORY,
+                           extra={"gcn_dir": str(gcn_dir)})
