@@ -241,7 +241,8 @@ def test_sasrec_repeat_bias_offsets_exactly_the_items_seen_so_far():
         torch.testing.assert_close(got, want)
         # scoring after the whole sequence = the last training position's view
         torch.testing.assert_close(model.scores(seq), want[[3, 8]])
-    assert SASRec(10, load_config(None, ["baseline.sasrec_dim=16"]).baseline).repeat_bias is None
+    off = load_config(None, ["baseline.sasrec_dim=16", "baseline.sasrec_repeat_bias=false"]).baseline
+    assert SASRec(10, off).repeat_bias is None and "repeat_bias" not in SASRec(10, off).state_dict()
 
 
 def test_sasrec_config_rejects_bad_decay():

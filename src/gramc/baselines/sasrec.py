@@ -3,9 +3,12 @@
 A causal Transformer over the last `sasrec_max_len` training items of a user predicts, at every
 position at once, the next item with a softmax over the whole catalogue (not the sampled
 BCE of the original paper, which is much weaker). Item embeddings are tied with the output
-layer (or, with `sasrec_tied_output=False`, a separate output table); positions have learned embeddings; padding (item 0, on the left) is masked out of
-attention and of the loss. Training sees only s[:-2] of each user; early stopping on validation
-ndcg@10 keeps the best weights, which are then evaluated on the test split.
+layer (or, with `sasrec_tied_output=False`, a separate output table); positions have learned
+embeddings; padding (item 0, on the left) is masked out of attention and of the loss. One learned
+offset is added to the logits of items the sequence already holds (`sasrec_repeat_bias`): tied
+embeddings otherwise make the last input item the top prediction, and the data, not the
+evaluator, should decide how likely a repeat is. Training sees only s[:-2] of each user; early
+stopping on validation ndcg@10 keeps the best weights, which are then evaluated on the test split.
 """
 
 from __future__ import annotations
