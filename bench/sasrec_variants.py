@@ -30,8 +30,16 @@ def _settings(info: dict) -> str:
     from gramc.config import load_config, to_dict
 
     default = to_dict(load_config(None, []))["baseline"]
-    mine = info["config"]["baseline"]
+    mine = _baseline_settings(info)
     return " ".join(f"{k}={v}" for k, v in mine.items() if default.get(k) != v and k != "sasrec_max_minutes")
+
+
+def _baseline_settings(info: dict) -> dict:
+    """The run's baseline.* config; runs from before an option existed ran without it."""
+    mine = dict(info["config"]["baseline"])
+    mine.setdefault("sasrec_tied_output", True)
+    mine.setdefault("sasrec_repeat_bias", False)
+    return mine
 
 
 def summarize_run(name: str, folder: Path) -> dict:
@@ -65,7 +73,7 @@ def _test_repeats(folder: Path, info: dict) -> dict:
     from gramc.baselines.sasrec import SASRec, make_scorer
     from gramc.config import from_dict
 
-    cfg = from_dict(info["config"])
+    cfg = from_dict({**info["config"], "baseline": _baseline_settings(info)})
     cfg.eval.bootstrap = 0
     ds = load_data(cfg)
     model = SASRec(ds.num_items, cfg.baseline)
