@@ -8,7 +8,6 @@ GRAM-C's collaborative prefix is the one measured here.
 from __future__ import annotations
 
 from pathlib import Path
-
 from typing import Sequence
 
 import torch
@@ -16,9 +15,8 @@ import torch
 from ..config import Config
 from ..data.dataset import SeqDataset
 from ..data.splits import Sample
-from ..data.dataset import DataError
 from ..graph.artifacts import META_FILE, MODEL_FILE
-from ..graph.lightgcn import train_lightgcn
+from ..graph.lightgcn import final_embeddings, train_lightgcn
 from ..runinfo import write_run_info
 from .common import Scorer, evaluate_scorer
 
@@ -27,17 +25,7 @@ FULL_HISTORY = 10**9  # LightGCN reads no history window; eval.exclude_history r
 
 def make_scorer(gcn_dir: Path, ds: SeqDataset) -> Scorer:
     """user·item dot products of the saved final embeddings, rows matched to `ds` by ID."""
-    path = gcn_dir / MODEL_FILE
-    saved = torch.load(path, map_location="cpu", weights_only=True)
-    upos = {u: r for r, u in enumerate(saved["users"])}
-    ipos = {a: r for r, a in enumerate(saved["items"])}
-    missing_u = [u for u in ds.users if u not in upos]
-    missing_i = [a for a in ds.item_ids if a not in ipos]
-    if missing_u or missing_i:
-        what = f"user '{missing_u[0]}'" if missing_u else f"item '{missing_i[0]}'"
-        raise DataError(f"{path}: was trained on another dataset ({what} is unknown to it)")
-    users = saved["user"].float()[torch.tensor([upos[u] for u in ds.users])]
-    items = saved["item"].float()[torch.tensor([ipos[a] for a in ds.item_ids])]
+    users, items = final_embeddings(gcn_dir, ds)
 
     def score(chunk: Sequence[Sample]) -> torch.Tensor:
         return users[torch.tensor([s.user for s in chunk])] @ items.T

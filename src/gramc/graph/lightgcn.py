@@ -270,6 +270,17 @@ def lightgcn_ranks(gcn_dir: str | Path, ds: SeqDataset, split: Split, max_his: i
     Scores are user·item dot products of the final, un-normalised embeddings saved by
     `train_lightgcn` (model trained on s[:-2], also for the test split: the published protocol).
     """
+    users, items = final_embeddings(gcn_dir, ds)
+    ranks = score_ranks(users, items, ds, split, exclude_history=exclude_history)
+    assert len(ranks) == len(samples(ds, split, max_his))
+    return ranks
+
+
+def final_embeddings(gcn_dir: str | Path, ds: SeqDataset) -> tuple[torch.Tensor, torch.Tensor]:
+    """(user, item) final embeddings saved by `train_lightgcn`, rows in `ds`'s user / item order.
+
+    Raises DataError when the model is missing or was trained on another dataset.
+    """
     path = Path(gcn_dir) / MODEL_FILE
     if not path.is_file():
         raise DataError(f"{path}: missing; it is written by `gramc gcn train`")
@@ -281,11 +292,9 @@ def lightgcn_ranks(gcn_dir: str | Path, ds: SeqDataset, split: Split, max_his: i
     if missing_u or missing_i:
         what = f"user '{missing_u[0]}'" if missing_u else f"item '{missing_i[0]}'"
         raise DataError(f"{path}: was trained on another dataset ({what} is unknown to it)")
-    ranks = score_ranks(saved["user"], saved["item"], ds, split,
-                        np.array([upos[u] for u in ds.users]), np.array([ipos[a] for a in ds.item_ids]),
-                        exclude_history)
-    assert len(ranks) == len(samples(ds, split, max_his))
-    return ranks
+    users = saved["user"].float()[torch.tensor([upos[u] for u in ds.users], dtype=torch.long)]
+    items = saved["item"].float()[torch.tensor([ipos[a] for a in ds.item_ids], dtype=torch.long)]
+    return users, items
 
 
 # --------------------------------------------------------------------------------------------
