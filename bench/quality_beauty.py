@@ -221,9 +221,9 @@ def render(results: dict) -> str:
 
 
 DISCUSSION = [
-    "How to read this table. Every row ran on this 2-core CPU, at different times and loads: pop and the "
-    "GRAM-C smoke row while up to 8 other jobs used it (load average 13-20), LightGCN (re-evaluated) and "
-    "SASRec in later sessions with at most one other job beside them. The baselines are evaluated on all "
+    "How to read this table. Every row ran on this 2-core CPU, at different times and loads: pop while "
+    "up to 8 other jobs used it (load average 13-20), LightGCN (re-evaluated) and SASRec in later sessions "
+    "with at most one other job beside them, GRAM and GRAM-C alone. The baselines are evaluated on all "
     "22,363 test users; a generative row says how many users and beams it used. Every metrics.json also "
     "holds `repeats`: how often a model's top-1 is an item the user already has.",
     "",
@@ -267,24 +267,26 @@ DISCUSSION = [
     "* **Repeats in the other rows.** LightGCN's top-1 is a history item for 38% of test users (2.0 of its "
     "top 10). The usual CF protocol removes training items from the ranking; this table does not, for any "
     "model, so LightGCN pays for it here. Popularity's list is the same for every user.",
-    "* **GRAM-C on this CPU** (configs/beauty-cpu.yaml: tiny T5, GRAM's 128x7 IDs with the T5 vocabulary, "
-    "prefix in the user passage, batch 64): `python bench/quality_beauty.py --budget-minutes 4 --threads 1 "
-    "--models gramc-user_passage --eval-users 100 --beams 20` measured 12.5 s per optimiser step (about 5-7 "
-    "samples/s on the loaded CPU), so the 4-minute budget bought 19 steps = 1,216 of 131,413 training "
-    "samples (0.9% of one epoch; loss 9.85, i.e. barely below uniform over the first ID level). Its row above (no "
-    "hit among 100 test users; 36 minutes in all, most of it validating 500 users and evaluating with beam "
-    "20 on the loaded CPU) says nothing about GRAM-C's quality, only that the Beauty pipeline (GRAM ID "
-    "check, GCN, training with the collaborative prefix, trie-constrained beam evaluation) runs end to end. "
-    "GRAM (prefix off) and the every_passage / memory placements were not run: at this throughput they "
-    "would show the same untrained zeros.",
-    "* **GRAM / GRAM-C** need a GPU for a meaningful number. The official recipe is 30 epochs x 131,413 "
-    "training samples = 3.94M samples (30,800 optimiser steps at batch 128) with t5-small, then beam-50 "
-    "search for 22,363 users. Measured here (bench/train_throughput.py, tiny preset, 1 thread): about 2-10 "
-    "training samples/s of CPU time, i.e. hours per epoch even for the tiny model. On one H100 a t5-small "
-    "FiD step of 128 samples costs about 6 x 19M encoder parameters x 150k-340k encoder tokens = 17-39 "
-    "TFLOP (an estimate, not a measurement: real passages only vs GRAM's 21 padded passages per sample), "
-    "0.15-0.35 s at ~110 TFLOP/s effective, i.e. about 1.3-3 hours for 30 epochs plus some minutes of "
-    "beam-50 evaluation: run `gramc pipeline --config configs/beauty.yaml ...` there.",
+    "* **GRAM and GRAM-C on this CPU, equal 3-minute budgets** (configs/beauty-cpu.yaml: tiny T5, GRAM's "
+    "128x7 IDs with the T5 vocabulary, batch 64; `python bench/quality_beauty.py --budget-minutes 3 --threads 2 "
+    "--models gram --eval-users 200 --beams 50`, then the same with `--models gramc-user_passage,"
+    "gramc-every_passage --set train.eval_users=100`, which only shortens the one in-training validation; "
+    "each model alone on the idle CPU): GRAM (prefix off) ran 125 steps in 11.5 minutes all told (validation loss 8.80) and GRAM-C with the prefix in the user passage ran 126 steps in 12.8 minutes (validation loss 8.76); both found the target for 2 of 200 test users within their 50 beams (hit@50 0.01) and none in the top 10. These rows show that each variant runs end to end on "
+    "the real data (GRAM ID check, GCN, training with or without the prefix, trie-constrained beam-50 "
+    "evaluation). They say nothing about GRAM-C's quality: the budget bought 125 steps = 8,000 of "
+    "131,413 training samples (6% of one epoch). The every_passage and memory placements have no row: the "
+    "second call also named every_passage, and it was stopped during training for lack of session time "
+    "(about 12 minutes per variant).",
+    "* **What a real GRAM / GRAM-C number needs.** Measured this session on the idle CPU: 1.4 s per step of "
+    "64 samples (about 45 samples/s), so one epoch is about 49 minutes and GRAM's 30 epochs would take "
+    "about a day even for the tiny model. Encoding all 12,101 item passages takes 11 s. Beam 50 runs at "
+    "about 2 users/s (500 validation users in about 260 s), i.e. about 3 hours per model for the 22,363 "
+    "test users. The official recipe is 30 epochs x 131,413 samples = 3.94M samples (30,800 optimiser "
+    "steps at batch 128) with t5-small. On one H100 a t5-small FiD step of 128 samples costs about 6 x 19M "
+    "encoder parameters x 150k-340k encoder tokens = 17-39 TFLOP (an estimate, not a measurement), "
+    "0.15-0.35 s at ~110 TFLOP/s effective: about 1.3-3 hours for 30 epochs plus minutes of beam-50 "
+    "evaluation. Run `gramc pipeline --config configs/beauty.yaml ...` there (data overrides in the "
+    "config's header).",
 ]
 
 
