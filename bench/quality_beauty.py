@@ -68,6 +68,13 @@ def base_overrides(data: Path, out: Path) -> list[str]:
     return [f"data.path={data}", f"run.out={out}", "run.device=cpu", "eval.ks=[1,5,10,20,50]"]
 
 
+def keep_sasrec_curves(run_dir: Path) -> None:
+    """Copy a SASRec run's curves.png into bench/results (runs/ is not committed; the plot is)."""
+    if (run_dir / "curves.png").is_file():
+        with atomic_path(SASREC_CURVES) as tmp:
+            shutil.copyfile(run_dir / "curves.png", tmp)
+
+
 def run_baseline(name: str, data: Path, work: Path, budget: float, extra: list[str]) -> dict:
     from gramc.baselines.common import load_data
 
@@ -83,8 +90,7 @@ def run_baseline(name: str, data: Path, work: Path, budget: float, extra: list[s
         from gramc.baselines.sasrec import run_sasrec
 
         recs = run_sasrec(ds, cfg, out, {"data": data}, max_minutes=budget)
-        with atomic_path(SASREC_CURVES) as tmp:  # runs/ is not committed; the plot is
-            shutil.copyfile(out / "curves.png", tmp)
+        keep_sasrec_curves(out)
     else:
         from gramc.baselines.lightgcn import run_lightgcn
 
@@ -116,9 +122,8 @@ def import_baseline_run(name: str, folder: Path, data: Path) -> dict:
     if test.get("model") != name:
         raise SystemExit(f"--import-run {name}={folder}: metrics.json is for model {test.get('model')!r}")
     recs = {"valid": valid, "test": test}
-    if name == "sasrec" and (folder / "curves.png").is_file():
-        with atomic_path(SASREC_CURVES) as tmp:
-            shutil.copyfile(folder / "curves.png", tmp)
+    if name == "sasrec":
+        keep_sasrec_curves(folder)
     return {"valid": valid, "test": test, "minutes": round(test.get("train_seconds", 0.0) / 60, 2),
             "budget_minutes": cfg.baseline.sasrec_max_minutes if name == "sasrec" else 0.0,
             "eval_users": test["users"], "out": str(folder), "notes": _baseline_note(name, recs, cfg),
@@ -295,6 +300,19 @@ def write_doc_section(text: str) -> None:
     replace_section(SECTION, text, DOC)
 
 
+def record(name: str, res: dict, command: str) -> dict:
+    """Merge one model's row into bench/results/quality_beauty.json (re-read first: other invocations
+    may have written rows meanwhile) and return the merged results."""
+    res["command"] = command
+    res["machine"] = f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}"
+    results = read_json(RESULTS) if RESULTS.is_file() else {"models": {}, "commands": []}
+    results["models"][name] = res
+    if command not in results["commands"]:
+        results["commands"].append(command)
+    write_json(RESULTS, results)
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--budget-minutes", type=float, required=True, help="training wall-time budget per model")
@@ -326,13 +344,7 @@ def main(argv: list[str] | None = None) -> int:
             if name not in ("pop", "sasrec", "lightgcn"):
                 ap.error(f"--import-run: {name!r} is not a baseline (pop, sasrec, lightgcn)")
             res = import_baseline_run(name, Path(folder), data)
-            res["command"] = res.pop("run_command")
-            res["machine"] = f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}"
-            results = read_json(RESULTS) if RESULTS.is_file() else results
-            results["models"][name] = res
-            if res["command"] not in results["commands"]:
-                results["commands"].append(res["command"])
-            write_json(RESULTS, results)
+            results = record(name, res, res.pop("run_command"))
         wanted = args.models.split(",") if args.models is not None else ([] if imports else ALL_MODELS)
         for name in [m.strip() for m in wanted if m.strip() and m.strip() not in imports]:
             if name not in ALL_MODELS:
@@ -342,14 +354,7 @@ def main(argv: list[str] | None = None) -> int:
                 res = run_baseline(name, data, work, args.budget_minutes, args.set)
             else:
                 res = run_generative(name, data, work, args.budget_minutes, args.eval_users, args.beams, args.set)
-            res["command"] = cmd
-            res["machine"] = f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}"
-            if RESULTS.is_file():  # merge with what other invocations wrote meanwhile
-                results = read_json(RESULTS)
-            results["models"][name] = res
-            if cmd not in results["commands"]:
-                results["commands"].append(cmd)
-            write_json(RESULTS, results)
+            results = record(name, res, cmd)
             m = res["test"]["metrics"]
             print(f"{name}: test R@10 {m['hit@10']:.4f} N@10 {m['ndcg@10']:.4f} ({res['minutes']} min)", flush=True)
     write_doc_section(render(results))
