@@ -130,6 +130,9 @@ class ModelConfig:
     passage_len: int = 128  # tokens per item passage (incl. </s>)
     user_passage_len: int = 128  # tokens for the user passage (incl. </s>)
     target_len: int = 32
+    # output normalisation of the decoder: "vocab" = softmax over the whole vocabulary (GRAM);
+    # "trie" = softmax over the trie children of the target's prefix only (training and search)
+    softmax: Literal["vocab", "trie"] = "vocab"
     prefix: PrefixConfig = field(default_factory=PrefixConfig)
 
 
@@ -153,6 +156,9 @@ class TrainConfig:
     eval_every: int = 1  # epochs between validations
     eval_users: int = 0  # validation users during training; 0 = all
     max_steps: int = 0  # stop after this many optimiser steps (0 = no limit)
+    final_eval: bool = True  # evaluate the best checkpoint on valid and test when training ends
+    final_eval_users: int = 0  # users of that final evaluation (first N); 0 = all (published numbers)
+    valid_loss_samples: int = 0  # validation-loss samples per validation (seeded subset); 0 = all
 
 
 @dataclass
@@ -166,9 +172,10 @@ class EvalConfig:
     exclude_history: bool = False  # never recommend an item already in the user's history
     bootstrap: int = 1000  # bootstrap resamples for confidence intervals
     unknown_history: Literal["error", "skip"] = "error"  # for `gramc recommend`
-    # when the search may stop: heuristic = HF early_stopping=False (GRAM; exact when
-    # length_penalty=0), never = HF "never" (exact bound for any penalty), finished = HF True
-    early_stopping: Literal["heuristic", "never", "finished"] = "heuristic"
+    # when the search may stop: heuristic = HF early_stopping=False bounded by the best running
+    # beam (exact when length_penalty=0), hf4 = HF 4.x's rule as GRAM ran it (best candidate of the
+    # step, finished ones included), never = HF "never" (exact bound for any penalty), finished = HF True
+    early_stopping: Literal["heuristic", "hf4", "never", "finished"] = "heuristic"
     item_batch_size: int = 256  # item passages encoded per chunk (once per checkpoint)
     bf16: bool = True  # encode item passages in bf16 autocast on CUDA (CPU always fp32)
     predictions_top: int = 50  # items per user written to predictions.jsonl
