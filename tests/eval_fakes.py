@@ -56,7 +56,7 @@ def make_run(run_dir, *extra: str):
         "data.synthetic.num_topics=4", "data.max_his=6", "ids.vocab_size=300", "ids.clusters=4",
         "ids.levels=2", "gcn.dim=8", "gcn.epochs=2", "gcn.eval_every=0", "gcn.similar_k=5",
         "model.similar_items=3", "model.passage_len=48", "model.user_passage_len=48", "model.dropout=0.0",
-        "eval.beams=8", "eval.bootstrap=50", "eval.batch_size=8", *extra,
+        "eval.beams=8", "eval.allow_capped=true", "eval.bootstrap=50", "eval.batch_size=8", *extra,
     ])
     assets = Assets.from_config(cfg, progress=False)
     torch.manual_seed(0)

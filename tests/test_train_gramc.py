@@ -21,7 +21,7 @@ BASE = [
     "data.max_his=3", "ids.vocab_size=300", "ids.clusters=4", "ids.levels=2", "gcn.dim=8", "gcn.epochs=2",
     "gcn.eval_every=0", "gcn.similar_k=5", "model.similar_items=2", "model.passage_len=24",
     "model.user_passage_len=24", "train.batch_size=16", "train.log_every=1", "eval.beams=5",
-    "eval.ks=[1,5,10]", "eval.bootstrap=20", "eval.batch_size=32",
+    "eval.ks=[1,5,10]", "eval.allow_capped=true", "eval.bootstrap=20", "eval.batch_size=32",
 ]
 
 

@@ -12,8 +12,8 @@ import importlib
 import importlib.util
 import sys
 
-from .config import Config, ConfigError, load_config
-from .data.dataset import DataError
+from .config import Config, load_config
+from .errors import GramcError
 
 # pipeline order; each module defines register(subparsers)
 _COMMAND_MODULES = [
@@ -59,9 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         rc = args.func(args)
-    except (ConfigError, DataError) as e:
-        print(f"gramc: error: {e}", file=sys.stderr)
-        return 2
+    except GramcError as e:  # the one exit path for every gramc error: no traceback
+        print(f"gramc {args.command}: error: {e}", file=sys.stderr)
+        return e.exit_code
     return int(rc or 0)
 
 

@@ -16,8 +16,10 @@ from typing import Any, Literal, Optional
 
 import yaml
 
+from .errors import GramcError
 
-class ConfigError(ValueError):
+
+class ConfigError(GramcError, ValueError):
     """A configuration key is unknown, has the wrong type, or an invalid value."""
 
 
@@ -179,6 +181,9 @@ class EvalConfig:
     item_batch_size: int = 256  # item passages encoded per chunk (once per checkpoint)
     bf16: bool = True  # encode item passages in bf16 autocast on CUDA (CPU always fp32)
     predictions_top: int = 50  # items per user written to predictions.jsonl
+    # beams < max(ks) caps hit@k / ndcg@k for k > beams (a target past the beam list counts as a
+    # miss): an error unless this says the capped figures are wanted
+    allow_capped: bool = False
 
 
 @dataclass
@@ -234,35 +239,90 @@ class Config:
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
 
     def validate(self) -> "Config":
-        """Check cross-field constraints; raise ConfigError naming the key."""
-        _check(self.data.max_his >= 1, "data.max_his", "must be >= 1")
-        _check(self.ids.clusters >= 2, "ids.clusters", "must be >= 2")
-        _check(self.ids.levels >= 1, "ids.levels", "must be >= 1")
-        _check(self.gcn.dim >= 1 and self.gcn.layers >= 0, "gcn.dim/gcn.layers", "must be positive")
-        _check(self.model.prefix.num_items >= 1, "model.prefix.num_items", "must be >= 1")
-        _check(0.0 <= self.model.prefix.prefix_dropout < 1.0, "model.prefix.prefix_dropout", "must be in [0, 1)")
-        _check(self.model.passage_len >= 8, "model.passage_len", "must be >= 8")
-        _check(self.model.similar_items >= 0, "model.similar_items", "must be >= 0")
-        _check(self.model.preset != "pretrained" or bool(self.model.pretrained), "model.pretrained",
-               "must name a folder or hub model when model.preset is 'pretrained'")
-        _check(self.train.batch_size >= 1, "train.batch_size", "must be >= 1")
-        _check(self.train.grad_accum >= 1, "train.grad_accum", "must be >= 1")
-        _check(self.train.lr > 0, "train.lr", "must be > 0")
-        _check(0.0 <= self.train.warmup < 1.0, "train.warmup", "must be a fraction in [0, 1)")
-        _check(self.eval.beams >= 1, "eval.beams", "must be >= 1")
-        _check(len(self.eval.ks) > 0 and all(k >= 1 for k in self.eval.ks), "eval.ks", "must be positive integers")
-        b = self.baseline
-        _check(b.sasrec_dim % b.sasrec_heads == 0, "baseline.sasrec_heads", "must divide baseline.sasrec_dim")
-        _check(b.sasrec_ffn >= 1, "baseline.sasrec_ffn", "must be >= 1")
-        _check(0.0 < b.sasrec_lr_decay <= 1.0, "baseline.sasrec_lr_decay", "must be in (0, 1] (1 = constant lr)")
-        _check(b.sasrec_decay_patience >= 0, "baseline.sasrec_decay_patience", "must be >= 0")
-        _check(b.sasrec_temperature >= 0, "baseline.sasrec_temperature", "must be >= 0 (0 = plain dot product)")
+        """Check ranges and combinations; raise one ConfigError naming every bad key."""
+        problems: list[str] = []
+
+        def check(ok: bool, key: str, what: str) -> None:
+            if not ok:
+                problems.append(f"config key '{key}' {what}")
+
+        d, m, tr, ev, g, b = self.data, self.model, self.train, self.eval, self.gcn, self.baseline
+        check(d.max_his >= 1, "data.max_his", "must be >= 1")
+        check(d.kcore >= 0, "data.kcore", "must be >= 0 (0 = off)")
+        s = d.synthetic
+        check(s.num_users >= 1 and s.num_items >= 2 and s.num_topics >= 1, "data.synthetic.num_users/num_items/num_topics",
+              "must be positive (num_items >= 2)")
+        check(5 <= s.min_len <= s.max_len, "data.synthetic.min_len", "must be >= 5 and <= data.synthetic.max_len")
+        check(0 <= s.successor_prob <= 1 and 0 <= s.topic_prob <= 1, "data.synthetic.successor_prob/topic_prob",
+              "must be probabilities in [0, 1]")
+        check(self.ids.clusters >= 2, "ids.clusters", "must be >= 2")
+        check(self.ids.levels >= 1, "ids.levels", "must be >= 1")
+        check(self.ids.vocab_size >= 100, "ids.vocab_size", "must be >= 100")
+        check(self.ids.svd_dim >= 1 and self.ids.text_tokens >= 1, "ids.svd_dim/ids.text_tokens", "must be >= 1")
+        check(self.ids.threads >= 0, "ids.threads", "must be >= 0 (0 = library default)")
+        check(g.dim >= 1 and g.layers >= 0, "gcn.dim/gcn.layers", "must be positive")
+        check(g.epochs >= 1, "gcn.epochs", "must be >= 1")
+        check(g.lr > 0, "gcn.lr", "must be > 0")
+        check(g.reg >= 0 and g.batch_size >= 0 and g.eval_every >= 0, "gcn.reg/gcn.batch_size/gcn.eval_every",
+              "must be >= 0")
+        check(g.similar_k >= 1, "gcn.similar_k", "must be >= 1")
+        check(g.init_std > 0, "gcn.init_std", "must be > 0")
+        check(m.prefix.num_items >= 1, "model.prefix.num_items", "must be >= 1")
+        check(m.prefix.hidden >= 0, "model.prefix.hidden", "must be >= 0 (0 = d_model)")
+        check(0.0 <= m.prefix.prefix_dropout < 1.0, "model.prefix.prefix_dropout", "must be in [0, 1)")
+        check(0.0 <= m.prefix.dropout < 1.0, "model.prefix.dropout", "must be in [0, 1)")
+        check(0.0 <= m.dropout < 1.0, "model.dropout", "must be in [0, 1)")
+        check(m.passage_len >= 8, "model.passage_len", "must be >= 8")
+        check(m.user_passage_len >= 8, "model.user_passage_len", "must be >= 8")
+        check(m.target_len >= 2, "model.target_len", "must be >= 2 (an ID token and </s>)")
+        check(m.similar_items >= 0, "model.similar_items", "must be >= 0")
+        check(m.preset != "pretrained" or bool(m.pretrained), "model.pretrained",
+              "must name a folder or hub model when model.preset is 'pretrained'")
+        check(tr.epochs >= 1, "train.epochs", "must be >= 1 (use train.max_steps to stop earlier)")
+        check(tr.max_steps >= 0, "train.max_steps", "must be >= 0 (0 = no limit)")
+        check(tr.batch_size >= 1, "train.batch_size", "must be >= 1")
+        check(tr.grad_accum >= 1, "train.grad_accum", "must be >= 1")
+        check(tr.lr > 0, "train.lr", "must be > 0")
+        check(tr.weight_decay >= 0, "train.weight_decay", "must be >= 0 (a negative decay grows the weights)")
+        check(tr.eps > 0, "train.eps", "must be > 0")
+        check(0.0 <= tr.warmup < 1.0, "train.warmup", "must be a fraction in [0, 1)")
+        check(tr.clip >= 0, "train.clip", "must be >= 0")
+        check(tr.log_every >= 1, "train.log_every", "must be >= 1")
+        check(tr.eval_every >= 1, "train.eval_every", "must be >= 1")
+        for key in ("save_every", "eval_users", "final_eval_users", "valid_loss_samples", "num_workers"):
+            check(getattr(tr, key) >= 0, f"train.{key}", "must be >= 0")
+        check(ev.beams >= 1, "eval.beams", "must be >= 1")
+        ks_ok = len(ev.ks) > 0 and all(k >= 1 for k in ev.ks)
+        check(ks_ok, "eval.ks", "must be positive integers")
+        check(len(set(ev.ks)) == len(ev.ks), "eval.ks", "must not repeat a k")
+        if ks_ok:
+            check(ev.beams >= max(ev.ks) or ev.allow_capped, "eval.beams",
+                  f"({ev.beams}) is below the largest k of eval.ks ({max(ev.ks)}): hit@k and ndcg@k for "
+                  f"k > {ev.beams} would be capped (a target past the beam list counts as a miss). Raise "
+                  f"eval.beams, drop those ks from eval.ks, or set eval.allow_capped=true")
+        check(ev.length_penalty >= 0, "eval.length_penalty", "must be >= 0")
+        check(ev.batch_size >= 1 and ev.item_batch_size >= 1, "eval.batch_size/eval.item_batch_size", "must be >= 1")
+        check(ev.bootstrap >= 0, "eval.bootstrap", "must be >= 0")
+        check(ev.predictions_top >= 1, "eval.predictions_top", "must be >= 1")
+        check(b.sasrec_dim % max(1, b.sasrec_heads) == 0 and b.sasrec_heads >= 1, "baseline.sasrec_heads",
+              "must be >= 1 and divide baseline.sasrec_dim")
+        check(b.sasrec_ffn >= 1, "baseline.sasrec_ffn", "must be >= 1")
+        check(b.sasrec_epochs >= 1 and b.sasrec_max_len >= 1 and b.sasrec_batch_size >= 1, "baseline.sasrec_epochs/"
+              "sasrec_max_len/sasrec_batch_size", "must be >= 1")
+        check(b.sasrec_lr > 0, "baseline.sasrec_lr", "must be > 0")
+        check(0.0 <= b.sasrec_dropout < 1.0, "baseline.sasrec_dropout", "must be in [0, 1)")
+        check(b.sasrec_weight_decay >= 0, "baseline.sasrec_weight_decay", "must be >= 0")
+        check(0.0 < b.sasrec_lr_decay <= 1.0, "baseline.sasrec_lr_decay", "must be in (0, 1] (1 = constant lr)")
+        check(b.sasrec_decay_patience >= 0 and b.sasrec_patience >= 0, "baseline.sasrec_patience/"
+              "sasrec_decay_patience", "must be >= 0")
+        check(b.sasrec_temperature >= 0, "baseline.sasrec_temperature", "must be >= 0 (0 = plain dot product)")
+        check(b.sasrec_max_minutes >= 0, "baseline.sasrec_max_minutes", "must be >= 0 (0 = no limit)")
+        check(self.pipeline.eval_users >= 0, "pipeline.eval_users", "must be >= 0 (0 = all)")
+        check(self.pipeline.train_minutes >= 0, "pipeline.train_minutes", "must be >= 0 (0 = no budget)")
+        if problems:
+            raise ConfigError(problems[0] if len(problems) == 1 else
+                              f"{len(problems)} config problems:\n  " + "\n  ".join(problems))
         return self
-
-
-def _check(ok: bool, key: str, what: str) -> None:
-    if not ok:
-        raise ConfigError(f"config key '{key}' {what}")
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,15 +1,32 @@
-"""Safe file output and fingerprints: atomic writes, atomic folders, sha256."""
+"""Safe file output and fingerprints: atomic writes, atomic folders, output ownership, sha256.
+
+Guarantees (docs/runs.md, "What gramc may overwrite"):
+
+* Every write goes to a temporary sibling `.<name>.<pid>.<random>.tmp` and is renamed into place;
+  a folder is swapped in with one atomic exchange (Linux renameat2), so the previous output stays
+  readable at its path until the new one is complete, also under kill -9.
+* Temporaries a killed gramc process left beside a path are removed on the next write to that
+  path (those of a process that is still running are left alone).
+* `claim_output(path, kind, inputs)` is the one ownership rule: gramc replaces a folder only when
+  it is empty or holds gramc's own marker for that kind of output; an output can never equal or
+  contain one of the command's inputs, nor the working directory.
+"""
+
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import hashlib
 import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
+
+from .errors import GramcError, OwnershipError
 
 
 def _umask() -> int:
@@ -34,12 +51,64 @@ def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def _tmp_prefix(path: Path) -> str:
+    return f".{path.name}.{os.getpid()}."
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale_temporaries(path: str | Path) -> list[Path]:
+    """Remove `.<name>.*.tmp` / `.<name>.old` siblings of `path` left by killed gramc writes.
+
+    A temporary whose writer (the pid in its name) still runs is kept; names without a pid (older
+    gramc) count as stale. Returns what was removed.
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    removed = []
+    for cand in path.parent.glob(f".{glob_escape(path.name)}.*"):
+        rest = cand.name[len(path.name) + 2:]
+        if rest == "old":
+            if not path.exists():  # killed between the two renames of the fallback swap: restore
+                os.replace(cand, path)
+                continue
+        elif not rest.endswith(".tmp"):
+            continue
+        else:
+            pid = rest.split(".", 1)[0]
+            if pid.isdigit() and int(pid) != os.getpid() and _pid_alive(int(pid)):
+                continue
+            if pid.isdigit() and int(pid) == os.getpid():
+                continue  # one of this process's own writes in progress
+        shutil.rmtree(cand) if cand.is_dir() and not cand.is_symlink() else cand.unlink(missing_ok=True)
+        removed.append(cand)
+    return removed
+
+
+def glob_escape(name: str) -> str:
+    import glob
+
+    return glob.escape(name)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success rename it over `path`, else delete it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    if path.is_dir():
+        raise OwnershipError(f"{path} is a folder; a file is written there (give a file path)")
+    clean_stale_temporaries(path)
+    fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(path), suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -74,28 +143,176 @@ def torch_save(obj: Any, path: str | Path) -> None:
         torch.save(obj, tmp)
 
 
+_RENAME_EXCHANGE = 2
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd = -100
+    if fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def replace_dir(new: Path, path: Path) -> None:
+    """Put folder `new` at `path`; the old folder there stays readable until the swap (then deleted)."""
+    if not path.exists():
+        os.replace(new, path)
+    elif _exchange(new, path):
+        shutil.rmtree(new)  # `new` now holds the old folder
+    else:  # two renames; a kill in between leaves `.name.old`, restored by the next write
+        old = path.with_name(f".{path.name}.old")
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(path, old)
+        os.replace(new, path)
+        shutil.rmtree(old)
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Build a folder in a temporary sibling; on success replace `path` with it.
 
     An existing folder at `path` stays intact until the new one is complete, and is left
-    untouched if the build fails.
+    untouched if the build fails. Callers that may replace a folder they did not write check
+    `claim_output` first.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    clean_stale_temporaries(path)
+    tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(path), suffix=".tmp", dir=path.parent))
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700 folders
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, path)
+        replace_dir(tmp, path)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+
+
+# --------------------------------------------------------------------------------------------
+# Ownership of output paths
+# --------------------------------------------------------------------------------------------
+
+# the files that mark a folder as gramc's own output of each kind (any one of them suffices)
+MARKERS: dict[str, tuple[str, ...]] = {
+    "dataset": ("dataset.json",),
+    "gcn": ("gcn_meta.json",),
+    "run": ("run_info.json", "checkpoints", "log.jsonl"),
+    "stage": (".stage.json", ".stage.pending.json"),
+    "pipeline": ("pipeline_run_info.json", "pipeline.json"),
+    "eval": ("metrics.json", "run_info.json"),
+    "ids": ("ids.txt", "ids_check.json", "tokenizer"),
+}
+
+
+def _within(child: Path, parent: Path) -> bool:
+    return child == parent or parent in child.parents
+
+
+def _listing(folder: Path, n: int = 5) -> str:
+    names = sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir())
+    return ", ".join(names[:n]) + (f" (+{len(names) - n} more)" if len(names) > n else "")
+
+
+def holds_marker(folder: str | Path, *kinds: str) -> bool:
+    folder = Path(folder)
+    return any((folder / m).exists() for k in kinds for m in MARKERS[k])
+
+
+def _gramc_hidden(name: str) -> bool:
+    """Dot-names gramc itself writes: stage records and write temporaries."""
+    return name in (".stage.json", ".stage.pending.json") or name.endswith((".tmp", ".old"))
+
+
+def claim_output(path: str | Path, kinds: str | Iterable[str], inputs: Iterable[str | Path | None] = (),
+                 what: str = "output", own: Iterable[str] | None = None) -> Path:
+    """Check that gramc may (re)write the folder `path` as one of `kinds`; return it resolved.
+
+    Allowed: an absent path, an empty folder, or a folder holding a marker of one of `kinds`
+    (MARKERS) and, when `own` (the names gramc writes there) is given, nothing else. Refused with
+    an OwnershipError naming the path: a file where a folder goes, a folder with other content, a
+    path that is or contains one of `inputs` or the working directory.
+    """
+    kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds)
+    target = Path(path).expanduser().resolve()
+    for inp in inputs:
+        if not inp:
+            continue
+        src = Path(inp).expanduser().resolve()
+        if _within(src, target):
+            rel = "is" if src == target else "contains"
+            raise OwnershipError(f"{what} {path} {rel} the input {inp}; write to another folder "
+                                 f"(gramc never replaces a command's own input)")
+    if _within(Path.cwd().resolve(), target):
+        raise OwnershipError(f"{what} {path} is the working directory (or a folder above it); "
+                             f"give a new folder, e.g. {Path(path) / 'out'}")
+    if not target.exists():
+        return target
+    if not target.is_dir():
+        raise OwnershipError(f"{what} {path} is a file; a folder is written there (give a folder path)")
+    if not any(target.iterdir()):
+        return target
+    if holds_marker(target, *kinds):
+        if own is None:
+            return target
+        own = set(own)
+        foreign = sorted(p.name for p in target.iterdir() if p.name not in own and not _gramc_hidden(p.name))
+        if not foreign:
+            return target
+        raise OwnershipError(f"{what} {path} is replaced as a whole, but it also holds files gramc did not "
+                             f"write there ({', '.join(foreign[:5])}); move them away first")
+    markers = " or ".join(m for k in kinds for m in MARKERS[k])
+    raise OwnershipError(f"{what} {path} already holds files gramc did not write ({_listing(target)}; "
+                         f"no {markers}); refusing to replace it. Give a new or empty folder, or move "
+                         f"those files away")
+
+
+def require_file(path: str | Path, what: str = "file") -> Path:
+    """`path` as a Path when it is an existing file, else a GramcError saying what it is instead."""
+    p = Path(path)
+    if p.is_dir():
+        raise GramcError(f"{what} {p} is a folder; a file is expected here")
+    if not p.is_file():
+        raise GramcError(f"{what} {p} does not exist")
+    return p
+
+
+def read_jsonl(path: str | Path, repair: bool = False) -> list[dict]:
+    """Records of a JSON-lines file. A torn last line (what a crash leaves) is dropped, and with
+    `repair` cut from the file with a message; a bad line elsewhere is an error naming it."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise GramcError(f"{path} is not UTF-8 text ({e}); it is not a gramc log") from e
+    lines = text.split("\n")
+    records, good_bytes = [], 0
+    for i, line in enumerate(lines):
+        if not line.strip():
+            good_bytes += len(line) + 1
+            continue
+        try:
+            rec = json.loads(line)
+            if not isinstance(rec, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as e:
+            if any(x.strip() for x in lines[i + 1:]):
+                raise GramcError(f"{path}, line {i + 1}: not a JSON record ({e}); the file is damaged "
+                                 f"(only a torn last line is repaired)") from e
+            if repair:
+                import sys
+
+                print(f"{path}: line {i + 1} is torn (an interrupted write): removed it", file=sys.stderr)
+                write_text(path, "".join(x + "\n" for x in lines[:i] if x.strip()))
+            break
+        records.append(rec)
+    return records

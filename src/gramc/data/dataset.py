@@ -18,11 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import DataError  # noqa: F401  (re-exported: gramc.data.dataset.DataError)
 from ..io import atomic_path, read_json
-
-
-class DataError(ValueError):
-    """Bad input data; the message names the file, the line and what was expected."""
 
 
 @dataclass

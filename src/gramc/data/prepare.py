@@ -12,12 +12,15 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Config
-from ..io import atomic_dir, sha256_file
+from ..io import atomic_dir, claim_output, sha256_file
 from ..runinfo import write_run_info
 from .dataset import DataError, SeqDataset
 from .readers import read_items, read_sequences
 from .splits import MIN_LEN
 from .synthetic import make_synthetic
+
+
+DATASET_FILES = ("items.jsonl", "sequences.txt", "dataset.json", "config.yaml", "run_info.json")
 
 
 def _source(path: Path, fmt: str) -> dict[str, Any]:
@@ -93,6 +96,7 @@ def build_dataset(sequences: str | Path, items: str | Path | None, cfg: Config,
 def write_dataset(ds: SeqDataset, out: str | Path, cfg: Config, inputs: dict[str, str | Path]) -> Path:
     """Write `ds` + run info into `out` atomically (all or nothing)."""
     out = Path(out)
+    claim_output(out, "dataset", inputs=inputs.values(), what="dataset folder", own=DATASET_FILES)
     with atomic_dir(out) as tmp:
         ds.save(tmp)
         write_run_info(tmp, cfg, inputs)

@@ -27,6 +27,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from ..errors import GramcError
 from ..config import Config, from_dict
 from ..data.splits import Sample, samples as split_samples
 from .beam import beam_search
@@ -34,8 +35,10 @@ from .metrics import bootstrap_ci, per_user_metrics, ranks_from_lists, repeat_st
 from .trie import trie_for
 
 
-class EvalError(RuntimeError):
+class EvalError(GramcError, RuntimeError):
     """Evaluation cannot run (missing checkpoint, inconsistent shards, ...); the message says why."""
+
+    exit_code = 2
 
 
 @dataclass

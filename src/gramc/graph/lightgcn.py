@@ -34,7 +34,7 @@ from ..config import Config, ConfigError, GcnConfig, to_dict
 from ..data.dataset import DataError, SeqDataset
 from ..data.splits import MIN_LEN, Split, samples, training_sequences
 from ..eval.metrics import ranks_from_scores, summarize
-from ..io import atomic_dir, sha256_file, torch_save, write_json
+from ..io import atomic_dir, claim_output, sha256_file, torch_save, write_json
 from ..runinfo import write_run_info
 from .artifacts import EMBEDDINGS_FILE, MAPPING_FILE, META_FILE, MODEL_FILE, SIMILAR_FILE
 from .similar import top_k_cosine, write_similar_items
@@ -347,7 +347,7 @@ def train_lightgcn(ds: SeqDataset, cfg: GcnConfig, out_dir: str | Path, *, run_c
     _validate(cfg, ds)
     t0 = time.time()
     final_out = Path(out_dir)
-    _check_out_dir(final_out)
+    _check_out_dir(final_out, inputs)
     device = _device(cfg.device)
     seqs = interaction_sequences(ds, cfg.interactions)
     users, items = interaction_pairs(seqs)
@@ -421,14 +421,8 @@ def train_lightgcn(ds: SeqDataset, cfg: GcnConfig, out_dir: str | Path, *, run_c
     return meta
 
 
-def _check_out_dir(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise DataError(f"{out}: exists and is not a folder; give --out a folder for the GCN artefacts")
-    if out.is_dir():
-        other = sorted(p.name for p in out.iterdir() if p.name not in _OWN_FILES and not p.name.startswith("."))
-        if other:
-            raise DataError(f"{out}: holds files that are not GCN artefacts ({', '.join(other[:3])}); the GCN "
-                            f"folder is replaced as a whole, so give it a folder of its own (e.g. {out / 'gcn'})")
+def _check_out_dir(out: Path, inputs: dict[str, str | Path] | None = None) -> None:
+    claim_output(out, "gcn", inputs=(inputs or {}).values(), what="GCN folder", own=_OWN_FILES)
 
 
 def _write_folder(out: Path, ds: SeqDataset, cfg: GcnConfig, run_cfg: Config | None,

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from ..errors import GramcError
 from ..config import Config, to_dict
 from ..io import atomic_dir, read_json, sha256_file, sha256_text, write_json
 
@@ -36,8 +37,10 @@ PENDING_FILE = ".stage.pending.json"
 STAGES = ("prepare", "ids", "gcn", "train", "evaluate", "baselines", "report")
 
 
-class PipelineError(RuntimeError):
+class PipelineError(GramcError, RuntimeError):
     """A stage cannot run; the message names the stage and what is missing."""
+
+    exit_code = 1
 
 
 # --------------------------------------------------------------------------------------------

@@ -16,13 +16,14 @@ from typing import Any, Sequence
 
 import yaml
 
+from ..errors import GramcError
 from ..config import flatten
 from ..io import atomic_path, read_json, write_text
 
 METRIC_COLUMNS = ("hit@1", "hit@5", "ndcg@5", "hit@10", "ndcg@10", "hit@20", "mrr")
 
 
-class ReportError(ValueError):
+class ReportError(GramcError, ValueError):
     """A folder given to `gramc report` holds no run."""
 
 

@@ -20,13 +20,14 @@ from typing import Sequence
 
 import torch
 
+from ..errors import GramcError
 from ..config import Config
 from ..data.splits import Sample
 from ..eval.beam import beam_search
 from ..eval.trie import trie_for
 
 
-class UnknownItemsError(ValueError):
+class UnknownItemsError(GramcError, ValueError):
     """A history names item IDs the run's dataset does not know."""
 
 

@@ -25,11 +25,14 @@ import torch
 from safetensors.torch import load_model, save_model
 from torch import nn
 
+from ..errors import GramcError
 from ..io import atomic_dir, read_json, write_json
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(GramcError, RuntimeError):
     """A checkpoint folder is missing, incomplete or does not match the run."""
+
+    exit_code = 1
 
 
 @dataclass

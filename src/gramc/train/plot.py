@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..errors import GramcError
 from ..io import atomic_path
 
 
-class PlotError(ValueError):
+class PlotError(GramcError, ValueError):
     """The run folder has no usable log."""
 
 

@@ -38,6 +38,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
+from ..errors import GramcError
 from ..checks import Check, Report
 from ..config import Config, TrainConfig
 from ..data.splits import Sample
@@ -57,8 +58,10 @@ SELECTION = ("ndcg@10", "max")
 FALLBACK_SELECTION = ("valid_loss", "min")
 
 
-class TrainError(RuntimeError):
+class TrainError(GramcError, RuntimeError):
     """Training cannot start or continue; the message says why and what to do."""
+
+    exit_code = 1
 
 
 # --------------------------------------------------------------------------------------------
