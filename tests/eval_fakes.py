@@ -48,7 +48,9 @@ def make_run(run_dir, *extra: str):
 
     from gramc.config import load_config
     from gramc.model.assets import Assets
+    from gramc.io import write_json
     from gramc.runinfo import write_run_info
+    from gramc.train.checkpoint import ASSETS_FILE
 
     run_dir = Path(run_dir)
     cfg = load_config(None, [
@@ -64,4 +66,5 @@ def make_run(run_dir, *extra: str):
     write_run_info(run_dir, cfg)
     (run_dir / "checkpoints" / "best").mkdir(parents=True, exist_ok=True)
     save_model(model, str(run_dir / "checkpoints" / "best" / "model.safetensors"))
+    write_json(run_dir / "checkpoints" / "best" / ASSETS_FILE, assets.fingerprints())  # as training does
     return cfg, assets, model

@@ -467,6 +467,39 @@ def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def absolute_paths(cfg: Config, *bases: Path) -> Config:
+    """A copy of `cfg` with every path it names made absolute: resolved against the first of
+    `bases` (default: the working directory) where it exists, else the first. Hub names and the
+    placeholders "", "train" and "gcn" stay as they are."""
+    import copy
+
+    bases = tuple(Path(b) for b in bases) or (Path.cwd(),)
+    c = copy.deepcopy(cfg)
+
+    def fix(value: str, hub_ok: bool = False) -> str:
+        if not value or value in ("train", "gcn"):
+            return value
+        p = Path(value).expanduser()
+        if p.is_absolute():
+            return str(p)
+        found = [b / p for b in bases if (b / p).exists()]
+        if hub_ok and not found:
+            return value  # a hub name, not a path
+        return str((found[0] if found else bases[0] / p).resolve())
+
+    c.run.out = fix(c.run.out)
+    c.data.path = fix(c.data.path)
+    c.ids.file = fix(c.ids.file)
+    c.ids.embedding_file = fix(c.ids.embedding_file)
+    c.ids.tokenizer = fix(c.ids.tokenizer, hub_ok=True)
+    c.gcn.out = fix(c.gcn.out)
+    c.model.similar_source = fix(c.model.similar_source)
+    c.model.pretrained = fix(c.model.pretrained, hub_ok=True)
+    c.pipeline.sequences = fix(c.pipeline.sequences)
+    c.pipeline.items = fix(c.pipeline.items)
+    return c
+
+
 def from_dict(tree: dict) -> Config:
     """Rebuild a Config from `to_dict` output (e.g. a run folder's config.yaml)."""
     return _build(Config, tree).validate()
@@ -475,5 +508,5 @@ def from_dict(tree: dict) -> Config:
 __all__ = [
     "Config", "ConfigError", "RunConfig", "DataConfig", "SyntheticConfig", "IdsConfig", "GcnConfig",
     "PrefixConfig", "ModelConfig", "TrainConfig", "EvalConfig", "BaselineConfig", "PipelineConfig",
-    "load_config", "to_dict", "dump_yaml", "flatten", "from_dict", "Optional",
+    "load_config", "to_dict", "dump_yaml", "flatten", "from_dict", "absolute_paths", "Optional",
 ]

@@ -211,6 +211,7 @@ MARKERS: dict[str, tuple[str, ...]] = {
     "pipeline": ("pipeline_run_info.json", "pipeline.json"),
     "eval": ("metrics.json", "run_info.json"),
     "ids": ("ids.txt", "ids_check.json", "tokenizer"),
+    "tokenizer": ("tokenizer.json",),
 }
 
 
@@ -274,6 +275,19 @@ def claim_output(path: str | Path, kinds: str | Iterable[str], inputs: Iterable[
     raise OwnershipError(f"{what} {path} already holds files gramc did not write ({_listing(target)}; "
                          f"no {markers}); refusing to replace it. Give a new or empty folder, or move "
                          f"those files away")
+
+
+def claim_file(path: str | Path, inputs: Iterable[str | Path | None] = (), what: str = "output file") -> Path:
+    """Check that gramc may write the file `path`: not a folder, not one of `inputs` (nor inside an
+    input file's place); return it resolved."""
+    target = Path(path).expanduser().resolve()
+    if target.is_dir():
+        raise OwnershipError(f"{what} {path} is a folder; give a file path")
+    for inp in inputs:
+        if inp and Path(inp).expanduser().resolve() == target:
+            raise OwnershipError(f"{what} {path} is the input {inp}; write to another file "
+                                 f"(gramc never replaces a command's own input)")
+    return target
 
 
 def require_file(path: str | Path, what: str = "file") -> Path:

@@ -11,10 +11,13 @@ from ..cli import add_config_args, config_from_args
 def _run(args: argparse.Namespace) -> int:
     from .common import format_row, load_data  # torch: imported when a baseline runs, not for --help
 
+    from ..io import claim_output
+
     cfg = config_from_args(args)
     if args.data:
         cfg.data.path = args.data
     out = Path(args.out)
+    claim_output(out, ("eval", "stage"), inputs=[cfg.data.path, cfg.gcn.out], what="--out")
     ds = load_data(cfg)
     inputs = {"data": cfg.data.path} if cfg.data.path else {}
     if args.model == "pop":

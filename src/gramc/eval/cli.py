@@ -18,7 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..io import atomic_path, write_json
+from ..io import atomic_path, claim_output, write_json
 from .metrics import repeat_warning
 
 
@@ -64,17 +64,16 @@ def _evaluate(args: argparse.Namespace) -> int:
     import torch.distributed as dist
 
     from ..runinfo import write_run_info
-    from .evaluate import EvalError, checkpoint_folder, evaluate_split, load_model_from_run, run_config
+    from .evaluate import checkpoint_folder, evaluate_split, load_model_from_run, run_config
 
     overrides = list(args.overrides or [])
     if args.beams is not None:
         overrides.append(f"eval.beams={args.beams}")
-    try:
-        cfg = run_config(args.run, overrides)
-        folder = checkpoint_folder(args.run, args.checkpoint)
-    except EvalError as e:
-        print(f"gramc: error: {e}", file=sys.stderr)
-        return 2
+    cfg = run_config(args.run, overrides)  # a GramcError here is printed by gramc.cli.main
+    folder = checkpoint_folder(args.run, args.checkpoint)
+    name = args.checkpoint if args.checkpoint in ("best", "last") else Path(folder).name
+    out = Path(args.out) if args.out else Path(args.run) / "eval" / f"{args.split}-{name}"
+    claim_output(out, ("eval", "stage"), inputs=[args.run, folder], what="--out")
     if _world() > 1:
         from ..train.trainer import init_distributed
 
@@ -85,8 +84,6 @@ def _evaluate(args: argparse.Namespace) -> int:
     res.checkpoint = str(folder)
     rec = res.to_json()
     if main:
-        name = args.checkpoint if args.checkpoint in ("best", "last") else Path(folder).name
-        out = Path(args.out) if args.out else Path(args.run) / "eval" / f"{args.split}-{name}"
         out.mkdir(parents=True, exist_ok=True)
         write_run_info(out, cfg, inputs={"checkpoint": folder / "model.safetensors"},
                        extra={"split": args.split, "max_users": args.max_users})

@@ -28,7 +28,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from ..errors import GramcError
-from ..config import Config, from_dict
+from ..config import Config, absolute_paths, from_dict
 from ..data.splits import Sample, samples as split_samples
 from .beam import beam_search
 from .metrics import bootstrap_ci, per_user_metrics, ranks_from_lists, repeat_stats, summarize
@@ -257,16 +257,22 @@ def run_config(run_dir: str | Path, overrides: Sequence[str] = ()) -> Config:
 
     run_dir = Path(run_dir)
     path = run_dir / "config.yaml"
+    if run_dir.is_file():
+        raise EvalError(f"{run_dir} is a file; give the run folder (the one holding config.yaml and checkpoints/)")
     if not path.is_file():
         raise EvalError(f"{run_dir} is not a gramc run folder (no config.yaml); train one with `gramc train`")
-    tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    try:
+        tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise EvalError(f"{path} is damaged ({e}); it is not a readable run config") from e
     tree.setdefault("run", {})["out"] = str(run_dir)
     for text in overrides:
         keys, value = _parse_override(text)
         if _expected_type(keys) is str and not isinstance(value, str):
             value = text.split("=", 1)[1]
         _deep_set(tree, keys, value)
-    return from_dict(tree)
+    # relative paths (runs of older gramc) are resolved against the run folder where they exist there
+    return absolute_paths(from_dict(tree), run_dir, Path.cwd())
 
 
 def checkpoint_folder(run_dir: str | Path, which: str = "best") -> Path:
@@ -293,11 +299,15 @@ def load_model_from_run(run_dir: str | Path, which: str = "best", overrides: Seq
     """(model on run.device in eval mode, assets, cfg) of a trained run folder."""
     from ..model.assets import Assets
     from ..model.gramc import GramC
-    from ..train.checkpoint import load_weights
+    from ..train.checkpoint import load_weights, verify_assets
 
     cfg = run_config(run_dir, overrides)
     folder = checkpoint_folder(run_dir, which)
     assets = Assets.from_config(cfg, progress=progress)
+    for warning in verify_assets(folder, assets.fingerprints()):  # refuses other assets than trained with
+        import warnings
+
+        warnings.warn(warning, stacklevel=2)
     model = GramC.from_config(cfg, assets)
     load_weights(folder, model)
     model.to(resolve_device(cfg.run.device)).eval()

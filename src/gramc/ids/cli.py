@@ -47,7 +47,7 @@ def _check(args: argparse.Namespace) -> int:
 
 def _build(args: argparse.Namespace) -> int:
     from ..data.text import item_texts
-    from ..io import atomic_dir
+    from ..io import atomic_dir, claim_file, claim_output
     from .build import build_ids, save_built_ids
     from .tokenizer import Tokenizer, load_tokenizer, train_tokenizer
 
@@ -56,10 +56,13 @@ def _build(args: argparse.Namespace) -> int:
         cfg.ids.tokenizer = args.tokenizer
     out = Path(args.out)
     ds, inputs = _dataset(args, cfg)
+    given = [*inputs.values(), cfg.ids.embedding_file, cfg.ids.tokenizer if Path(cfg.ids.tokenizer).exists() else None]
+    claim_file(out, given, what="--out")
     texts = item_texts(ds, cfg.data)
     t0 = time.perf_counter()
     if cfg.ids.tokenizer == "train":
         tok_dir = out.with_name(out.name + ".tokenizer")
+        claim_output(tok_dir, "tokenizer", given, what="tokenizer folder")
         with atomic_dir(tok_dir) as tmp:
             train_tokenizer(texts, cfg.ids.vocab_size, out_dir=tmp)
         tok: Tokenizer = load_tokenizer(tok_dir)

@@ -43,12 +43,28 @@ def _check_stamp(artefact: Path, stamp: dict, what: str) -> None:
     old = read_json(p)
     if old != stamp:
         diff = sorted(k for k in set(old) | set(stamp) if old.get(k) != stamp.get(k))
-        raise DataError(f"{artefact}: this {what} was built from different inputs (differs in {diff}); "
-                        f"use a fresh run.out or delete {artefact} and {p} to rebuild it")
+        raise DataError(f"{artefact}: this {what} was built from different inputs (differs in {diff}); the "
+                        f"checkpoints in {artefact.parent} were trained with it. Use the inputs it was built "
+                        f"from, or train on the new ones in a fresh run.out (`gramc train --overwrite` moves "
+                        f"the old run aside)")
 
 
 def data_fingerprint(ds: SeqDataset) -> str:
     return sha256_text("\n".join(ds.item_ids) + "\n" + "\n".join(" ".join(map(str, s)) for s in ds.sequences))
+
+
+def ids_fingerprint(item_ids) -> str:
+    """sha256 of every item's ID pieces, in dataset order."""
+    return sha256_text("\n".join(f"{a} {'|'.join(p)}" for a, p in zip(item_ids.item_ids, item_ids.pieces)))
+
+
+def gcn_fingerprint(gcn) -> str:
+    """sha256 of the GCN table and its item -> row mapping (what the prefix reads)."""
+    import hashlib
+
+    h = hashlib.sha256(gcn.embeddings.detach().float().contiguous().cpu().numpy().tobytes())
+    h.update(json.dumps(gcn.mapping, sort_keys=True, default=str).encode())
+    return h.hexdigest()
 
 
 @dataclass
@@ -64,6 +80,20 @@ class Assets:
     gcn_rows: torch.Tensor | None  # [num_items] GCN row per dataset index (0 = none); None without prefix
     cache: PassageCache
     inputs: dict[str, Path] = field(default_factory=dict)  # files used, for write_run_info
+
+    def fingerprints(self) -> dict[str, dict[str, str]]:
+        """What a checkpoint trained on these assets records (`assets.json`): per asset its
+        fingerprint and where it came from. `gramc.train.checkpoint.verify_assets` compares them."""
+        where = {k: str(Path(v).resolve()) for k, v in self.inputs.items()}
+        rec = {
+            "dataset": (data_fingerprint(self.ds), where.get("dataset", "synthetic data (data.path empty)")),
+            "tokenizer": (self.tokenizer.fingerprint, where.get("tokenizer", str(getattr(self.tokenizer, "source", "")))),
+            "ids": (ids_fingerprint(self.item_ids), where.get("ids", str(getattr(self.item_ids, "source", "")))),
+            "passage_cache": (self.cache.fingerprint, "passage_cache.pt (rebuilt from the assets above)"),
+        }
+        if self.gcn is not None:
+            rec["gcn"] = (gcn_fingerprint(self.gcn), str(Path(self.gcn.folder).resolve()))
+        return {k: {"fingerprint": fp, "source": src} for k, (fp, src) in rec.items()}
 
     @classmethod
     def from_config(cls, cfg: Config, progress: bool = True) -> "Assets":

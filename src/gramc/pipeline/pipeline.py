@@ -30,7 +30,7 @@ from typing import Any, Callable, Sequence
 
 from ..errors import GramcError
 from ..config import Config, to_dict
-from ..io import atomic_dir, read_json, sha256_file, sha256_text, write_json
+from ..io import atomic_dir, claim_output, read_json, sha256_file, sha256_text, write_json
 
 STAGE_FILE = ".stage.json"
 PENDING_FILE = ".stage.pending.json"
@@ -85,6 +85,8 @@ class Stage:
     # an output without a record that provably matches this stage's settings and inputs (e.g. a
     # GCN folder trained by `gramc gcn train`): returns a summary to adopt it, None to rebuild
     adopt: Callable[[Path], dict[str, Any] | None] | None = None
+    # gramc.io.MARKERS kinds besides "stage" that mark an existing folder as replaceable (e.g. "gcn")
+    kinds: tuple[str, ...] = ("stage",)
 
     @property
     def fingerprint(self) -> str:
@@ -101,8 +103,32 @@ class StageResult:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
+def _written_files(folder: Path) -> list[str]:
+    """Top-level names a stage build wrote (recorded so that a rebuild replaces only those)."""
+    return sorted(p.name for p in folder.iterdir() if p.name not in (STAGE_FILE, PENDING_FILE))
+
+
+def claim_stage_folder(stage: Stage) -> None:
+    """Refuse to replace a stage folder that holds anything the pipeline did not write there."""
+    folder = stage.folder
+    own = None
+    if not stage.atomic:  # an in-place stage never deletes: an old folder is moved aside whole
+        pass
+    elif (folder / STAGE_FILE).is_file():
+        files = read_json(folder / STAGE_FILE).get("files")
+        own = None if files is None else [*files, STAGE_FILE, PENDING_FILE]
+    elif stage.name == "gcn":
+        from ..graph.lightgcn import _OWN_FILES
+
+        own = [*_OWN_FILES, STAGE_FILE, PENDING_FILE]
+    claim_output(folder, ("stage", *stage.kinds), what=f"[{stage.name}] stage folder", own=own)
+
+
 def run_stage(stage: Stage, log: Callable[[str], None] = print) -> StageResult:
-    """Skip the stage when its record matches, else build it and write the record last."""
+    """Skip the stage when its record matches, else build it and write the record last.
+
+    A stage folder is only ever replaced when it holds nothing but what this pipeline wrote there
+    (its `.stage.json` lists the files); anything else is refused (gramc.io.claim_output)."""
     fp = stage.fingerprint
     if stage_done(stage.folder, fp):
         log(f"[{stage.name}] up to date ({stage.folder}), skipped")
@@ -118,10 +144,11 @@ def run_stage(stage: Stage, log: Callable[[str], None] = print) -> StageResult:
         log(f"[{stage.name}] existing output matches the settings and inputs: adopted ({stage.folder})")
         return StageResult(stage.name, "adopted", str(stage.folder), fp, 0.0, record["summary"])
     log(f"[{stage.name}] running -> {stage.folder}")
+    claim_stage_folder(stage)
     if stage.atomic:
         with atomic_dir(stage.folder) as tmp:
             summary = stage.build(tmp) or {}
-            record.update(summary=summary, seconds=round(time.time() - t0, 2))
+            record.update(summary=summary, seconds=round(time.time() - t0, 2), files=_written_files(tmp))
             write_json(tmp / STAGE_FILE, record)
     else:
         folder = stage.folder
@@ -134,7 +161,7 @@ def run_stage(stage: Stage, log: Callable[[str], None] = print) -> StageResult:
         folder.mkdir(parents=True, exist_ok=True)
         write_json(pending, {"stage": stage.name, "fingerprint": fp})
         summary = stage.build(folder) or {}
-        record.update(summary=summary, seconds=round(time.time() - t0, 2))
+        record.update(summary=summary, seconds=round(time.time() - t0, 2), files=_written_files(folder))
         write_json(folder / STAGE_FILE, record)
         pending.unlink(missing_ok=True)
     log(f"[{stage.name}] done in {time.time() - t0:.1f} s")
@@ -300,7 +327,7 @@ def build_stages(cfg: Config, progress: bool = True) -> list[Stage]:
     if gcn_needed:
         gcn_folder = Path(cfg.gcn.out) if cfg.gcn.out else root / "gcn"
         stages.append(Stage("gcn", gcn_folder, _sections(cfg, "gcn", drop=["gcn.out", "gcn.device"]),
-                            data_inputs(), build_gcn, adopt=adopt_gcn))
+                            data_inputs(), build_gcn, adopt=adopt_gcn, kinds=("gcn",)))
 
     # ---- train --------------------------------------------------------------------------
     train_inputs = {**data_inputs(), "ids": dep("ids")}
@@ -317,7 +344,7 @@ def build_stages(cfg: Config, progress: bool = True) -> list[Stage]:
         return train_stage(sc, folder, cfg.pipeline.eval_users, cfg.pipeline.train_minutes,
                            resume=(folder / "checkpoints" / "last").is_dir())
 
-    stages.append(Stage("train", train_folder, train_cfg, train_inputs, build_train, atomic=False))
+    stages.append(Stage("train", train_folder, train_cfg, train_inputs, build_train, atomic=False, kinds=("run",)))
 
     # ---- evaluate -----------------------------------------------------------------------
     def build_eval(folder: Path) -> dict:
@@ -489,10 +516,21 @@ def baseline_stage(name: str, sc: Config, folder: Path) -> dict:
     return {"test": recs["test"]["metrics"]}
 
 
+def pipeline_inputs(cfg: Config) -> list[str]:
+    """The files and folders the pipeline reads (never inside its output folder)."""
+    paths = [cfg.pipeline.sequences, cfg.pipeline.items, cfg.data.path, cfg.ids.file, cfg.ids.embedding_file]
+    if cfg.ids.tokenizer != "train" and Path(cfg.ids.tokenizer).exists():
+        paths.append(cfg.ids.tokenizer)
+    if cfg.model.similar_source != "gcn":
+        paths.append(cfg.model.similar_source)
+    return [p for p in paths if p]
+
+
 def run_pipeline(cfg: Config, stages: Sequence[str] | None = None, progress: bool = True,
                  log: Callable[[str], None] = print) -> list[StageResult]:
     """Run (or skip) every stage in order; `stages` restricts to those names (plus nothing else)."""
     root = Path(cfg.run.out)
+    claim_output(root, "pipeline", inputs=pipeline_inputs(cfg), what="pipeline folder (run.out)")
     root.mkdir(parents=True, exist_ok=True)
     from ..runinfo import write_run_info
 

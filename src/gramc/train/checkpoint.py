@@ -7,6 +7,8 @@ interrupted save never damages the previous one):
     optimizer.pt        optimiser and LR-scheduler state
     rng.pt              RNG states (python, numpy, torch CPU, CUDA) of *every* rank, by rank
     state.json          TrainState: epoch, global step, step within the epoch, best score so far
+    assets.json         fingerprint and source of each asset the weights were trained with
+                        (dataset, tokenizer, ids, gcn, passage_cache); `verify_assets` checks it
 
 Run folders keep `checkpoints/last` (the most recent) and `checkpoints/best` (the best by
 validation). Only rank 0 writes; every rank reads its own RNG state back on resume.
@@ -26,7 +28,12 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 from ..errors import GramcError
+from ..errors import AssetMismatchError
 from ..io import atomic_dir, read_json, write_json
+
+ASSETS_FILE = "assets.json"
+ASSET_NAMES = {"dataset": "dataset", "tokenizer": "tokenizer", "ids": "item-ID table", "gcn": "GCN table",
+               "passage_cache": "passage cache"}
 
 
 class CheckpointError(GramcError, RuntimeError):
@@ -79,10 +86,14 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(folder: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer,
-                    scheduler: Any, state: TrainState, rng_states: list[dict[str, Any]]) -> Path:
-    """Write a complete checkpoint folder atomically (replacing an older one at `folder`)."""
+                    scheduler: Any, state: TrainState, rng_states: list[dict[str, Any]],
+                    assets: dict[str, Any] | None = None) -> Path:
+    """Write a complete checkpoint folder atomically (replacing an older one at `folder`);
+    `assets` (`Assets.fingerprints()`) goes into assets.json."""
     folder = Path(folder)
     with atomic_dir(folder) as tmp:
+        if assets:
+            write_json(tmp / ASSETS_FILE, assets)
         save_model(model, str(tmp / "model.safetensors"))
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
                    tmp / "optimizer.pt")
@@ -99,6 +110,41 @@ def copy_checkpoint(src: str | Path, dst: str | Path) -> None:
             shutil.copy2(f, tmp / f.name)
 
 
+def verify_assets(folder: str | Path, current: dict[str, Any] | None) -> list[str]:
+    """Refuse (AssetMismatchError) when checkpoint `folder` was trained with other assets than
+    `current` (`Assets.fingerprints()`); returns warnings (e.g. a checkpoint without a record)."""
+    folder = Path(folder)
+    path = folder / ASSETS_FILE
+    if current is None:
+        return []
+    if not path.is_file():
+        return [f"{folder} has no {ASSETS_FILE} (written by an older gramc): cannot verify that it is used "
+                f"with the dataset, tokenizer, IDs and GCN it was trained with"]
+    saved = _read_json(path)
+    bad = [k for k in ASSET_NAMES if k in saved and k in current
+           and saved[k].get("fingerprint") != current[k].get("fingerprint")]
+    bad += [k for k in ASSET_NAMES if (k in saved) != (k in current) and k in ("gcn",)]
+    if not bad:
+        return []
+    lines = [f"  {ASSET_NAMES[k]}: trained with {saved.get(k, {}).get('source', 'none')} "
+             f"(fingerprint {str(saved.get(k, {}).get('fingerprint', '-'))[:12]}), now "
+             f"{current.get(k, {}).get('source', 'none')} ({str(current.get(k, {}).get('fingerprint', '-'))[:12]})"
+             for k in bad]
+    raise AssetMismatchError(
+        f"checkpoint {folder} was trained with other assets than the ones now found:\n" + "\n".join(lines) +
+        "\nIts scores would be those of a model read against other data. Restore the assets it was "
+        "trained with (the sources above), or train a new run on the current ones "
+        "(`gramc train --overwrite`, or a new run.out).")
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return read_json(path)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path} is damaged (not valid JSON: {e}); the checkpoint folder "
+                              f"{path.parent} cannot be used") from e
+
+
 def _require(folder: Path, names: tuple[str, ...]) -> None:
     if not folder.is_dir():
         raise CheckpointError(f"checkpoint folder {folder} does not exist; nothing to resume "
@@ -112,13 +158,24 @@ def load_weights(folder: str | Path, model: nn.Module) -> None:
     """Load only the model weights of a checkpoint (strict: names and shapes must match)."""
     folder = Path(folder)
     _require(folder, ("model.safetensors",))
+    path = folder / "model.safetensors"
     try:
-        missing, unexpected = load_model(model, str(folder / "model.safetensors"), strict=False)
+        missing, unexpected = load_model(model, str(path), strict=False)
     except RuntimeError as e:  # shape mismatch
-        raise CheckpointError(f"{folder / 'model.safetensors'} does not fit the model: {e}") from e
+        raise CheckpointError(f"{path} does not fit the model: {e}") from e
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own error types for a damaged file
+        raise CheckpointError(f"{path} is damaged or not a safetensors file ({type(e).__name__}: {e})") from e
     if missing or unexpected:
         raise CheckpointError(f"{folder / 'model.safetensors'} does not fit the model: missing "
                               f"{sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")
+
+
+def _torch_load(path: Path) -> Any:
+    try:
+        return torch.load(path, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - a truncated/corrupt file raises many kinds of error
+        raise CheckpointError(f"{path} is damaged or truncated ({type(e).__name__}: {e}); "
+                              f"the checkpoint folder {path.parent} cannot be used") from e
 
 
 def load_checkpoint(folder: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer,
@@ -126,15 +183,24 @@ def load_checkpoint(folder: str | Path, model: nn.Module, optimizer: torch.optim
     """Restore weights, optimiser, scheduler and this rank's RNG state; return the TrainState."""
     folder = Path(folder)
     _require(folder, ("model.safetensors", "optimizer.pt", "rng.pt", "state.json"))
-    state = TrainState.from_dict(read_json(folder / "state.json"))
+    try:
+        state = TrainState.from_dict(_read_json(folder / "state.json"))
+    except TypeError as e:
+        raise CheckpointError(f"{folder / 'state.json'} does not hold a TrainState ({e})") from e
     if state.world != world:
         raise CheckpointError(f"{folder} was written by {state.world} process(es) but this run has "
                               f"{world}; resume with the same number of processes (the data order "
                               f"and per-rank RNG depend on it)")
     load_weights(folder, model)
-    opt = torch.load(folder / "optimizer.pt", weights_only=True)
-    optimizer.load_state_dict(opt["optimizer"])
-    scheduler.load_state_dict(opt["scheduler"])
-    rngs = torch.load(folder / "rng.pt", weights_only=True)
-    set_rng_state(rngs[rank])
+    opt = _torch_load(folder / "optimizer.pt")
+    try:
+        optimizer.load_state_dict(opt["optimizer"])
+        scheduler.load_state_dict(opt["scheduler"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{folder / 'optimizer.pt'} does not fit this optimiser ({e})") from e
+    rngs = _torch_load(folder / "rng.pt")
+    try:
+        set_rng_state(rngs[rank])
+    except (IndexError, KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{folder / 'rng.pt'} holds no usable RNG state for rank {rank} ({e})") from e
     return state

@@ -10,30 +10,28 @@ from ..cli import add_config_args, config_from_args
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .checkpoint import CheckpointError
-    from .trainer import TrainError, train
+    from .trainer import train
 
     if args.resume:
-        if args.config:
-            print("gramc train: error: --resume continues a run with the config saved in RUN_DIR/config.yaml; "
-                  "drop --config (key=value overrides are still applied)", file=sys.stderr)
-            return 2
-        from ..eval.evaluate import EvalError, run_config
+        # the run's own config.yaml plus overrides; train() refuses overrides of keys that may not
+        # change on resume (train.runfolder.RESUMABLE_KEYS)
+        from ..eval.evaluate import run_config
+        from .runfolder import RunFolderError, saved_config
 
+        if args.config:
+            raise RunFolderError("--resume continues a run with the config saved in RUN_DIR/config.yaml; "
+                                 "drop --config (key=value overrides are still applied, and checked)")
         try:
-            cfg = run_config(args.resume, args.overrides or [])
-        except EvalError as e:
-            print(f"gramc train: error: cannot resume: {e}", file=sys.stderr)
-            return 2
+            saved_config(Path(args.resume))
+        except RunFolderError as e:
+            raise RunFolderError(f"cannot resume: {e}") from e
+        cfg = run_config(args.resume, args.overrides or [])
     else:
         cfg = config_from_args(args)
     import torch.distributed as dist
 
     try:
-        result = train(cfg, resume=bool(args.resume))
-    except (TrainError, CheckpointError) as e:
-        print(f"gramc train: error: {e}", file=sys.stderr)
-        return 1
+        result = train(cfg, resume=bool(args.resume), overwrite=args.overwrite)
     finally:
         if dist.is_initialized():
             rank = dist.get_rank()
@@ -70,8 +68,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Train GRAM-C into run.out: checkpoints/{last,best}, log.jsonl, audit.json, metrics.json "
                     "(see docs/runs.md). Multi-process: torchrun --nproc_per_node=N -m gramc train ...")
     add_config_args(p)
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue RUN_DIR exactly where it stopped "
-                   "(config from RUN_DIR/config.yaml; overrides still apply)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue RUN_DIR exactly where it stopped (config "
+                   "from RUN_DIR/config.yaml, or --config; only budget/logging/eval-speed keys such as "
+                   "train.epochs may differ, see docs/runs.md)")
+    p.add_argument("--overwrite", action="store_true", help="run.out already holds a run: move it aside to "
+                   "RUN.replaced-<time> and train a new one (without this, training into a run is refused)")
     p.set_defaults(func=_train)
 
     if "plot" not in subparsers.choices:

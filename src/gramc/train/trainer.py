@@ -42,11 +42,11 @@ from ..errors import GramcError
 from ..checks import Check, Report
 from ..config import Config, TrainConfig
 from ..data.splits import Sample
-from ..io import write_json
+from ..io import read_jsonl, write_json, write_text
 from ..runinfo import write_run_info
 from .batching import Batcher
 from .checkpoint import (CheckpointError, TrainState, copy_checkpoint, load_checkpoint, load_weights,
-                         rng_state, save_checkpoint)
+                         rng_state, save_checkpoint, verify_assets)
 from .optim import build_optimizer, build_scheduler
 
 Fault = Literal["double_reduce", "module_call"]
@@ -274,6 +274,8 @@ class TrainParts:
     # step-0 audit of the first batch: list of Checks (any failure refuses training)
     audit: Optional[Callable[[Any, nn.Module], list[Check]]] = None
     inputs: dict[str, str | Path] = field(default_factory=dict)  # fingerprinted in run_info.json
+    # `Assets.fingerprints()`: written into every checkpoint (assets.json), verified on resume
+    assets: Optional[dict[str, Any]] = None
     count_tokens: Callable[[Any], torch.Tensor] = count_target_tokens
 
 
@@ -292,10 +294,10 @@ class JsonlLog:
         self.path = path
         self.enabled = enabled
         if enabled and keep_until_step is not None and path.exists():
-            # resuming: drop records of steps the checkpoint does not contain (they will be redone)
-            kept = [line for line in path.read_text(encoding="utf-8").splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= keep_until_step]
-            path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+            # resuming: drop records of steps the checkpoint does not contain (they will be redone),
+            # and a torn last line a crash left (read_jsonl says so)
+            kept = [r for r in read_jsonl(path, repair=True) if r.get("step", 0) <= keep_until_step]
+            write_text(path, "".join(json.dumps(r, default=float) + "\n" for r in kept))
         elif enabled and keep_until_step is None:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text("", encoding="utf-8")
@@ -380,7 +382,14 @@ def fit(parts: TrainParts, cfg: Config, run_dir: str | Path, resume: bool = Fals
     if resume:
         state = load_checkpoint(ckpt_dir / "last", model, trainer.optimizer, trainer.scheduler,
                                 info.rank, info.world)
+        verify_assets(ckpt_dir / "last", parts.assets)
         _print(info, f"resumed {run_dir} at epoch {state.epoch}, step {state.step}")
+        if state.done:
+            state.done = state.step >= total  # more epochs / steps than the finished run had: train on
+            _print(info, f"the run had finished; training on to step {total} (train.epochs={tc.epochs}, "
+                         f"train.max_steps={tc.max_steps})" if not state.done else
+                   "the run had finished and train.epochs / train.max_steps ask for no more steps: "
+                   "nothing to train (raise them to train on); evaluating the best checkpoint again")
     else:
         state = TrainState(world=info.world, best_metric=metric_name)
         if info.is_main:
@@ -397,7 +406,8 @@ def fit(parts: TrainParts, cfg: Config, run_dir: str | Path, resume: bool = Fals
         else:
             rngs = [rng_state()]
         if info.is_main:
-            save_checkpoint(ckpt_dir / where, model, trainer.optimizer, trainer.scheduler, state, rngs)
+            save_checkpoint(ckpt_dir / where, model, trainer.optimizer, trainer.scheduler, state, rngs,
+                            assets=parts.assets)
         _barrier(info)
 
     def validate(epoch: int) -> dict[str, Any]:
@@ -565,12 +575,17 @@ def gramc_parts(cfg: Config, info: DistInfo) -> TrainParts:
         return audit_first_batch(batch, m, cfg, assets.gcn_rows, train_samples, assets.cache)
 
     return TrainParts(model=model, collate=collate, train_samples=train_samples, valid_samples=valid_samples,
-                      evaluate=evaluate, audit=audit, inputs=dict(assets.inputs))
+                      evaluate=evaluate, audit=audit, inputs=dict(assets.inputs), assets=assets.fingerprints())
 
 
 def train(cfg: Config, resume: bool = False, fault: Optional[Fault] = None, stop_after: Optional[int] = None,
-          after_sync: Optional[Callable[[dict[str, torch.Tensor]], None]] = None) -> TrainResult:
-    """Train GRAM-C as `cfg` says into `cfg.run.out` (resume=True: continue that run folder)."""
+          after_sync: Optional[Callable[[dict[str, torch.Tensor]], None]] = None,
+          overwrite: bool = False) -> TrainResult:
+    """Train GRAM-C as `cfg` says into `cfg.run.out` (resume=True: continue that run folder; a
+    fresh run into a folder holding one is refused unless overwrite=True: see train.runfolder)."""
+    from .runfolder import open_run
+
+    cfg, resume = open_run(cfg, resume, overwrite)
     info = init_distributed(cfg.run.device)
     parts = gramc_parts(cfg, info)
     return fit(parts, cfg, cfg.run.out, resume=resume, fault=fault, stop_after=stop_after,

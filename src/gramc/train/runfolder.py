@@ -1,0 +1,126 @@
+"""Run folders: never overwritten silently, resumed only with the config they were trained with.
+
+* `claim_run(cfg, overwrite)`: a fresh `gramc train` into `run.out` that already holds a run is
+  refused unless `overwrite`, which moves the old run aside to `<run.out>.replaced-<time>` (never
+  deletes it). A folder with files gramc did not write is refused (gramc.io.claim_output).
+* `resume_config(saved, new)`: `--resume` refuses a config that differs from the run's own
+  config.yaml except in `RESUMABLE_KEYS` (budgets, logging, evaluation speed), naming the keys.
+* `open_run(cfg, resume, overwrite)`: both checks, and the paths of the config made absolute
+  (`gramc.config.absolute_paths`) so that config.yaml reads back from any working directory.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from ..config import Config, absolute_paths, flatten, from_dict, to_dict
+from ..errors import GramcError
+from ..io import claim_output, holds_marker
+
+# keys that may change on --resume: more epochs or steps (training then goes on), how often it
+# logs, saves and validates, and how fast (not what) it evaluates
+RESUMABLE_KEYS = (
+    "train.epochs", "train.max_steps", "train.log_every", "train.save_every", "train.eval_every",
+    "train.eval_users", "train.final_eval", "train.final_eval_users", "train.num_workers", "run.device",
+    "eval.batch_size", "eval.item_batch_size", "eval.bf16", "eval.bootstrap", "eval.predictions_top",
+    "pipeline.eval_users", "gcn.device",
+)
+# assets the run built into its own folder (a run folder may hold only these before training starts)
+ASSET_NAMES = ("tokenizer", "tokenizer.assets.json", "ids.txt", "ids.txt.assets.json", "ids.txt.stats.json",
+               "ids.txt.run_info.json", "ids.txt.png", "gcn", "passage_cache.pt")
+
+
+class RunFolderError(GramcError):
+    """A run folder would be overwritten, or resumed with another config."""
+
+
+def holds_run(folder: Path) -> bool:
+    return folder.is_dir() and holds_marker(folder, "run")
+
+
+def claim_run(cfg: Config, overwrite: bool = False, is_main: bool = True) -> Path | None:
+    """Check that a fresh training may write `run.out`; with `overwrite` move an old run aside.
+
+    Returns where the old run went (None when there was none)."""
+    out = Path(cfg.run.out)
+    inputs = [cfg.data.path, cfg.ids.file, cfg.ids.embedding_file,
+              cfg.ids.tokenizer if cfg.ids.tokenizer != "train" and Path(cfg.ids.tokenizer).exists() else None,
+              cfg.model.similar_source if cfg.model.similar_source != "gcn" else None,
+              cfg.gcn.out if cfg.gcn.out and Path(cfg.gcn.out).resolve() != (out / "gcn").resolve() else None]
+    if not holds_run(out):
+        if out.is_dir() and any(out.iterdir()) and all(p.name in ASSET_NAMES for p in out.iterdir()):
+            claim_output(out, "run", inputs, what="run folder (run.out)", own=ASSET_NAMES)
+            return None  # only assets built for this run so far (their stamps guard them)
+        claim_output(out, "run", inputs, what="run folder (run.out)")
+        return None
+    claim_output(out, "run", inputs, what="run folder (run.out)")
+    if not overwrite:
+        step = _last_step(out)
+        raise RunFolderError(
+            f"{out} already holds a run ({step}); continue it with `gramc train --resume {out}`, train "
+            f"into another run.out, or pass --overwrite to move it aside (kept as {out.name}.replaced-<time>)")
+    aside = out.with_name(f"{out.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+    if is_main:
+        out.rename(aside)
+        print(f"--overwrite: previous run moved to {aside}")
+    return aside
+
+
+def _last_step(out: Path) -> str:
+    import json
+
+    state = out / "checkpoints" / "last" / "state.json"
+    try:
+        s = json.loads(state.read_text(encoding="utf-8"))
+        return f"last checkpoint at step {s.get('step')}, epoch {s.get('epoch')}" + (", finished" if s.get("done") else "")
+    except (OSError, ValueError):
+        return "no checkpoint yet"
+
+
+def resume_config(saved: Config, new: Config) -> None:
+    """Refuse `new` for resuming a run trained with `saved` when keys outside RESUMABLE_KEYS differ."""
+    a, b = flatten(to_dict(saved)), flatten(to_dict(new))
+    diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k != "run.out")
+    bad = [k for k in diff if k not in RESUMABLE_KEYS]
+    if bad:
+        shown = ", ".join(f"{k} ({a.get(k)!r} -> {b.get(k)!r})" for k in bad[:8])
+        raise RunFolderError(
+            f"--resume continues a run with the config it was trained with, but these keys differ: {shown}"
+            f"{' (+%d more)' % (len(bad) - 8) if len(bad) > 8 else ''}. Only these may change on resume: "
+            f"{', '.join(RESUMABLE_KEYS)}. Start a new run (another run.out, or --overwrite) to change the others")
+
+
+def saved_config(run_dir: Path) -> Config:
+    """The config.yaml a run was trained with (paths resolved as when it was written)."""
+    import yaml
+
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise RunFolderError(f"{run_dir} is not a gramc run folder (no config.yaml); nothing to resume")
+    try:
+        tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise RunFolderError(f"{path} is damaged ({e})") from e
+    tree.setdefault("run", {})["out"] = str(run_dir)
+    return absolute_paths(from_dict(tree), Path(run_dir), Path.cwd())
+
+
+def open_run(cfg: Config, resume: bool, overwrite: bool) -> tuple[Config, bool]:
+    """Check `run.out` for a fresh run or a resume; return (config with absolute paths, resume).
+
+    A resume of a run that died before its first checkpoint starts it again from step 0."""
+    cfg = absolute_paths(cfg)
+    out = Path(cfg.run.out)
+    if resume and overwrite:
+        raise RunFolderError("--resume continues a run and --overwrite moves it aside: give one of them")
+    if not resume:
+        claim_run(cfg, overwrite, is_main=int(os.environ.get("RANK", "0")) == 0)
+        return cfg, False
+    resume_config(saved_config(out), cfg)
+    if not (out / "checkpoints" / "last").is_dir():
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(f"{out} has no checkpoint yet (stopped before its first save): training it from step 0")
+        return cfg, False
+    return cfg, True
