@@ -300,6 +300,21 @@ def require_file(path: str | Path, what: str = "file") -> Path:
     return p
 
 
+def text_lines(path: str | Path, error: type[Exception] = GramcError) -> Iterator[tuple[int, str]]:
+    """(line number, line) of a UTF-8 text file; a folder or a non-UTF-8 line is `error` naming
+    the file and line."""
+    path = Path(path)
+    if path.is_dir():
+        raise error(f"{path}: is a folder; a file is expected here")
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, 1):
+            try:
+                yield n, raw.decode("utf-8-sig" if n == 1 else "utf-8")
+            except UnicodeDecodeError as e:
+                raise error(f"{path}:{n}: not valid UTF-8 (byte {raw[e.start:e.start + 1]!r} at column "
+                            f"{e.start + 1}); re-encode the file as UTF-8") from e
+
+
 def read_jsonl(path: str | Path, repair: bool = False) -> list[dict]:
     """Records of a JSON-lines file. A torn last line (what a crash leaves) is dropped, and with
     `repair` cut from the file with a message; a bad line elsewhere is an error naming it."""

@@ -66,6 +66,8 @@ def iter_lines(path: str | Path) -> Iterator[tuple[int, str]]:
     shows progress on large files. A UTF-8 byte-order mark is ignored.
     """
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder; a file is expected here")
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     n = 0
@@ -110,17 +112,36 @@ def _content_lines(path: Path) -> Iterator[tuple[int, str]]:
 # --------------------------------------------------------------------------------------------
 
 
+_SEPARATORS = {" ": "spaces", "\t": "tabs", ",": "commas", ";": "semicolons"}
+
+
+def _separators(line: str) -> frozenset[str]:
+    text = line.strip()
+    return frozenset(c for c in _SEPARATORS if c in text)
+
+
+def _sep_names(seps: frozenset[str]) -> str:
+    return " and ".join(_SEPARATORS[c] for c in _SEPARATORS if c in seps) or "nothing"
+
+
 def read_gram_sequences(path: str | Path) -> Sequences:
     """GRAM `user_sequence.txt`; a user listed twice is an error."""
     path = Path(path)
     users: list[str] = []
     seqs: list[list[str]] = []
     seen: dict[str, int] = {}
+    first: tuple[int, frozenset[str]] | None = None
     for n, line in _content_lines(path):
         parts = line.split()
         if len(parts) < 2:
             raise DataError(f"{path}:{n}: expected `USER item_1 ... item_n` (a user and at least one item), "
                             f"got {line.strip()[:80]!r}")
+        seps = _separators(line)
+        first = first or (n, seps)
+        if seps != first[1]:
+            raise DataError(f"{path}:{n}: separated by {_sep_names(seps)} but line {first[0]} by "
+                            f"{_sep_names(first[1])}; a sequence file uses one separator throughout "
+                            f"(GRAM: `USER item_1 item_2 ...` with single spaces)")
         if parts[0] in seen:
             raise DataError(f"{path}:{n}: duplicate user {parts[0]!r} (first on line {seen[parts[0]]})")
         seen[parts[0]] = n

@@ -136,10 +136,11 @@ def _leakage(ctx: _Context) -> list:
 
 def _eval(ctx: _Context) -> list:
     from ..data.splits import samples
-    from .evalchecks import eval_checks
+    from .evalchecks import checkpoint_asset_checks, eval_checks
 
     a = ctx.assets
-    return eval_checks(ctx.cfg, a.item_ids, a.tokenizer, len(samples(a.ds, "test", ctx.cfg.data.max_his)))
+    return [*eval_checks(ctx.cfg, a.item_ids, a.tokenizer, len(samples(a.ds, "test", ctx.cfg.data.max_his))),
+            *checkpoint_asset_checks(ctx.cfg.run.out, a.fingerprints())]
 
 
 def _grad_sync(ctx: _Context) -> list:

@@ -10,18 +10,21 @@
   sharding and merge, for world sizes 2..4; GRAM's padded sampler counted some twice).
 * `eval.metrics_reference`: hit/ndcg/mrr from `gramc.eval.metrics` agree with an independent
   computation (scikit-learn's ndcg_score, explicit loops) on a fixed example.
+* `eval.checkpoint_assets.{best,last}`: the run folder's checkpoints were trained with the
+  dataset, tokenizer, IDs, GCN and passage cache the config resolves to now (their assets.json).
 """
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
-from ..checks import Check, check, failed
+from ..checks import Check, check, failed, passed, warned
 from ..config import Config
 
 Shard = Callable[[list, int, int], list]
@@ -173,3 +176,25 @@ def eval_checks(cfg: Config, item_ids: Any, tokenizer: Any, num_users: int) -> l
     """All evaluation checks for a config, its item IDs and a split of `num_users` users."""
     return [*collision_checks(item_ids, tokenizer), beams_check(cfg), trie_check(item_ids),
             sharding_check(num_users), metrics_check()]
+
+
+def checkpoint_asset_checks(run_dir: str | Path, fingerprints: dict) -> list[Check]:
+    """`eval.checkpoint_assets`: each checkpoint of the run folder was trained with these assets
+    (its assets.json against `Assets.fingerprints()`)."""
+    from ..errors import AssetMismatchError
+    from ..train.checkpoint import verify_assets
+
+    out: list[Check] = []
+    for which in ("best", "last"):
+        folder = Path(run_dir) / "checkpoints" / which
+        if not (folder / "model.safetensors").is_file():
+            continue
+        name = f"eval.checkpoint_assets.{which}"
+        try:
+            warnings = verify_assets(folder, fingerprints)
+        except AssetMismatchError as e:
+            out.append(failed(name, str(folder), str(e)))
+            continue
+        out.append(warned(name, str(folder), warnings[0]) if warnings else
+                   passed(name, str(folder), "trained with exactly these dataset, tokenizer, IDs, GCN and passages"))
+    return out

@@ -18,7 +18,7 @@ from typing import Sequence
 import torch
 
 from ..data.dataset import DataError, SeqDataset
-from ..io import atomic_path
+from ..io import atomic_path, text_lines
 
 
 def read_similar_items(path: str | Path, ds: SeqDataset, k: int) -> list[list[int]]:
@@ -26,32 +26,31 @@ def read_similar_items(path: str | Path, ds: SeqDataset, k: int) -> list[list[in
     path = Path(path)
     if k < 0:
         raise ValueError(f"k must be >= 0, got {k}")
-    if not path.is_file():
+    if not path.is_file() and not path.is_dir():
         raise DataError(f"{path}: similar-items file does not exist")
     out: list[list[int] | None] = [None] * ds.num_items
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            parts = line.split()
-            if not parts:
-                continue
-            if n == 1 and parts[0] == "anchor":
-                continue  # header: anchor top1 ... topK
-            anchor = parts[0]
-            if not ds.has_item(anchor):
-                raise DataError(f"{path}:{n}: anchor item '{anchor}' is not an item of the dataset")
-            a = ds.index_of(anchor)
-            if out[a] is not None:
-                raise DataError(f"{path}:{n}: anchor item '{anchor}' appears a second time")
-            if len(parts) - 1 < k:
-                raise DataError(f"{path}:{n}: item '{anchor}' has {len(parts) - 1} similar items, "
-                                f"{k} were asked for (lower the number of similar items)")
-            row: list[int] = []
-            for j, sim in enumerate(parts[1:k + 1], 1):
-                if not ds.has_item(sim):
-                    raise DataError(f"{path}:{n}: similar item {j} '{sim}' of '{anchor}' is not an item "
-                                    f"of the dataset")
-                row.append(ds.index_of(sim))
-            out[a] = row
+    for n, line in text_lines(path, DataError):
+        parts = line.split()
+        if not parts:
+            continue
+        if n == 1 and parts[0] == "anchor":
+            continue  # header: anchor top1 ... topK
+        anchor = parts[0]
+        if not ds.has_item(anchor):
+            raise DataError(f"{path}:{n}: anchor item '{anchor}' is not an item of the dataset")
+        a = ds.index_of(anchor)
+        if out[a] is not None:
+            raise DataError(f"{path}:{n}: anchor item '{anchor}' appears a second time")
+        if len(parts) - 1 < k:
+            raise DataError(f"{path}:{n}: item '{anchor}' has {len(parts) - 1} similar items, "
+                            f"{k} were asked for (lower the number of similar items)")
+        row: list[int] = []
+        for j, sim in enumerate(parts[1:k + 1], 1):
+            if not ds.has_item(sim):
+                raise DataError(f"{path}:{n}: similar item {j} '{sim}' of '{anchor}' is not an item "
+                                f"of the dataset")
+            row.append(ds.index_of(sim))
+        out[a] = row
     missing = [ds.item_ids[i] for i, r in enumerate(out) if r is None]
     if missing:
         raise DataError(f"{path}: {len(missing)} dataset items have no line, e.g. '{missing[0]}'; "

@@ -22,7 +22,7 @@ from typing import Iterable, Sequence
 
 from ..checks import Check
 from ..data.dataset import DataError, SeqDataset
-from ..io import atomic_path
+from ..io import atomic_path, text_lines
 from .tokenizer import Tokenizer
 
 MAX_LISTED = 10  # problems quoted in one error message / check message
@@ -182,44 +182,45 @@ class _Parsed:
 def _parse_file(path: str | Path, tok: Tokenizer) -> _Parsed:
     """Read `ASIN |tok|tok|...` lines; collect (don't raise) format and vocabulary problems."""
     path = Path(path)
+    if path.is_dir():
+        raise IdsError(f"ID file '{path}' is a folder; give the ID file (`ASIN |tok|tok|...` lines)")
     if not path.is_file():
         raise IdsError(f"ID file '{path}' does not exist")
     pieces: dict[str, tuple[str, ...]] = {}
     lines: dict[str, int] = {}
     problems: list[IdProblem] = []
     bad_piece: dict[str, tuple[str, str]] = {}  # cache: piece -> (kind, message)
-    with open(path, encoding="utf-8") as f:
-        for n, raw in enumerate(f, 1):
-            line = raw.rstrip()  # trailing whitespace / CRLF; pieces never end in whitespace
-            if not line.strip():
+    for n, raw in text_lines(path, IdsError):
+        line = raw.rstrip()  # trailing whitespace / CRLF; pieces never end in whitespace
+        if not line.strip():
+            continue
+        asin, sep, rest = line.partition(" ")
+        if not sep or not asin or not rest.startswith("|") or len(rest) < 2:
+            problems.append(IdProblem("malformed", n, f"malformed line {line[:80]!r}: expected "
+                                                     f"'ASIN |tok|tok|...'"))
+            continue
+        levels = tuple(rest[1:].split("|"))
+        if any(lv == "" or lv != lv.strip() for lv in levels):
+            problems.append(IdProblem("malformed", n, f"malformed line {line[:80]!r}: empty level "
+                                                     f"or whitespace inside '|...|'"))
+            continue
+        if asin in lines:
+            problems.append(IdProblem("duplicate_asin", n, f"duplicate ASIN line: {asin} already "
+                                                          f"has an ID on line {lines[asin]}"))
+            continue
+        for level, piece in enumerate(levels, 1):
+            i = tok.piece_to_id(piece)
+            if i is not None and not tok.is_special(i):
                 continue
-            asin, sep, rest = line.partition(" ")
-            if not sep or not asin or not rest.startswith("|") or len(rest) < 2:
-                problems.append(IdProblem("malformed", n, f"malformed line {line[:80]!r}: expected "
-                                                         f"'ASIN |tok|tok|...'"))
-                continue
-            levels = tuple(rest[1:].split("|"))
-            if any(lv == "" or lv != lv.strip() for lv in levels):
-                problems.append(IdProblem("malformed", n, f"malformed line {line[:80]!r}: empty level "
-                                                         f"or whitespace inside '|...|'"))
-                continue
-            if asin in lines:
-                problems.append(IdProblem("duplicate_asin", n, f"duplicate ASIN line: {asin} already "
-                                                              f"has an ID on line {lines[asin]}"))
-                continue
-            for level, piece in enumerate(levels, 1):
-                i = tok.piece_to_id(piece)
-                if i is not None and not tok.is_special(i):
-                    continue
-                if piece not in bad_piece:
-                    msg = _piece_problem(piece, tok)
-                    kind = ("multi_piece" if msg.startswith("multi-piece") else
-                            "special_piece" if msg.startswith("is the special") else "unknown_piece")
-                    bad_piece[piece] = (kind, msg)
-                kind, msg = bad_piece[piece]
-                problems.append(IdProblem(kind, n, f"{asin} level {level} {piece!r}: {msg}"))
-            pieces[asin] = levels
-            lines[asin] = n
+            if piece not in bad_piece:
+                msg = _piece_problem(piece, tok)
+                kind = ("multi_piece" if msg.startswith("multi-piece") else
+                        "special_piece" if msg.startswith("is the special") else "unknown_piece")
+                bad_piece[piece] = (kind, msg)
+            kind, msg = bad_piece[piece]
+            problems.append(IdProblem(kind, n, f"{asin} level {level} {piece!r}: {msg}"))
+        pieces[asin] = levels
+        lines[asin] = n
     return _Parsed(str(path), pieces, lines, problems)
 
 

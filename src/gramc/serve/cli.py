@@ -16,19 +16,17 @@ from dataclasses import asdict
 
 
 def _recommend(args: argparse.Namespace) -> int:
-    from ..eval.evaluate import EvalError
-    from .recommend import Recommender, UnknownItemsError
+    from ..errors import GramcError
+    from .recommend import Recommender
 
     history = [a.strip() for a in args.history.split(",") if a.strip()]
     if not history:
-        print("gramc: error: --history needs at least one item ID (comma-separated)", file=sys.stderr)
-        return 2
-    try:
-        rec = Recommender.from_run(args.run, args.checkpoint, list(args.overrides or []))
-        recs = rec.recommend(history, k=args.k)
-    except (EvalError, UnknownItemsError) as e:
-        print(f"gramc: error: {e}", file=sys.stderr)
-        return 2
+        raise GramcError("--history needs at least one item ID (comma-separated)")
+    if args.k < 1:
+        raise GramcError(f"--k must be >= 1 (how many items to recommend), got {args.k}")
+    # any GramcError (no run, other assets, unknown items) is printed by gramc.cli.main
+    rec = Recommender.from_run(args.run, args.checkpoint, list(args.overrides or []))
+    recs = rec.recommend(history, k=args.k)
     if args.json:
         print(json.dumps([asdict(r) for r in recs], indent=2))
     else:

@@ -38,6 +38,19 @@ class Recommendation:
     title: str
 
 
+def check_history(history: Sequence[str], example: str) -> None:
+    """TypeError unless `history` is a sequence of item-ID strings (oldest first)."""
+    if isinstance(history, (str, bytes)):
+        raise TypeError(f"a history is a list of item IDs, not one string (a str would be read "
+                        f"character by character): pass [{history!r}] or {str(history).split(',')!r}")
+    for x in history:
+        if not isinstance(x, str):
+            hint = (f"; to use dataset indices, map them with rec.assets.ds.item_ids[i] (e.g. {example!r})"
+                    if isinstance(x, int) or type(x).__name__.startswith("int") else "")
+            raise TypeError(f"a history holds item IDs as strings (such as {example!r}), got "
+                            f"{type(x).__name__} {x!r}{hint}")
+
+
 class Recommender:
     """A trained GRAM-C model with its assets, ready to recommend."""
 
@@ -58,6 +71,7 @@ class Recommender:
 
     def item_indices(self, history: Sequence[str]) -> list[int]:
         """Dataset indices of a history's item IDs (unknown IDs: error, or skipped per eval.unknown_history)."""
+        check_history(history, self.assets.ds.item_ids[0] if self.assets.ds.item_ids else "B000052YQ0")
         ds = self.assets.ds
         unknown = [a for a in history if not ds.has_item(a)]
         if unknown:
@@ -75,8 +89,10 @@ class Recommender:
         """Top-k items for each history (item IDs, oldest first)."""
         from ..model.inputs import Collator
 
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"k must be an integer >= 1, got {k!r}")
+        if isinstance(histories, str):
+            raise TypeError("recommend_many takes a list of histories (each a list of item IDs), got one str")
         cfg = self.cfg
         smp = []
         for h in histories:
