@@ -7,11 +7,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ..errors import GramcError
-from ..io import atomic_path
+from ..io import atomic_path, read_jsonl
 
 
 class PlotError(GramcError, ValueError):
@@ -22,15 +21,7 @@ def read_log(run_dir: str | Path) -> list[dict]:
     path = Path(run_dir) / "log.jsonl"
     if not path.is_file():
         raise PlotError(f"{path} does not exist; is {run_dir} a gramc training run folder?")
-    records = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as e:
-            raise PlotError(f"{path}:{n}: not a JSON object ({e})") from e
-    return records
+    return read_jsonl(path)  # a torn last line (a crash) is left out; a bad line elsewhere names it
 
 
 def _save(fig, path: Path) -> None:
