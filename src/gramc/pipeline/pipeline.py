@@ -397,8 +397,11 @@ def train_stage(sc: Config, folder: Path, eval_users: int, train_minutes: float,
 
     from ..train.trainer import fit, gramc_parts, init_distributed
 
+    from ..config import absolute_paths
+
     c = copy.deepcopy(sc)
     c.run.out = str(folder)
+    c = absolute_paths(c)  # the run's config.yaml reads back from any working directory
     info = init_distributed(c.run.device)
     parts = gramc_parts(c, info)
     if eval_users > 0 and parts.evaluate is not None:
