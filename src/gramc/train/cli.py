@@ -21,10 +21,7 @@ def _train(args: argparse.Namespace) -> int:
         if args.config:
             raise RunFolderError("--resume continues a run with the config saved in RUN_DIR/config.yaml; "
                                  "drop --config (key=value overrides are still applied, and checked)")
-        try:
-            saved_config(Path(args.resume))
-        except RunFolderError as e:
-            raise RunFolderError(f"cannot resume: {e}") from e
+        saved_config(Path(args.resume))  # "cannot resume: ..." when RUN_DIR is no run folder
         cfg = run_config(args.resume, args.overrides or [])
     else:
         cfg = config_from_args(args)

@@ -15,7 +15,7 @@ import os
 import time
 from pathlib import Path
 
-from ..config import Config, absolute_paths, flatten, from_dict, to_dict
+from ..config import Config, absolute_paths, flatten, to_dict
 from ..errors import GramcError
 from ..io import claim_output, holds_marker
 
@@ -93,18 +93,13 @@ def resume_config(saved: Config, new: Config) -> None:
 
 
 def saved_config(run_dir: Path) -> Config:
-    """The config.yaml a run was trained with (paths resolved as when it was written)."""
-    import yaml
+    """The config.yaml a run was trained with (paths resolved as `gramc evaluate` resolves them)."""
+    from ..eval.evaluate import EvalError, run_config
 
-    path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
-        raise RunFolderError(f"{run_dir} is not a gramc run folder (no config.yaml); nothing to resume")
     try:
-        tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise RunFolderError(f"{path} is damaged ({e})") from e
-    tree.setdefault("run", {})["out"] = str(run_dir)
-    return absolute_paths(from_dict(tree), Path(run_dir), Path.cwd())
+        return run_config(run_dir)
+    except EvalError as e:
+        raise RunFolderError(f"cannot resume: {e}") from e
 
 
 def open_run(cfg: Config, resume: bool, overwrite: bool) -> tuple[Config, bool]:
