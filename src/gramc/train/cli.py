@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from ..cli import add_config_args, config_from_args
@@ -47,13 +46,9 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _plot(args: argparse.Namespace) -> int:
-    from .plot import PlotError, plot_run
+    from .plot import plot_run
 
-    try:
-        paths = plot_run(args.run_dir, args.out)
-    except PlotError as e:
-        print(f"gramc plot: error: {e}", file=sys.stderr)
-        return 2
+    paths = plot_run(args.run_dir, args.out)  # a PlotError is printed by gramc.cli.main
     for p in paths:
         print(p)
     return 0
