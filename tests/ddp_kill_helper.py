@@ -1,8 +1,9 @@
 """Run by tests/test_faults_kill.py under `torchrun --nproc_per_node=2` (gloo, CPU, float64 toy).
 
-    ddp_kill_helper.py OUT full     train 6 steps into OUT (a checkpoint after every step)
-    ddp_kill_helper.py OUT kill     the same, but rank 1 SIGKILLs itself during step 4
-    ddp_kill_helper.py OUT resume   continue OUT from its last checkpoint to the end
+    ddp_kill_helper.py OUT kill     train 6 steps into OUT/cut (a checkpoint after every step);
+                                    rank 1 SIGKILLs itself during step 4
+    ddp_kill_helper.py OUT resume   continue OUT/cut from its last checkpoint to the end, then train
+                                    OUT/full uninterrupted (one launch for both)
 """
 
 from __future__ import annotations
@@ -33,9 +34,15 @@ def main() -> None:
         if mode == "kill" and info.rank == 1 and steps[0] == 4:
             os.kill(os.getpid(), signal.SIGKILL)  # kill -9 of one rank, mid-step
 
-    parts = TrainParts(build_model(ds, cfg.run.seed + (7 if mode == "resume" else 0), dropout=0.3), collate,
-                       train, valid, assets={"dataset": {"fingerprint": "toy", "source": "toy_dataset(30)"}})
-    fit(parts, cfg, out, resume=mode == "resume", after_sync=maybe_die, info=info)
+    def parts(seed: int) -> TrainParts:
+        return TrainParts(build_model(ds, seed, dropout=0.3), collate, train, valid,
+                          assets={"dataset": {"fingerprint": "toy", "source": "toy_dataset(30)"}})
+
+    if mode == "kill":
+        fit(parts(cfg.run.seed), cfg, out / "cut", after_sync=maybe_die, info=info)
+    else:  # resume with another init (the checkpoint's weights replace it), then the reference
+        fit(parts(cfg.run.seed + 7), cfg, out / "cut", resume=True, info=info)
+        fit(parts(cfg.run.seed), cfg, out / "full", info=info)
     dist.destroy_process_group()
 
 

@@ -83,7 +83,7 @@ def register(subparsers) -> None:
                     help="force the sequence format")
     pp.add_argument("--item-format", default="auto", choices=("auto",) + ITEM_FORMATS,
                     help="force the item format")
-    pp.add_argument("--out", required=True, help="output folder (replaced atomically)")
+    pp.add_argument("--out", required=True, help="output folder: new, empty or a gramc dataset (replaced atomically)")
     add_config_args(pp)
     pp.set_defaults(func=_prepare)
 
