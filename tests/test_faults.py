@@ -459,6 +459,8 @@ def test_a_folder_given_for_a_file_says_so(tmp_path, capsys):
         read_sequences(tmp_path)
     with pytest.raises(GramcError, match="is a folder"):
         write_text(tmp_path, "x")
+    with pytest.raises(ConfigError, match="is a folder"):
+        load_config(tmp_path)
     assert main(["data", "prepare", "--sequences", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     assert "is a folder" in capsys.readouterr().err
 

@@ -424,11 +424,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     tree: dict = {}
     if path:
         p = Path(path)
+        if p.is_dir():
+            raise ConfigError(f"config file '{p}' is a folder; give a YAML file (see configs/)")
         if not p.is_file():
             raise ConfigError(f"config file '{p}' does not exist")
         try:
             loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
-        except yaml.YAMLError as e:
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
             raise ConfigError(f"config file '{p}' is not valid YAML: {e}") from e
         if loaded is None:
             loaded = {}
