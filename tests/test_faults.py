@@ -497,3 +497,22 @@ def test_run_configs_store_absolute_paths(tmp_path, monkeypatch):
     monkeypatch.chdir(elsewhere)
     assert run_config(run).data.path == str(run / "mydata")
     assert absolute_paths(load_config(None, ["gcn.out=g"]), elsewhere).gcn.out == str(elsewhere / "g")
+
+
+def test_resume_allows_the_resumable_keys_and_restarts_a_run_without_checkpoint(tmp_path, capsys):
+    import copy
+
+    from gramc.train.runfolder import RESUMABLE_KEYS, open_run, resume_config, saved_config
+
+    run = tmp_path / "run"
+    _fake_run(run)
+    saved = saved_config(run)
+    more = copy.deepcopy(saved)
+    more.train.epochs, more.train.eval_users, more.eval.batch_size = 99, 10, 7
+    resume_config(saved, more)  # no error: budgets and evaluation speed may change
+    assert {"train.epochs", "train.max_steps"} <= set(RESUMABLE_KEYS)
+    cfg, resume = open_run(more, resume=True, overwrite=False)
+    assert resume and cfg.train.epochs == 99
+    shutil.rmtree(run / "checkpoints")  # died before its first checkpoint
+    cfg, resume = open_run(more, resume=True, overwrite=False)
+    assert not resume and "training it from step 0" in capsys.readouterr().out
