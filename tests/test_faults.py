@@ -407,17 +407,19 @@ def test_stale_temporaries_are_removed_on_the_next_write(tmp_path):
     from gramc.io import atomic_dir, write_text
 
     dead = _dead_pid()
-    (tmp_path / f".last.{dead}.abc123.tmp").mkdir()  # a killed checkpoint write
-    (tmp_path / ".last.k2j3h4.tmp").mkdir()  # an older gramc's name (no pid)
-    (tmp_path / f".metrics.json.{dead}.x.tmp").write_text("{")
-    alive = tmp_path / f".last.{os.getppid()}.zz.tmp"  # a write in progress in another process
+    (tmp_path / f".last.{dead}.abc12345.tmp").mkdir()  # a killed checkpoint write
+    (tmp_path / ".last.k2j3h4m5.tmp").mkdir()  # an older gramc's name (no pid)
+    (tmp_path / f".metrics.json.{dead}.x1y2z3w4.tmp").write_text("{")
+    alive = tmp_path / f".last.{os.getppid()}.zzzzzzzz.tmp"  # a write in progress in another process
     alive.mkdir()
+    neighbour = tmp_path / f".last.copy.{dead}.abcdefgh.tmp"  # a temporary of `last.copy`, not of `last`
+    neighbour.mkdir()
     (tmp_path / "other.tmp").write_text("not gramc's")
     with atomic_dir(tmp_path / "last") as tmp:
         (tmp / "state.json").write_text("{}")
     write_text(tmp_path / "metrics.json", "{}")
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == sorted(["last", "metrics.json", alive.name, "other.tmp"])
+    assert names == sorted(["last", "metrics.json", alive.name, neighbour.name, "other.tmp"])
 
 
 def test_a_swap_killed_halfway_is_restored(tmp_path):

@@ -21,6 +21,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -49,6 +50,10 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 
 def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+# what follows `.<name>.` in a temporary's name: `<pid>.<8 random chars>.tmp` (older gramc: no pid)
+_TMP_NAME = re.compile(r"^(?:(\d+)\.)?[a-z0-9_]{8}\.tmp$")
 
 
 def _tmp_prefix(path: Path) -> str:
@@ -81,14 +86,13 @@ def clean_stale_temporaries(path: str | Path) -> list[Path]:
             if not path.exists():  # killed between the two renames of the fallback swap: restore
                 os.replace(cand, path)
                 continue
-        elif not rest.endswith(".tmp"):
-            continue
         else:
-            pid = rest.split(".", 1)[0]
-            if pid.isdigit() and int(pid) != os.getpid() and _pid_alive(int(pid)):
-                continue
-            if pid.isdigit() and int(pid) == os.getpid():
-                continue  # one of this process's own writes in progress
+            m = _TMP_NAME.match(rest)
+            if m is None:
+                continue  # not a temporary of this path (e.g. one of `<name>.suffix`)
+            pid = int(m.group(1)) if m.group(1) else None
+            if pid is not None and (pid == os.getpid() or _pid_alive(pid)):
+                continue  # a write in progress (this process or another running one)
         shutil.rmtree(cand) if cand.is_dir() and not cand.is_symlink() else cand.unlink(missing_ok=True)
         removed.append(cand)
     return removed
