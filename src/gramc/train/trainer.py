@@ -38,10 +38,10 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from ..errors import GramcError
 from ..checks import Check, Report
 from ..config import Config, TrainConfig
 from ..data.splits import Sample
+from ..errors import GramcError
 from ..io import read_jsonl, write_json, write_text
 from ..runinfo import write_run_info
 from .batching import Batcher
