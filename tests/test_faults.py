@@ -295,10 +295,14 @@ def test_train_with_zero_epochs_fails_before_building_anything(tmp_path, capsys)
     assert "train.epochs" in capsys.readouterr().err and not (tmp_path / "r").exists()
 
 
-def test_evaluate_with_fewer_beams_than_k_is_refused(asset_runs, capsys):
+def test_evaluate_with_fewer_beams_than_k_is_refused(asset_runs, capsys, tmp_path):
     rc = main(["evaluate", "--run", str(asset_runs / "A"), "--split", "valid", "--beams", "6",
                "eval.allow_capped=false"])
     assert rc == 2 and "eval.beams" in capsys.readouterr().err
+    # allowed explicitly: the record says which cut-offs are capped
+    assert main(["evaluate", "--run", str(asset_runs / "A"), "--split", "valid", "--beams", "6", "--max-users", "3",
+                 "--out", str(tmp_path / "e"), "eval.allow_capped=true"]) == 0
+    assert json.loads((tmp_path / "e" / "metrics.json").read_text())["capped_ks"] == [10, 20, 50]
 
 
 # --------------------------------------------------------------------------------------------
@@ -413,6 +417,7 @@ def test_stale_temporaries_are_removed_on_the_next_write(tmp_path):
     alive = tmp_path / f".last.{os.getppid()}.zzzzzzzz.tmp"  # a write in progress in another process
     alive.mkdir()
     neighbour = tmp_path / f".last.copy.{dead}.abcdefgh.tmp"  # a temporary of `last.copy`, not of `last`
+    (tmp_path / f".last.{os.getpid()}.samepid1.tmp").mkdir()  # an earlier process under this pid
     neighbour.mkdir()
     (tmp_path / "other.tmp").write_text("not gramc's")
     with atomic_dir(tmp_path / "last") as tmp:

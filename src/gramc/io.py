@@ -12,12 +12,12 @@ Guarantees (docs/runs.md, "What gramc may overwrite"):
   contain one of the command's inputs, nor the working directory.
 """
 
-
 from __future__ import annotations
 
 import contextlib
 import ctypes
 import errno
+import glob
 import hashlib
 import json
 import os
@@ -56,6 +56,11 @@ def sha256_text(text: str) -> str:
 _TMP_NAME = re.compile(r"^(?:(\d+)\.)?[a-z0-9_]{8}\.tmp$")
 
 
+# temporaries of this process's writes in progress (a same-pid leftover of an earlier process,
+# e.g. in a container that always starts gramc under the same pid, is stale)
+_IN_PROGRESS: set[Path] = set()
+
+
 def _tmp_prefix(path: Path) -> str:
     return f".{path.name}.{os.getpid()}."
 
@@ -80,7 +85,7 @@ def clean_stale_temporaries(path: str | Path) -> list[Path]:
     if not path.parent.is_dir():
         return []
     removed = []
-    for cand in path.parent.glob(f".{glob_escape(path.name)}.*"):
+    for cand in path.parent.glob(f".{glob.escape(path.name)}.*"):
         rest = cand.name[len(path.name) + 2:]
         if rest == "old":
             if not path.exists():  # killed between the two renames of the fallback swap: restore
@@ -91,17 +96,11 @@ def clean_stale_temporaries(path: str | Path) -> list[Path]:
             if m is None:
                 continue  # not a temporary of this path (e.g. one of `<name>.suffix`)
             pid = int(m.group(1)) if m.group(1) else None
-            if pid is not None and (pid == os.getpid() or _pid_alive(pid)):
-                continue  # a write in progress (this process or another running one)
+            if cand in _IN_PROGRESS or (pid is not None and pid != os.getpid() and _pid_alive(pid)):
+                continue  # a write in progress (this process's, or another running process's)
         shutil.rmtree(cand) if cand.is_dir() and not cand.is_symlink() else cand.unlink(missing_ok=True)
         removed.append(cand)
     return removed
-
-
-def glob_escape(name: str) -> str:
-    import glob
-
-    return glob.escape(name)
 
 
 @contextlib.contextmanager
@@ -115,12 +114,14 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(path), suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    _IN_PROGRESS.add(tmp_path)
     try:
         yield tmp_path
         if tmp_path.exists():  # mkstemp makes 0600 files: give them the usual umask permissions
             os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, path)
     finally:
+        _IN_PROGRESS.discard(tmp_path)
         if tmp_path.exists():
             tmp_path.unlink()
 
@@ -193,11 +194,13 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     clean_stale_temporaries(path)
     tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(path), suffix=".tmp", dir=path.parent))
+    _IN_PROGRESS.add(tmp)
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700 folders
         replace_dir(tmp, path)
     finally:
+        _IN_PROGRESS.discard(tmp)
         if tmp.exists():
             shutil.rmtree(tmp)
 

@@ -241,7 +241,10 @@ def evaluate_split(model, assets, cfg: Config, split: str, max_users: int = 0, b
                       invalid=int(merged["invalid"]), beams=beams or cfg.eval.beams,
                       length_penalty=cfg.eval.length_penalty, time_s=time.perf_counter() - t0,
                       extra={"world": world,
-                             "repeats": repeat_stats(merged["items"], [s.history for s in smp], merged["targets"])})
+                             "repeats": repeat_stats(merged["items"], [s.history for s in smp], merged["targets"]),
+                             # eval.allow_capped: these cut-offs exceed the beam, so their hits are capped
+                             **({"capped_ks": capped} if (capped := [k for k in ks if k > (beams or cfg.eval.beams)])
+                                else {})})
 
 
 # --------------------------------------------------------------------------------------------
