@@ -384,14 +384,15 @@ def test_recommend_k_zero_is_an_error_not_a_traceback(asset_runs, capsys):
     assert rc == 2 and "--k must be >= 1" in capsys.readouterr().err
 
 
-def test_no_traceback_from_the_command_line(tmp_path):
-    """A corrupt checkpoint seen through the real `gramc` entry point: one error line, no traceback."""
+def test_no_traceback_from_the_command_line(asset_runs, tmp_path):
+    """A truncated checkpoint seen through the real `gramc` entry point: one error line, no traceback."""
     run = tmp_path / "run"
-    _fake_run(run)
+    shutil.copytree(asset_runs / "A", run)
+    weights = run / "checkpoints" / "best" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, "-m", "gramc", "evaluate", "--run", str(run), "--checkpoint", "last",
-                           "--split", "valid", "eval.allow_capped=true"], capture_output=True, text=True,
-                          env=env, timeout=300)
+    proc = subprocess.run([sys.executable, "-m", "gramc", "evaluate", "--run", str(run), "--split", "valid"],
+                          capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert "gramc evaluate: error:" in proc.stderr and "model.safetensors" in proc.stderr
 
