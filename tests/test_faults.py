@@ -219,6 +219,14 @@ def test_evaluate_refuses_a_changed_id_file_given_by_path(asset_runs, capsys):
     assert main(["evaluate", "--run", str(root / "B"), "--split", "valid", "--max-users", "3"]) == 0
 
 
+def test_evaluate_refuses_a_changed_dataset_when_assets_are_given_by_path(asset_runs, capsys):
+    """The Beauty recipe's way (ids.file, ids.tokenizer, gcn.out given): other interactions, same items."""
+    rc = main(["evaluate", "--run", str(asset_runs / "B"), "--split", "valid", "--max-users", "3",
+               "data.synthetic.seed=8"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "dataset: trained with synthetic data" in err
+
+
 def test_rebuilt_assets_are_never_used_with_an_old_checkpoint(asset_runs, capsys):
     """Deleting built IDs (what the old advice said) rebuilds them; the checkpoint then refuses them."""
     run = asset_runs / "A"
