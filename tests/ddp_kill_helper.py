@@ -35,8 +35,7 @@ def main() -> None:
             os.kill(os.getpid(), signal.SIGKILL)  # kill -9 of one rank, mid-step
 
     def parts(seed: int) -> TrainParts:
-        return TrainParts(build_model(ds, seed, dropout=0.3), collate, train, valid,
-                          assets={"dataset": {"fingerprint": "toy", "source": "toy_dataset(30)"}})
+        return TrainParts(build_model(ds, seed, dropout=0.3), collate, train, valid)
 
     if mode == "kill":
         fit(parts(cfg.run.seed), cfg, out / "cut", after_sync=maybe_die, info=info)

@@ -125,8 +125,7 @@ def test_kill_during_checkpoint_write(tmp_path):
         with torch.no_grad():
             for p in model.parameters():
                 p.fill_(float(v))
-        save_checkpoint(folder, model, opt, sched, TrainState(step=v), [rng_state()],
-                        assets={"dataset": {"fingerprint": str(v), "source": "toy"}})
+        save_checkpoint(folder, model, opt, sched, TrainState(step=v), [rng_state()])
 
     def read() -> int:
         m = build_model(ds, 2)
