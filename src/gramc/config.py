@@ -114,6 +114,10 @@ class PrefixConfig:
     learn_scale: bool = True
     dropout: float = 0.1  # dropout inside the adapter
     prefix_dropout: float = 0.1  # whole-prefix dropout per sample (multiplicative mask)
+    # control for the ablation: permute the GCN table's item rows (row 0, padding, stays), so the
+    # prefix has the same parameters and inputs' statistics but no collaborative signal per item
+    shuffle_table: bool = False
+    shuffle_seed: int = 0  # seed of that permutation (torch.Generator)
 
 
 @dataclass
@@ -155,6 +159,7 @@ class TrainConfig:
     save_every: int = 0  # optimiser steps; 0 = only at epoch end
     eval_every: int = 1  # epochs between validations
     eval_users: int = 0  # validation users during training; 0 = all
+    patience: int = 0  # early stopping: stop when this many epochs passed without a better validation metric; 0 = off
     max_steps: int = 0  # stop after this many optimiser steps (0 = no limit)
     final_eval: bool = True  # evaluate the best checkpoint on valid and test when training ends
     final_eval_users: int = 0  # users of that final evaluation (first N); 0 = all (published numbers)
@@ -249,6 +254,7 @@ class Config:
         _check(self.train.grad_accum >= 1, "train.grad_accum", "must be >= 1")
         _check(self.train.lr > 0, "train.lr", "must be > 0")
         _check(0.0 <= self.train.warmup < 1.0, "train.warmup", "must be a fraction in [0, 1)")
+        _check(self.train.patience >= 0, "train.patience", "must be >= 0 (0 = no early stopping)")
         _check(self.eval.beams >= 1, "eval.beams", "must be >= 1")
         _check(len(self.eval.ks) > 0 and all(k >= 1 for k in self.eval.ks), "eval.ks", "must be positive integers")
         b = self.baseline

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..io import atomic_path, read_json
+from ..io import atomic_path, read_json, sha256_text
 
 
 class DataError(ValueError):
@@ -56,6 +56,10 @@ class SeqDataset:
 
     def has_item(self, item_id: str) -> bool:
         return item_id in self._index
+
+    def fingerprint(self) -> str:
+        """sha256 of the content that every stage reads: item IDs in index order and the sequences."""
+        return sha256_text("\n".join(self.item_ids) + "\n" + "\n".join(" ".join(map(str, s)) for s in self.sequences))
 
     # ---- persistence -------------------------------------------------------------------
 
