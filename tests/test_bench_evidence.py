@@ -99,3 +99,22 @@ def test_subset_benchmark_runs_filters_and_resumes(setup, monkeypatch):
     doc = (tmp / "benchmarks.md").read_text()
     assert "## Other\n\nkept" in doc and "## Evidence on Beauty (results)" in doc
     assert "| abl-shuffled |" in doc and "gramc-memory - gram" in doc
+
+
+def test_second_seeds_pair_over_both_runs_and_full_mode_uses_the_best_placement(setup):
+    tmp, args = setup
+    bench = _bench()
+    best = json.loads((tmp / "results" / "ev.json").read_text())["subset"]["best_placement"]
+    assert bench.main(args + ["--models", f"gram-s2,gramc-{best}-s2"]) == 0
+    res = json.loads((tmp / "results" / "ev.json").read_text())["subset"]
+    assert res["models"]["gram-s2"]["seed"] == res["models"]["gram"]["seed"] + 1
+    both = res["paired"]["GRAM-C (best, 2 seeds) - GRAM (2 seeds)"]
+    assert both["a"] == ["gram", "gram-s2"] and both["b"] == [f"gramc-{best}", f"gramc-{best}-s2"]
+
+    assert bench.main(args + ["--full"]) == 0
+    full = json.loads((tmp / "results" / "ev.json").read_text())["full"]
+    assert list(full["models"]) == ["gram", f"gramc-{best}"]
+    assert full["models"]["gram"]["test"]["users"] == 120  # every user of the parent
+    assert (tmp / "work" / "full" / f"gramc-{best}" / "test" / "ranks.json").is_file()
+    doc = (tmp / "benchmarks.md").read_text()
+    assert "### Full Beauty split" in doc and "GRAM, published (GPU, pretrained t5-small, 30 epochs) | 0.0641" in doc
