@@ -451,7 +451,10 @@ def run_models(b: Bench, wanted: list[str] | None, log_cmd: str) -> dict[str, An
     if log_cmd not in part["commands"]:
         part["commands"].append(log_cmd)
     if b.full:
-        best_cfg = results.get("subset", {}).get("best_placement") or "user_passage"
+        best_cfg = results.get("subset", {}).get("best_placement")
+        if not best_cfg:
+            best_cfg = "user_passage"
+            print("no best placement from the subset benchmark yet: --full uses user_passage", flush=True)
         names = wanted or ["gram", f"gramc-{best_cfg}"]
         best = best_cfg
     else:
@@ -550,9 +553,12 @@ def main(argv: list[str] | None = None) -> int:
     if not b.full:
         ensure_subset(b)
     if a.probe:
-        out = probe(b, a.probe_steps, a.probe_users)
+        out = {"command": "python bench/evidence_beauty.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+               "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **probe(b, a.probe_steps, a.probe_users)}
         print(json.dumps(out, indent=2))
-        write_json(b.results.with_name(b.results.stem + "_probe.json"), out)
+        path = b.results.with_name(b.results.stem + "_probe.json")  # every probe kept: loads differ
+        runs = read_json(path).get("runs", []) if path.is_file() else []
+        write_json(path, {"runs": runs + [out]})
         return 0
     cmd = "python bench/evidence_beauty.py " + " ".join(argv if argv is not None else sys.argv[1:])
     wanted = [m.strip() for m in a.models.split(",") if m.strip()] if a.models else None

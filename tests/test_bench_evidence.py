@@ -118,3 +118,13 @@ def test_second_seeds_pair_over_both_runs_and_full_mode_uses_the_best_placement(
     assert (tmp / "work" / "full" / f"gramc-{best}" / "test" / "ranks.json").is_file()
     doc = (tmp / "benchmarks.md").read_text()
     assert "### Full Beauty split" in doc and "GRAM, published (GPU, pretrained t5-small, 30 epochs) | 0.0641" in doc
+
+
+def test_probe_measures_training_and_search_rates(setup):
+    tmp, args = setup
+    bench = _bench()
+    assert bench.main(args + ["--probe", "--probe-steps", "2", "--probe-users", "5"]) == 0
+    runs = json.loads((tmp / "results" / "ev_probe.json").read_text())["runs"]
+    assert len(runs) == 1 and runs[0]["steps"] == 2 and runs[0]["eval_users"] == 5
+    assert runs[0]["train_samples_per_s"] > 0 and runs[0]["eval_users_per_s"] > 0
+    assert runs[0]["train_samples_per_epoch"] > runs[0]["samples"] > 0 and "--probe" in runs[0]["command"]
