@@ -286,10 +286,15 @@ def run_baseline(name: str, b: Bench) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 
 
+def ranks_path(row: dict[str, Any]) -> Path:
+    out = Path(row["out"])
+    return out / "test" / "ranks.json" if row["kind"] == "generative" else out / "ranks_test.json"
+
+
 def per_user(row: dict[str, Any], ks: list[int]) -> tuple[list[str], dict[str, np.ndarray]]:
     from gramc.eval.metrics import per_user_metrics
 
-    r = read_json(Path(row["out"]) / "test" / "ranks.json")
+    r = read_json(ranks_path(row))
     return r["users"], per_user_metrics(np.array(r["ranks"]), ks)
 
 
@@ -297,8 +302,8 @@ def paired(rows: dict[str, dict], a: list[str], b: list[str], ks: list[int], n: 
     """Paired bootstrap of mean-over-runs(b) - mean-over-runs(a), per user (same users in every run)."""
     from gramc.eval.metrics import paired_bootstrap_ci
 
-    if not all(x in rows and rows[x]["kind"] == "generative" for x in a + b):
-        return None
+    if not all(x in rows and ranks_path(rows[x]).is_file() for x in a + b):
+        return None  # a model not run yet (or a baseline run before per-user ranks were kept)
     users, means = None, []
     for group in (a, b):
         acc: dict[str, np.ndarray] = {}
@@ -322,6 +327,9 @@ def comparisons(rows: dict[str, dict], best: str | None, ks: list[int], n: int, 
                                                                 [f"gramc-{best}", f"gramc-{best}-s2"], ks, n, seed)
         for abl in ABLATIONS:
             out[f"{abl} - gramc-{best}"] = paired(rows, [f"gramc-{best}"], [abl], ks, n, seed)
+        for base in BASELINES:  # does GRAM-C beat the baselines, and by how much does it fall short
+            out[f"GRAM-C (best, 2 seeds) - {base}"] = paired(rows, [base], [f"gramc-{best}", f"gramc-{best}-s2"],
+                                                              ks, n, seed)
     return {k: v for k, v in out.items() if v is not None}
 
 
