@@ -206,7 +206,10 @@ def run_test_stage(cfg: Config, root: Path, train_fp: str, eval_users: int, vali
     def build(folder: Path) -> dict[str, Any]:
         from gramc.eval.evaluate import evaluate_split, load_model_from_run
 
+        from gramc.runinfo import write_run_info
+
         model, assets, rcfg = load_model_from_run(train_folder, "best")
+        write_run_info(folder, rcfg, {"checkpoint": train_folder / "checkpoints" / "best", **assets.inputs})
         summary: dict[str, Any] = {}
         for split in (("valid", "test") if valid_too else ("test",)):
             res = evaluate_split(model, assets, rcfg, split, max_users=eval_users)

@@ -62,6 +62,8 @@ def test_subset_benchmark_runs_filters_and_resumes(setup, monkeypatch):
     gram = res["models"]["gram"]
     assert gram["test"]["users"] == 60 and gram["test"]["beams"] == 20 and not gram["prefix"]["enabled"]
     assert gram["curve"] and gram["steps"] == 2
+    info = json.loads((tmp / "work" / "models" / "gram" / "test" / "run_info.json").read_text())
+    assert info["config"]["model"]["prefix"]["enabled"] is False and "checkpoint/model.safetensors" in info["inputs"]
     before = _records(tmp / "work")
 
     # an interruption after GRAM-C's training, before its test evaluation
