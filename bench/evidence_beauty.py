@@ -253,12 +253,18 @@ def curve(train_folder: Path) -> list[dict[str, Any]]:
             for r in recs if r.get("kind") == "valid"]
 
 
+def optimisation_seconds(train_folder: Path) -> float:
+    """Time spent in training steps (collation + forward/backward/step) from log.jsonl's step records."""
+    recs = [json.loads(x) for x in (train_folder / "log.jsonl").read_text(encoding="utf-8").splitlines() if x.strip()]
+    return round(sum(r.get("data_s", 0.0) + r.get("compute_s", 0.0) for r in recs if r.get("kind") == "step"), 1)
+
+
 def summarise_generative(name: str, cfg: Config, root: Path, train, test) -> dict[str, Any]:
     metrics = read_json(root / "test" / "metrics.json")
     state = read_json(root / "train" / "checkpoints" / "last" / "state.json")
     return {"name": name, "kind": "generative", "test": metrics, "valid": valid_selection(root),
-            "curve": curve(root / "train"), "train_seconds": train.seconds or read_json(
-                root / "train" / ".stage.json").get("seconds"),
+            "curve": curve(root / "train"), "train_seconds": optimisation_seconds(root / "train"),
+            "train_stage_seconds": train.seconds or read_json(root / "train" / ".stage.json").get("seconds"),
             "eval_seconds": test.summary.get("eval_seconds"), "test_stage_seconds": test.seconds or read_json(
                 root / "test" / ".stage.json").get("seconds"), "steps": state["step"], "epochs_run": state["epoch"],
             "prefix": {"enabled": cfg.model.prefix.enabled, "placement": cfg.model.prefix.placement,
@@ -277,10 +283,11 @@ def run_baseline(name: str, b: Bench) -> dict[str, Any]:
     stages = ("gcn", f"baseline-{name}") if name == "lightgcn" else (f"baseline-{name}",)
     res = {r.name: r for r in run_pipeline(cfg, stages=stages, progress=True)}[f"baseline-{name}"]
     metrics = read_json(Path(res.folder) / "metrics.json")
+    valid = read_json(Path(res.folder) / "metrics_valid.json")
     return {"name": name, "kind": "baseline", "test": metrics,
-            "valid": {"metric": "ndcg@10", "value": read_json(Path(res.folder) / "metrics_valid.json")
-                      ["metrics"].get("ndcg@10")},
-            "train_seconds": res.seconds or read_json(Path(res.folder) / ".stage.json").get("seconds"),
+            "valid": {"metric": "ndcg@10", "value": valid["metrics"].get("ndcg@10"), "users": valid["users"]},
+            "train_seconds": metrics.get("train_seconds"),
+            "train_stage_seconds": res.seconds or read_json(Path(res.folder) / ".stage.json").get("seconds"),
             "eval_seconds": None, "out": res.folder}
 
 
@@ -376,8 +383,8 @@ def render(res: dict[str, Any]) -> str:
                   f"Training budget: {part.get('budget', '-')}; {part.get('machine', '')}. Test metrics on every "
                   "test user listed, 95% bootstrap CIs in brackets.", "",
                   "```", *part.get("commands", []), "```", "",
-                  "| model | " + " | ".join(f"hit@{k} | ndcg@{k}" for k in KS_SHOWN) + " | users | valid ndcg@10 | "
-                  "train min | eval min |", "|---" * (3 + 2 * len(KS_SHOWN) + 2) + "|"]
+                  "| model | " + " | ".join(f"hit@{k} | ndcg@{k}" for k in KS_SHOWN) + " | users | valid ndcg@10 (users) | "
+                  "train min | train stage min | test eval min |", "|---" * (4 + 2 * len(KS_SHOWN) + 2) + "|"]
         for name, row in part["models"].items():
             m, ci = row["test"]["metrics"], row["test"].get("ci", {})
             cells = []
@@ -385,16 +392,20 @@ def render(res: dict[str, Any]) -> str:
                 for metric in (f"hit@{k}", f"ndcg@{k}"):
                     lo, hi = ci.get(metric, (None, None))
                     cells.append(f"{_f(m.get(metric))}" + (f" [{lo:.4f}, {hi:.4f}]" if lo is not None else ""))
-            ts, es, v = row.get("train_seconds"), row.get("eval_seconds"), row.get("valid") or {}
+            v = row.get("valid") or {}
             vu = v.get("users")
             valid = _f(v.get("value")) + (f" ({vu})" if isinstance(vu, int) else " (in training)")
+            mins = [row.get(k) for k in ("train_seconds", "train_stage_seconds", "eval_seconds")]
             lines.append(f"| {name} | " + " | ".join(cells) + f" | {row['test'].get('users')} | {valid} | "
-                         f"{'-' if ts is None else round(ts / 60, 1)} | {'-' if es is None else round(es / 60, 1)} |")
+                         + " | ".join("-" if x is None else f"{x / 60:.1f}" for x in mins) + " |")
         if mode == "full":
             for name, vals in PUBLISHED.items():
                 lines.append(f"| {name} | {_f(vals[0])} | {_f(vals[1])} | {_f(vals[2])} | "
-                             f"{_f(vals[3])} | - | - | 22363 | - | - | - |")
-        lines += ["", "Paired differences (same test users; per-user mean over runs where a side has several):", "",
+                             f"{_f(vals[3])} | - | - | 22363 | - | - | - | - |")
+        lines += ["", "*train min*: time in training steps (log.jsonl); *train stage min*: the whole train stage "
+                  "(in-training validation, the step probe of the budget; for baselines, training and evaluation); "
+                  "*test eval min*: the test stage's beam search over the test users.", "",
+                  "Paired differences (same test users; per-user mean over runs where a side has several):", "",
                   "| comparison | " + " | ".join(f"ndcg@{k} [95% CI]" for k in KS_SHOWN) + " | hit@10 [95% CI] |",
                   "|---" * (2 + len(KS_SHOWN)) + "|"]
         for label, c in part.get("paired", {}).items():
