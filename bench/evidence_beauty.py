@@ -482,6 +482,11 @@ def run_models(b: Bench, wanted: list[str] | None, log_cmd: str) -> dict[str, An
     else:
         names = wanted or phase1(b)
         best = None
+    known = {*phase1(b), "gram-s2", *ABLATIONS, *(f"gramc-{p}" for p in PLACEMENTS),
+             *(f"gramc-{p}-s2" for p in PLACEMENTS)}
+    unknown = [n for n in names if n not in known]
+    if unknown:  # before anything runs
+        raise SystemExit(f"unknown model(s) {unknown}; choose from {sorted(known)}")
     for name in names:
         if not b.full and (name in ABLATIONS or (name.endswith("-s2") and name != "gram-s2")):
             best = best or best_placement(b)

@@ -132,3 +132,15 @@ def test_probe_measures_training_and_search_rates(setup):
     assert len(runs) == 1 and runs[0]["steps"] == 2 and runs[0]["eval_users"] == 5
     assert runs[0]["train_samples_per_s"] > 0 and runs[0]["eval_users_per_s"] > 0
     assert runs[0]["train_samples_per_epoch"] > runs[0]["samples"] > 0 and "--probe" in runs[0]["command"]
+
+
+def test_a_work_folder_of_another_subset_is_refused(setup):
+    tmp, args = setup
+    bench = _bench()
+    other = [a if a != "0.5" else "0.4" for a in args]  # --fraction 0.5 -> 0.4, same --work
+    with pytest.raises(SystemExit, match="holds another subset"):
+        bench.main(other + ["--models", "pop"])
+    results = (tmp / "results" / "ev.json").read_text()
+    with pytest.raises(SystemExit, match=r"unknown model\(s\) \['nope'\]"):
+        bench.main(args + ["--models", "pop,nope"])
+    assert (tmp / "results" / "ev.json").read_text() == results  # refused before anything ran
