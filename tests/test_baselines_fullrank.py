@@ -31,6 +31,9 @@ def test_popularity_counts_only_training_part(tmp_path):
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["split"] == "test" and saved["users"] == 3 and "ci" in saved
     assert (tmp_path / "metrics_valid.json").is_file() and (tmp_path / "run_info.json").is_file()
+    ranks = json.loads((tmp_path / "ranks_test.json").read_text())
+    # every score >= 0 = the targets' 0: all 5 items rank before or tie, so rank 4 for each user
+    assert ranks["users"] == ["u0", "u1", "u2"] and ranks["ranks"] == [4, 4, 4]
 
 
 def test_popularity_ranks_known_table():

@@ -58,3 +58,25 @@ def test_repeat_stats_counts_history_items_in_the_top_slots():
     # repeats are fine when the data repeats as often
     assert repeat_warning({"top1_in_history": 0.5, "target_in_history": 0.45}) == ""
     assert repeat_warning({"top1_in_history": 0.05, "target_in_history": 0.0}) == ""
+
+
+def test_paired_bootstrap_of_a_difference():
+    from gramc.eval.metrics import paired_bootstrap_ci
+
+    rng = np.random.default_rng(0)
+    ranks_a = np.where(rng.random(3000) < 0.3, rng.integers(0, 10, 3000), -1)
+    ranks_b = ranks_a.copy()
+    better = (ranks_a < 0) & (rng.random(3000) < 0.1)  # b finds 10% of a's misses at rank 0
+    ranks_b[better] = 0
+    a, b = per_user_metrics(ranks_a, (10,)), per_user_metrics(ranks_b, (10,))
+    d = paired_bootstrap_ci(a, b, n=500, seed=1)
+    assert d["hit@10"]["mean"] == pytest.approx(better.mean())
+    assert 0 < d["hit@10"]["lo"] < d["hit@10"]["mean"] < d["hit@10"]["hi"]
+    # pairing matters: the same per-user gain is far more certain than two independent intervals say
+    ci_a, ci_b = bootstrap_ci(a, n=500, seed=1), bootstrap_ci(b, n=500, seed=1)
+    assert d["hit@10"]["hi"] - d["hit@10"]["lo"] < 0.5 * ((ci_a["hit@10"][1] - ci_a["hit@10"][0])
+                                                          + (ci_b["hit@10"][1] - ci_b["hit@10"][0]))
+    same = paired_bootstrap_ci(a, a, n=100)
+    assert same["ndcg@10"] == {"mean": 0.0, "lo": 0.0, "hi": 0.0}
+    with pytest.raises(ValueError, match="same users"):
+        paired_bootstrap_ci(a, per_user_metrics(ranks_b[:10], (10,)))

@@ -11,7 +11,7 @@ from gramc.config import load_config
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
-@pytest.mark.parametrize("name", ["quickstart.yaml", "beauty.yaml", "beauty-cpu.yaml"])
+@pytest.mark.parametrize("name", ["quickstart.yaml", "beauty.yaml", "beauty-cpu.yaml", "beauty-subset.yaml"])
 def test_config_loads_without_paths(name):
     cfg = load_config(CONFIGS / name)
     assert cfg.data.path == "" and cfg.pipeline.sequences == ""  # data paths are overrides only

@@ -116,6 +116,10 @@ class PrefixConfig:
     learn_scale: bool = True
     dropout: float = 0.1  # dropout inside the adapter
     prefix_dropout: float = 0.1  # whole-prefix dropout per sample (multiplicative mask)
+    # control for the ablation: permute the GCN table's item rows (row 0, padding, stays), so the
+    # prefix has the same parameters and inputs' statistics but no collaborative signal per item
+    shuffle_table: bool = False
+    shuffle_seed: int = 0  # seed of that permutation (torch.Generator)
 
 
 @dataclass
@@ -157,6 +161,7 @@ class TrainConfig:
     save_every: int = 0  # optimiser steps; 0 = only at epoch end
     eval_every: int = 1  # epochs between validations
     eval_users: int = 0  # validation users during training; 0 = all
+    patience: int = 0  # early stopping: stop when this many epochs passed without a better validation metric; 0 = off
     max_steps: int = 0  # stop after this many optimiser steps (0 = no limit)
     final_eval: bool = True  # evaluate the best checkpoint on valid and test when training ends
     final_eval_users: int = 0  # users of that final evaluation (first N); 0 = all (published numbers)
@@ -289,6 +294,7 @@ class Config:
         check(tr.clip >= 0, "train.clip", "must be >= 0")
         check(tr.log_every >= 1, "train.log_every", "must be >= 1")
         check(tr.eval_every >= 1, "train.eval_every", "must be >= 1")
+        check(tr.patience >= 0, "train.patience", "must be >= 0 (0 = no early stopping)")
         for key in ("save_every", "eval_users", "final_eval_users", "valid_loss_samples", "num_workers"):
             check(getattr(tr, key) >= 0, f"train.{key}", "must be >= 0")
         check(ev.beams >= 1, "eval.beams", "must be >= 1")

@@ -103,6 +103,9 @@ def evaluate_scorer(ds: SeqDataset, cfg: Config, score: Scorer, model: str, out:
                                                  [s.target for s in smp])
         if out is not None:
             write_json(Path(out) / f"metrics_{split}.json", records[split])
+            # per-user ranks (0-based, -1 = miss) by user ID: what paired comparisons need
+            write_json(Path(out) / f"ranks_{split}.json", {"users": [ds.users[s.user] for s in smp],
+                                                           "ranks": [int(r) for r in ranks]})
     if out is not None and "test" in records:
         write_json(Path(out) / "metrics.json", records["test"])
     return records

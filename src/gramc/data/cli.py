@@ -1,4 +1,4 @@
-"""`gramc data {prepare,download,stats}`: build canonical datasets, fetch public dumps, describe datasets."""
+"""`gramc data {prepare,subset,download,stats}`: build canonical datasets, derive subsets, fetch dumps, describe."""
 
 from __future__ import annotations
 
@@ -26,6 +26,24 @@ def _prepare(args: argparse.Namespace) -> int:
     dropped = {k: v for k, v in ds.meta.get("dropped", {}).items() if not k.endswith("_examples")}
     print(f"wrote {args.out}: {ds.num_users:,} users, {ds.num_items:,} items, "
           f"{ds.num_interactions:,} interactions; dropped: {json.dumps(dropped)}")
+    return 0
+
+
+def _subset(args: argparse.Namespace) -> int:
+    from .stats import dataset_stats, format_stats
+    from .subset import SubsetSpec, write_subset
+
+    cfg = config_from_args(args)
+    spec = SubsetSpec(fraction=args.fraction or 0.0, users=args.users or 0,
+                      seed=cfg.run.seed if args.seed is None else args.seed, kcore=args.kcore)
+    ds = write_subset(args.data, args.out, spec, cfg)
+    sub = ds.meta["subset"]
+    print(f"wrote {args.out}: {ds.num_users:,} of {sub['parent']['users']:,} users (seed {spec.seed}), "
+          f"{ds.num_items:,} of {sub['parent']['items']:,} items, {ds.num_interactions:,} interactions; "
+          f"fingerprint {sub['fingerprint'][:16]} (parent {sub['parent']['fingerprint'][:16]})")
+    if "kcore" in ds.meta["dropped"]:
+        print(f"k-core: {json.dumps(ds.meta['dropped']['kcore'])}")
+    print(format_stats(dataset_stats(ds, max_his=cfg.data.max_his)))
     return 0
 
 
@@ -86,6 +104,22 @@ def register(subparsers) -> None:
     pp.add_argument("--out", required=True, help="output folder: new, empty or a gramc dataset (replaced atomically)")
     add_config_args(pp)
     pp.set_defaults(func=_prepare)
+
+    pb = sub.add_parser(
+        "subset", help="derive a smaller dataset from a prepared one (seeded users, full sequences)",
+        description="Draw a seeded sample of the users of a prepared folder (their full sequences), "
+                    "re-index items to those they touch, optionally re-filter to a k-core, and write OUT in "
+                    "the same layout atomically; dataset.json records the parent's fingerprint, the "
+                    "subset's and the sampling parameters. See docs/data.md.")
+    pb.add_argument("--data", required=True, help="prepared dataset folder (from `gramc data prepare`)")
+    pb.add_argument("--out", required=True, help="output folder (replaced atomically; not the parent)")
+    how = pb.add_mutually_exclusive_group(required=True)
+    how.add_argument("--fraction", type=float, help="share of the users to keep, in (0, 1]")
+    how.add_argument("--users", type=int, help="number of users to keep")
+    pb.add_argument("--seed", type=int, default=None, help="sampling seed (default: run.seed of the config)")
+    pb.add_argument("--kcore", type=int, default=0, help="re-filter the sample to a k-core (>= 3; 0 = off)")
+    add_config_args(pb)
+    pb.set_defaults(func=_subset)
 
     pd = sub.add_parser(
         "download", help="fetch public dataset dumps (resumable, checksum-verified)",

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DataError  # noqa: F401  (re-exported: gramc.data.dataset.DataError)
-from ..io import atomic_path, read_json
+from ..io import atomic_path, read_json, sha256_text
 
 
 @dataclass
@@ -53,6 +53,10 @@ class SeqDataset:
 
     def has_item(self, item_id: str) -> bool:
         return item_id in self._index
+
+    def fingerprint(self) -> str:
+        """sha256 of the content that every stage reads: item IDs in index order and the sequences."""
+        return sha256_text("\n".join(self.item_ids) + "\n" + "\n".join(" ".join(map(str, s)) for s in self.sequences))
 
     # ---- persistence -------------------------------------------------------------------
 

@@ -93,13 +93,14 @@ def build_dataset(sequences: str | Path, items: str | Path | None, cfg: Config,
     return SeqDataset(item_ids, item_fields, users, sequences_idx, meta)
 
 
-def write_dataset(ds: SeqDataset, out: str | Path, cfg: Config, inputs: dict[str, str | Path]) -> Path:
-    """Write `ds` + run info into `out` atomically (all or nothing)."""
+def write_dataset(ds: SeqDataset, out: str | Path, cfg: Config, inputs: dict[str, str | Path],
+                  extra: dict[str, Any] | None = None) -> Path:
+    """Write `ds` + run info (with `extra` fields) into `out` atomically (all or nothing)."""
     out = Path(out)
     claim_output(out, "dataset", inputs=inputs.values(), what="dataset folder", own=DATASET_FILES)
     with atomic_dir(out) as tmp:
         ds.save(tmp)
-        write_run_info(tmp, cfg, inputs)
+        write_run_info(tmp, cfg, inputs, extra=extra)
     return out
 
 

@@ -51,6 +51,25 @@ def bootstrap_ci(per_user: dict[str, np.ndarray], n: int = 1000, seed: int = 0,
     return out
 
 
+def paired_bootstrap_ci(per_user_a: dict[str, np.ndarray], per_user_b: dict[str, np.ndarray], n: int = 1000,
+                        seed: int = 0, alpha: float = 0.05) -> dict[str, dict[str, float]]:
+    """Mean and percentile bootstrap interval of `b - a` per metric, the same users resampled in both.
+
+    Both dicts hold per-user arrays for the same users in the same order (e.g. `per_user_metrics`
+    of two models on one split). Returns {metric: {"mean", "lo", "hi"}} for the metrics of both.
+    """
+    names = [k for k in per_user_a if k in per_user_b]
+    for k in names:
+        if len(per_user_a[k]) != len(per_user_b[k]):
+            raise ValueError(f"paired bootstrap of {k!r}: {len(per_user_a[k])} users vs {len(per_user_b[k])}; "
+                             "both models must be evaluated on the same users")
+    diff = {k: np.asarray(per_user_b[k], dtype=np.float64) - np.asarray(per_user_a[k], dtype=np.float64)
+            for k in names}
+    ci = bootstrap_ci(diff, n=n, seed=seed, alpha=alpha)
+    return {k: {"mean": float(diff[k].mean()) if len(diff[k]) else 0.0, "lo": ci[k][0], "hi": ci[k][1]}
+            for k in names if k in ci}
+
+
 def ranks_from_scores(scores, targets, exclude=None):
     """0-based rank of each target under full ranking of `scores` [users, items] (torch or numpy).
 

@@ -50,7 +50,7 @@ def _check_stamp(artefact: Path, stamp: dict, what: str) -> None:
 
 
 def data_fingerprint(ds: SeqDataset) -> str:
-    return sha256_text("\n".join(ds.item_ids) + "\n" + "\n".join(" ".join(map(str, s)) for s in ds.sequences))
+    return ds.fingerprint()
 
 
 def ids_fingerprint(item_ids) -> str:

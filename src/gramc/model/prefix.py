@@ -5,6 +5,8 @@
       -> * scale                      learnable scalar, initialised at `init_scale`
       -> * keep[b]                    whole-prefix dropout per sample (multiplicative mask)
 
+`shuffle_table` (an ablation control) permutes the table's item rows once, deterministically.
+
 The multiplicative whole-prefix dropout keeps every adapter parameter (and the scale) in the
 autograd graph on every step, so DDP never meets an unused parameter. Padding slots
 (`recent_item_ids == 0`) and dropped prefixes are masked out (`mask` False) wherever the prefix
@@ -31,6 +33,12 @@ class PrefixNormStats:
     slots: int  # real prefix slots measured
 
 
+def shuffled_rows(table: torch.Tensor, seed: int) -> torch.Tensor:
+    """`table` with rows 1..n permuted by a seeded generator (row 0, the padding row, kept)."""
+    perm = torch.randperm(table.shape[0] - 1, generator=torch.Generator().manual_seed(seed)) + 1
+    return torch.cat([table[:1], table[perm]])
+
+
 class CollaborativePrefix(nn.Module):
     """Maps `recent_item_ids [B, K]` (GCN rows, 0 = pad) to `(prefix [B, K, d], mask [B, K])`."""
 
@@ -40,7 +48,10 @@ class CollaborativePrefix(nn.Module):
             raise ValueError(f"GCN table must be [num_items+1, dim] with row 0 = padding, got {tuple(gcn_table.shape)}")
         self.cfg = cfg
         # frozen: a buffer, saved with the model so a checkpoint is self-contained
-        self.register_buffer("table", gcn_table.detach().float().clone(), persistent=True)
+        table = gcn_table.detach().float().clone()
+        if cfg.shuffle_table:
+            table = shuffled_rows(table, cfg.shuffle_seed)
+        self.register_buffer("table", table, persistent=True)
         g = gcn_table.shape[1]
         h = hidden or cfg.hidden or d_model
         self.adapter = nn.Sequential(

@@ -338,6 +338,16 @@ def _better(value: float, best: Optional[float], mode: str) -> bool:
     return best is None or (value > best if mode == "max" else value < best)
 
 
+def _patience_spent(patience: int, epoch: int, state: TrainState, info: DistInfo) -> bool:
+    """Early stopping: `patience` > 0 epochs have passed since the best validation (resumable: it
+    reads only the checkpointed state)."""
+    if patience <= 0 or epoch - state.best_epoch < patience:
+        return False
+    _print(info, f"early stop after epoch {epoch}: no better validation {state.best_metric} for "
+                 f"{epoch - state.best_epoch} epochs (train.patience={patience}); best epoch {state.best_epoch}")
+    return True
+
+
 def _print(info: DistInfo, text: str) -> None:
     if info.is_main:
         tqdm.write(text, file=sys.stderr)
@@ -491,7 +501,7 @@ def fit(parts: TrainParts, cfg: Config, run_dir: str | Path, resume: bool = Fals
         if finished_epoch or last_epoch or stop:
             if last_epoch or stop or (epoch + 1) % max(1, tc.eval_every) == 0:
                 record = validate(epoch)
-                state.done = bool(last_epoch or stop)
+                state.done = bool(last_epoch or stop) or _patience_spent(tc.patience, epoch, state, info)
                 save("last")
                 if record.get("best") and info.is_main:
                     copy_checkpoint(ckpt_dir / "last", ckpt_dir / "best")

@@ -1,0 +1,146 @@
+"""bench/evidence_beauty.py end to end on tiny synthetic settings: stages, filters, resume, outputs."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from gramc.config import Config
+from gramc.data.prepare import prepare_synthetic
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("evidence_beauty", ROOT / "bench" / "evidence_beauty.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["evidence_beauty"] = mod  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(mod)
+    return mod
+
+
+TINY = ["train.epochs=1", "train.max_steps=2", "train.eval_users=8", "train.log_every=1", "eval.beams=20",
+        "eval.bootstrap=50", "gcn.epochs=2", "gcn.eval_every=0", "baseline.sasrec_epochs=1",
+        "model.passage_len=32", "model.user_passage_len=32", "ids.vocab_size=300", "ids.clusters=6"]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("evidence")
+    cfg = Config()
+    cfg.data.synthetic.num_users = 120
+    cfg.data.synthetic.num_items = 80
+    prepare_synthetic(tmp / "parent", cfg)
+    doc = tmp / "benchmarks.md"
+    doc.write_text("# Benchmarks\n\n## Other\n\nkept\n")
+    args = ["--parent", str(tmp / "parent"), "--work", str(tmp / "work"), "--config",
+            str(ROOT / "configs" / "quickstart.yaml"), "--ids-file", "", "--tokenizer", "train",
+            "--fraction", "0.5", "--kcore", "0", "--placements", "user_passage,memory", "--train-minutes", "0",
+            "--sasrec-minutes", "0.05", "--threads", "1", "--results", str(tmp / "results" / "ev.json"),
+            "--doc", str(doc)]
+    for o in TINY:
+        args += ["--set", o]
+    return tmp, args
+
+
+def _records(work: Path) -> dict[str, str]:
+    """`started` of every stage record: a stage that was redone gets a new one."""
+    return {str(p.relative_to(work)): json.loads(p.read_text())["started"] for p in work.rglob(".stage.json")}
+
+
+def test_subset_benchmark_runs_filters_and_resumes(setup, monkeypatch):
+    tmp, args = setup
+    bench = _bench()
+    assert bench.main(args + ["--models", "pop,gram"]) == 0
+    res = json.loads((tmp / "results" / "ev.json").read_text())["subset"]
+    assert list(res["models"]) == ["pop", "gram"]
+    gram = res["models"]["gram"]
+    assert gram["test"]["users"] == 60 and gram["test"]["beams"] == 20 and not gram["prefix"]["enabled"]
+    assert gram["curve"] and gram["steps"] == 2
+    info = json.loads((tmp / "work" / "models" / "gram" / "test" / "run_info.json").read_text())
+    assert info["config"]["model"]["prefix"]["enabled"] is False and "checkpoint/model.safetensors" in info["inputs"]
+    before = _records(tmp / "work")
+
+    # an interruption after GRAM-C's training, before its test evaluation
+    real = bench.run_test_stage
+
+    def crash(cfg, root, fp, users, valid_too=False):
+        if root.name == "gramc-user_passage":
+            raise RuntimeError("simulated interruption")
+        return real(cfg, root, fp, users, valid_too)
+
+    monkeypatch.setattr(bench, "run_test_stage", crash)
+    with pytest.raises(RuntimeError, match="simulated"):
+        bench.main(args + ["--models", "pop,gram,gramc-user_passage"])
+    monkeypatch.setattr(bench, "run_test_stage", real)
+    mid = _records(tmp / "work")
+    assert all(mid[k] == v for k, v in before.items())  # nothing finished was redone
+    assert "models/gramc-user_passage/train/.stage.json" in mid
+
+    # phase 2 needs every placement: a clear error naming the missing one
+    with pytest.raises(SystemExit, match="gramc-user_passage has not finished"):  # its test is missing
+        bench.main(args + ["--models", "abl-shuffled"])
+
+    assert bench.main(args + ["--models", "pop,gram,gramc-user_passage,gramc-memory,abl-shuffled"]) == 0
+    after = _records(tmp / "work")
+    assert all(after[k] == v for k, v in mid.items())  # GRAM-C's training was not redone either
+    res = json.loads((tmp / "results" / "ev.json").read_text())["subset"]
+    best = res["best_placement"]
+    assert best in ("user_passage", "memory")
+    abl = res["models"]["abl-shuffled"]
+    assert abl["prefix"]["shuffle_table"] and abl["prefix"]["placement"] == best
+    assert {"gramc-user_passage - gram", "gramc-memory - gram", f"abl-shuffled - gramc-{best}"} <= set(res["paired"])
+    d = res["paired"]["gramc-memory - gram"]
+    assert d["users"] == 60 and d["diff"]["ndcg@10"]["lo"] <= d["diff"]["ndcg@10"]["mean"] <= d["diff"]["ndcg@10"]["hi"]
+    assert Path(res["curves"]).is_file()
+    doc = (tmp / "benchmarks.md").read_text()
+    assert "## Other\n\nkept" in doc and "## Evidence on Beauty (results)" in doc
+    assert "| abl-shuffled |" in doc and "gramc-memory - gram" in doc
+
+
+def test_second_seeds_pair_over_both_runs_and_full_mode_uses_the_best_placement(setup):
+    tmp, args = setup
+    bench = _bench()
+    best = json.loads((tmp / "results" / "ev.json").read_text())["subset"]["best_placement"]
+    assert bench.main(args + ["--models", f"gram-s2,gramc-{best}-s2"]) == 0
+    res = json.loads((tmp / "results" / "ev.json").read_text())["subset"]
+    assert res["models"]["gram-s2"]["seed"] == res["models"]["gram"]["seed"] + 1
+    both = res["paired"]["GRAM-C (best, 2 seeds) - GRAM (2 seeds)"]
+    assert both["a"] == ["gram", "gram-s2"] and both["b"] == [f"gramc-{best}", f"gramc-{best}-s2"]
+    vs_pop = res["paired"]["GRAM-C (best, 2 seeds) - pop"]  # baselines keep per-user ranks too
+    assert vs_pop["users"] == 60 and vs_pop["a"] == ["pop"]
+
+    assert bench.main(args + ["--full"]) == 0
+    full = json.loads((tmp / "results" / "ev.json").read_text())["full"]
+    assert list(full["models"]) == ["gram", f"gramc-{best}"]
+    assert full["models"]["gram"]["test"]["users"] == 120  # every user of the parent
+    assert (tmp / "work" / "full" / f"gramc-{best}" / "test" / "ranks.json").is_file()
+    doc = (tmp / "benchmarks.md").read_text()
+    assert "### Full Beauty split" in doc and "GRAM, published (GPU, pretrained t5-small, 30 epochs) | 0.0641" in doc
+
+
+def test_probe_measures_training_and_search_rates(setup):
+    tmp, args = setup
+    bench = _bench()
+    assert bench.main(args + ["--probe", "--probe-steps", "2", "--probe-users", "5"]) == 0
+    runs = json.loads((tmp / "results" / "ev_probe.json").read_text())["runs"]
+    assert len(runs) == 1 and runs[0]["steps"] == 2 and runs[0]["eval_users"] == 5
+    assert runs[0]["train_samples_per_s"] > 0 and runs[0]["eval_users_per_s"] > 0
+    assert runs[0]["train_samples_per_epoch"] > runs[0]["samples"] > 0 and "--probe" in runs[0]["command"]
+
+
+def test_a_work_folder_of_another_subset_is_refused(setup):
+    tmp, args = setup
+    bench = _bench()
+    other = [a if a != "0.5" else "0.4" for a in args]  # --fraction 0.5 -> 0.4, same --work
+    with pytest.raises(SystemExit, match="holds another subset"):
+        bench.main(other + ["--models", "pop"])
+    results = (tmp / "results" / "ev.json").read_text()
+    with pytest.raises(SystemExit, match=r"unknown model\(s\) \['nope'\]"):
+        bench.main(args + ["--models", "pop,nope"])
+    assert (tmp / "results" / "ev.json").read_text() == results  # refused before anything ran

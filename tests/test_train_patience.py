@@ -1,0 +1,65 @@
+"""train.patience: early stopping on the validation metric, the best checkpoint kept, resumable."""
+
+from __future__ import annotations
+
+import json
+
+from gramc.train.trainer import TrainParts, fit
+from train_toy import build_model, collate, toy_config, toy_dataset, toy_samples
+
+# validation ndcg@10 per epoch: best at epoch 1, then two epochs without a better one
+CURVE = [0.10, 0.20, 0.15, 0.19, 0.50, 0.60]
+
+
+def parts_with_curve(seed: int) -> tuple[TrainParts, list[str]]:
+    ds = toy_dataset(12)
+    train, valid = toy_samples(ds)
+    calls: list[str] = []
+
+    def evaluate(model, split: str, max_users: int) -> dict:
+        calls.append(split)
+        in_training = sum(1 for c in calls[:-1] if c == "valid") if split == "valid" else 0
+        value = CURVE[min(in_training, len(CURVE) - 1)]
+        return {"split": split, "metrics": {"ndcg@10": value, "hit@10": value}}
+
+    return TrainParts(build_model(ds, seed), collate, train, valid, evaluate=evaluate), calls
+
+
+def valid_records(run):
+    return [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines() if '"valid"' in x]
+
+
+def test_patience_stops_after_epochs_without_improvement(tmp_path):
+    cfg = toy_config(epochs=len(CURVE), patience=2)
+    parts, _ = parts_with_curve(cfg.run.seed)
+    res = fit(parts, cfg, tmp_path / "run")
+    recs = valid_records(tmp_path / "run")
+    assert [r["epoch"] for r in recs] == [0, 1, 2, 3]  # epochs 2 and 3 did not beat epoch 1
+    assert res.state.done and res.state.best_epoch == 1
+    best = json.loads((tmp_path / "run" / "checkpoints" / "best" / "state.json").read_text())
+    assert best["best_epoch"] == 1 and best["step"] == res.state.best_step
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert m["checkpoint"] == "best" and m["selection"]["epoch"] == 1 and m["selection"]["value"] == 0.20
+
+
+def test_patience_zero_runs_every_epoch(tmp_path):
+    cfg = toy_config(epochs=len(CURVE), patience=0)
+    parts, _ = parts_with_curve(cfg.run.seed)
+    res = fit(parts, cfg, tmp_path / "run")
+    assert [r["epoch"] for r in valid_records(tmp_path / "run")] == list(range(len(CURVE)))
+    assert res.state.best_epoch == len(CURVE) - 1
+
+
+def test_patience_survives_a_resume(tmp_path):
+    cfg = toy_config(epochs=len(CURVE), patience=2)
+    parts, _ = parts_with_curve(cfg.run.seed)
+    fit(parts, cfg, tmp_path / "full")
+    steps = json.loads((tmp_path / "full" / "checkpoints" / "last" / "state.json").read_text())["step"]
+    per_epoch = steps // 4
+    parts, _ = parts_with_curve(cfg.run.seed)
+    res = fit(parts, cfg, tmp_path / "run", stop_after=per_epoch * 3 - 1)  # inside epoch 2
+    assert res.interrupted
+    parts, calls = parts_with_curve(cfg.run.seed)
+    calls.extend(["valid", "valid"])  # the scripted curve continues where the first process stopped
+    res = fit(parts, cfg, tmp_path / "run", resume=True)
+    assert res.state.done and res.state.step == steps and res.state.best_epoch == 1
