@@ -31,7 +31,7 @@ from ..config import Config, from_dict
 from ..data.splits import Sample, samples as split_samples
 from .beam import beam_search
 from .metrics import bootstrap_ci, per_user_metrics, ranks_from_lists, repeat_stats, summarize
-from .trie import trie_for
+from .trie import Trie, trie_for
 
 
 class EvalError(RuntimeError):
@@ -157,9 +157,10 @@ def merge_shards(parts: list[dict[str, Any]], total: int) -> dict[str, np.ndarra
 
 
 def evaluate_samples(model, assets, cfg: Config, smp: Sequence[Sample], beams: int | None = None,
-                     progress: bool = True) -> dict[str, Any]:
+                     progress: bool = True, trie: Trie | None = None) -> dict[str, Any]:
     """Beam-search this process's share of `smp`; return its per-sample arrays (keys: index, users,
-    targets, ranks, items, scores, invalid). Indices refer to positions in `smp`."""
+    targets, ranks, items, scores, invalid). Indices refer to positions in `smp`. `trie`: the item
+    trie already on the model's device (the trainer moves it once per run); None = build it here."""
     from ..model.inputs import Collator
 
     world = dist.get_world_size() if dist.is_initialized() else 1
@@ -168,7 +169,7 @@ def evaluate_samples(model, assets, cfg: Config, smp: Sequence[Sample], beams: i
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    trie = trie_for(assets.item_ids).to(device)
+    trie = (trie if trie is not None else trie_for(assets.item_ids)).to(device)  # no copy when already there
     mine = _shard(list(range(len(smp))), rank, world)
     glob = uses_global_items(cfg)
     collate = Collator(assets.cache, cfg, gcn_rows=assets.gcn_rows, items="global" if glob else "batch",
@@ -211,7 +212,7 @@ def evaluate_samples(model, assets, cfg: Config, smp: Sequence[Sample], beams: i
 
 
 def evaluate_split(model, assets, cfg: Config, split: str, max_users: int = 0, beams: int | None = None,
-                   progress: bool = True) -> EvalResult:
+                   progress: bool = True, trie: Trie | None = None) -> EvalResult:
     """Evaluate `split` ("valid" or "test"): metrics, per-user ranks and predictions.
 
     Every process of a DDP group must call it (each evaluates its own share); all of them return
@@ -227,7 +228,7 @@ def evaluate_split(model, assets, cfg: Config, split: str, max_users: int = 0, b
         raise EvalError(f"the {split} split has no users (sequences need at least 3 items)")
     world = dist.get_world_size() if dist.is_initialized() else 1
     model = getattr(model, "module", model)  # a DDP wrapper: search with the module itself
-    local = evaluate_samples(model, assets, cfg, smp, beams=beams, progress=progress)
+    local = evaluate_samples(model, assets, cfg, smp, beams=beams, progress=progress, trie=trie)
     merged = merge_shards(_gather(local, world), len(smp))
     ks = list(cfg.eval.ks)
     means = summarize(merged["ranks"], ks)

@@ -15,6 +15,13 @@ Two layers:
 
 Processes are started by torchrun (RANK, WORLD_SIZE, LOCAL_RANK); gloo on CPU, nccl on GPU. Only
 rank 0 writes the run folder.
+
+On a GPU: training batches are collated by a `torch.utils.data.DataLoader` over the epoch's plan
+(`train.num_workers` worker processes, pinned memory, `non_blocking` copies), so collation overlaps
+compute and the copy overlaps the previous step; target tokens are counted on the host before the
+copy; loss, token and gradient-norm figures stay on the device and are read (one host sync) only at
+logging steps; fp32 matmuls use TF32 during training steps; forward passes run under bf16 autocast
+when `train.bf16` says so ("auto": on CUDA), the loss itself in fp32.
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ from ..data.splits import Sample
 from ..io import write_json
 from ..runinfo import write_run_info
 from .batching import Batcher
+from .loader import HostStep, host_loader, num_samples, to_device  # noqa: F401 (to_device: used by callers)
 from .checkpoint import (CheckpointError, TrainState, copy_checkpoint, load_checkpoint, load_weights,
                          rng_state, save_checkpoint)
 from .optim import build_optimizer, build_scheduler
@@ -106,6 +114,36 @@ def init_distributed(device_spec: str = "auto") -> DistInfo:
     return DistInfo(rank, world, local_rank, device)
 
 
+def bf16_enabled(setting: Any, device: torch.device) -> bool:
+    """`train.bf16` -> whether forward passes run under bf16 autocast on `device`.
+
+    "auto": on CUDA when the card supports bf16, off elsewhere; true / false: always / never.
+    """
+    if setting == "auto":
+        return device.type == "cuda" and torch.cuda.is_bf16_supported()
+    return bool(setting)
+
+
+def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
+    """bf16 autocast on `device` (a no-op context when disabled)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+@contextlib.contextmanager
+def tf32_matmuls(device: torch.device):
+    """TF32 for fp32 matmuls while training on CUDA; the previous setting is restored afterwards,
+    so evaluation (beam-search scores) keeps full fp32 precision."""
+    if device.type != "cuda":
+        yield
+        return
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(before)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -127,27 +165,37 @@ def count_target_tokens(batch: Any) -> torch.Tensor:
     return (batch.labels != -100).sum()
 
 
-def to_device(batch: Any, device: torch.device) -> Any:
-    """Move a batch (an object with `.to`, or a dataclass of tensors) to `device`."""
-    if hasattr(batch, "to") and callable(batch.to):
-        return batch.to(device)
-    if dataclasses.is_dataclass(batch):
-        changes = {f.name: getattr(batch, f.name).to(device) for f in dataclasses.fields(batch)
-                   if isinstance(getattr(batch, f.name), torch.Tensor)}
-        return dataclasses.replace(batch, **changes)
-    raise TypeError(f"cannot move a {type(batch).__name__} to {device}")
-
-
 @dataclass
 class StepStats:
-    """What one optimiser step did (global figures: summed over ranks)."""
+    """What one optimiser step did (global figures: summed over ranks).
 
-    loss: float  # mean target-token cross-entropy of the step
-    tokens: int  # target tokens of the step
-    samples: int  # samples (targets) of the step
-    grad_norm: float  # global L2 norm of the synchronised gradient, before clipping
+    The loss sum and the gradient norm stay tensors on the device (reading them is a host sync):
+    the properties `loss`, `grad_norm`, `tokens`, `samples` read them as Python numbers.
+    """
+
+    loss_sum: torch.Tensor  # float64: target-token cross-entropy summed over the step
+    token_count: float | torch.Tensor  # target tokens of the step
+    sample_count: int | torch.Tensor  # samples (targets) of the step
+    grad_norm_t: torch.Tensor  # global L2 norm of the synchronised gradient, before clipping
     lr: float  # learning rate used by this step
-    compute_s: float  # wall time of forward/backward/step on this rank
+    compute_s: float  # wall time of train_step on this rank (host time: kernels may still run)
+
+    @property
+    def loss(self) -> float:
+        """Mean target-token cross-entropy of the step."""
+        return float(self.loss_sum) / float(self.token_count)
+
+    @property
+    def tokens(self) -> int:
+        return int(self.token_count)
+
+    @property
+    def samples(self) -> int:
+        return int(self.sample_count)
+
+    @property
+    def grad_norm(self) -> float:
+        return float(self.grad_norm_t)
 
 
 class Trainer:
@@ -196,26 +244,50 @@ class Trainer:
             return self.ddp.module(batch)  # the fault: DDP's reducer is never armed
         return self.net(batch)
 
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        return torch.autocast(self.info.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16)
+    @property
+    def bf16(self) -> bool:
+        return bf16_enabled(self.cfg.bf16, self.info.device)
 
-    def train_step(self, micro_batches: Sequence[Any]) -> StepStats:
-        """One optimiser step over this rank's micro-batches (already on the device)."""
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        return autocast(self.info.device, self.bf16)
+
+    def _global_counts(self, micro_batches: Sequence[Any], tokens: Optional[Sequence[int]]
+                       ) -> tuple[float | torch.Tensor, int | torch.Tensor, float | torch.Tensor]:
+        """(global target tokens, global samples, loss scale world / global tokens).
+
+        Single process with host counts: Python numbers, no device work. Under DDP the counts are
+        all-reduced on the device and stay there (no host read unless this rank has no tokens).
+        """
+        dev = self.info.device
+        if tokens is None:  # counted on the device (one host read)
+            tokens = [int(self.count_tokens(b)) for b in micro_batches]
+        local_tokens, local_samples = float(sum(tokens)), sum(num_samples(b) for b in micro_batches)
+        if not self.info.distributed:
+            if local_tokens <= 0:
+                raise TrainError(_NO_TOKENS)
+            return local_tokens, local_samples, self.info.world / local_tokens
+        host = torch.tensor([local_tokens, float(local_samples)], dtype=torch.float64)
+        local = host.pin_memory().to(dev, non_blocking=True) if dev.type == "cuda" else host.to(dev)
+        dist.all_reduce(local)
+        if local_tokens <= 0 and float(local[0]) <= 0:
+            raise TrainError(_NO_TOKENS)
+        return local[0], local[1], self.info.world / local[0]
+
+    def train_step(self, micro_batches: Sequence[Any], tokens: Optional[Sequence[int]] = None) -> StepStats:
+        """One optimiser step over this rank's micro-batches (already on the device).
+
+        `tokens`: target tokens of each micro-batch, counted on the host (`HostStep.tokens`);
+        None = count them here (a device-to-host read)."""
         if not micro_batches:
             raise ValueError("train_step needs at least one micro-batch")
         t0 = time.perf_counter()
+        with tf32_matmuls(self.info.device):
+            return self._step(micro_batches, tokens, t0)
+
+    def _step(self, micro_batches: Sequence[Any], tokens: Optional[Sequence[int]], t0: float) -> StepStats:
         self.model.train()
         dev = self.info.device
-        counts = torch.stack([self.count_tokens(b).to(dev, torch.float64) for b in micro_batches])
-        local = torch.stack([counts.sum(), torch.tensor(float(sum(_num_samples(b) for b in micro_batches)),
-                                                        dtype=torch.float64, device=dev)])
-        if self.info.distributed:
-            dist.all_reduce(local)
-        global_tokens, global_samples = float(local[0]), int(local[1])
-        if global_tokens <= 0:
-            raise TrainError("an optimiser step has no target tokens on any rank (all labels are -100); "
-                             "check the collator's labels")
-        scale = self.info.world / global_tokens
+        global_tokens, global_samples, scale = self._global_counts(micro_batches, tokens)
         loss_total = torch.zeros((), dtype=torch.float64, device=dev)
         last = len(micro_batches) - 1
         for i, batch in enumerate(micro_batches):
@@ -223,7 +295,8 @@ class Trainer:
             with sync_ctx:
                 with self._autocast():
                     loss_sum, _ = self._forward(batch)
-                (loss_sum * scale).backward()
+                step_scale = scale.to(loss_sum.dtype) if isinstance(scale, torch.Tensor) else scale
+                (loss_sum * step_scale).backward()
             loss_total += loss_sum.detach().to(torch.float64)
         if self.fault == "double_reduce" and self.info.distributed:
             for p in self.params:
@@ -235,21 +308,27 @@ class Trainer:
         if self.cfg.clip > 0:
             grad_norm = torch.nn.utils.clip_grad_norm_(grads, self.cfg.clip)
         else:
-            grad_norm = torch.nn.utils.get_total_norm([p.grad for p in grads])
+            grad_norm = total_norm(grads)
         lr = self.optimizer.param_groups[0]["lr"]
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         if self.info.distributed:
             dist.all_reduce(loss_total)
-        return StepStats(loss=float(loss_total) / global_tokens, tokens=int(global_tokens),
-                         samples=global_samples, grad_norm=float(grad_norm), lr=lr,
-                         compute_s=time.perf_counter() - t0)
+        return StepStats(loss_sum=loss_total, token_count=global_tokens, sample_count=global_samples,
+                         grad_norm_t=grad_norm.detach(), lr=lr, compute_s=time.perf_counter() - t0)
 
 
-def _num_samples(batch: Any) -> int:
-    labels = getattr(batch, "labels", None)
-    return int(labels.shape[0]) if labels is not None else 1
+_NO_TOKENS = ("an optimiser step has no target tokens on any rank (all labels are -100); "
+              "check the collator's labels")
+
+
+def total_norm(params: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Global L2 norm of the gradients of `params` (torch >= 2.6 has `nn.utils.get_total_norm`; the
+    fallback is `clip_grad_norm_` with an infinite bound, which scales every gradient by exactly 1)."""
+    if hasattr(torch.nn.utils, "get_total_norm"):
+        return torch.nn.utils.get_total_norm([p.grad for p in params])
+    return torch.nn.utils.clip_grad_norm_(params, float("inf"))  # pragma: no cover (torch < 2.6)
 
 
 # --------------------------------------------------------------------------------------------
@@ -272,6 +351,8 @@ class TrainParts:
     audit: Optional[Callable[[Any, nn.Module], list[Check]]] = None
     inputs: dict[str, str | Path] = field(default_factory=dict)  # fingerprinted in run_info.json
     count_tokens: Callable[[Any], torch.Tensor] = count_target_tokens
+    # users per split for the final-evaluation estimate ({"valid": n, "test": n}; missing = valid samples)
+    split_users: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -309,18 +390,29 @@ def model_scalars(model: nn.Module) -> dict[str, float]:
             if p.numel() == 1 and "scale" in n.lower()}
 
 
+def valid_loss_subset(samples: Sequence[Sample], n: int, seed: int) -> list[Sample]:
+    """`train.valid_loss_samples`: n samples drawn once with `seed` (kept in split order), the same
+    at every validation of a run; n = 0 or n >= len(samples) = all of them."""
+    if n <= 0 or n >= len(samples):
+        return list(samples)
+    keep = torch.randperm(len(samples), generator=torch.Generator().manual_seed(seed))[:n]
+    return [samples[i] for i in sorted(keep.tolist())]
+
+
 def validation_loss(model: nn.Module, collate: Callable, samples: Sequence[Sample], batch_size: int,
-                    info: DistInfo, count_tokens: Callable = count_target_tokens) -> float:
-    """Token-mean cross-entropy on `samples`, split across ranks and summed."""
+                    info: DistInfo, bf16: bool = False, num_workers: int = 0) -> float:
+    """Token-mean cross-entropy on `samples` (under bf16 autocast if `bf16`, the loss in fp32),
+    split across ranks and summed; batches collated by `num_workers` DataLoader workers."""
     model.eval()
     totals = torch.zeros(2, dtype=torch.float64, device=info.device)
     mine = list(samples[info.rank::info.world])
-    with torch.no_grad():
-        for i in range(0, len(mine), batch_size):
-            batch = to_device(collate(mine[i:i + batch_size]), info.device)
-            loss_sum, n = model(batch)
+    groups = [[mine[i:i + batch_size]] for i in range(0, len(mine), batch_size)]
+    loader = host_loader(groups, collate, count_target_tokens, num_workers, info.device, seed=0)
+    with torch.no_grad(), autocast(info.device, bf16):
+        for host in loader:
+            loss_sum, n = model(host.to(info.device)[0])
             totals[0] += loss_sum.to(torch.float64)
-            totals[1] += float(n)
+            totals[1] += n.to(torch.float64) if isinstance(n, torch.Tensor) else float(n)
     if info.distributed:
         dist.all_reduce(totals)
     model.train()
@@ -352,6 +444,157 @@ def run_audit(parts: TrainParts, batch: Any, run_dir: Path, info: DistInfo) -> l
     return checks
 
 
+@dataclass
+class StepWindow:
+    """The figures of the optimiser steps since the last `step` log record. Loss, tokens and
+    gradient norms are summed on the device; `record` reads them (the one host sync of a window)."""
+
+    loss_sum: Any = 0.0  # summed token cross-entropy (a device tensor once a step was added)
+    tokens: Any = 0.0
+    samples: Any = 0
+    grad_norm: Any = 0.0  # sum of the steps' gradient norms
+    data_s: float = 0.0  # host time spent waiting for batches
+    steps: int = 0
+    t0: float = field(default_factory=time.perf_counter)
+
+    def add(self, stats: StepStats, data_s: float) -> None:
+        self.loss_sum = self.loss_sum + stats.loss_sum
+        self.tokens = self.tokens + stats.token_count
+        self.samples = self.samples + stats.sample_count
+        self.grad_norm = self.grad_norm + stats.grad_norm_t
+        self.data_s += data_s
+        self.steps += 1
+
+    def record(self, step: int, epoch: int, lr: float, model: nn.Module) -> dict[str, Any]:
+        tokens, samples = float(self.tokens), float(self.samples)
+        elapsed = max(1e-9, time.perf_counter() - self.t0)  # after the read above: kernels are done
+        return {"kind": "step", "step": step, "epoch": epoch, "loss": float(self.loss_sum) / max(1.0, tokens),
+                "lr": lr, "grad_norm": float(self.grad_norm) / max(1, self.steps),
+                "tokens_per_s": tokens / elapsed, "samples_per_s": samples / elapsed,
+                "data_s": self.data_s, "compute_s": max(0.0, elapsed - self.data_s), **model_scalars(model)}
+
+
+Outcome = Literal["finished", "stopped", "interrupted"]  # epoch done / train.max_steps reached / stop_after
+
+
+@dataclass
+class _Run:
+    """What one `fit` call works with (built once; the loop mutates only `state`)."""
+
+    parts: TrainParts
+    cfg: Config
+    info: DistInfo
+    run_dir: Path
+    trainer: Trainer
+    batcher: Batcher
+    state: TrainState
+    log: JsonlLog
+    total: int
+    metric: tuple[str, str]
+    valid_loss_samples: list[Sample]
+    stop_after: Optional[int]
+    audited: bool
+
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.run_dir / "checkpoints"
+
+    def save(self, where: str = "last") -> None:
+        info = self.info
+        rngs: list[Any] = [None] * info.world
+        if info.distributed:
+            dist.all_gather_object(rngs, rng_state())
+        else:
+            rngs = [rng_state()]
+        if info.is_main:
+            save_checkpoint(self.ckpt_dir / where, self.trainer.model, self.trainer.optimizer,
+                            self.trainer.scheduler, self.state, rngs)
+        _barrier(info)
+
+    def valid_loss(self) -> float:
+        tc = self.cfg.train
+        return validation_loss(self.trainer.model, self.parts.collate, self.valid_loss_samples, tc.batch_size,
+                               self.info, self.trainer.bf16, tc.num_workers)
+
+    def validate(self, epoch: int) -> dict[str, Any]:
+        """Validation loss (+ beam metrics), best-checkpoint bookkeeping, then checkpoints/last (+ best)."""
+        model, state = self.trainer.model, self.state
+        record: dict[str, Any] = {"kind": "valid", "epoch": epoch, "step": state.step, "valid_loss": self.valid_loss()}
+        if self.parts.evaluate is not None:  # every rank takes part (evaluation is sharded)
+            model.eval()
+            with torch.no_grad():
+                record.update(self.parts.evaluate(model, "valid", self.cfg.train.eval_users)["metrics"])
+            model.train()
+        name, mode = self.metric
+        value = record.get(name)
+        if _better(value, state.best_value, mode):
+            state.best_value, state.best_step, state.best_epoch = float(value), state.step, epoch
+            record["best"] = True
+        self.log.write(record)
+        _print(self.info, f"epoch {epoch} validation: " + ", ".join(
+            f"{k}={v:.4f}" for k, v in record.items() if isinstance(v, float)))
+        return record
+
+    def run_epoch(self, epoch: int, pbar: tqdm) -> tuple[Outcome, Any, float]:
+        """The optimiser steps of `epoch` from where the state stands -> (outcome, summed loss, tokens)."""
+        tc, state, info = self.cfg.train, self.state, self.info
+        plan = self.batcher.plan(epoch)
+        start = state.step_in_epoch if epoch == state.epoch else 0
+        state.epoch = epoch
+        loader = host_loader([plan.step(i) for i in range(start, plan.num_steps)], self.parts.collate,
+                             self.parts.count_tokens, tc.num_workers, info.device, seed=self.cfg.run.seed + epoch)
+        batches = iter(loader)
+        loss_sum, tokens, window = 0.0, 0.0, StepWindow()
+        for i in range(start, plan.num_steps):
+            if tc.max_steps and state.step >= tc.max_steps:
+                return "stopped", loss_sum, tokens
+            t0 = time.perf_counter()
+            host = next(batches)
+            micro = host.to(info.device)
+            data_s = time.perf_counter() - t0
+            if not self.audited:
+                run_audit(self.parts, micro[0], self.run_dir, info)
+                self.audited = True
+                announce_final_eval(self)
+                window = StepWindow()
+            stats = self.trainer.train_step(micro, host.tokens)
+            state.step, state.step_in_epoch = state.step + 1, i + 1
+            loss_sum, tokens = loss_sum + stats.loss_sum, tokens + stats.token_count
+            window.add(stats, data_s)
+            pbar.update(1)
+            if state.step % max(1, tc.log_every) == 0 or state.step == self.total:
+                record = window.record(state.step, epoch, stats.lr, self.trainer.model)
+                self.log.write(record)
+                if info.is_main:
+                    pbar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{stats.lr:.2e}",
+                                     sps=f"{record['samples_per_s']:.1f}")
+                window = StepWindow()
+            if self.stop_after is not None and state.step == self.stop_after:
+                self.save()
+                return "interrupted", loss_sum, tokens
+            if tc.save_every and state.step % tc.save_every == 0:
+                self.save()
+        return "finished", loss_sum, tokens
+
+    def end_epoch(self, epoch: int, outcome: Outcome, loss_sum: Any, tokens: Any, t0: float) -> None:
+        """Epoch record, validation when due (always at the end of the run), checkpoints."""
+        tc, state = self.cfg.train, self.state
+        if outcome == "finished":
+            self.log.write({"kind": "epoch", "epoch": epoch, "step": state.step,
+                            "loss": float(loss_sum) / max(1.0, float(tokens)), "seconds": time.perf_counter() - t0})
+            state.epoch, state.step_in_epoch = epoch + 1, 0
+        end_of_run = outcome == "stopped" or epoch == tc.epochs - 1 or bool(tc.max_steps and state.step >= tc.max_steps)
+        if not (end_of_run or (epoch + 1) % max(1, tc.eval_every) == 0):
+            self.save("last")
+            return
+        record = self.validate(epoch)
+        state.done = end_of_run
+        self.save("last")
+        if record.get("best") and self.info.is_main:
+            copy_checkpoint(self.ckpt_dir / "last", self.ckpt_dir / "best")
+        _barrier(self.info)
+
+
 def fit(parts: TrainParts, cfg: Config, run_dir: str | Path, resume: bool = False,
         fault: Optional[Fault] = None, stop_after: Optional[int] = None,
         after_sync: Optional[Callable[[dict[str, torch.Tensor]], None]] = None,
@@ -362,168 +605,165 @@ def fit(parts: TrainParts, cfg: Config, run_dir: str | Path, resume: bool = Fals
     `stop_after=k` saves a checkpoint after global step k and returns (tests use it to simulate
     an interruption).
     """
+    run = start_run(parts, cfg, Path(run_dir), resume, fault, stop_after, after_sync,
+                    info or init_distributed(cfg.run.device))
+    state = run.state
+    pbar = tqdm(total=run.total, initial=state.step, disable=not run.info.is_main, desc="train", unit="step",
+                dynamic_ncols=True)
+    for epoch in range(state.epoch, cfg.train.epochs):
+        if state.done:
+            break
+        t0 = time.perf_counter()
+        outcome, loss_sum, tokens = run.run_epoch(epoch, pbar)
+        if outcome == "interrupted":
+            pbar.close()
+            return TrainResult(run.run_dir, state, interrupted=True)
+        run.end_epoch(epoch, outcome, loss_sum, tokens, t0)
+    pbar.close()
+    if not state.done:  # e.g. the loop ended exactly on an epoch boundary without validation
+        state.done = True
+        run.save("last")
+    metrics = final_test(run) if cfg.train.final_eval else skip_final_test(run)
+    return TrainResult(run.run_dir, state, metrics=metrics)
+
+
+def start_run(parts: TrainParts, cfg: Config, run_dir: Path, resume: bool, fault: Optional[Fault],
+              stop_after: Optional[int], after_sync: Optional[Callable], info: DistInfo) -> _Run:
+    """Batcher, trainer, state (fresh or resumed) and log of a `fit` call."""
     tc = cfg.train
-    info = info or init_distributed(cfg.run.device)
-    run_dir = Path(run_dir)
-    ckpt_dir = run_dir / "checkpoints"
     batcher = Batcher(parts.train_samples, tc.batching, tc.batch_size, tc.grad_accum, cfg.run.seed,
                       info.rank, info.world)
     total = batcher.total_steps(tc.epochs, tc.max_steps)
     trainer = Trainer(parts.model, tc, total, info, fault=fault, after_sync=after_sync, seed=cfg.run.seed,
                       count_tokens=parts.count_tokens)
-    model = trainer.model
-    metric_name, metric_mode = SELECTION if parts.evaluate is not None else FALLBACK_SELECTION
-
+    metric = SELECTION if parts.evaluate is not None else FALLBACK_SELECTION
     if resume:
-        state = load_checkpoint(ckpt_dir / "last", model, trainer.optimizer, trainer.scheduler,
-                                info.rank, info.world)
+        state = load_checkpoint(run_dir / "checkpoints" / "last", trainer.model, trainer.optimizer,
+                                trainer.scheduler, info.rank, info.world)
         _print(info, f"resumed {run_dir} at epoch {state.epoch}, step {state.step}")
     else:
-        state = TrainState(world=info.world, best_metric=metric_name)
+        state = TrainState(world=info.world, best_metric=metric[0])
         if info.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
             write_run_info(run_dir, cfg, parts.inputs,
                            extra={"world_size": info.world, "total_steps": total,
                                   "train_samples": len(parts.train_samples)})
     log = JsonlLog(run_dir / "log.jsonl", info.is_main, keep_until_step=state.step if resume else None)
+    subset = valid_loss_subset(parts.valid_samples, tc.valid_loss_samples, cfg.run.seed)
+    return _Run(parts, cfg, info, run_dir, trainer, batcher, state, log, total, metric, subset, stop_after,
+                audited=state.step > 0)
 
-    def save(where: str = "last") -> None:
-        rngs: list[Any] = [None] * info.world
-        if info.distributed:
-            dist.all_gather_object(rngs, rng_state())
-        else:
-            rngs = [rng_state()]
-        if info.is_main:
-            save_checkpoint(ckpt_dir / where, model, trainer.optimizer, trainer.scheduler, state, rngs)
-        _barrier(info)
 
-    def validate(epoch: int) -> dict[str, Any]:
-        record: dict[str, Any] = {"kind": "valid", "epoch": epoch, "step": state.step}
-        record["valid_loss"] = validation_loss(model, parts.collate, parts.valid_samples, tc.batch_size,
-                                               info, parts.count_tokens)
-        if parts.evaluate is not None:  # every rank takes part (evaluation is sharded)
+# --------------------------------------------------------------------------------------------
+# The final evaluation
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class FinalEvalEstimate:
+    """Step-0 estimate of the final evaluation, from a measured probe on this model and device."""
+
+    valid_users: int
+    test_users: int
+    valid_loss_samples: int
+    call_s: float  # fixed cost of one evaluation call (item passages encoded once per call)
+    user_s: float  # beam search per user
+    loss_sample_s: float  # validation loss per sample
+
+    @property
+    def seconds(self) -> float:
+        beam = 2 * self.call_s + (self.valid_users + self.test_users) * self.user_s
+        return beam + self.valid_loss_samples * self.loss_sample_s
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": "final_eval_estimate", "step": 0, **dataclasses.asdict(self), "seconds": self.seconds}
+
+
+def final_eval_users(parts: TrainParts, cfg: Config) -> tuple[int, int]:
+    """(valid, test) users of the final evaluation: `train.final_eval_users` caps both (0 = all)."""
+    cap = cfg.train.final_eval_users
+    sizes = [parts.split_users.get(s, len(parts.valid_samples)) for s in ("valid", "test")]
+    return tuple(min(cap, n) if cap > 0 else n for n in sizes)  # type: ignore[return-value]
+
+
+def probe_final_eval(run: _Run) -> FinalEvalEstimate:
+    """Time two evaluation calls (k and 2k validation users: their difference is the per-user cost,
+    the rest the per-call cost) and the validation loss on a few batches."""
+    parts, cfg, model = run.parts, run.cfg, run.trainer.model
+    valid_n, test_n = final_eval_users(parts, cfg)
+    call_s = user_s = 0.0
+    if parts.evaluate is not None:
+        k = max(1, min(cfg.eval.batch_size, len(parts.valid_samples) // 2))
+        times = []
+        for users in (k, 2 * k):
+            t0 = time.perf_counter()
             model.eval()
             with torch.no_grad():
-                record.update(parts.evaluate(model, "valid", tc.eval_users)["metrics"])
-            model.train()
-        value = record.get(metric_name)
-        if _better(value, state.best_value, metric_mode):
-            state.best_value, state.best_step, state.best_epoch = float(value), state.step, epoch
-            record["best"] = True
-        log.write(record)
-        _print(info, f"epoch {epoch} validation: " + ", ".join(
-            f"{k}={v:.4f}" for k, v in record.items() if isinstance(v, float)))
-        return record
-
-    pbar = tqdm(total=total, initial=state.step, disable=not info.is_main, desc="train", unit="step",
-                dynamic_ncols=True)
-    interrupted = False
-    window = {"loss": 0.0, "tokens": 0, "samples": 0, "data_s": 0.0, "compute_s": 0.0, "grad_norm": 0.0, "n": 0}
-    audited = state.step > 0
-    stop = False
-    for epoch in range(state.epoch, tc.epochs):
-        if state.done:
-            break
-        plan = batcher.plan(epoch)
-        start = state.step_in_epoch if epoch == state.epoch else 0
-        state.epoch = epoch
-        epoch_loss, epoch_tokens, epoch_t0 = 0.0, 0, time.perf_counter()
-        for i in range(start, plan.num_steps):
-            if tc.max_steps and state.step >= tc.max_steps:
-                stop = True
-                break
-            t0 = time.perf_counter()
-            batches = [to_device(parts.collate(mb), info.device) for mb in plan.step(i)]
-            data_s = time.perf_counter() - t0
-            if not audited:
-                run_audit(parts, batches[0], run_dir, info)
-                audited = True
-            stats = trainer.train_step(batches)
-            state.step += 1
-            state.step_in_epoch = i + 1
-            epoch_loss += stats.loss * stats.tokens
-            epoch_tokens += stats.tokens
-            for k, v in (("loss", stats.loss * stats.tokens), ("tokens", stats.tokens), ("samples", stats.samples),
-                         ("data_s", data_s), ("compute_s", stats.compute_s), ("grad_norm", stats.grad_norm)):
-                window[k] += v
-            window["n"] += 1
-            pbar.update(1)
-            if info.is_main:
-                pbar.set_postfix(loss=f"{stats.loss:.4f}", lr=f"{stats.lr:.2e}",
-                                 sps=f"{stats.samples / max(1e-9, data_s + stats.compute_s):.1f}")
-            if state.step % max(1, tc.log_every) == 0 or state.step == total:
-                elapsed = window["data_s"] + window["compute_s"]
-                log.write({"kind": "step", "step": state.step, "epoch": epoch,
-                           "loss": window["loss"] / max(1, window["tokens"]), "lr": stats.lr,
-                           "grad_norm": window["grad_norm"] / window["n"],
-                           "tokens_per_s": window["tokens"] / max(1e-9, elapsed),
-                           "samples_per_s": window["samples"] / max(1e-9, elapsed),
-                           "data_s": window["data_s"], "compute_s": window["compute_s"],
-                           **model_scalars(model)})
-                window = {k: 0 for k in window}
-            if stop_after is not None and state.step == stop_after:
-                save()
-                interrupted = True
-                break
-            if tc.save_every and state.step % tc.save_every == 0:
-                save()
-        if interrupted:
-            break
-        finished_epoch = state.step_in_epoch >= plan.num_steps
-        last_epoch = epoch == tc.epochs - 1 or (tc.max_steps and state.step >= tc.max_steps)
-        if finished_epoch:
-            log.write({"kind": "epoch", "epoch": epoch, "step": state.step,
-                       "loss": epoch_loss / max(1, epoch_tokens), "seconds": time.perf_counter() - epoch_t0})
-            state.epoch, state.step_in_epoch = epoch + 1, 0
-        if finished_epoch or last_epoch or stop:
-            if last_epoch or stop or (epoch + 1) % max(1, tc.eval_every) == 0:
-                record = validate(epoch)
-                state.done = bool(last_epoch or stop)
-                save("last")
-                if record.get("best") and info.is_main:
-                    copy_checkpoint(ckpt_dir / "last", ckpt_dir / "best")
-                _barrier(info)
-            else:
-                save("last")
-        if stop or state.done:
-            break
-    pbar.close()
-    if interrupted:
-        return TrainResult(run_dir, state, interrupted=True)
-    if not state.done:  # e.g. the loop ended exactly on an epoch boundary without validation
-        state.done = True
-        save("last")
-    metrics = final_test(parts, cfg, run_dir, state, model, info)
-    return TrainResult(run_dir, state, metrics=metrics)
+                parts.evaluate(model, "valid", users)
+            times.append(time.perf_counter() - t0)
+        model.train()
+        user_s = max(0.0, times[1] - times[0]) / k
+        call_s = max(0.0, times[0] - k * user_s)
+    few = run.valid_loss_samples[:2 * cfg.train.batch_size]
+    t0 = time.perf_counter()
+    validation_loss(model, parts.collate, few, cfg.train.batch_size, run.info, run.trainer.bf16, 0)
+    loss_sample_s = (time.perf_counter() - t0) / max(1, len(few))
+    return FinalEvalEstimate(valid_n, test_n, len(run.valid_loss_samples), call_s, user_s, loss_sample_s)
 
 
-def final_test(parts: TrainParts, cfg: Config, run_dir: Path, state: TrainState, model: nn.Module,
-               info: DistInfo) -> dict[str, Any]:
-    """Load the best checkpoint (not the last epoch), evaluate it on validation and test, and write
-    metrics.json (test) + metrics_valid.json in `gramc evaluate`'s schema, plus which checkpoint
-    was selected and how."""
-    best = run_dir / "checkpoints" / "best"
+def announce_final_eval(run: _Run) -> None:
+    """At step 0: the estimated time of the final evaluation (from a probe), or how to run it later."""
+    cfg = run.cfg
+    if not cfg.train.final_eval:
+        _print(run.info, "train.final_eval=false: no evaluation after training; evaluate the best checkpoint "
+                         f"later with: gramc evaluate --run {run.run_dir} --checkpoint best --split test "
+                         "(and --split valid)")
+        return
+    est = probe_final_eval(run)
+    run.log.write(est.to_json())
+    _print(run.info, f"final evaluation (best checkpoint, after training): {est.valid_users:,} valid + "
+                     f"{est.test_users:,} test users at beam {cfg.eval.beams}, validation loss on "
+                     f"{est.valid_loss_samples:,} samples: about {est.seconds / 60:.1f} min on this device "
+                     f"(probe: {est.call_s:.1f}s per call + {est.user_s * 1e3:.1f} ms per user); "
+                     "train.final_eval_users=N caps it, train.final_eval=false skips it")
+
+
+def final_test(run: _Run) -> dict[str, Any]:
+    """Load the best checkpoint (not the last epoch), evaluate it on validation and test
+    (`train.final_eval_users` users each, 0 = all), and write metrics.json (test) +
+    metrics_valid.json in `gramc evaluate`'s schema, plus which checkpoint was selected and how."""
+    parts, state, info, model = run.parts, run.state, run.info, run.trainer.model
+    best = run.ckpt_dir / "best"
     source = "best" if best.is_dir() else "last"
-    load_weights(run_dir / "checkpoints" / source, model)
+    load_weights(run.ckpt_dir / source, model)
     extra: dict[str, Any] = {"model": "gramc", "checkpoint": source, "selection": {
         "metric": state.best_metric, "value": state.best_value, "step": state.best_step,
         "epoch": state.best_epoch}}
-    extra["valid_loss"] = validation_loss(model, parts.collate, parts.valid_samples, cfg.train.batch_size,
-                                          info, parts.count_tokens)
+    extra["valid_loss"] = run.valid_loss()
+    extra["valid_loss_samples"] = len(run.valid_loss_samples)
+    users = run.cfg.train.final_eval_users
     if parts.evaluate is not None:  # every rank takes part
         model.eval()
         with torch.no_grad():
-            valid = {**parts.evaluate(model, "valid", 0), **extra}
-            test = {**parts.evaluate(model, "test", 0), **extra}
+            valid = {**parts.evaluate(model, "valid", users), **extra}
+            test = {**parts.evaluate(model, "test", users), **extra}
         model.train()
     else:
         valid, test = {"split": "valid", **extra}, {"split": "test", **extra}
     if info.is_main:
-        write_json(run_dir / "metrics_valid.json", valid)
-        write_json(run_dir / "metrics.json", test)
-        _print(info, f"{source} checkpoint (step {state.best_step}) evaluated: {run_dir / 'metrics.json'}")
+        write_json(run.run_dir / "metrics_valid.json", valid)
+        write_json(run.run_dir / "metrics.json", test)
+        _print(info, f"{source} checkpoint (step {state.best_step}) evaluated: {run.run_dir / 'metrics.json'}")
     _barrier(info)
     return {"valid": valid, "test": test}
+
+
+def skip_final_test(run: _Run) -> dict[str, Any]:
+    """train.final_eval=false: no metrics files; say how to evaluate the selected checkpoint later."""
+    which = "best" if (run.ckpt_dir / "best").is_dir() else "last"
+    _print(run.info, f"final evaluation skipped (train.final_eval=false); run it later with: gramc evaluate "
+                     f"--run {run.run_dir} --checkpoint {which} --split test (and --split valid)")
+    return {}
 
 
 # --------------------------------------------------------------------------------------------
@@ -536,10 +776,12 @@ def gramc_parts(cfg: Config, info: DistInfo) -> TrainParts:
 
     Assets (tokenizer, IDs, GCN, passage cache) are built by rank 0 first; the other ranks then
     reuse them from run.out. The model is initialised from `run.seed` (DDP then broadcasts rank
-    0's weights anyway).
+    0's weights anyway). The trie of the item IDs is moved to the device once, here, for every
+    evaluation of the run.
     """
     from ..data.splits import samples
     from ..eval.evaluate import evaluate_split
+    from ..eval.trie import trie_for
     from ..model.assets import Assets
     from ..model.gramc import GramC
     from ..model.inputs import Collator
@@ -554,15 +796,17 @@ def gramc_parts(cfg: Config, info: DistInfo) -> TrainParts:
     collate = Collator(assets.cache, cfg, gcn_rows=assets.gcn_rows)
     train_samples = samples(assets.ds, "train", cfg.data.max_his)
     valid_samples = samples(assets.ds, "valid", cfg.data.max_his)
+    trie = trie_for(assets.item_ids).to(info.device)
 
     def evaluate(m: nn.Module, split: str, max_users: int) -> dict[str, Any]:
-        return evaluate_split(m, assets, cfg, split, max_users=max_users, progress=info.is_main).to_json()
+        return evaluate_split(m, assets, cfg, split, max_users=max_users, progress=info.is_main, trie=trie).to_json()
 
     def audit(batch: Any, m: nn.Module) -> list[Check]:
         return audit_first_batch(batch, m, cfg, assets.gcn_rows, train_samples, assets.cache)
 
+    split_users = {"valid": len(valid_samples), "test": len(samples(assets.ds, "test", cfg.data.max_his))}
     return TrainParts(model=model, collate=collate, train_samples=train_samples, valid_samples=valid_samples,
-                      evaluate=evaluate, audit=audit, inputs=dict(assets.inputs))
+                      evaluate=evaluate, audit=audit, inputs=dict(assets.inputs), split_users=split_users)
 
 
 def train(cfg: Config, resume: bool = False, fault: Optional[Fault] = None, stop_after: Optional[int] = None,
