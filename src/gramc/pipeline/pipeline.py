@@ -188,6 +188,7 @@ def _deepcopy(cfg: Config) -> Config:
 
 def build_stages(cfg: Config, progress: bool = True) -> list[Stage]:
     """The ordered stages for `cfg` (root = run.out)."""
+    check_eval_users(cfg)
     root = Path(cfg.run.out)
     sc = stage_config(cfg, root)
     stages: list[Stage] = []
@@ -359,9 +360,10 @@ def build_stages(cfg: Config, progress: bool = True) -> list[Stage]:
 def train_stage(sc: Config, folder: Path, eval_users: int, train_minutes: float, resume: bool) -> dict:
     """Train GRAM-C into `folder` (resuming its last checkpoint if asked) and return a summary.
 
-    `eval_users` > 0 caps the final valid/test evaluation to the first N users (validation during
-    training is capped by train.eval_users); `train_minutes` > 0 sets train.max_steps from the
-    throughput measured on a few probe steps.
+    `eval_users` (`pipeline.eval_users`) > 0 caps the final valid/test evaluation to the first N
+    users: in a pipeline it sets `train.final_eval_users` (the two must agree, see
+    `check_eval_users`) and, where `train.eval_users` is 0, validation during training too;
+    `train_minutes` > 0 sets train.max_steps from the throughput measured on a few probe steps.
     """
     import copy
 
@@ -369,6 +371,7 @@ def train_stage(sc: Config, folder: Path, eval_users: int, train_minutes: float,
 
     c = copy.deepcopy(sc)
     c.run.out = str(folder)
+    c.train.final_eval_users = eval_users
     info = init_distributed(c.run.device)
     parts = gramc_parts(c, info)
     if eval_users > 0 and parts.evaluate is not None:
@@ -397,6 +400,18 @@ def train_stage(sc: Config, folder: Path, eval_users: int, train_minutes: float,
     if result.metrics:
         summary["test"] = result.metrics.get("test", {}).get("metrics", {})
     return summary
+
+
+def check_eval_users(cfg: Config) -> None:
+    """`pipeline.eval_users` is the pipeline's one count of final-evaluation users (train stage and
+    evaluate stage alike); a different `train.final_eval_users` is an error, not a silent choice."""
+    t, p = cfg.train.final_eval_users, cfg.pipeline.eval_users
+    if t not in (0, p):
+        from ..config import ConfigError
+
+        raise ConfigError(f"config key 'train.final_eval_users' is {t} but 'pipeline.eval_users' is {p}: in a "
+                          "pipeline the final evaluation's users are set by pipeline.eval_users (set that one, "
+                          "leave train.final_eval_users at 0)")
 
 
 def measure_step_seconds(parts, cfg: Config, steps: int = 3) -> float:
