@@ -205,8 +205,8 @@ def test_host_memory_len_equals_the_device_count(assets_dir, placement):
     parts = gramc_parts(cfg, DistInfo())
     model = parts.model
     batch = parts.collate(parts.train_samples[:12])
-    assert batch.memory_len > 0
-    unknown = dataclasses.replace(batch, memory_len=0)
+    assert len(batch.host_counts) == 12 and model.memory_width(batch, True) > 0
+    unknown = dataclasses.replace(batch, host_counts=())
     model.eval()
     with torch.no_grad():
         (m1, k1), (m0, k0) = model.memory(batch), model.memory(unknown)

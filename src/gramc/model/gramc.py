@@ -137,19 +137,30 @@ class GramC(nn.Module):
         else:
             row_states, row_mask = self.item_states(batch.item_input, batch.item_mask)
 
-        memory, mask = self._fuse(user_states, user_mask, row_states, row_mask, history, batch.memory_len)
+        width = self.memory_width(batch, pre is not None)
+        memory, mask = self._fuse(user_states, user_mask, row_states, row_mask, history, width)
         if pre is not None and self.placement == "memory":
             memory = torch.cat([memory, pre[0].to(memory.dtype)], 1)
             mask = torch.cat([mask, pre[1]], 1)
         return memory, mask
+
+    def memory_width(self, batch: Batch, with_prefix: bool) -> int:
+        """Memory slots before a `memory`-placed prefix, from the batch's host counts: the most real
+        tokens of a sample (user passage, history passages, and the prefix slots this model puts in
+        them). Exact, or an upper bound when prefix dropout drops a prefix; 0 when unknown."""
+        if not batch.host_counts:
+            return 0
+        per_passage = with_prefix and self.placement in ("user_passage", "every_passage")
+        return max(tokens + (slots * (1 + n if self.placement == "every_passage" else 1) if per_passage else 0)
+                   for tokens, slots, n in batch.host_counts)
 
     def _fuse(self, user_states: torch.Tensor, user_mask: torch.Tensor, row_states: torch.Tensor,
               row_mask: torch.Tensor, history: torch.Tensor, width: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """Gather per sample [user passage; history rows in order] keeping only real tokens, and add
         the passage-position embedding. One index_select: no padded [B, N, L, d] tensor is built.
 
-        `width`: memory slots, counted on the host (`Batch.memory_len`, >= every sample's real
-        tokens); 0 = the most real tokens of a sample, read from the device (a host sync)."""
+        `width`: memory slots counted on the host (`memory_width`, >= every sample's real tokens);
+        0 = the most real tokens of a sample, read from the device (a host sync)."""
         dev = user_states.device
         b, lu, d = user_states.shape
         r, li = row_mask.shape

@@ -432,7 +432,8 @@ def measure_step_seconds(parts, cfg: Config, steps: int = 3) -> float:
     times = []
     for i in range(min(steps + 1, plan.num_steps)):
         t0 = time.perf_counter()
-        trainer.train_step([to_device(parts.collate(mb), info.device) for mb in plan.step(i)])
+        stats = trainer.train_step([to_device(parts.collate(mb), info.device) for mb in plan.step(i)])
+        stats.loss  # reads the loss: waits for the device, so the time is the step's, not its launch's
         times.append(time.perf_counter() - t0)
     del trainer, model
     torch.manual_seed(cfg.run.seed)
