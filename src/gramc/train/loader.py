@@ -20,6 +20,11 @@ from torch.utils.data import DataLoader, Dataset
 from ..data.splits import Sample
 
 
+def count_target_tokens(batch: Any) -> torch.Tensor:
+    """Target tokens of a batch: labels that are not -100."""
+    return (batch.labels != -100).sum()
+
+
 def _map_tensors(batch: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
     """`fn` applied to every tensor field of a dataclass batch (or to a tensor)."""
     if isinstance(batch, torch.Tensor):

@@ -9,9 +9,12 @@ Two layers:
   each micro-batch backpropagates ``loss_sum * world / global_tokens`` (DDP averages over ranks).
   The gradient is then exactly d(sum of token losses)/d(theta) / (tokens of the step), whatever
   the number of ranks or accumulation steps and however tokens are spread over ranks.
-* `fit(parts, cfg, run_dir)` runs a whole training: batches (`batching.Batcher`), step-0 audit,
-  logs, checkpoints and resume, validation and best-checkpoint selection, test of the best
-  checkpoint. `train(cfg)` builds GRAM-C's parts from the config and calls `fit`.
+* `fit(parts, cfg, run_dir)` runs a whole training: a loop over epochs, each ending with one
+  outcome (finished / stopped at `train.max_steps` / interrupted by `stop_after`); batches
+  (`batching.Batcher` through `loader.host_loader`), step-0 audit and final-evaluation estimate,
+  logs (`StepWindow`), checkpoints and resume, validation and best-checkpoint selection, then the
+  final evaluation of the best checkpoint (`evaluation.final_test`). `train(cfg)` builds GRAM-C's
+  parts from the config and calls `fit`.
 
 Processes are started by torchrun (RANK, WORLD_SIZE, LOCAL_RANK); gloo on CPU, nccl on GPU. Only
 rank 0 writes the run folder.
@@ -32,7 +35,6 @@ import json
 import math
 import os
 import random
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,10 +53,13 @@ from ..data.splits import Sample
 from ..io import write_json
 from ..runinfo import write_run_info
 from .batching import Batcher
-from .loader import HostStep, host_loader, num_samples, to_device  # noqa: F401 (to_device: used by callers)
-from .checkpoint import (CheckpointError, TrainState, copy_checkpoint, load_checkpoint, load_weights,
+from .checkpoint import (CheckpointError, TrainState, copy_checkpoint, load_checkpoint,  # noqa: F401
                          rng_state, save_checkpoint)
+from .evaluation import announce_final_eval, barrier as _barrier, final_test, say as _print, skip_final_test
+from .evaluation import validation_loss, valid_loss_subset
+from .loader import HostStep, count_target_tokens, host_loader, num_samples, to_device  # noqa: F401
 from .optim import build_optimizer, build_scheduler
+from .precision import autocast, bf16_enabled, tf32_matmuls
 
 Fault = Literal["double_reduce", "module_call"]
 FAULTS = ("double_reduce", "module_call")
@@ -114,55 +119,15 @@ def init_distributed(device_spec: str = "auto") -> DistInfo:
     return DistInfo(rank, world, local_rank, device)
 
 
-def bf16_enabled(setting: Any, device: torch.device) -> bool:
-    """`train.bf16` -> whether forward passes run under bf16 autocast on `device`.
-
-    "auto": on CUDA when the card supports bf16, off elsewhere; true / false: always / never.
-    """
-    if setting == "auto":
-        return device.type == "cuda" and torch.cuda.is_bf16_supported()
-    return bool(setting)
-
-
-def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
-    """bf16 autocast on `device` (a no-op context when disabled)."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
-
-
-@contextlib.contextmanager
-def tf32_matmuls(device: torch.device):
-    """TF32 for fp32 matmuls while training on CUDA; the previous setting is restored afterwards,
-    so evaluation (beam-search scores) keeps full fp32 precision."""
-    if device.type != "cuda":
-        yield
-        return
-    before = torch.get_float32_matmul_precision()
-    torch.set_float32_matmul_precision("high")
-    try:
-        yield
-    finally:
-        torch.set_float32_matmul_precision(before)
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
 
 
-def _barrier(info: DistInfo) -> None:
-    if info.distributed:
-        dist.barrier()
-
-
 # --------------------------------------------------------------------------------------------
 # One optimiser step
 # --------------------------------------------------------------------------------------------
-
-
-def count_target_tokens(batch: Any) -> torch.Tensor:
-    """Target tokens of a batch: labels that are not -100."""
-    return (batch.labels != -100).sum()
 
 
 @dataclass
@@ -390,44 +355,10 @@ def model_scalars(model: nn.Module) -> dict[str, float]:
             if p.numel() == 1 and "scale" in n.lower()}
 
 
-def valid_loss_subset(samples: Sequence[Sample], n: int, seed: int) -> list[Sample]:
-    """`train.valid_loss_samples`: n samples drawn once with `seed` (kept in split order), the same
-    at every validation of a run; n = 0 or n >= len(samples) = all of them."""
-    if n <= 0 or n >= len(samples):
-        return list(samples)
-    keep = torch.randperm(len(samples), generator=torch.Generator().manual_seed(seed))[:n]
-    return [samples[i] for i in sorted(keep.tolist())]
-
-
-def validation_loss(model: nn.Module, collate: Callable, samples: Sequence[Sample], batch_size: int,
-                    info: DistInfo, bf16: bool = False, num_workers: int = 0) -> float:
-    """Token-mean cross-entropy on `samples` (under bf16 autocast if `bf16`, the loss in fp32),
-    split across ranks and summed; batches collated by `num_workers` DataLoader workers."""
-    model.eval()
-    totals = torch.zeros(2, dtype=torch.float64, device=info.device)
-    mine = list(samples[info.rank::info.world])
-    groups = [[mine[i:i + batch_size]] for i in range(0, len(mine), batch_size)]
-    loader = host_loader(groups, collate, count_target_tokens, num_workers, info.device, seed=0)
-    with torch.no_grad(), autocast(info.device, bf16):
-        for host in loader:
-            loss_sum, n = model(host.to(info.device)[0])
-            totals[0] += loss_sum.to(torch.float64)
-            totals[1] += n.to(torch.float64) if isinstance(n, torch.Tensor) else float(n)
-    if info.distributed:
-        dist.all_reduce(totals)
-    model.train()
-    return float(totals[0] / totals[1]) if totals[1] > 0 else float("nan")
-
-
 def _better(value: float, best: Optional[float], mode: str) -> bool:
     if value is None or math.isnan(value):
         return False
     return best is None or (value > best if mode == "max" else value < best)
-
-
-def _print(info: DistInfo, text: str) -> None:
-    if info.is_main:
-        tqdm.write(text, file=sys.stderr)
 
 
 def run_audit(parts: TrainParts, batch: Any, run_dir: Path, info: DistInfo) -> list[Check]:
@@ -652,118 +583,6 @@ def start_run(parts: TrainParts, cfg: Config, run_dir: Path, resume: bool, fault
     subset = valid_loss_subset(parts.valid_samples, tc.valid_loss_samples, cfg.run.seed)
     return _Run(parts, cfg, info, run_dir, trainer, batcher, state, log, total, metric, subset, stop_after,
                 audited=state.step > 0)
-
-
-# --------------------------------------------------------------------------------------------
-# The final evaluation
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class FinalEvalEstimate:
-    """Step-0 estimate of the final evaluation, from a measured probe on this model and device."""
-
-    valid_users: int
-    test_users: int
-    valid_loss_samples: int
-    call_s: float  # fixed cost of one evaluation call (item passages encoded once per call)
-    user_s: float  # beam search per user
-    loss_sample_s: float  # validation loss per sample
-
-    @property
-    def seconds(self) -> float:
-        beam = 2 * self.call_s + (self.valid_users + self.test_users) * self.user_s
-        return beam + self.valid_loss_samples * self.loss_sample_s
-
-    def to_json(self) -> dict[str, Any]:
-        return {"kind": "final_eval_estimate", "step": 0, **dataclasses.asdict(self), "seconds": self.seconds}
-
-
-def final_eval_users(parts: TrainParts, cfg: Config) -> tuple[int, int]:
-    """(valid, test) users of the final evaluation: `train.final_eval_users` caps both (0 = all)."""
-    cap = cfg.train.final_eval_users
-    sizes = [parts.split_users.get(s, len(parts.valid_samples)) for s in ("valid", "test")]
-    return tuple(min(cap, n) if cap > 0 else n for n in sizes)  # type: ignore[return-value]
-
-
-def probe_final_eval(run: _Run) -> FinalEvalEstimate:
-    """Time two evaluation calls (k and 2k validation users: their difference is the per-user cost,
-    the rest the per-call cost) and the validation loss on a few batches."""
-    parts, cfg, model = run.parts, run.cfg, run.trainer.model
-    valid_n, test_n = final_eval_users(parts, cfg)
-    call_s = user_s = 0.0
-    if parts.evaluate is not None:
-        k = max(1, min(cfg.eval.batch_size, len(parts.valid_samples) // 2))
-        times = []
-        for users in (k, 2 * k):
-            t0 = time.perf_counter()
-            model.eval()
-            with torch.no_grad():
-                parts.evaluate(model, "valid", users)
-            times.append(time.perf_counter() - t0)
-        model.train()
-        user_s = max(0.0, times[1] - times[0]) / k
-        call_s = max(0.0, times[0] - k * user_s)
-    few = run.valid_loss_samples[:2 * cfg.train.batch_size]
-    t0 = time.perf_counter()
-    validation_loss(model, parts.collate, few, cfg.train.batch_size, run.info, run.trainer.bf16, 0)
-    loss_sample_s = (time.perf_counter() - t0) / max(1, len(few))
-    return FinalEvalEstimate(valid_n, test_n, len(run.valid_loss_samples), call_s, user_s, loss_sample_s)
-
-
-def announce_final_eval(run: _Run) -> None:
-    """At step 0: the estimated time of the final evaluation (from a probe), or how to run it later."""
-    cfg = run.cfg
-    if not cfg.train.final_eval:
-        _print(run.info, "train.final_eval=false: no evaluation after training; evaluate the best checkpoint "
-                         f"later with: gramc evaluate --run {run.run_dir} --checkpoint best --split test "
-                         "(and --split valid)")
-        return
-    est = probe_final_eval(run)
-    run.log.write(est.to_json())
-    _print(run.info, f"final evaluation (best checkpoint, after training): {est.valid_users:,} valid + "
-                     f"{est.test_users:,} test users at beam {cfg.eval.beams}, validation loss on "
-                     f"{est.valid_loss_samples:,} samples: about {est.seconds / 60:.1f} min on this device "
-                     f"(probe: {est.call_s:.1f}s per call + {est.user_s * 1e3:.1f} ms per user); "
-                     "train.final_eval_users=N caps it, train.final_eval=false skips it")
-
-
-def final_test(run: _Run) -> dict[str, Any]:
-    """Load the best checkpoint (not the last epoch), evaluate it on validation and test
-    (`train.final_eval_users` users each, 0 = all), and write metrics.json (test) +
-    metrics_valid.json in `gramc evaluate`'s schema, plus which checkpoint was selected and how."""
-    parts, state, info, model = run.parts, run.state, run.info, run.trainer.model
-    best = run.ckpt_dir / "best"
-    source = "best" if best.is_dir() else "last"
-    load_weights(run.ckpt_dir / source, model)
-    extra: dict[str, Any] = {"model": "gramc", "checkpoint": source, "selection": {
-        "metric": state.best_metric, "value": state.best_value, "step": state.best_step,
-        "epoch": state.best_epoch}}
-    extra["valid_loss"] = run.valid_loss()
-    extra["valid_loss_samples"] = len(run.valid_loss_samples)
-    users = run.cfg.train.final_eval_users
-    if parts.evaluate is not None:  # every rank takes part
-        model.eval()
-        with torch.no_grad():
-            valid = {**parts.evaluate(model, "valid", users), **extra}
-            test = {**parts.evaluate(model, "test", users), **extra}
-        model.train()
-    else:
-        valid, test = {"split": "valid", **extra}, {"split": "test", **extra}
-    if info.is_main:
-        write_json(run.run_dir / "metrics_valid.json", valid)
-        write_json(run.run_dir / "metrics.json", test)
-        _print(info, f"{source} checkpoint (step {state.best_step}) evaluated: {run.run_dir / 'metrics.json'}")
-    _barrier(info)
-    return {"valid": valid, "test": test}
-
-
-def skip_final_test(run: _Run) -> dict[str, Any]:
-    """train.final_eval=false: no metrics files; say how to evaluate the selected checkpoint later."""
-    which = "best" if (run.ckpt_dir / "best").is_dir() else "last"
-    _print(run.info, f"final evaluation skipped (train.final_eval=false); run it later with: gramc evaluate "
-                     f"--run {run.run_dir} --checkpoint {which} --split test (and --split valid)")
-    return {}
 
 
 # --------------------------------------------------------------------------------------------
