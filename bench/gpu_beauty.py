@@ -70,7 +70,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 # GPU settings: t5-small dims from random init, GRAM's 128 samples per optimiser step as 2 x 64,
-# bf16 autocast ("auto" on CUDA), 4 collation workers, validation on the same user count at the end
+# bf16 autocast ("auto" on CUDA), 4 collation workers; the one validation at the end (it only picks
+# the checkpoint: best = last) uses at most 200 users, the test subset --eval-users
 GPU_SETTINGS = [
     "model.preset=small", "train.batching=sample", "train.batch_size=64", "train.grad_accum=2",
     "train.num_workers=4", "train.log_every=10", "train.final_eval=false", "train.valid_loss_samples=2048",
@@ -94,7 +95,7 @@ def model_config(args: argparse.Namespace, name: str, data: list[str]) -> Config
     out = args.out / name
     return load_config(None, [*GPU_SETTINGS, *data, f"run.out={out}", f"gcn.out={args.out / 'gcn'}",
                               "gcn.device=auto",
-                              f"eval.beams={args.beams}", f"train.eval_users={args.eval_users}",
+                              f"eval.beams={args.beams}", f"train.eval_users={min(200, args.eval_users)}",
                               *MODELS[name], *args.overrides])
 
 
@@ -135,16 +136,20 @@ def bench_model(args: argparse.Namespace, name: str, data: list[str]) -> dict:
     best = "best" if (run_dir / "checkpoints" / "best").is_dir() else "last"
     load_weights(run_dir / "checkpoints" / best, parts.model)
     parts.model.to(info.device).eval()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(info.device)
     t0 = time.perf_counter()
     with torch.no_grad():
         test = parts.evaluate(parts.model, "test", args.eval_users)  # the run's device trie, its beam settings
     eval_s = time.perf_counter() - t0
+    peak_eval = torch.cuda.max_memory_allocated(info.device) / 2**30 if cuda else None
     write_json(run_dir / "metrics_test_subset.json", test)
     return {"model": name, "prefix": cfg.model.prefix.enabled, "assets_s": round(assets_s, 1),
             "probe_step_s": round(probe_s, 4), "max_steps": cfg.train.max_steps, "train_s": round(train_s, 1),
             **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in step_figures(run_dir).items()},
             "samples_trained": result.state.step * cfg.train.batch_size * cfg.train.grad_accum,
-            "peak_gpu_gib": round(peak, 2) if peak is not None else None, "checkpoint": best,
+            "peak_gpu_gib": round(peak, 2) if peak is not None else None,
+            "peak_eval_gpu_gib": round(peak_eval, 2) if peak_eval is not None else None, "checkpoint": best,
             "eval_users": test["users"], "eval_s": round(eval_s, 1), "eval_users_per_s": round(test["users"] / eval_s, 2),
             "metrics": test["metrics"], "ci": test["ci"], "beams": test["beams"]}
 
@@ -179,12 +184,13 @@ def render(path: Path) -> None:
 
     results = read_json(path)
     write_json(RESULTS, results)
-    rows = ["| model | steps (samples) | samples/s | s/step | peak GPU GiB | eval users/s | test hit@10 [95% CI] "
-            "| test ndcg@10 [95% CI] |", "|---|---|---|---|---|---|---|---|"]
+    rows = ["| model | steps (samples) | samples/s | s/step | waiting for data | peak GPU GiB train / eval "
+            "| eval users/s | test hit@10 [95% CI] | test ndcg@10 [95% CI] |", "|---|---|---|---|---|---|---|---|---|"]
     for r in results["models"]:
         ci = r["ci"]
         rows.append(f"| {r['model']} | {r['steps']} ({r['samples_trained']:,}) | {r['samples_per_s']:.1f} | "
-                    f"{r['step_s']:.3f} | {r['peak_gpu_gib']} | {r['eval_users_per_s']:.1f} | "
+                    f"{r['step_s']:.3f} | {r['data_wait_share']:.0%} | {r['peak_gpu_gib']} / {r['peak_eval_gpu_gib']} | "
+                    f"{r['eval_users_per_s']:.1f} | "
                     f"{r['metrics']['hit@10']:.4f} [{ci['hit@10'][0]:.4f}, {ci['hit@10'][1]:.4f}] | "
                     f"{r['metrics']['ndcg@10']:.4f} [{ci['ndcg@10'][0]:.4f}, {ci['ndcg@10'][1]:.4f}] |")
     env = results["environment"]
