@@ -189,7 +189,7 @@ def render(path: Path) -> None:
     for r in results["models"]:
         ci = r["ci"]
         rows.append(f"| {r['model']} | {r['steps']} ({r['samples_trained']:,}) | {r['samples_per_s']:.1f} | "
-                    f"{r['step_s']:.3f} | {r['data_wait_share']:.0%} | {r['peak_gpu_gib']} / {r['peak_eval_gpu_gib']} | "
+                    f"{r['step_s']:.3f} | {r['data_wait_share']:.0%} | {r['peak_gpu_gib']} / {r.get('peak_eval_gpu_gib')} | "
                     f"{r['eval_users_per_s']:.1f} | "
                     f"{r['metrics']['hit@10']:.4f} [{ci['hit@10'][0]:.4f}, {ci['hit@10'][1]:.4f}] | "
                     f"{r['metrics']['ndcg@10']:.4f} [{ci['ndcg@10'][0]:.4f}, {ci['ndcg@10'][1]:.4f}] |")

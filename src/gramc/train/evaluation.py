@@ -130,16 +130,15 @@ def announce_final_eval(run: "_Run") -> None:
     cfg = run.cfg
     if not cfg.train.final_eval:
         say(run.info, "train.final_eval=false: no evaluation after training; evaluate the best checkpoint "
-                         f"later with: gramc evaluate --run {run.run_dir} --checkpoint best --split test "
-                         "(and --split valid)")
+            f"later with: gramc evaluate --run {run.run_dir} --checkpoint best --split test (and --split valid)")
         return
     est = probe_final_eval(run)
     run.log.write(est.to_json())
     say(run.info, f"final evaluation (best checkpoint, after training): {est.valid_users:,} valid + "
-                     f"{est.test_users:,} test users at beam {cfg.eval.beams}, validation loss on "
-                     f"{est.valid_loss_samples:,} samples: about {est.seconds / 60:.1f} min on this device "
-                     f"(probe: {est.call_s:.1f}s per call + {est.user_s * 1e3:.1f} ms per user); "
-                     "train.final_eval_users=N caps it, train.final_eval=false skips it")
+        f"{est.test_users:,} test users at beam {cfg.eval.beams}, validation loss on "
+        f"{est.valid_loss_samples:,} samples: about {est.seconds / 60:.1f} min on this device "
+        f"(probe: {est.call_s:.1f}s per call + {est.user_s * 1e3:.1f} ms per user); "
+        "train.final_eval_users=N caps it, train.final_eval=false skips it")
 
 
 def final_test(run: "_Run") -> dict[str, Any]:
@@ -176,5 +175,5 @@ def skip_final_test(run: "_Run") -> dict[str, Any]:
     """train.final_eval=false: no metrics files; say how to evaluate the selected checkpoint later."""
     which = "best" if (run.ckpt_dir / "best").is_dir() else "last"
     say(run.info, f"final evaluation skipped (train.final_eval=false); run it later with: gramc evaluate "
-                     f"--run {run.run_dir} --checkpoint {which} --split test (and --split valid)")
+        f"--run {run.run_dir} --checkpoint {which} --split test (and --split valid)")
     return {}
