@@ -470,10 +470,12 @@ def evaluate_stage(sc: Config, train_folder: Path, folder: Path, eval_users: int
         source = "train stage's final evaluation of the best checkpoint"
     else:
         from ..eval.evaluate import evaluate_split, load_model_from_run
+        from ..eval.trie import trie_for
 
         model, assets, cfg = load_model_from_run(train_folder, "best")
+        trie = trie_for(assets.item_ids).to(next(model.parameters()).device)  # once for both splits
         for split, name in (("valid", "metrics_valid.json"), ("test", "metrics.json")):
-            res = evaluate_split(model, assets, sc, split, max_users=eval_users)
+            res = evaluate_split(model, assets, sc, split, max_users=eval_users, trie=trie)
             write_json(folder / name, {**res.to_json(), "model": "gramc"})
         source = "evaluated here"
     write_run_info(folder, sc, {"checkpoint": train_folder / "checkpoints"})
