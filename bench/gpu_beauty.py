@@ -150,7 +150,8 @@ def bench_model(args: argparse.Namespace, name: str, data: list[str]) -> dict:
             "samples_trained": result.state.step * cfg.train.batch_size * cfg.train.grad_accum,
             "peak_gpu_gib": round(peak, 2) if peak is not None else None,
             "peak_eval_gpu_gib": round(peak_eval, 2) if peak_eval is not None else None, "checkpoint": best,
-            "eval_users": test["users"], "eval_s": round(eval_s, 1), "eval_users_per_s": round(test["users"] / eval_s, 2),
+            "eval_users": test["users"], "eval_s": round(eval_s, 1),
+            "eval_users_per_s": round(test["users"] / eval_s, 2),
             "metrics": test["metrics"], "ci": test["ci"], "beams": test["beams"]}
 
 
@@ -189,7 +190,8 @@ def render(path: Path) -> None:
     for r in results["models"]:
         ci = r["ci"]
         rows.append(f"| {r['model']} | {r['steps']} ({r['samples_trained']:,}) | {r['samples_per_s']:.1f} | "
-                    f"{r['step_s']:.3f} | {r['data_wait_share']:.0%} | {r['peak_gpu_gib']} / {r.get('peak_eval_gpu_gib')} | "
+                    f"{r['step_s']:.3f} | {r['data_wait_share']:.0%} | "
+                    f"{r['peak_gpu_gib']} / {r.get('peak_eval_gpu_gib')} | "
                     f"{r['eval_users_per_s']:.1f} | "
                     f"{r['metrics']['hit@10']:.4f} [{ci['hit@10'][0]:.4f}, {ci['hit@10'][1]:.4f}] | "
                     f"{r['metrics']['ndcg@10']:.4f} [{ci['ndcg@10'][0]:.4f}, {ci['ndcg@10'][1]:.4f}] |")
@@ -216,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [m for m in models if m not in MODELS]
     if unknown:
         raise SystemExit(f"--models: unknown {unknown}; expected some of {sorted(MODELS)}")
-    results = {"environment": environment(), "command": " ".join(["python", "bench/gpu_beauty.py", *(argv or sys.argv[1:])]),
+    command = " ".join(["python", "bench/gpu_beauty.py", *(argv if argv is not None else sys.argv[1:])])
+    results = {"environment": environment(), "command": command,
                "settings": GPU_SETTINGS + list(args.overrides), "train_minutes": args.train_minutes,
                "models": []}
     for name in models:

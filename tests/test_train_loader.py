@@ -45,6 +45,18 @@ def test_worker_collation_equals_in_process():
             assert torch.equal(x.labels, y.labels) and torch.equal(x.labels, d.labels)
 
 
+def test_the_loader_leaves_the_global_rng_alone():
+    """Dropout draws from the global torch RNG: a loader that drew its worker seeds from it would
+    change every run against the in-process collation it replaced."""
+    cfg = toy_config()
+    groups = plan_steps(cfg, toy_samples(toy_dataset(12))[0])
+    for workers in (0, 2):
+        before = torch.get_rng_state()
+        steps = list(host_loader(groups, collate, count_target_tokens, workers, torch.device("cpu"), 1))
+        assert len(steps) == len(groups)
+        assert torch.equal(before, torch.get_rng_state())
+
+
 def _one_step(workers: int):
     cfg = toy_config(num_workers=workers)
     ds = toy_dataset(12)
