@@ -74,6 +74,9 @@ def test_train_writes_a_complete_run_and_tests_the_best_checkpoint(tmp_path, ass
     best = max(valids, key=lambda r: r["ndcg@10"])  # first maximum wins
     assert test["selection"]["step"] == best["step"]
     assert set(test["metrics"]) >= {"ndcg@10", "hit@10"} and test["users"] == 60
+    assert 0 < test["encode_s"] < test["time_s"]  # item encoding timed apart (the step-0 probe's per-call cost)
+    est = [r for r in records if r["kind"] == "final_eval_estimate"]
+    assert len(est) == 1 and est[0]["call_s"] > 0 and est[0]["user_s"] > 0 and est[0]["valid_users"] == 60
     # the tested weights are the best checkpoint's
     assert (run / "checkpoints" / "best" / "model.safetensors").is_file()
     assert json.loads((run / "checkpoints" / "best" / "state.json").read_text())["step"] == best["step"]

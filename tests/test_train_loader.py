@@ -130,20 +130,22 @@ class FakeEval:
 
     def __call__(self, model, split: str, max_users: int) -> dict:
         self.calls.append((split, max_users))
-        return {"split": split, "users": max_users, "metrics": {"ndcg@10": 0.5 + 0.01 * len(self.calls)}}
+        return {"split": split, "users": max_users, "metrics": {"ndcg@10": 0.5 + 0.01 * len(self.calls)},
+                "encode_s": 0.25}
 
 
 def test_final_eval_users_caps_the_final_evaluation_and_step0_estimates_it(tmp_path, capsys):
     cfg = toy_config(epochs=1, final_eval_users=3, eval_users=2)
     ev = FakeEval()
     fit(toy_parts(cfg.run.seed, evaluate=ev), cfg, tmp_path / "r")
-    k = min(cfg.eval.batch_size, len(toy_samples(toy_dataset(12))[1]) // 2)
-    assert ev.calls[:2] == [("valid", k), ("valid", 2 * k)]  # the step-0 probe
+    k = min(2 * cfg.eval.batch_size, len(toy_samples(toy_dataset(12))[1]))
+    assert ev.calls[0] == ("valid", k)  # the step-0 probe
     assert ev.calls[-2:] == [("valid", 3), ("test", 3)]  # the final evaluation
-    assert ("valid", 2) in ev.calls[2:-2]  # validation during training keeps train.eval_users
+    assert ev.calls[1:-2] == [("valid", 2)]  # validation during training keeps train.eval_users
     log = [json.loads(x) for x in (tmp_path / "r" / "log.jsonl").read_text().splitlines()]
     est = [r for r in log if r["kind"] == "final_eval_estimate"]
-    assert len(est) == 1 and est[0]["valid_users"] == est[0]["test_users"] == 3 and est[0]["seconds"] >= 0
+    assert len(est) == 1 and est[0]["valid_users"] == est[0]["test_users"] == 3
+    assert est[0]["call_s"] == 0.25 and est[0]["seconds"] >= 2 * 0.25  # the call's encode_s is per call
     assert "final evaluation (best checkpoint, after training)" in capsys.readouterr().err
     assert json.loads((tmp_path / "r" / "metrics.json").read_text())["users"] == 3
 

@@ -151,6 +151,8 @@ def merge_shards(parts: list[dict[str, Any]], total: int) -> dict[str, np.ndarra
     for key in parts[0]:
         if key == "invalid":
             out[key] = int(sum(p[key] for p in parts))
+        elif key == "encode_s":  # ranks encode in parallel: the slowest one
+            out[key] = float(max(p[key] for p in parts))
         else:
             out[key] = np.concatenate([p[key] for p in parts])[order]
     return out
@@ -159,7 +161,7 @@ def merge_shards(parts: list[dict[str, Any]], total: int) -> dict[str, np.ndarra
 def evaluate_samples(model, assets, cfg: Config, smp: Sequence[Sample], beams: int | None = None,
                      progress: bool = True, trie: Trie | None = None) -> dict[str, Any]:
     """Beam-search this process's share of `smp`; return its per-sample arrays (keys: index, users,
-    targets, ranks, items, scores, invalid). Indices refer to positions in `smp`. `trie`: the item
+    targets, ranks, items, scores, invalid, encode_s = seconds spent encoding item passages). Indices refer to positions in `smp`. `trie`: the item
     trie already on the model's device (the trainer moves it once per run); None = build it here."""
     from ..model.inputs import Collator
 
@@ -175,7 +177,9 @@ def evaluate_samples(model, assets, cfg: Config, smp: Sequence[Sample], beams: i
     collate = Collator(assets.cache, cfg, gcn_rows=assets.gcn_rows, items="global" if glob else "batch",
                        dedupe=False if not glob else None)
     show = progress and rank == 0
+    t_encode = time.perf_counter()
     items_table = encode_all_items(model, assets.cache, cfg, device, show) if glob and mine else None
+    encode_s = time.perf_counter() - t_encode
     bf16 = cfg.eval.bf16 and device.type == "cuda"
     n = len(mine)
     out_items = np.full((n, beams), -1, dtype=np.int64)
@@ -208,7 +212,8 @@ def evaluate_samples(model, assets, cfg: Config, smp: Sequence[Sample], beams: i
     targets = np.array([smp[i].target for i in mine], dtype=np.int64)
     ranks = ranks_from_lists(out_items, targets)
     return {"index": np.array(mine, dtype=np.int64), "users": np.array([smp[i].user for i in mine], dtype=np.int64),
-            "targets": targets, "ranks": ranks, "items": out_items, "scores": out_scores, "invalid": invalid}
+            "targets": targets, "ranks": ranks, "items": out_items, "scores": out_scores, "invalid": invalid,
+            "encode_s": encode_s}
 
 
 def evaluate_split(model, assets, cfg: Config, split: str, max_users: int = 0, beams: int | None = None,
@@ -238,7 +243,7 @@ def evaluate_split(model, assets, cfg: Config, split: str, max_users: int = 0, b
                       ranks=merged["ranks"], items=merged["items"], scores=merged["scores"],
                       invalid=int(merged["invalid"]), beams=beams or cfg.eval.beams,
                       length_penalty=cfg.eval.length_penalty, time_s=time.perf_counter() - t0,
-                      extra={"world": world,
+                      extra={"world": world, "encode_s": round(float(merged.get("encode_s", 0.0)), 3),
                              "repeats": repeat_stats(merged["items"], [s.history for s in smp], merged["targets"])})
 
 
