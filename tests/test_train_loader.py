@@ -159,3 +159,13 @@ def test_final_eval_false_skips_it_and_says_how_to_run_it_later(tmp_path, capsys
     assert all(split == "valid" for split, _ in ev.calls) and len(ev.calls) == 1  # no probe, no test
     err = capsys.readouterr().err
     assert "train.final_eval=false" in err and f"gramc evaluate --run {tmp_path / 'r'} --checkpoint best" in err
+
+
+def test_pipeline_eval_users_is_the_one_final_evaluation_count(tmp_path):
+    from gramc.pipeline.pipeline import build_stages, check_eval_users
+
+    for ok in (["pipeline.eval_users=5"], ["pipeline.eval_users=5", "train.final_eval_users=5"], []):
+        check_eval_users(load_config(None, ok))
+    cfg = load_config(None, [f"run.out={tmp_path}", "pipeline.eval_users=5", "train.final_eval_users=7"])
+    with pytest.raises(ConfigError, match="pipeline.eval_users"):
+        build_stages(cfg, progress=False)
