@@ -74,6 +74,9 @@ def test_train_writes_a_complete_run_and_tests_the_best_checkpoint(tmp_path, ass
     best = max(valids, key=lambda r: r["ndcg@10"])  # first maximum wins
     assert test["selection"]["step"] == best["step"]
     assert set(test["metrics"]) >= {"ndcg@10", "hit@10"} and test["users"] == 60
+    assert 0 < test["encode_s"] < test["time_s"]  # item encoding timed apart (the step-0 probe's per-call cost)
+    est = [r for r in records if r["kind"] == "final_eval_estimate"]
+    assert len(est) == 1 and est[0]["call_s"] > 0 and est[0]["user_s"] > 0 and est[0]["valid_users"] == 60
     # the tested weights are the best checkpoint's
     assert (run / "checkpoints" / "best" / "model.safetensors").is_file()
     assert json.loads((run / "checkpoints" / "best" / "state.json").read_text())["step"] == best["step"]
@@ -173,3 +176,48 @@ def test_tiny_gramc_memorises_64_samples(assets_dir):
             if acc > 0.95:
                 break
     assert acc > 0.95, f"first-token accuracy {acc:.3f} after {step + 1} steps (start {start:.3f})"
+
+
+def _fields_equal(a, b) -> bool:
+    return all(torch.equal(getattr(a, f.name), getattr(b, f.name)) if isinstance(getattr(a, f.name), torch.Tensor)
+               else getattr(a, f.name) == getattr(b, f.name) for f in dataclasses.fields(a))
+
+
+def test_gramc_collation_in_workers_equals_in_process(assets_dir):
+    from gramc.train.batching import Batcher
+    from gramc.train.loader import host_loader
+    from gramc.train.trainer import count_target_tokens
+
+    cfg = tiny_cfg(assets_dir, "train.batch_size=8")
+    parts = gramc_parts(cfg, DistInfo())
+    plan = Batcher(parts.train_samples, "sequence", 8, 2, cfg.run.seed).plan(0)
+    groups = [plan.step(i) for i in range(min(4, plan.num_steps))]
+    cpu = torch.device("cpu")
+    for a, b, g in zip(host_loader(groups, parts.collate, count_target_tokens, 0, cpu, 0),
+                       host_loader(groups, parts.collate, count_target_tokens, 2, cpu, 0), groups):
+        assert a.tokens == b.tokens and a.samples == b.samples
+        assert all(_fields_equal(x, y) and _fields_equal(x, parts.collate(mb))
+                   for x, y, mb in zip(a.batches, b.batches, g))
+
+
+@pytest.mark.parametrize("placement", ["user_passage", "every_passage", "memory"])
+def test_host_memory_len_equals_the_device_count(assets_dir, placement):
+    """The Collator's host-side memory width is exact without prefix dropout (same memory, bit for
+    bit, as counting on the device) and an upper bound giving the same losses with it."""
+    cfg = tiny_cfg(assets_dir, f"model.prefix.placement={placement}", "model.prefix.prefix_dropout=0.5")
+    parts = gramc_parts(cfg, DistInfo())
+    model = parts.model
+    batch = parts.collate(parts.train_samples[:12])
+    assert len(batch.host_counts) == 12 and model.memory_width(batch, True) > 0
+    unknown = dataclasses.replace(batch, host_counts=())
+    model.eval()
+    with torch.no_grad():
+        (m1, k1), (m0, k0) = model.memory(batch), model.memory(unknown)
+        assert torch.equal(m1, m0) and torch.equal(k1, k0)
+    model.train()
+    with torch.no_grad():
+        torch.manual_seed(1)
+        with_hint = model.token_losses(batch)
+        torch.manual_seed(1)
+        without = model.token_losses(unknown)
+    torch.testing.assert_close(with_hint, without, rtol=1e-5, atol=1e-6)

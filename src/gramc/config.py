@@ -155,8 +155,10 @@ class TrainConfig:
     eps: float = 1e-6
     warmup: float = 0.05  # fraction of optimiser steps
     clip: float = 1.0
-    bf16: bool = False
-    num_workers: int = 0
+    # bf16 autocast of forward passes (training and validation loss; the loss itself is fp32):
+    # "auto" = on when training on CUDA (bf16-capable card), off on CPU; true = on any device; false = fp32
+    bf16: Literal["auto", True, False] = "auto"
+    num_workers: int = 0  # DataLoader worker processes collating training batches; 0 = in the training process
     log_every: int = 20  # optimiser steps
     save_every: int = 0  # optimiser steps; 0 = only at epoch end
     eval_every: int = 1  # epochs between validations
@@ -165,7 +167,9 @@ class TrainConfig:
     max_steps: int = 0  # stop after this many optimiser steps (0 = no limit)
     final_eval: bool = True  # evaluate the best checkpoint on valid and test when training ends
     final_eval_users: int = 0  # users of that final evaluation (first N); 0 = all (published numbers)
-    valid_loss_samples: int = 0  # validation-loss samples per validation (seeded subset); 0 = all
+    # validation-loss samples (a subset drawn once with run.seed, the same at every validation and in
+    # the final evaluation); 0 = all
+    valid_loss_samples: int = 0
 
 
 @dataclass
@@ -345,7 +349,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"config key '{key}' must be a mapping, got {type(value).__name__}")
         return _build(tp, value, key)
     if origin is Literal:
-        if value not in args:
+        # the type must match too: 1 is not `true` and 0 is not `false`
+        if not any(value == a and type(value) is type(a) for a in args):
             raise ConfigError(f"config key '{key}' must be one of {list(args)}, got {value!r}")
         return value
     if origin in (typing.Union, types.UnionType):

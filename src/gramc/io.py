@@ -352,3 +352,25 @@ def read_jsonl(path: str | Path, repair: bool = False) -> list[dict]:
             break
         records.append(rec)
     return records
+_NO_MATPLOTLIB_SAID = False
+
+
+def pyplot() -> Any:
+    """`matplotlib.pyplot` on the file-only Agg backend, or None when matplotlib is not installed:
+    the caller then skips its PNG (one warning per process; every plotted figure is also written
+    as numbers). Imported here, on first use, because matplotlib is slow to import."""
+    global _NO_MATPLOTLIB_SAID
+    try:
+        import matplotlib
+    except ImportError:
+        if not _NO_MATPLOTLIB_SAID:
+            import sys
+
+            print("gramc: matplotlib is not installed: PNG plots are skipped (the numbers are in the JSON files)",
+                  file=sys.stderr)
+            _NO_MATPLOTLIB_SAID = True
+        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt

@@ -27,7 +27,7 @@ from ..config import BaselineConfig, Config
 from ..data.dataset import SeqDataset
 from ..data.splits import Sample, training_sequences
 from ..eval.metrics import summarize
-from ..io import torch_save
+from ..io import pyplot, torch_save
 from ..runinfo import write_run_info
 from .common import evaluate_scorer, resolve_device, split_ranks
 
@@ -260,10 +260,9 @@ def train_sasrec(ds: SeqDataset, cfg: Config, out: str | Path | None = None,
 
 def plot_curve(log: list[dict], path: str | Path, title: str = "SASRec-CE") -> None:
     """Training loss and validation ndcg@10 per epoch, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
+    if plt is None:
+        return
 
     from ..io import atomic_path
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..io import pyplot
 from .dataset import SeqDataset
 from .splits import samples, training_sequences
 
@@ -143,10 +144,9 @@ def format_stats(st: DatasetStats) -> str:
 
 def plot_lengths(st: DatasetStats, path: str | Path, title: str = "") -> None:
     """PNG bar chart of the sequence-length histogram (written atomically)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
+    if plt is None:
+        return
 
     from ..io import atomic_path
 

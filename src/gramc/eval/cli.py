@@ -18,7 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..io import atomic_path, claim_output, write_json
+from ..io import atomic_path, claim_output, pyplot, write_json
 from .metrics import repeat_warning
 
 
@@ -36,10 +36,9 @@ def format_table(rec: dict) -> str:
 
 def plot_metrics(rec: dict, path: Path) -> None:
     """hit@k and ndcg@k against k with their confidence intervals (PNG)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
+    if plt is None:
+        return
 
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     for kind in ("hit", "ndcg"):

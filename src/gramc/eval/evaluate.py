@@ -32,7 +32,7 @@ from ..config import Config, absolute_paths, from_dict
 from ..data.splits import Sample, samples as split_samples
 from .beam import beam_search
 from .metrics import bootstrap_ci, per_user_metrics, ranks_from_lists, repeat_stats, summarize
-from .trie import trie_for
+from .trie import Trie, trie_for
 
 
 class EvalError(GramcError, RuntimeError):
@@ -154,15 +154,18 @@ def merge_shards(parts: list[dict[str, Any]], total: int) -> dict[str, np.ndarra
     for key in parts[0]:
         if key == "invalid":
             out[key] = int(sum(p[key] for p in parts))
+        elif key == "encode_s":  # ranks encode in parallel: the slowest one
+            out[key] = float(max(p[key] for p in parts))
         else:
             out[key] = np.concatenate([p[key] for p in parts])[order]
     return out
 
 
 def evaluate_samples(model, assets, cfg: Config, smp: Sequence[Sample], beams: int | None = None,
-                     progress: bool = True) -> dict[str, Any]:
+                     progress: bool = True, trie: Trie | None = None) -> dict[str, Any]:
     """Beam-search this process's share of `smp`; return its per-sample arrays (keys: index, users,
-    targets, ranks, items, scores, invalid). Indices refer to positions in `smp`."""
+    targets, ranks, items, scores, invalid, encode_s = seconds spent encoding item passages). Indices refer to positions in `smp`. `trie`: the item
+    trie already on the model's device (the trainer moves it once per run); None = build it here."""
     from ..model.inputs import Collator
 
     world = dist.get_world_size() if dist.is_initialized() else 1
@@ -171,13 +174,15 @@ def evaluate_samples(model, assets, cfg: Config, smp: Sequence[Sample], beams: i
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    trie = trie_for(assets.item_ids).to(device)
+    trie = (trie if trie is not None else trie_for(assets.item_ids)).to(device)  # no copy when already there
     mine = _shard(list(range(len(smp))), rank, world)
     glob = uses_global_items(cfg)
     collate = Collator(assets.cache, cfg, gcn_rows=assets.gcn_rows, items="global" if glob else "batch",
                        dedupe=False if not glob else None)
     show = progress and rank == 0
+    t_encode = time.perf_counter()
     items_table = encode_all_items(model, assets.cache, cfg, device, show) if glob and mine else None
+    encode_s = time.perf_counter() - t_encode
     bf16 = cfg.eval.bf16 and device.type == "cuda"
     n = len(mine)
     out_items = np.full((n, beams), -1, dtype=np.int64)
@@ -210,11 +215,12 @@ def evaluate_samples(model, assets, cfg: Config, smp: Sequence[Sample], beams: i
     targets = np.array([smp[i].target for i in mine], dtype=np.int64)
     ranks = ranks_from_lists(out_items, targets)
     return {"index": np.array(mine, dtype=np.int64), "users": np.array([smp[i].user for i in mine], dtype=np.int64),
-            "targets": targets, "ranks": ranks, "items": out_items, "scores": out_scores, "invalid": invalid}
+            "targets": targets, "ranks": ranks, "items": out_items, "scores": out_scores, "invalid": invalid,
+            "encode_s": encode_s}
 
 
 def evaluate_split(model, assets, cfg: Config, split: str, max_users: int = 0, beams: int | None = None,
-                   progress: bool = True) -> EvalResult:
+                   progress: bool = True, trie: Trie | None = None) -> EvalResult:
     """Evaluate `split` ("valid" or "test"): metrics, per-user ranks and predictions.
 
     Every process of a DDP group must call it (each evaluates its own share); all of them return
@@ -230,7 +236,7 @@ def evaluate_split(model, assets, cfg: Config, split: str, max_users: int = 0, b
         raise EvalError(f"the {split} split has no users (sequences need at least 3 items)")
     world = dist.get_world_size() if dist.is_initialized() else 1
     model = getattr(model, "module", model)  # a DDP wrapper: search with the module itself
-    local = evaluate_samples(model, assets, cfg, smp, beams=beams, progress=progress)
+    local = evaluate_samples(model, assets, cfg, smp, beams=beams, progress=progress, trie=trie)
     merged = merge_shards(_gather(local, world), len(smp))
     ks = list(cfg.eval.ks)
     means = summarize(merged["ranks"], ks)
@@ -240,7 +246,7 @@ def evaluate_split(model, assets, cfg: Config, split: str, max_users: int = 0, b
                       ranks=merged["ranks"], items=merged["items"], scores=merged["scores"],
                       invalid=int(merged["invalid"]), beams=beams or cfg.eval.beams,
                       length_penalty=cfg.eval.length_penalty, time_s=time.perf_counter() - t0,
-                      extra={"world": world,
+                      extra={"world": world, "encode_s": round(float(merged.get("encode_s", 0.0)), 3),
                              "repeats": repeat_stats(merged["items"], [s.history for s in smp], merged["targets"]),
                              # eval.allow_capped: these cut-offs exceed the beam, so their hits are capped
                              **({"capped_ks": capped} if (capped := [k for k in ks if k > (beams or cfg.eval.beams)])

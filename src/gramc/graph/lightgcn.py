@@ -34,7 +34,7 @@ from ..config import Config, ConfigError, GcnConfig, to_dict
 from ..data.dataset import DataError, SeqDataset
 from ..data.splits import MIN_LEN, Split, samples, training_sequences
 from ..eval.metrics import ranks_from_scores, summarize
-from ..io import atomic_dir, claim_output, sha256_file, torch_save, write_json
+from ..io import atomic_dir, claim_output, pyplot, sha256_file, torch_save, write_json
 from ..runinfo import write_run_info
 from .artifacts import EMBEDDINGS_FILE, MAPPING_FILE, META_FILE, MODEL_FILE, SIMILAR_FILE
 from .similar import top_k_cosine, write_similar_items
@@ -473,10 +473,9 @@ def _valid_point(model: LightGCN, adj, ds: SeqDataset) -> dict[str, float]:
 
 
 def _plot(path: Path, loss: list[float], valid: list[dict[str, float]], pop_r10: float) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
+    if plt is None:
+        return
 
     from ..io import atomic_path
 

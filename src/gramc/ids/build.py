@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from ..config import IdsConfig
 from ..data.dataset import SeqDataset
+from ..io import pyplot
 from .itemids import IdsError, ItemIds
 from .tokenizer import Tokenizer
 
@@ -462,10 +463,9 @@ def _sha(path: Path) -> str:
 
 def plot_ids(ids: ItemIds, path: str | Path, title: str = "") -> None:
     """Bar charts: items per level-1 token (sorted) and the number of levels per item."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
+    if plt is None:
+        return
 
     from ..io import atomic_path
     from collections import Counter

@@ -42,6 +42,12 @@ def build_backbone(cfg: ModelConfig, vocab_size: int) -> T5:
     return T5(T5Dims.preset(cfg.preset, vocab_size=vocab_size, dropout_rate=cfg.dropout))
 
 
+def _on_host(t: torch.Tensor) -> bool:
+    """Whether reading `t` costs no device sync (input checks run only then; on an accelerator the
+    step-0 audit checks the same batch fields)."""
+    return t.device.type == "cpu"
+
+
 class GramC(nn.Module):
     """GRAM (late fusion of user and item passages) + an optional collaborative prefix."""
 
@@ -125,22 +131,36 @@ class GramC(nn.Module):
             history[valid] = inv
         elif pre is not None and self.placement == "every_passage":
             owner = batch.item_owner
-            if batch.item_input.shape[0] and bool((owner < 0).any()):
+            if batch.item_input.shape[0] and _on_host(owner) and bool((owner < 0).any()):
                 raise ValueError("every_passage placement needs per-sample item rows (item_owner >= 0)")
             row_states, row_mask = self.item_states(batch.item_input, batch.item_mask, pre[0][owner], pre[1][owner])
         else:
             row_states, row_mask = self.item_states(batch.item_input, batch.item_mask)
 
-        memory, mask = self._fuse(user_states, user_mask, row_states, row_mask, history)
+        width = self.memory_width(batch, pre is not None)
+        memory, mask = self._fuse(user_states, user_mask, row_states, row_mask, history, width)
         if pre is not None and self.placement == "memory":
             memory = torch.cat([memory, pre[0].to(memory.dtype)], 1)
             mask = torch.cat([mask, pre[1]], 1)
         return memory, mask
 
+    def memory_width(self, batch: Batch, with_prefix: bool) -> int:
+        """Memory slots before a `memory`-placed prefix, from the batch's host counts: the most real
+        tokens of a sample (user passage, history passages, and the prefix slots this model puts in
+        them). Exact, or an upper bound when prefix dropout drops a prefix; 0 when unknown."""
+        if not batch.host_counts:
+            return 0
+        per_passage = with_prefix and self.placement in ("user_passage", "every_passage")
+        return max(tokens + (slots * (1 + n if self.placement == "every_passage" else 1) if per_passage else 0)
+                   for tokens, slots, n in batch.host_counts)
+
     def _fuse(self, user_states: torch.Tensor, user_mask: torch.Tensor, row_states: torch.Tensor,
-              row_mask: torch.Tensor, history: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+              row_mask: torch.Tensor, history: torch.Tensor, width: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """Gather per sample [user passage; history rows in order] keeping only real tokens, and add
-        the passage-position embedding. One index_select: no padded [B, N, L, d] tensor is built."""
+        the passage-position embedding. One index_select: no padded [B, N, L, d] tensor is built.
+
+        `width`: memory slots counted on the host (`memory_width`, >= every sample's real tokens);
+        0 = the most real tokens of a sample, read from the device (a host sync)."""
         dev = user_states.device
         b, lu, d = user_states.shape
         r, li = row_mask.shape
@@ -161,7 +181,7 @@ class GramC(nn.Module):
         seg_cnt = torch.where(seg_row >= 0, count[seg_row.clamp(min=0)], torch.zeros_like(seg_row))
         cum = seg_cnt.cumsum(1)
         total = cum[:, -1]
-        m = int(total.max())
+        m = width or int(total.max())
         pos = torch.arange(m, device=dev).unsqueeze(0).expand(b, m).contiguous()
         seg = torch.searchsorted(cum, pos, right=True).clamp(max=n)  # segment of each memory slot
         offset = pos - (cum - seg_cnt).gather(1, seg)

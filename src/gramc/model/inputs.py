@@ -342,6 +342,10 @@ class Batch:
     prefix_enabled: bool = False
     item_index: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))  # [P] dataset item of each row
     global_items: bool = False  # history indexes a table of all items (dataset indices)
+    # per sample, counted on the host by the Collator: (real tokens of the user and history
+    # passages, real prefix slots, history passages), so the model sizes its memory without a
+    # device read (`GramC.memory_width`); () = unknown (counted on the device)
+    host_counts: tuple[tuple[int, int, int], ...] = ()
 
     @property
     def batch_size(self) -> int:
@@ -452,9 +456,14 @@ class Collator:
                 last = list(s.history[-self.max_his:][-self.k:])[::-1]  # most recent first
                 if last:
                     recent[r, : len(last)] = self.gcn_rows[torch.tensor(last, dtype=torch.long)]
+        item_len = cache.item_len
+        passage_tokens = [int(lens[r]) + (int(item_len[torch.tensor(h, dtype=torch.long)].sum()) if h else 0)
+                          for r, h in enumerate(hists)]
+        counts = tuple(zip(passage_tokens, (recent != 0).sum(1).tolist(), [len(h) for h in hists]))
 
         return Batch(user_input=user_input, user_mask=user_mask, item_input=item_input, item_mask=item_mask,
                      history=history, item_owner=owner, labels=labels, recent_item_ids=recent,
                      users=torch.tensor([s.user for s in samples], dtype=torch.long), targets=targets,
                      prefix_enabled=self.prefix_enabled, item_index=row_items,
-                     global_items=self.items == "global")
+                     global_items=self.items == "global", host_counts=counts)
+

@@ -218,6 +218,7 @@ def _deepcopy(cfg: Config) -> Config:
 
 def build_stages(cfg: Config, progress: bool = True) -> list[Stage]:
     """The ordered stages for `cfg` (root = run.out)."""
+    check_eval_users(cfg)
     root = Path(cfg.run.out)
     sc = stage_config(cfg, root)
     stages: list[Stage] = []
@@ -389,9 +390,10 @@ def build_stages(cfg: Config, progress: bool = True) -> list[Stage]:
 def train_stage(sc: Config, folder: Path, eval_users: int, train_minutes: float, resume: bool) -> dict:
     """Train GRAM-C into `folder` (resuming its last checkpoint if asked) and return a summary.
 
-    `eval_users` > 0 caps the final valid/test evaluation to the first N users (validation during
-    training is capped by train.eval_users); `train_minutes` > 0 sets train.max_steps from the
-    throughput measured on a few probe steps.
+    `eval_users` (`pipeline.eval_users`) > 0 caps the final valid/test evaluation to the first N
+    users: in a pipeline it sets `train.final_eval_users` (the two must agree, see
+    `check_eval_users`) and, where `train.eval_users` is 0, validation during training too;
+    `train_minutes` > 0 sets train.max_steps from the throughput measured on a few probe steps.
     """
     import copy
 
@@ -402,6 +404,7 @@ def train_stage(sc: Config, folder: Path, eval_users: int, train_minutes: float,
     c = copy.deepcopy(sc)
     c.run.out = str(folder)
     c = absolute_paths(c)  # the run's config.yaml reads back from any working directory
+    c.train.final_eval_users = eval_users
     info = init_distributed(c.run.device)
     parts = gramc_parts(c, info)
     if eval_users > 0 and parts.evaluate is not None:
@@ -432,6 +435,18 @@ def train_stage(sc: Config, folder: Path, eval_users: int, train_minutes: float,
     return summary
 
 
+def check_eval_users(cfg: Config) -> None:
+    """`pipeline.eval_users` is the pipeline's one count of final-evaluation users (train stage and
+    evaluate stage alike); a different `train.final_eval_users` is an error, not a silent choice."""
+    t, p = cfg.train.final_eval_users, cfg.pipeline.eval_users
+    if t not in (0, p):
+        from ..config import ConfigError
+
+        raise ConfigError(f"config key 'train.final_eval_users' is {t} but 'pipeline.eval_users' is {p}: in a "
+                          "pipeline the final evaluation's users are set by pipeline.eval_users (set that one, "
+                          "leave train.final_eval_users at 0)")
+
+
 def measure_step_seconds(parts, cfg: Config, steps: int = 3) -> float:
     """Seconds per optimiser step of this model/batching, measured on a throw-away copy."""
     import copy
@@ -450,7 +465,8 @@ def measure_step_seconds(parts, cfg: Config, steps: int = 3) -> float:
     times = []
     for i in range(min(steps + 1, plan.num_steps)):
         t0 = time.perf_counter()
-        trainer.train_step([to_device(parts.collate(mb), info.device) for mb in plan.step(i)])
+        stats = trainer.train_step([to_device(parts.collate(mb), info.device) for mb in plan.step(i)])
+        stats.loss  # reads the loss: waits for the device, so the time is the step's, not its launch's
         times.append(time.perf_counter() - t0)
     del trainer, model
     torch.manual_seed(cfg.run.seed)
@@ -487,10 +503,12 @@ def evaluate_stage(sc: Config, train_folder: Path, folder: Path, eval_users: int
         source = "train stage's final evaluation of the best checkpoint"
     else:
         from ..eval.evaluate import evaluate_split, load_model_from_run
+        from ..eval.trie import trie_for
 
         model, assets, cfg = load_model_from_run(train_folder, "best")
+        trie = trie_for(assets.item_ids).to(next(model.parameters()).device)  # once for both splits
         for split, name in (("valid", "metrics_valid.json"), ("test", "metrics.json")):
-            res = evaluate_split(model, assets, sc, split, max_users=eval_users)
+            res = evaluate_split(model, assets, sc, split, max_users=eval_users, trie=trie)
             write_json(folder / name, {**res.to_json(), "model": "gramc"})
         source = "evaluated here"
     write_run_info(folder, sc, {"checkpoint": train_folder / "checkpoints"})

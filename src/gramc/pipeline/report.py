@@ -18,7 +18,7 @@ import yaml
 
 from ..errors import GramcError
 from ..config import flatten
-from ..io import atomic_path, read_json, write_text
+from ..io import atomic_path, pyplot, read_json, write_text
 
 METRIC_COLUMNS = ("hit@1", "hit@5", "ndcg@5", "hit@10", "ndcg@10", "hit@20", "mrr")
 
@@ -128,10 +128,9 @@ def _savefig(fig, path: Path) -> None:
 
 def plot_curves(runs: list[RunView], path: Path) -> bool:
     """Training loss and validation ndcg@10 of every run that has a log; False when none has."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
+    if plt is None:
+        return False
 
     with_log = [r for r in runs if r.log]
     if not with_log:
@@ -155,10 +154,9 @@ def plot_curves(runs: list[RunView], path: Path) -> bool:
 
 def plot_metrics(runs: list[RunView], path: Path, metrics: Sequence[str] = ("hit@10", "ndcg@10")) -> bool:
     """Bars of test metrics with bootstrap 95% intervals as error bars."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
+    if plt is None:
+        return False
     import numpy as np
 
     rows = [r for r in runs if r.test and "metrics" in r.test]

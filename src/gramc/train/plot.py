@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import GramcError
-from ..io import atomic_path, read_jsonl
+from ..io import atomic_path, pyplot, read_jsonl
 
 
 class PlotError(GramcError, ValueError):
@@ -31,10 +31,9 @@ def _save(fig, path: Path) -> None:
 
 def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Path]:
     """Write the PNGs (into `out_dir`, default RUN_DIR) and return their paths."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
+    if plt is None:
+        return []
 
     records = read_log(run_dir)
     steps = [r for r in records if r.get("kind") == "step"]

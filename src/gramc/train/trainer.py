@@ -9,12 +9,22 @@ Two layers:
   each micro-batch backpropagates ``loss_sum * world / global_tokens`` (DDP averages over ranks).
   The gradient is then exactly d(sum of token losses)/d(theta) / (tokens of the step), whatever
   the number of ranks or accumulation steps and however tokens are spread over ranks.
-* `fit(parts, cfg, run_dir)` runs a whole training: batches (`batching.Batcher`), step-0 audit,
-  logs, checkpoints and resume, validation and best-checkpoint selection, test of the best
-  checkpoint. `train(cfg)` builds GRAM-C's parts from the config and calls `fit`.
+* `fit(parts, cfg, run_dir)` runs a whole training: a loop over epochs, each ending with one
+  outcome (finished / stopped at `train.max_steps` / interrupted by `stop_after`); batches
+  (`batching.Batcher` through `loader.host_loader`), step-0 audit and final-evaluation estimate,
+  logs (`StepWindow`), checkpoints and resume, validation and best-checkpoint selection, then the
+  final evaluation of the best checkpoint (`evaluation.final_test`). `train(cfg)` builds GRAM-C's
+  parts from the config and calls `fit`.
 
 Processes are started by torchrun (RANK, WORLD_SIZE, LOCAL_RANK); gloo on CPU, nccl on GPU. Only
 rank 0 writes the run folder.
+
+On a GPU: training batches are collated by a `torch.utils.data.DataLoader` over the epoch's plan
+(`train.num_workers` worker processes, pinned memory, `non_blocking` copies), so collation overlaps
+compute and the copy overlaps the previous step; target tokens are counted on the host before the
+copy; loss, token and gradient-norm figures stay on the device and are read (one host sync) only at
+logging steps; fp32 matmuls use TF32 during training steps; forward passes run under bf16 autocast
+when `train.bf16` says so ("auto": on CUDA), the loss itself in fp32.
 """
 
 from __future__ import annotations
@@ -25,7 +35,6 @@ import json
 import math
 import os
 import random
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,9 +54,13 @@ from ..errors import GramcError
 from ..io import read_jsonl, write_json, write_text
 from ..runinfo import write_run_info
 from .batching import Batcher
-from .checkpoint import (CheckpointError, TrainState, copy_checkpoint, load_checkpoint, load_weights,
+from .checkpoint import (CheckpointError, TrainState, copy_checkpoint, load_checkpoint,  # noqa: F401
                          rng_state, save_checkpoint, verify_assets)
+from .evaluation import announce_final_eval, barrier as _barrier, final_test, say as _print, skip_final_test
+from .evaluation import validation_loss, valid_loss_subset
+from .loader import HostStep, count_target_tokens, host_loader, num_samples, to_device  # noqa: F401
 from .optim import build_optimizer, build_scheduler
+from .precision import autocast, bf16_enabled, tf32_matmuls
 
 Fault = Literal["double_reduce", "module_call"]
 FAULTS = ("double_reduce", "module_call")
@@ -115,42 +128,42 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _barrier(info: DistInfo) -> None:
-    if info.distributed:
-        dist.barrier()
-
-
 # --------------------------------------------------------------------------------------------
 # One optimiser step
 # --------------------------------------------------------------------------------------------
 
 
-def count_target_tokens(batch: Any) -> torch.Tensor:
-    """Target tokens of a batch: labels that are not -100."""
-    return (batch.labels != -100).sum()
-
-
-def to_device(batch: Any, device: torch.device) -> Any:
-    """Move a batch (an object with `.to`, or a dataclass of tensors) to `device`."""
-    if hasattr(batch, "to") and callable(batch.to):
-        return batch.to(device)
-    if dataclasses.is_dataclass(batch):
-        changes = {f.name: getattr(batch, f.name).to(device) for f in dataclasses.fields(batch)
-                   if isinstance(getattr(batch, f.name), torch.Tensor)}
-        return dataclasses.replace(batch, **changes)
-    raise TypeError(f"cannot move a {type(batch).__name__} to {device}")
-
-
 @dataclass
 class StepStats:
-    """What one optimiser step did (global figures: summed over ranks)."""
+    """What one optimiser step did (global figures: summed over ranks).
 
-    loss: float  # mean target-token cross-entropy of the step
-    tokens: int  # target tokens of the step
-    samples: int  # samples (targets) of the step
-    grad_norm: float  # global L2 norm of the synchronised gradient, before clipping
+    The loss sum and the gradient norm stay tensors on the device (reading them is a host sync):
+    the properties `loss`, `grad_norm`, `tokens`, `samples` read them as Python numbers.
+    """
+
+    loss_sum: torch.Tensor  # float64: target-token cross-entropy summed over the step
+    token_count: float | torch.Tensor  # target tokens of the step
+    sample_count: int | torch.Tensor  # samples (targets) of the step
+    grad_norm_t: torch.Tensor  # global L2 norm of the synchronised gradient, before clipping
     lr: float  # learning rate used by this step
-    compute_s: float  # wall time of forward/backward/step on this rank
+    compute_s: float  # wall time of train_step on this rank (host time: kernels may still run)
+
+    @property
+    def loss(self) -> float:
+        """Mean target-token cross-entropy of the step."""
+        return float(self.loss_sum) / float(self.token_count)
+
+    @property
+    def tokens(self) -> int:
+        return int(self.token_count)
+
+    @property
+    def samples(self) -> int:
+        return int(self.sample_count)
+
+    @property
+    def grad_norm(self) -> float:
+        return float(self.grad_norm_t)
 
 
 class Trainer:
@@ -199,26 +212,50 @@ class Trainer:
             return self.ddp.module(batch)  # the fault: DDP's reducer is never armed
         return self.net(batch)
 
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        return torch.autocast(self.info.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16)
+    @property
+    def bf16(self) -> bool:
+        return bf16_enabled(self.cfg.bf16, self.info.device)
 
-    def train_step(self, micro_batches: Sequence[Any]) -> StepStats:
-        """One optimiser step over this rank's micro-batches (already on the device)."""
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        return autocast(self.info.device, self.bf16)
+
+    def _global_counts(self, micro_batches: Sequence[Any], tokens: Optional[Sequence[int]]
+                       ) -> tuple[float | torch.Tensor, int | torch.Tensor, float | torch.Tensor]:
+        """(global target tokens, global samples, loss scale world / global tokens).
+
+        Single process with host counts: Python numbers, no device work. Under DDP the counts are
+        all-reduced on the device and stay there (no host read unless this rank has no tokens).
+        """
+        dev = self.info.device
+        if tokens is None:  # counted on the device (one host read)
+            tokens = [int(self.count_tokens(b)) for b in micro_batches]
+        local_tokens, local_samples = float(sum(tokens)), sum(num_samples(b) for b in micro_batches)
+        if not self.info.distributed:
+            if local_tokens <= 0:
+                raise TrainError(_NO_TOKENS)
+            return local_tokens, local_samples, self.info.world / local_tokens
+        host = torch.tensor([local_tokens, float(local_samples)], dtype=torch.float64)
+        local = host.pin_memory().to(dev, non_blocking=True) if dev.type == "cuda" else host.to(dev)
+        dist.all_reduce(local)
+        if local_tokens <= 0 and float(local[0]) <= 0:
+            raise TrainError(_NO_TOKENS)
+        return local[0], local[1], self.info.world / local[0]
+
+    def train_step(self, micro_batches: Sequence[Any], tokens: Optional[Sequence[int]] = None) -> StepStats:
+        """One optimiser step over this rank's micro-batches (already on the device).
+
+        `tokens`: target tokens of each micro-batch, counted on the host (`HostStep.tokens`);
+        None = count them here (a device-to-host read)."""
         if not micro_batches:
             raise ValueError("train_step needs at least one micro-batch")
         t0 = time.perf_counter()
+        with tf32_matmuls(self.info.device):
+            return self._step(micro_batches, tokens, t0)
+
+    def _step(self, micro_batches: Sequence[Any], tokens: Optional[Sequence[int]], t0: float) -> StepStats:
         self.model.train()
         dev = self.info.device
-        counts = torch.stack([self.count_tokens(b).to(dev, torch.float64) for b in micro_batches])
-        local = torch.stack([counts.sum(), torch.tensor(float(sum(_num_samples(b) for b in micro_batches)),
-                                                        dtype=torch.float64, device=dev)])
-        if self.info.distributed:
-            dist.all_reduce(local)
-        global_tokens, global_samples = float(local[0]), int(local[1])
-        if global_tokens <= 0:
-            raise TrainError("an optimiser step has no target tokens on any rank (all labels are -100); "
-                             "check the collator's labels")
-        scale = self.info.world / global_tokens
+        global_tokens, global_samples, scale = self._global_counts(micro_batches, tokens)
         loss_total = torch.zeros((), dtype=torch.float64, device=dev)
         last = len(micro_batches) - 1
         for i, batch in enumerate(micro_batches):
@@ -226,7 +263,8 @@ class Trainer:
             with sync_ctx:
                 with self._autocast():
                     loss_sum, _ = self._forward(batch)
-                (loss_sum * scale).backward()
+                step_scale = scale.to(loss_sum.dtype) if isinstance(scale, torch.Tensor) else scale
+                (loss_sum * step_scale).backward()
             loss_total += loss_sum.detach().to(torch.float64)
         if self.fault == "double_reduce" and self.info.distributed:
             for p in self.params:
@@ -238,21 +276,27 @@ class Trainer:
         if self.cfg.clip > 0:
             grad_norm = torch.nn.utils.clip_grad_norm_(grads, self.cfg.clip)
         else:
-            grad_norm = torch.nn.utils.get_total_norm([p.grad for p in grads])
+            grad_norm = total_norm(grads)
         lr = self.optimizer.param_groups[0]["lr"]
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         if self.info.distributed:
             dist.all_reduce(loss_total)
-        return StepStats(loss=float(loss_total) / global_tokens, tokens=int(global_tokens),
-                         samples=global_samples, grad_norm=float(grad_norm), lr=lr,
-                         compute_s=time.perf_counter() - t0)
+        return StepStats(loss_sum=loss_total, token_count=global_tokens, sample_count=global_samples,
+                         grad_norm_t=grad_norm.detach(), lr=lr, compute_s=time.perf_counter() - t0)
 
 
-def _num_samples(batch: Any) -> int:
-    labels = getattr(batch, "labels", None)
-    return int(labels.shape[0]) if labels is not None else 1
+_NO_TOKENS = ("an optimiser step has no target tokens on any rank (all labels are -100); "
+              "check the collator's labels")
+
+
+def total_norm(params: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Global L2 norm of the gradients of `params` (torch >= 2.6 has `nn.utils.get_total_norm`; the
+    fallback is `clip_grad_norm_` with an infinite bound, which scales every gradient by exactly 1)."""
+    if hasattr(torch.nn.utils, "get_total_norm"):
+        return torch.nn.utils.get_total_norm([p.grad for p in params])
+    return torch.nn.utils.clip_grad_norm_(params, float("inf"))  # pragma: no cover (torch < 2.6)
 
 
 # --------------------------------------------------------------------------------------------
@@ -277,6 +321,8 @@ class TrainParts:
     # `Assets.fingerprints()`: written into every checkpoint (assets.json), verified on resume
     assets: Optional[dict[str, Any]] = None
     count_tokens: Callable[[Any], torch.Tensor] = count_target_tokens
+    # users per split for the final-evaluation estimate ({"valid": n, "test": n}; missing = valid samples)
+    split_users: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -314,24 +360,6 @@ def model_scalars(model: nn.Module) -> dict[str, float]:
             if p.numel() == 1 and "scale" in n.lower()}
 
 
-def validation_loss(model: nn.Module, collate: Callable, samples: Sequence[Sample], batch_size: int,
-                    info: DistInfo, count_tokens: Callable = count_target_tokens) -> float:
-    """Token-mean cross-entropy on `samples`, split across ranks and summed."""
-    model.eval()
-    totals = torch.zeros(2, dtype=torch.float64, device=info.device)
-    mine = list(samples[info.rank::info.world])
-    with torch.no_grad():
-        for i in range(0, len(mine), batch_size):
-            batch = to_device(collate(mine[i:i + batch_size]), info.device)
-            loss_sum, n = model(batch)
-            totals[0] += loss_sum.to(torch.float64)
-            totals[1] += float(n)
-    if info.distributed:
-        dist.all_reduce(totals)
-    model.train()
-    return float(totals[0] / totals[1]) if totals[1] > 0 else float("nan")
-
-
 def _better(value: float, best: Optional[float], mode: str) -> bool:
     if value is None or math.isnan(value):
         return False
@@ -348,11 +376,6 @@ def _patience_spent(patience: int, epoch: int, state: TrainState, info: DistInfo
     return True
 
 
-def _print(info: DistInfo, text: str) -> None:
-    if info.is_main:
-        tqdm.write(text, file=sys.stderr)
-
-
 def run_audit(parts: TrainParts, batch: Any, run_dir: Path, info: DistInfo) -> list[Check]:
     """Step-0 audit: print, save audit.json (rank 0), refuse to train on a failure."""
     checks = parts.audit(batch, parts.model) if parts.audit is not None else []
@@ -367,6 +390,157 @@ def run_audit(parts: TrainParts, batch: Any, run_dir: Path, info: DistInfo) -> l
     return checks
 
 
+@dataclass
+class StepWindow:
+    """The figures of the optimiser steps since the last `step` log record. Loss, tokens and
+    gradient norms are summed on the device; `record` reads them (the one host sync of a window)."""
+
+    loss_sum: Any = 0.0  # summed token cross-entropy (a device tensor once a step was added)
+    tokens: Any = 0.0
+    samples: Any = 0
+    grad_norm: Any = 0.0  # sum of the steps' gradient norms
+    data_s: float = 0.0  # host time spent waiting for batches
+    steps: int = 0
+    t0: float = field(default_factory=time.perf_counter)
+
+    def add(self, stats: StepStats, data_s: float) -> None:
+        self.loss_sum = self.loss_sum + stats.loss_sum
+        self.tokens = self.tokens + stats.token_count
+        self.samples = self.samples + stats.sample_count
+        self.grad_norm = self.grad_norm + stats.grad_norm_t
+        self.data_s += data_s
+        self.steps += 1
+
+    def record(self, step: int, epoch: int, lr: float, model: nn.Module) -> dict[str, Any]:
+        tokens, samples = float(self.tokens), float(self.samples)
+        elapsed = max(1e-9, time.perf_counter() - self.t0)  # after the read above: kernels are done
+        return {"kind": "step", "step": step, "epoch": epoch, "loss": float(self.loss_sum) / max(1.0, tokens),
+                "lr": lr, "grad_norm": float(self.grad_norm) / max(1, self.steps),
+                "tokens_per_s": tokens / elapsed, "samples_per_s": samples / elapsed,
+                "data_s": self.data_s, "compute_s": max(0.0, elapsed - self.data_s), **model_scalars(model)}
+
+
+Outcome = Literal["finished", "stopped", "interrupted"]  # epoch done / train.max_steps reached / stop_after
+
+
+@dataclass
+class _Run:
+    """What one `fit` call works with (built once; the loop mutates only `state`)."""
+
+    parts: TrainParts
+    cfg: Config
+    info: DistInfo
+    run_dir: Path
+    trainer: Trainer
+    batcher: Batcher
+    state: TrainState
+    log: JsonlLog
+    total: int
+    metric: tuple[str, str]
+    valid_loss_samples: list[Sample]
+    stop_after: Optional[int]
+    audited: bool
+
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.run_dir / "checkpoints"
+
+    def save(self, where: str = "last") -> None:
+        info = self.info
+        rngs: list[Any] = [None] * info.world
+        if info.distributed:
+            dist.all_gather_object(rngs, rng_state())
+        else:
+            rngs = [rng_state()]
+        if info.is_main:
+            save_checkpoint(self.ckpt_dir / where, self.trainer.model, self.trainer.optimizer,
+                            self.trainer.scheduler, self.state, rngs, assets=self.parts.assets)
+        _barrier(info)
+
+    def valid_loss(self) -> float:
+        tc = self.cfg.train
+        return validation_loss(self.trainer.model, self.parts.collate, self.valid_loss_samples, tc.batch_size,
+                               self.info, self.trainer.bf16, tc.num_workers)
+
+    def validate(self, epoch: int) -> dict[str, Any]:
+        """Validation loss (+ beam metrics), best-checkpoint bookkeeping, then checkpoints/last (+ best)."""
+        model, state = self.trainer.model, self.state
+        record: dict[str, Any] = {"kind": "valid", "epoch": epoch, "step": state.step, "valid_loss": self.valid_loss()}
+        if self.parts.evaluate is not None:  # every rank takes part (evaluation is sharded)
+            model.eval()
+            with torch.no_grad():
+                record.update(self.parts.evaluate(model, "valid", self.cfg.train.eval_users)["metrics"])
+            model.train()
+        name, mode = self.metric
+        value = record.get(name)
+        if _better(value, state.best_value, mode):
+            state.best_value, state.best_step, state.best_epoch = float(value), state.step, epoch
+            record["best"] = True
+        self.log.write(record)
+        _print(self.info, f"epoch {epoch} validation: " + ", ".join(
+            f"{k}={v:.4f}" for k, v in record.items() if isinstance(v, float)))
+        return record
+
+    def run_epoch(self, epoch: int, pbar: tqdm) -> tuple[Outcome, Any, float]:
+        """The optimiser steps of `epoch` from where the state stands -> (outcome, summed loss, tokens)."""
+        tc, state, info = self.cfg.train, self.state, self.info
+        plan = self.batcher.plan(epoch)
+        start = state.step_in_epoch if epoch == state.epoch else 0
+        state.epoch = epoch
+        loader = host_loader([plan.step(i) for i in range(start, plan.num_steps)], self.parts.collate,
+                             self.parts.count_tokens, tc.num_workers, info.device, seed=self.cfg.run.seed + epoch)
+        batches = iter(loader)
+        loss_sum, tokens, window = 0.0, 0.0, StepWindow()
+        for i in range(start, plan.num_steps):
+            if tc.max_steps and state.step >= tc.max_steps:
+                return "stopped", loss_sum, tokens
+            t0 = time.perf_counter()
+            host = next(batches)
+            micro = host.to(info.device)
+            data_s = time.perf_counter() - t0
+            if not self.audited:
+                run_audit(self.parts, micro[0], self.run_dir, info)
+                self.audited = True
+                announce_final_eval(self)
+                window = StepWindow()
+            stats = self.trainer.train_step(micro, host.tokens)
+            state.step, state.step_in_epoch = state.step + 1, i + 1
+            loss_sum, tokens = loss_sum + stats.loss_sum, tokens + stats.token_count
+            window.add(stats, data_s)
+            pbar.update(1)
+            if state.step % max(1, tc.log_every) == 0 or state.step == self.total:
+                record = window.record(state.step, epoch, stats.lr, self.trainer.model)
+                self.log.write(record)
+                if info.is_main:
+                    pbar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{stats.lr:.2e}",
+                                     sps=f"{record['samples_per_s']:.1f}")
+                window = StepWindow()
+            if self.stop_after is not None and state.step == self.stop_after:
+                self.save()
+                return "interrupted", loss_sum, tokens
+            if tc.save_every and state.step % tc.save_every == 0:
+                self.save()
+        return "finished", loss_sum, tokens
+
+    def end_epoch(self, epoch: int, outcome: Outcome, loss_sum: Any, tokens: Any, t0: float) -> None:
+        """Epoch record, validation when due (always at the end of the run), checkpoints."""
+        tc, state = self.cfg.train, self.state
+        if outcome == "finished":
+            self.log.write({"kind": "epoch", "epoch": epoch, "step": state.step,
+                            "loss": float(loss_sum) / max(1.0, float(tokens)), "seconds": time.perf_counter() - t0})
+            state.epoch, state.step_in_epoch = epoch + 1, 0
+        end_of_run = outcome == "stopped" or epoch == tc.epochs - 1 or bool(tc.max_steps and state.step >= tc.max_steps)
+        if not (end_of_run or (epoch + 1) % max(1, tc.eval_every) == 0):
+            self.save("last")
+            return
+        record = self.validate(epoch)
+        state.done = end_of_run or _patience_spent(tc.patience, epoch, state, self.info)
+        self.save("last")
+        if record.get("best") and self.info.is_main:
+            copy_checkpoint(self.ckpt_dir / "last", self.ckpt_dir / "best")
+        _barrier(self.info)
+
+
 def fit(parts: TrainParts, cfg: Config, run_dir: str | Path, resume: bool = False,
         fault: Optional[Fault] = None, stop_after: Optional[int] = None,
         after_sync: Optional[Callable[[dict[str, torch.Tensor]], None]] = None,
@@ -377,22 +551,42 @@ def fit(parts: TrainParts, cfg: Config, run_dir: str | Path, resume: bool = Fals
     `stop_after=k` saves a checkpoint after global step k and returns (tests use it to simulate
     an interruption).
     """
+    run = start_run(parts, cfg, Path(run_dir), resume, fault, stop_after, after_sync,
+                    info or init_distributed(cfg.run.device))
+    state = run.state
+    pbar = tqdm(total=run.total, initial=state.step, disable=not run.info.is_main, desc="train", unit="step",
+                dynamic_ncols=True)
+    for epoch in range(state.epoch, cfg.train.epochs):
+        if state.done:
+            break
+        t0 = time.perf_counter()
+        outcome, loss_sum, tokens = run.run_epoch(epoch, pbar)
+        if outcome == "interrupted":
+            pbar.close()
+            return TrainResult(run.run_dir, state, interrupted=True)
+        run.end_epoch(epoch, outcome, loss_sum, tokens, t0)
+    pbar.close()
+    if not state.done:  # e.g. the loop ended exactly on an epoch boundary without validation
+        state.done = True
+        run.save("last")
+    metrics = final_test(run) if cfg.train.final_eval else skip_final_test(run)
+    return TrainResult(run.run_dir, state, metrics=metrics)
+
+
+def start_run(parts: TrainParts, cfg: Config, run_dir: Path, resume: bool, fault: Optional[Fault],
+              stop_after: Optional[int], after_sync: Optional[Callable], info: DistInfo) -> _Run:
+    """Batcher, trainer, state (fresh or resumed) and log of a `fit` call."""
     tc = cfg.train
-    info = info or init_distributed(cfg.run.device)
-    run_dir = Path(run_dir)
-    ckpt_dir = run_dir / "checkpoints"
     batcher = Batcher(parts.train_samples, tc.batching, tc.batch_size, tc.grad_accum, cfg.run.seed,
                       info.rank, info.world)
     total = batcher.total_steps(tc.epochs, tc.max_steps)
     trainer = Trainer(parts.model, tc, total, info, fault=fault, after_sync=after_sync, seed=cfg.run.seed,
                       count_tokens=parts.count_tokens)
-    model = trainer.model
-    metric_name, metric_mode = SELECTION if parts.evaluate is not None else FALLBACK_SELECTION
-
+    metric = SELECTION if parts.evaluate is not None else FALLBACK_SELECTION
     if resume:
-        state = load_checkpoint(ckpt_dir / "last", model, trainer.optimizer, trainer.scheduler,
-                                info.rank, info.world)
-        verify_assets(ckpt_dir / "last", parts.assets)
+        state = load_checkpoint(run_dir / "checkpoints" / "last", trainer.model, trainer.optimizer,
+                                trainer.scheduler, info.rank, info.world)
+        verify_assets(run_dir / "checkpoints" / "last", parts.assets)
         _print(info, f"resumed {run_dir} at epoch {state.epoch}, step {state.step}")
         if state.done:
             state.done = state.step >= total  # more epochs / steps than the finished run had: train on
@@ -401,152 +595,16 @@ def fit(parts: TrainParts, cfg: Config, run_dir: str | Path, resume: bool = Fals
                    "the run had finished and train.epochs / train.max_steps ask for no more steps: "
                    "nothing to train (raise them to train on); evaluating the best checkpoint again")
     else:
-        state = TrainState(world=info.world, best_metric=metric_name)
+        state = TrainState(world=info.world, best_metric=metric[0])
         if info.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
             write_run_info(run_dir, cfg, parts.inputs,
                            extra={"world_size": info.world, "total_steps": total,
                                   "train_samples": len(parts.train_samples)})
     log = JsonlLog(run_dir / "log.jsonl", info.is_main, keep_until_step=state.step if resume else None)
-
-    def save(where: str = "last") -> None:
-        rngs: list[Any] = [None] * info.world
-        if info.distributed:
-            dist.all_gather_object(rngs, rng_state())
-        else:
-            rngs = [rng_state()]
-        if info.is_main:
-            save_checkpoint(ckpt_dir / where, model, trainer.optimizer, trainer.scheduler, state, rngs,
-                            assets=parts.assets)
-        _barrier(info)
-
-    def validate(epoch: int) -> dict[str, Any]:
-        record: dict[str, Any] = {"kind": "valid", "epoch": epoch, "step": state.step}
-        record["valid_loss"] = validation_loss(model, parts.collate, parts.valid_samples, tc.batch_size,
-                                               info, parts.count_tokens)
-        if parts.evaluate is not None:  # every rank takes part (evaluation is sharded)
-            model.eval()
-            with torch.no_grad():
-                record.update(parts.evaluate(model, "valid", tc.eval_users)["metrics"])
-            model.train()
-        value = record.get(metric_name)
-        if _better(value, state.best_value, metric_mode):
-            state.best_value, state.best_step, state.best_epoch = float(value), state.step, epoch
-            record["best"] = True
-        log.write(record)
-        _print(info, f"epoch {epoch} validation: " + ", ".join(
-            f"{k}={v:.4f}" for k, v in record.items() if isinstance(v, float)))
-        return record
-
-    pbar = tqdm(total=total, initial=state.step, disable=not info.is_main, desc="train", unit="step",
-                dynamic_ncols=True)
-    interrupted = False
-    window = {"loss": 0.0, "tokens": 0, "samples": 0, "data_s": 0.0, "compute_s": 0.0, "grad_norm": 0.0, "n": 0}
-    audited = state.step > 0
-    stop = False
-    for epoch in range(state.epoch, tc.epochs):
-        if state.done:
-            break
-        plan = batcher.plan(epoch)
-        start = state.step_in_epoch if epoch == state.epoch else 0
-        state.epoch = epoch
-        epoch_loss, epoch_tokens, epoch_t0 = 0.0, 0, time.perf_counter()
-        for i in range(start, plan.num_steps):
-            if tc.max_steps and state.step >= tc.max_steps:
-                stop = True
-                break
-            t0 = time.perf_counter()
-            batches = [to_device(parts.collate(mb), info.device) for mb in plan.step(i)]
-            data_s = time.perf_counter() - t0
-            if not audited:
-                run_audit(parts, batches[0], run_dir, info)
-                audited = True
-            stats = trainer.train_step(batches)
-            state.step += 1
-            state.step_in_epoch = i + 1
-            epoch_loss += stats.loss * stats.tokens
-            epoch_tokens += stats.tokens
-            for k, v in (("loss", stats.loss * stats.tokens), ("tokens", stats.tokens), ("samples", stats.samples),
-                         ("data_s", data_s), ("compute_s", stats.compute_s), ("grad_norm", stats.grad_norm)):
-                window[k] += v
-            window["n"] += 1
-            pbar.update(1)
-            if info.is_main:
-                pbar.set_postfix(loss=f"{stats.loss:.4f}", lr=f"{stats.lr:.2e}",
-                                 sps=f"{stats.samples / max(1e-9, data_s + stats.compute_s):.1f}")
-            if state.step % max(1, tc.log_every) == 0 or state.step == total:
-                elapsed = window["data_s"] + window["compute_s"]
-                log.write({"kind": "step", "step": state.step, "epoch": epoch,
-                           "loss": window["loss"] / max(1, window["tokens"]), "lr": stats.lr,
-                           "grad_norm": window["grad_norm"] / window["n"],
-                           "tokens_per_s": window["tokens"] / max(1e-9, elapsed),
-                           "samples_per_s": window["samples"] / max(1e-9, elapsed),
-                           "data_s": window["data_s"], "compute_s": window["compute_s"],
-                           **model_scalars(model)})
-                window = {k: 0 for k in window}
-            if stop_after is not None and state.step == stop_after:
-                save()
-                interrupted = True
-                break
-            if tc.save_every and state.step % tc.save_every == 0:
-                save()
-        if interrupted:
-            break
-        finished_epoch = state.step_in_epoch >= plan.num_steps
-        last_epoch = epoch == tc.epochs - 1 or (tc.max_steps and state.step >= tc.max_steps)
-        if finished_epoch:
-            log.write({"kind": "epoch", "epoch": epoch, "step": state.step,
-                       "loss": epoch_loss / max(1, epoch_tokens), "seconds": time.perf_counter() - epoch_t0})
-            state.epoch, state.step_in_epoch = epoch + 1, 0
-        if finished_epoch or last_epoch or stop:
-            if last_epoch or stop or (epoch + 1) % max(1, tc.eval_every) == 0:
-                record = validate(epoch)
-                state.done = bool(last_epoch or stop) or _patience_spent(tc.patience, epoch, state, info)
-                save("last")
-                if record.get("best") and info.is_main:
-                    copy_checkpoint(ckpt_dir / "last", ckpt_dir / "best")
-                _barrier(info)
-            else:
-                save("last")
-        if stop or state.done:
-            break
-    pbar.close()
-    if interrupted:
-        return TrainResult(run_dir, state, interrupted=True)
-    if not state.done:  # e.g. the loop ended exactly on an epoch boundary without validation
-        state.done = True
-        save("last")
-    metrics = final_test(parts, cfg, run_dir, state, model, info)
-    return TrainResult(run_dir, state, metrics=metrics)
-
-
-def final_test(parts: TrainParts, cfg: Config, run_dir: Path, state: TrainState, model: nn.Module,
-               info: DistInfo) -> dict[str, Any]:
-    """Load the best checkpoint (not the last epoch), evaluate it on validation and test, and write
-    metrics.json (test) + metrics_valid.json in `gramc evaluate`'s schema, plus which checkpoint
-    was selected and how."""
-    best = run_dir / "checkpoints" / "best"
-    source = "best" if best.is_dir() else "last"
-    load_weights(run_dir / "checkpoints" / source, model)
-    extra: dict[str, Any] = {"model": "gramc", "checkpoint": source, "selection": {
-        "metric": state.best_metric, "value": state.best_value, "step": state.best_step,
-        "epoch": state.best_epoch}}
-    extra["valid_loss"] = validation_loss(model, parts.collate, parts.valid_samples, cfg.train.batch_size,
-                                          info, parts.count_tokens)
-    if parts.evaluate is not None:  # every rank takes part
-        model.eval()
-        with torch.no_grad():
-            valid = {**parts.evaluate(model, "valid", 0), **extra}
-            test = {**parts.evaluate(model, "test", 0), **extra}
-        model.train()
-    else:
-        valid, test = {"split": "valid", **extra}, {"split": "test", **extra}
-    if info.is_main:
-        write_json(run_dir / "metrics_valid.json", valid)
-        write_json(run_dir / "metrics.json", test)
-        _print(info, f"{source} checkpoint (step {state.best_step}) evaluated: {run_dir / 'metrics.json'}")
-    _barrier(info)
-    return {"valid": valid, "test": test}
+    subset = valid_loss_subset(parts.valid_samples, tc.valid_loss_samples, cfg.run.seed)
+    return _Run(parts, cfg, info, run_dir, trainer, batcher, state, log, total, metric, subset, stop_after,
+                audited=state.step > 0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -559,10 +617,12 @@ def gramc_parts(cfg: Config, info: DistInfo) -> TrainParts:
 
     Assets (tokenizer, IDs, GCN, passage cache) are built by rank 0 first; the other ranks then
     reuse them from run.out. The model is initialised from `run.seed` (DDP then broadcasts rank
-    0's weights anyway).
+    0's weights anyway). The trie of the item IDs is moved to the device once, here, for every
+    evaluation of the run.
     """
     from ..data.splits import samples
     from ..eval.evaluate import evaluate_split
+    from ..eval.trie import trie_for
     from ..model.assets import Assets
     from ..model.gramc import GramC
     from ..model.inputs import Collator
@@ -577,15 +637,18 @@ def gramc_parts(cfg: Config, info: DistInfo) -> TrainParts:
     collate = Collator(assets.cache, cfg, gcn_rows=assets.gcn_rows)
     train_samples = samples(assets.ds, "train", cfg.data.max_his)
     valid_samples = samples(assets.ds, "valid", cfg.data.max_his)
+    trie = trie_for(assets.item_ids).to(info.device)
 
     def evaluate(m: nn.Module, split: str, max_users: int) -> dict[str, Any]:
-        return evaluate_split(m, assets, cfg, split, max_users=max_users, progress=info.is_main).to_json()
+        return evaluate_split(m, assets, cfg, split, max_users=max_users, progress=info.is_main, trie=trie).to_json()
 
     def audit(batch: Any, m: nn.Module) -> list[Check]:
         return audit_first_batch(batch, m, cfg, assets.gcn_rows, train_samples, assets.cache)
 
+    split_users = {"valid": len(valid_samples), "test": len(samples(assets.ds, "test", cfg.data.max_his))}
     return TrainParts(model=model, collate=collate, train_samples=train_samples, valid_samples=valid_samples,
-                      evaluate=evaluate, audit=audit, inputs=dict(assets.inputs), assets=assets.fingerprints())
+                      evaluate=evaluate, audit=audit, inputs=dict(assets.inputs), split_users=split_users,
+                      assets=assets.fingerprints())
 
 
 def train(cfg: Config, resume: bool = False, fault: Optional[Fault] = None, stop_after: Optional[int] = None,
