@@ -85,6 +85,16 @@ class Tokenizer:
         """`encode` for many texts at once (parallel in Rust)."""
         return [e.ids for e in self.backend.encode_batch(list(texts), add_special_tokens=False)]
 
+    def separator_ids(self) -> set[int]:
+        """Ids of the pieces `|` and `▁|` (those present): GRAM drops them from every passage."""
+        return {i for i in (self.piece_to_id("|"), self.piece_to_id("▁|")) if i is not None}
+
+    def glue(self, token: int, mark: str) -> list[int]:
+        """Tokens of piece `token` with `mark` written right after it, inside the same word (no `▁`
+        between them): GRAM's `...|▁profound;` gives `▁profound`, `;`, where `encode(";")` would give
+        `▁`, `;`. The model segments the joined text directly, as it does for that part of the word."""
+        return [t.id for t in self.backend.model.tokenize(self.id_to_piece(token) + mark)]
+
     def tokenize(self, text: str) -> list[str]:
         """Pieces of `text` (no `</s>`)."""
         return self.backend.encode(text, add_special_tokens=False).tokens
