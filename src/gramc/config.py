@@ -70,7 +70,9 @@ class IdsConfig:
     """Textual item IDs: load a GRAM ID file or build hierarchical semantic IDs."""
 
     file: str = ""  # GRAM-format ID file; "" = build with the settings below
-    tokenizer: str = "train"  # local folder / hub name of a T5 tokenizer, or "train" (SentencePiece on item texts)
+    # local folder / hub name of a T5 tokenizer, or "train" (SentencePiece on item texts); with
+    # model.preset=pretrained, "train" resolves to model.pretrained (weights only with their own vocabulary)
+    tokenizer: str = "train"
     vocab_size: int = 2000  # for a trained SentencePiece tokenizer
     clusters: int = 32  # c: clusters per level
     levels: int = 3  # l: levels of the hierarchy
@@ -245,6 +247,8 @@ class Config:
         _check(self.model.similar_items >= 0, "model.similar_items", "must be >= 0")
         _check(self.model.preset != "pretrained" or bool(self.model.pretrained), "model.pretrained",
                "must name a folder or hub model when model.preset is 'pretrained'")
+        if self.model.preset == "pretrained" and self.ids.tokenizer == "train":
+            self.ids.tokenizer = self.model.pretrained  # the checkpoint's own vocabulary
         _check(self.train.batch_size >= 1, "train.batch_size", "must be >= 1")
         _check(self.train.grad_accum >= 1, "train.grad_accum", "must be >= 1")
         _check(self.train.lr > 0, "train.lr", "must be > 0")

@@ -143,6 +143,10 @@ class Tokenizer:
         return PreTrainedTokenizerFast(tokenizer_object=self.backend, pad_token="<pad>",
                                        eos_token="</s>", unk_token="<unk>")
 
+    def piece_table(self) -> list[str | None]:
+        """The piece of every id 0..vocab_size-1 (what a model's embedding rows stand for)."""
+        return [self.backend.id_to_token(i) for i in range(self.vocab_size)]
+
     def describe(self) -> dict:
         """Provenance record: where it came from, its size and fingerprint."""
         return {"source": self.source, "vocab_size": self.vocab_size, "fingerprint": self.fingerprint}
@@ -190,6 +194,17 @@ def load_tokenizer(spec: str | Path) -> Tokenizer:
     if backend is None:
         raise TokenizerError(f"tokenizer '{spec_s}' has no fast (Rust) backend; gramc needs one")
     return Tokenizer(backend, source=spec_s)
+
+
+def vocabulary_mismatch(a: Tokenizer, b: Tokenizer) -> str:
+    """"" when `a` and `b` map every id to the same piece, else what differs (sizes, first ids)."""
+    pa, pb = a.piece_table(), b.piece_table()
+    if pa == pb:
+        return ""
+    diff = [i for i in range(min(len(pa), len(pb))) if pa[i] != pb[i]]
+    shown = ", ".join(f"id {i}: {pa[i]!r} vs {pb[i]!r}" for i in diff[:3])
+    return (f"{len(pa)} vs {len(pb)} ids, {len(diff)} of the shared ids name other pieces"
+            + (f" ({shown})" if shown else "") + f"; fingerprints {a.fingerprint[:12]} vs {b.fingerprint[:12]}")
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: str | Path | None = None) -> Tokenizer:
