@@ -147,6 +147,12 @@ class Tokenizer:
         """The piece of every id 0..vocab_size-1 (what a model's embedding rows stand for)."""
         return [self.backend.id_to_token(i) for i in range(self.vocab_size)]
 
+    @property
+    def vocabulary_sha256(self) -> str:
+        """sha256 of the piece table alone (one piece per line, id order): equal for every copy of a
+        vocabulary whatever its normalizer settings, e.g. T5's `bde168f5...` (32,100 ids)."""
+        return hashlib.sha256("\n".join(p or "" for p in self.piece_table()).encode("utf-8")).hexdigest()
+
     def describe(self) -> dict:
         """Provenance record: where it came from, its size and fingerprint."""
         return {"source": self.source, "vocab_size": self.vocab_size, "fingerprint": self.fingerprint}
