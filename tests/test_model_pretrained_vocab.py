@@ -109,3 +109,22 @@ def test_checkpoint_without_tokenizer_cannot_be_checked(tmp_path, checkpoint):
         shutil.copy(checkpoint / name, bare / name)
     with pytest.raises(DataError, match="own tokenizer"):
         check_pretrained_vocabulary(_cfg(bare, f"ids.tokenizer={T5_VOCAB}"), load_tokenizer(T5_VOCAB))
+
+
+def test_recipe_doctor_reads_a_local_checkpoint_folder(checkpoint, tmp_path):
+    """No download: architecture from the folder's config.json, tokenizer against the folder's own."""
+    from gramc.doctor.recipe import load_recipe, recipe_checks
+
+    def checks(cfg):
+        return {c.name: c for c in recipe_checks(cfg, load_recipe("gram-beauty"))}
+
+    own = checks(_cfg(checkpoint))
+    assert own["recipe.init"].level == "pass" and own["recipe.tokenizer_model"].level == "pass"
+    assert own["recipe.tokenizer"].level == "pass"  # the T5 vocabulary, by piece-table sha256
+    assert own["recipe.model"].level == "warn"  # tiny dims, not t5-small's
+    foreign = tmp_path / "trained"
+    train_tokenizer([f"title: item {i} shade {i % 7}" for i in range(200)], 60, out_dir=foreign)
+    bad = checks(_cfg(checkpoint, f"ids.tokenizer={foreign}"))
+    assert bad["recipe.tokenizer_model"].level == "fail" and bad["recipe.tokenizer"].level == "warn"
+    flan = checks(load_config(None, ["model.preset=pretrained", "model.pretrained=google/flan-t5-small"]))
+    assert flan["recipe.model"].level == "warn" and flan["recipe.init"].level == "warn"

@@ -115,3 +115,18 @@ def test_doctor_scratch_on_beauty_measures_sequence_batching(capsys):
     assert code == 0 and levels(checks, "warn") == SCRATCH_DEVIATIONS
     measured = checks["recipe.batching"]["value"]["measured_mean"]
     assert 100 < measured < 120  # whole user sequences pack fewer than the nominal 128 samples per step
+
+
+@pytest.mark.parametrize("name,leaky", [("gram-beauty.yaml", True), ("gramc-beauty.yaml", True),
+                                        ("beauty-scratch.yaml", False), ("beauty-cpu.yaml", False)])
+def test_leakage_doctor_says_which_configs_use_a_possibly_leaky_similar_items_file(name, leaky):
+    """The README's table: the faithful configs read GRAM's similar_item_sasrec.txt (may carry
+    validation/test interactions), the others LightGCN neighbours from training interactions."""
+    from gramc.doctor.leakage import similar_source_check
+
+    over = [o for o in header_overrides(name) if o.startswith("model.similar_source=")]
+    assert bool(over) == leaky
+    check = similar_source_check(load_config(CONFIGS / name, over))
+    assert check.level == ("warn" if leaky else "pass")
+    if leaky:
+        assert "similar_item_sasrec.txt" in check.message

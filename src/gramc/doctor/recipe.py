@@ -37,8 +37,10 @@ _SETTING_KEYS = {
     "train.lr", "train.weight_decay", "train.eps", "train.warmup", "train.clip", "train.epochs",
     "train.bf16", "eval.beams", "eval.length_penalty", "eval.early_stopping", "eval.ks",
 }
-# hub names of checkpoints with the t5-small architecture and the T5 vocabulary
+# hub names of checkpoints with the T5 vocabulary, and those of them with the t5-small architecture
+# (t5 v1.1 and flan-t5 "small" are gated-GELU models of other sizes)
 T5_HUB_NAMES = ("t5-small", "google-t5/t5-small", "google/t5-v1_1-small", "google/flan-t5-small")
+ARCHITECTURE_NAMES = {"small": ("t5-small", "google-t5/t5-small")}
 _PREFIX_KEYS = {"enabled", "init_scale", "prefix_dropout", "dropout", "placement", "num_items"}
 
 
@@ -163,7 +165,7 @@ def _model_checks(cfg: Config, s: dict) -> list[Check]:
         value = {"run": m.preset if m.preset != "pretrained" else f"pretrained:{m.pretrained}", "recipe": f"t5-{want}"}
         if m.preset == "pretrained":
             dims = _checkpoint_dims(m.pretrained)
-            ok = _same_architecture(dims, want) if dims is not None else f"t5-{want}" in m.pretrained
+            ok = _same_architecture(dims, want) if dims is not None else m.pretrained in ARCHITECTURE_NAMES.get(want, ())
             how = "config.json of the folder" if dims is not None else "hub name"
             out.append(passed("recipe.model", value, f"t5-{want} architecture ({how})") if ok else
                        warned("recipe.model", value, f"model.pretrained={m.pretrained!r} is not the t5-{want} "
