@@ -8,8 +8,9 @@ Per sample GRAM reads one *user passage* and one *item passage* per history item
 IDs enter as their token ids (`ItemIds.tokens[i]`: one token per level, no `|` separators),
 never as re-tokenised text. The tokens equal those of GRAM's rendered string after its `|` tokens
 are dropped: `;` and `,` written against an ID are glued to its last level (`Tokenizer.glue`), the
-user passage's ` ; ` and ` ?` stand alone (checked on Beauty in tests/test_model_gram_passages.py). Every item passage and every ID is tokenised exactly once, when the
-cache is built; the collator only slices and pads tensors (no tokenizer call per step).
+user passage's ` ; ` and ` ?` stand alone, `|` tokens leave the item text too (checked on Beauty in
+tests/test_model_gram_passages.py). Every item passage and every ID is tokenised exactly once, when
+the cache is built; the collator only slices and pads tensors (no tokenizer call per step).
 
 Token budgets are explicit per field: the item's own ID is never cut; similar items are dropped
 whole (least similar first) only when the IDs alone overflow; the item text is truncated first.
