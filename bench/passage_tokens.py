@@ -127,7 +127,8 @@ to this change (`;` and `,` encoded as their own words, `▁` + mark, and `|` to
 | gramc before | {m['before']} | {s['before']:.1%} |
 | gramc after | {m['after']} | {s['after']:.1%} |
 
-Results in `bench/results/passage_tokens.json`. The user passage already matched (` ; ` and ` ?` are
+Token counts, so independent of CPU load (the script runs in about 10 s). Results in
+`bench/results/passage_tokens.json`. The user passage already matched (` ; ` and ` ?` are
 separate words in GRAM's string too): `tests/test_model_gram_passages.py` checks both passages.
 """)
 

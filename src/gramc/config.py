@@ -144,6 +144,9 @@ class TrainConfig:
 
     epochs: int = 30
     batch_size: int = 32  # targets (samples) per micro-batch per process
+    # "sample": independent shuffled samples (GRAM: 128 per optimiser step); "sequence": a speed mode,
+    # micro-batches of whole user sequences (all consecutive prefixes together, each item passage
+    # encoded once per batch): fewer samples per step than nominal and other gradient statistics
     batching: Literal["sequence", "sample"] = "sequence"
     grad_accum: int = 1
     lr: float = 1e-3
