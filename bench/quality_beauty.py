@@ -290,8 +290,8 @@ DISCUSSION = [
     "steps at batch 128) with t5-small. On one H100 a t5-small FiD step of 128 samples costs about 6 x 19M "
     "encoder parameters x 150k-340k encoder tokens = 17-39 TFLOP (an estimate, not a measurement), "
     "0.15-0.35 s at ~110 TFLOP/s effective: about 1.3-3 hours for 30 epochs plus minutes of beam-50 "
-    "evaluation. Run `gramc pipeline --config configs/beauty.yaml ...` there (data overrides in the "
-    "config's header).",
+    "evaluation. Run `gramc pipeline --config configs/gram-beauty.yaml ...` (or gramc-beauty.yaml; "
+    "beauty-scratch.yaml without pretrained weights) there (data overrides in the config's header).",
 ]
 
 

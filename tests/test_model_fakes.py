@@ -32,6 +32,16 @@ class FakeTokenizer:
         words = text.replace(";", " ; ").replace(",", " , ").replace("?", " ? ").split()
         return [100 + zlib.crc32(w.encode()) % 800 for w in words]
 
+    def separator_ids(self) -> set[int]:
+        return {100 + zlib.crc32(b"|") % 800}
+
+    def glue(self, token: int, mark: str) -> list[int]:
+        """A mark written against a token: that token, then the mark's own id in 900..999 (a glued
+        mark differs from a standalone one, as in SentencePiece)."""
+        if self.frozen:
+            raise AssertionError("tokenizer called after the passage cache was built")
+        return [token, 900 + zlib.crc32(mark.encode()) % 100]
+
 
 class FakeIds:
     """Unique IDs of 3 levels (every 7th item gets a 4th suffix level)."""

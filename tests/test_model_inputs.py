@@ -47,11 +47,16 @@ def test_item_passage_layout_and_eos():
     i = 5
     row = cache.item_table[i, : cache.item_len[i]].tolist()
     sim = make_similar(N_ITEMS)[i][:3]
-    expected = tok.encode("item:") + list(ids.tokens[i]) + tok.encode(";") + tok.encode("similar items:")
+    # GRAM's `item: ID; similar items: ID, ID, ID; text`: each mark is glued to the ID before it
+    def glued(j, mark):
+        return list(ids.tokens[j][:-1]) + tok.glue(ids.tokens[j][-1], mark)
+
+    expected = tok.encode("item:") + glued(i, ";") + tok.encode("similar items:")
     for n, j in enumerate(sim):
-        expected += (tok.encode(",") if n else []) + list(ids.tokens[j])
-    expected += tok.encode(";") + tok.encode(make_texts(N_ITEMS)[i]) + [EOS_ID]
+        expected += glued(j, "," if n + 1 < len(sim) else ";")
+    expected += tok.encode(make_texts(N_ITEMS)[i]) + [EOS_ID]
     assert row == expected
+    assert tok.encode(";")[0] not in row  # no standalone separator token
 
 
 def test_id_linking_off_and_no_similar_items():

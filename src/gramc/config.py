@@ -72,7 +72,9 @@ class IdsConfig:
     """Textual item IDs: load a GRAM ID file or build hierarchical semantic IDs."""
 
     file: str = ""  # GRAM-format ID file; "" = build with the settings below
-    tokenizer: str = "train"  # local folder / hub name of a T5 tokenizer, or "train" (SentencePiece on item texts)
+    # local folder / hub name of a T5 tokenizer, or "train" (SentencePiece on item texts); with
+    # model.preset=pretrained, "train" resolves to model.pretrained (weights only with their own vocabulary)
+    tokenizer: str = "train"
     vocab_size: int = 2000  # for a trained SentencePiece tokenizer
     clusters: int = 32  # c: clusters per level
     levels: int = 3  # l: levels of the hierarchy
@@ -148,6 +150,9 @@ class TrainConfig:
 
     epochs: int = 30
     batch_size: int = 32  # targets (samples) per micro-batch per process
+    # "sample": independent shuffled samples (GRAM: 128 per optimiser step); "sequence": a speed mode,
+    # micro-batches of whole user sequences (all consecutive prefixes together, each item passage
+    # encoded once per batch): fewer samples per step than nominal and other gradient statistics
     batching: Literal["sequence", "sample"] = "sequence"
     grad_accum: int = 1
     lr: float = 1e-3
@@ -287,6 +292,8 @@ class Config:
         check(m.similar_items >= 0, "model.similar_items", "must be >= 0")
         check(m.preset != "pretrained" or bool(m.pretrained), "model.pretrained",
               "must name a folder or hub model when model.preset is 'pretrained'")
+        if m.preset == "pretrained" and m.pretrained and self.ids.tokenizer == "train":
+            self.ids.tokenizer = m.pretrained  # the checkpoint's own vocabulary
         check(tr.epochs >= 1, "train.epochs", "must be >= 1 (use train.max_steps to stop earlier)")
         check(tr.max_steps >= 0, "train.max_steps", "must be >= 0 (0 = no limit)")
         check(tr.batch_size >= 1, "train.batch_size", "must be >= 1")

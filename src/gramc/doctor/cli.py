@@ -114,17 +114,34 @@ def _flow(ctx: _Context) -> list:
     return flow_checks(ctx.cfg, ctx.assets)
 
 
+def _recipe_dataset(ctx: _Context) -> Any:
+    """The run's dataset without building any asset: the assets' when built, `--data`, `data.path`,
+    the raw files of `pipeline.sequences` (read in memory), or the synthetic data."""
+    cfg = ctx.cfg
+    if ctx.has_assets or getattr(ctx.args, "data", None):
+        return ctx.dataset()
+    if cfg.pipeline.sequences and not cfg.data.path:
+        from ..data.prepare import build_dataset
+
+        return build_dataset(cfg.pipeline.sequences, cfg.pipeline.items or None, cfg, cfg.pipeline.seq_format,
+                             cfg.pipeline.item_format)
+    from ..data.source import load_dataset
+
+    return load_dataset(cfg.data)
+
+
 def _recipe(ctx: _Context) -> list:
+    from ..data.splits import samples
     from .recipe import load_recipe, recipe_checks, truncation_shares
 
     world = getattr(ctx.args, "world", 0) or int(os.environ.get("WORLD_SIZE", "1"))
     trunc = None
     if ctx.has_assets:
-        from ..data.splits import samples
-
         a = ctx.assets
         trunc = truncation_shares(a.cache, samples(a.ds, "train", ctx.cfg.data.max_his), ctx.cfg)
-    return recipe_checks(ctx.cfg, load_recipe(getattr(ctx.args, "recipe", None) or "gram-beauty"), world, trunc)
+    train = samples(_recipe_dataset(ctx), "train", ctx.cfg.data.max_his)
+    return recipe_checks(ctx.cfg, load_recipe(getattr(ctx.args, "recipe", None) or "gram-beauty"), world, trunc,
+                         train)
 
 
 def _leakage(ctx: _Context) -> list:

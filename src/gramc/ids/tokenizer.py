@@ -85,6 +85,16 @@ class Tokenizer:
         """`encode` for many texts at once (parallel in Rust)."""
         return [e.ids for e in self.backend.encode_batch(list(texts), add_special_tokens=False)]
 
+    def separator_ids(self) -> set[int]:
+        """Ids of the pieces `|` and `▁|` (those present): GRAM drops them from every passage."""
+        return {i for i in (self.piece_to_id("|"), self.piece_to_id("▁|")) if i is not None}
+
+    def glue(self, token: int, mark: str) -> list[int]:
+        """Tokens of piece `token` with `mark` written right after it, inside the same word (no `▁`
+        between them): GRAM's `...|▁profound;` gives `▁profound`, `;`, where `encode(";")` would give
+        `▁`, `;`. The model segments the joined text directly, as it does for that part of the word."""
+        return [t.id for t in self.backend.model.tokenize(self.id_to_piece(token) + mark)]
+
     def tokenize(self, text: str) -> list[str]:
         """Pieces of `text` (no `</s>`)."""
         return self.backend.encode(text, add_special_tokens=False).tokens
@@ -133,6 +143,16 @@ class Tokenizer:
         return PreTrainedTokenizerFast(tokenizer_object=self.backend, pad_token="<pad>",
                                        eos_token="</s>", unk_token="<unk>")
 
+    def piece_table(self) -> list[str | None]:
+        """The piece of every id 0..vocab_size-1 (what a model's embedding rows stand for)."""
+        return [self.backend.id_to_token(i) for i in range(self.vocab_size)]
+
+    @property
+    def vocabulary_sha256(self) -> str:
+        """sha256 of the piece table alone (one piece per line, id order): equal for every copy of a
+        vocabulary whatever its normalizer settings, e.g. T5's `bde168f5...` (32,100 ids)."""
+        return hashlib.sha256("\n".join(p or "" for p in self.piece_table()).encode("utf-8")).hexdigest()
+
     def describe(self) -> dict:
         """Provenance record: where it came from, its size and fingerprint."""
         return {"source": self.source, "vocab_size": self.vocab_size, "fingerprint": self.fingerprint}
@@ -180,6 +200,17 @@ def load_tokenizer(spec: str | Path) -> Tokenizer:
     if backend is None:
         raise TokenizerError(f"tokenizer '{spec_s}' has no fast (Rust) backend; gramc needs one")
     return Tokenizer(backend, source=spec_s)
+
+
+def vocabulary_mismatch(a: Tokenizer, b: Tokenizer) -> str:
+    """"" when `a` and `b` map every id to the same piece, else what differs (sizes, first ids)."""
+    pa, pb = a.piece_table(), b.piece_table()
+    if pa == pb:
+        return ""
+    diff = [i for i in range(min(len(pa), len(pb))) if pa[i] != pb[i]]
+    shown = ", ".join(f"id {i}: {pa[i]!r} vs {pb[i]!r}" for i in diff[:3])
+    return (f"{len(pa)} vs {len(pb)} ids, {len(diff)} of the shared ids name other pieces"
+            + (f" ({shown})" if shown else "") + f"; fingerprints {a.fingerprint[:12]} vs {b.fingerprint[:12]}")
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: str | Path | None = None) -> Tokenizer:

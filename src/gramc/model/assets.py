@@ -143,6 +143,8 @@ def _tokenizer(cfg: Config, texts: list[str], out: Path, inputs: dict[str, Path]
         tok = load_tokenizer(cfg.ids.tokenizer)
         if Path(cfg.ids.tokenizer).exists():
             inputs["tokenizer"] = Path(cfg.ids.tokenizer)
+        if cfg.model.preset == "pretrained":
+            check_pretrained_vocabulary(cfg, tok)
         return tok
     tok_dir = out / "tokenizer"
     stamp = {"texts_sha256": sha256_text("\n".join(texts)), "vocab_size": cfg.ids.vocab_size}
@@ -153,6 +155,26 @@ def _tokenizer(cfg: Config, texts: list[str], out: Path, inputs: dict[str, Path]
             train_tokenizer(texts, cfg.ids.vocab_size, out_dir=tmp)
         write_json(_stamp_path(tok_dir), stamp)
     return load_tokenizer(tok_dir)
+
+
+def check_pretrained_vocabulary(cfg: Config, tok) -> None:
+    """Pretrained weights only with their own vocabulary: `tok` must have the piece table of the
+    tokenizer saved with `model.pretrained` (token ids index the checkpoint's embedding rows)."""
+    from ..ids.tokenizer import TokenizerError, load_tokenizer, vocabulary_mismatch
+
+    if cfg.ids.tokenizer == cfg.model.pretrained:
+        return
+    try:
+        own = load_tokenizer(cfg.model.pretrained)
+    except TokenizerError as e:
+        raise DataError(f"model.pretrained={cfg.model.pretrained!r}: cannot load the checkpoint's own tokenizer to "
+                        f"compare it with ids.tokenizer={cfg.ids.tokenizer!r} ({e}); save the tokenizer next to "
+                        f"the weights, or leave ids.tokenizer at 'train' to use the checkpoint's") from e
+    diff = vocabulary_mismatch(tok, own)
+    if diff:
+        raise DataError(f"ids.tokenizer={cfg.ids.tokenizer!r} is not the vocabulary of model.pretrained="
+                        f"{cfg.model.pretrained!r} ({diff}): its token ids would index unrelated embeddings of "
+                        f"the pretrained model; use the checkpoint's own tokenizer (leave ids.tokenizer at 'train')")
 
 
 def _item_ids(cfg: Config, ds: SeqDataset, texts: list[str], tok, data_fp: str, out: Path,

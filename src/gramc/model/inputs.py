@@ -6,8 +6,11 @@ Per sample GRAM reads one *user passage* and one *item passage* per history item
     item:  item: ID; similar items: ID_a, ID_b, ...; <item text></s>
 
 IDs enter as their token ids (`ItemIds.tokens[i]`: one token per level, no `|` separators),
-never as re-tokenised text. Every item passage and every ID is tokenised exactly once, when the
-cache is built; the collator only slices and pads tensors (no tokenizer call per step).
+never as re-tokenised text. The tokens equal those of GRAM's rendered string after its `|` tokens
+are dropped: `;` and `,` written against an ID are glued to its last level (`Tokenizer.glue`), the
+user passage's ` ; ` and ` ?` stand alone, `|` tokens leave the item text too (checked on Beauty in
+tests/test_model_gram_passages.py). Every item passage and every ID is tokenised exactly once, when
+the cache is built; the collator only slices and pads tensors (no tokenizer call per step).
 
 Token budgets are explicit per field: the item's own ID is never cut; similar items are dropped
 whole (least similar first) only when the IDs alone overflow; the item text is truncated first.
@@ -33,7 +36,7 @@ from ..io import torch_save
 PAD_ID = 0
 EOS_ID = 1
 IGNORE = -100
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: separators glued to the preceding ID as in GRAM's string
 
 USER_HEAD = "What would user purchase after"
 USER_SEP = ";"
@@ -50,6 +53,10 @@ class TextTokenizer(Protocol):
     fingerprint: str
 
     def encode(self, text: str) -> list[int]: ...
+
+    def glue(self, token: int, mark: str) -> list[int]: ...
+
+    def separator_ids(self) -> set[int]: ...
 
 
 class IdTokens(Protocol):
@@ -148,9 +155,9 @@ class PassageCache:
         enc = tokenizer.encode
         item_head = tuple(enc(ITEM_HEAD)) if cfg.id_linking else ()
         sim_head = tuple(enc(SIMILAR_HEAD))
-        field_sep = tuple(enc(FIELD_SEP))
-        sim_sep = tuple(enc(SIMILAR_SEP))
         ids = [tuple(int(t) for t in item_ids.tokens[i]) for i in range(n)]
+        glued = _Glued(tokenizer, ids)
+        drop = tokenizer.separator_ids()  # GRAM removes every `|` / `▁|` token, in the text too
         budget = cfg.passage_len - 1  # eos is always the last token
 
         batch_encode = getattr(tokenizer, "encode_batch", None)  # Rust batch encoding when available
@@ -162,32 +169,25 @@ class PassageCache:
         sim_cut = torch.zeros(n, dtype=torch.long)
         for i in tqdm(range(n), desc="tokenise item passages", unit="item", disable=not progress,
                       mininterval=1.0):
-            out: list[int] = []
-            if cfg.id_linking:
-                out += item_head + ids[i]
+            text = [t for t in (text_tokens[i] if text_tokens is not None else enc(texts[i])) if t not in drop
+                    ] if texts[i] else []
+            neigh = list(similar[i][:k]) if k > 0 else []
+            own = glued(i, FIELD_SEP if (neigh or text) else "") if cfg.id_linking else ()
+            out = list(item_head + own)
             if len(out) > budget:
                 raise ValueError(f"model.passage_len={cfg.passage_len} cannot hold item {i}'s own ID "
                                  f"({len(out)} tokens + eos); raise model.passage_len")
-            if k > 0:
-                neigh = [j for j in similar[i][:k]]
-                head = (field_sep if out else ()) + sim_head
-                part: list[int] = []
-                cut = 0
-                for j in neigh:
-                    piece = (sim_sep if part else ()) + ids[j]
-                    if not cut and len(out) + len(head) + len(part) + len(piece) <= budget:
-                        part += piece
-                    else:
-                        cut += len(piece)
+            if neigh:
+                kept, cut = _fit_similar(neigh, glued, budget - len(out) - len(sim_head))
+                part = [t for n_, j in enumerate(kept)
+                        for t in glued(j, SIMILAR_SEP if n_ + 1 < len(kept) else FIELD_SEP)]
                 if part:
-                    out += head + tuple(part)
+                    out += sim_head + tuple(part)
                 sim_kept[i] = len(part)
                 sim_cut[i] = cut
-            text = list(text_tokens[i] if text_tokens is not None else enc(texts[i])) if texts[i] else []
-            sep = field_sep if out else ()
-            room = budget - len(out) - len(sep)
+            room = budget - len(out)
             if text and room > 0:
-                out += sep + tuple(text[:room])
+                out += text[:room]
                 text_kept[i] = min(room, len(text))
                 text_cut[i] = max(0, len(text) - room)
             else:
@@ -318,6 +318,43 @@ class PassageCache:
                 user.cut += cut
             out["user_ids"] = user
         return out
+
+
+class _Glued:
+    """An ID's tokens followed by a mark written against it (`ID;`, `ID,`), memoised per (item, mark).
+
+    In GRAM's string the mark touches the ID's last level, so it joins that level's word instead of
+    starting a new one (`▁profound;` -> `▁profound`, `;`; a separate `;` would be `▁`, `;`).
+    """
+
+    def __init__(self, tokenizer: TextTokenizer, ids: Sequence[tuple[int, ...]]) -> None:
+        self.tokenizer = tokenizer
+        self.ids = ids
+        self.memo: dict[tuple[int, str], tuple[int, ...]] = {}
+
+    def __call__(self, item: int, mark: str) -> tuple[int, ...]:
+        if not mark:
+            return self.ids[item]
+        key = (item, mark)
+        if key not in self.memo:
+            t = self.ids[item]
+            self.memo[key] = t[:-1] + tuple(self.tokenizer.glue(t[-1], mark))
+        return self.memo[key]
+
+
+def _fit_similar(neigh: Sequence[int], glued: _Glued, room: int) -> tuple[list[int], int]:
+    """The most similar neighbours whose IDs fit in `room` tokens (`ID, ID, ..., ID;`), and the number
+    of ID tokens of those dropped (whole IDs, least similar first)."""
+    kept: list[int] = []
+    used = 0
+    cut = 0
+    for j in neigh:
+        if not cut and used + len(glued(j, FIELD_SEP)) <= room:
+            kept.append(j)
+            used += len(glued(j, SIMILAR_SEP))
+        else:
+            cut += len(glued.ids[j])
+    return kept, cut
 
 
 # --------------------------------------------------------------------------------------------
