@@ -28,16 +28,17 @@ def memory(B: int, M: int, d: int, seed: int) -> tuple[torch.Tensor, torch.Tenso
     return mem, mask
 
 
+@pytest.mark.parametrize("softmax", ["vocab", "trie"])
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_full_width_beam_equals_exhaustive_ranking(seed):
+def test_full_width_beam_equals_exhaustive_ranking(seed, softmax):
     targets = random_catalog(36, seed=seed, first=5, deeper=3, max_levels=4)
     trie = Trie.build(targets)
     model = tiny_t5(seed)
     mem, mask = memory(3, 7, 32, seed)
-    ref = score_sequences(model, mem, mask, targets)  # [B, items]
+    ref = score_sequences(model, mem, mask, targets, softmax=softmax, trie=trie)  # [B, items]
     for lp, es in [(0.0, "heuristic"), (1.0, "never")]:
-        res = beam_search(model, mem, mask, trie, beams=40, length_penalty=lp, early_stopping=es)
-        ref_lp = score_sequences(model, mem, mask, targets, length_penalty=lp)
+        res = beam_search(model, mem, mask, trie, beams=40, length_penalty=lp, early_stopping=es, softmax=softmax)
+        ref_lp = score_sequences(model, mem, mask, targets, length_penalty=lp, softmax=softmax, trie=trie)
         assert res.invalid == 0
         for b in range(3):
             order = torch.argsort(ref_lp[b], descending=True)

@@ -31,7 +31,7 @@ from ..config import Config, from_dict
 from ..data.splits import Sample, samples as split_samples
 from .beam import beam_search
 from .metrics import bootstrap_ci, per_user_metrics, ranks_from_lists, repeat_stats, summarize
-from .trie import trie_for
+from ..ids.trie import trie_for
 
 
 class EvalError(RuntimeError):

@@ -23,7 +23,7 @@ import torch
 from ..config import Config
 from ..data.splits import Sample
 from ..eval.beam import beam_search
-from ..eval.trie import trie_for
+from ..ids.trie import trie_for
 
 
 class UnknownItemsError(ValueError):
