@@ -5,8 +5,9 @@
    scores in fp32), and each user's fused memory is gathered from
    those states plus the user's own passage (`GramC.memory(batch, items=...)`). With the prefix in
    `every_passage` placement the item passages depend on the user, so each batch encodes its own.
-2. `beam_search` (trie-constrained, `eval.beams`, `eval.length_penalty`) returns items, not
-   strings; the rank of the target is its position in that list (-1 if absent).
+2. `beam_search` (trie-constrained, `eval.beams`, `eval.length_penalty`, `eval.early_stopping`,
+   the model's `model.softmax`) returns items, not strings; the rank of the target is its position
+   in that list (-1 if absent). A progress bar counts users (users/s and ETA).
 3. Under DDP (torchrun) rank r takes samples r::world (no padding, no duplicates); the per-user
    results of all ranks are gathered and checked to cover every sample exactly once.
 
@@ -181,9 +182,10 @@ def evaluate_samples(model, assets, cfg: Config, smp: Sequence[Sample], beams: i
     out_scores = np.full((n, beams), -np.inf, dtype=np.float32)
     invalid = 0
     bs = max(1, cfg.eval.batch_size)
-    bar = tqdm(range(0, n, bs), desc=f"beam search (beams={beams})", unit="batch", disable=not show, leave=False)
+    bar = tqdm(total=n, desc=f"beam search (beams={beams}, softmax={cfg.model.softmax})", unit="user",
+               disable=not show, leave=False, dynamic_ncols=True, smoothing=0.1)
     with torch.no_grad():
-        for s in bar:
+        for s in range(0, n, bs):
             chunk = [smp[i] for i in mine[s: s + bs]]
             batch = collate(chunk).to(device)
             exclude = None
@@ -197,11 +199,12 @@ def evaluate_samples(model, assets, cfg: Config, smp: Sequence[Sample], beams: i
                 memory, mask = model.memory(batch, items=items_table)
             res = beam_search(model.t5, memory.float(), mask, trie, beams=beams,
                               length_penalty=cfg.eval.length_penalty,
-                              early_stopping=cfg.eval.early_stopping, exclude=exclude)
+                              early_stopping=cfg.eval.early_stopping, exclude=exclude, softmax=cfg.model.softmax)
             out_items[s: s + len(chunk)] = res.items.cpu().numpy()
             out_scores[s: s + len(chunk)] = res.scores.float().cpu().numpy()
             invalid += res.invalid
-            bar.set_postfix(users=min(n, s + bs))
+            bar.update(len(chunk))  # users/s and ETA
+    bar.close()
     if was_training:
         model.train()
     targets = np.array([smp[i].target for i in mine], dtype=np.int64)
