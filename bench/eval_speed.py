@@ -353,7 +353,10 @@ def full_test(model, assets, cfg, smp, trie, beams, softmax, budget_s, table_s, 
     from gramc.eval.beam import beam_search
     from gramc.model.inputs import Collator
 
+    from gramc.eval.evaluate import length_order
+
     collate = Collator(assets.cache, cfg, gcn_rows=assets.gcn_rows, items="global")
+    smp = [smp[i] for i in length_order(smp, range(len(smp)))]  # as gramc evaluate batches them
     bs, done, inv = cfg.eval.batch_size, 0, 0
     bar = tqdm(total=len(smp), desc=f"full test ({softmax})", unit="user", smoothing=0.1, mininterval=5)
     with PeakRSS() as mem, CpuTime() as t, torch.no_grad():
