@@ -253,15 +253,16 @@ def gramc_search(model, mems, trie, beams):
     return search_arm("vocab", model, mems, trie, beams)
 
 
-def timed_arm(arm: str, model, mems, trie, beams, users: int) -> tuple[dict, torch.Tensor, torch.Tensor]:
+def timed_arm(arm: str, model, mems, trie, beams, users: int, label: str = "") -> tuple[dict, torch.Tensor, torch.Tensor]:
     """Warm up on the first batch, then time the arm on all `mems`: rates, CPU times, faults, peak RSS."""
     search_arm(arm, model, mems[:1], trie, beams)
     with PeakRSS() as mem, CpuTime() as t:
         items, scores, invalid = search_arm(arm, model, mems, trie, beams)
     rec = {"users": users, "wall_s": round(t.wall, 2), "users_per_s": round(users / t.wall, 2),
            "user_cpu_s": round(t.user, 2), "sys_cpu_s": round(t.sys, 2), "minor_faults": int(t.minflt),
-           "major_faults": int(t.majflt), "peak_rss_added_mb": round(mem.delta_mb, 1), "invalid": invalid}
-    print(f"  {arm:>5}: {rec['users_per_s']:7.2f} users/s  user {t.user:6.1f}s  sys {t.sys:6.1f}s  "
+           "major_faults": int(t.majflt), "peak_rss_added_mb": round(mem.delta_mb, 1), "invalid": invalid,
+           "cpu_ms_per_user": round(1000 * (t.user + t.sys) / users, 1)}
+    print(f"  {label or arm:>10}: {rec['users_per_s']:7.2f} users/s  user {t.user:6.1f}s  sys {t.sys:6.1f}s  "
           f"faults {t.minflt:>9}  peak +{mem.delta_mb:.0f} MiB", flush=True)
     return rec, items, scores
 
@@ -274,18 +275,30 @@ def same_lists(a_items, a_scores, b_items, b_scores) -> dict:
     return {"identical_lists": identical, "of": len(a_items), "max_abs_score_diff": diff}
 
 
-def compare_arms(model, mems, trie, beams, users: int, arms: list[str]) -> dict:
-    """old vs vocab vs trie on the same memories: per-arm records, speed-ups and list identity vs old."""
+def compare_arms(model, mems, trie, beams, users: int, arms: list[str], sorted_mems=None, order=None) -> dict:
+    """old vs vocab vs trie on the same memories: per-arm records, speed-ups and list identity vs old.
+
+    With `sorted_mems` (the same users batched longest history first, as `gramc evaluate` batches
+    them; `order[i]` = the user in position i) the new arms also run as `vocab+sort`, `trie+sort`,
+    their lists put back in user order before they are compared.
+    """
     out: dict = {"users": users, "batch_users": int(mems[0][0].shape[0]) if mems else 0}
     lists = {}
     for arm in arms:
         out[arm], *lists[arm] = timed_arm(arm, model, mems, trie, beams, users)
+    for arm in ([a for a in arms if a != "old"] if sorted_mems is not None else []):
+        out[f"{arm}+sort"], items, scores = timed_arm(arm, model, sorted_mems, trie, beams, users, f"{arm}+sort")
+        back = torch.as_tensor(np.argsort(order))
+        lists[f"{arm}+sort"] = [items[back], scores[back]]
+    arms = list(lists)
     if "old" in out:
         for arm in arms:
             if arm != "old":
                 out[f"{arm}_speedup_vs_old"] = round(out[arm]["users_per_s"] / out["old"]["users_per_s"], 2)
-        if "vocab" in lists:
-            out["vocab_vs_old"] = same_lists(*lists["vocab"], *lists["old"])
+                out[f"{arm}_cpu_speedup_vs_old"] = round(out["old"]["cpu_ms_per_user"] / out[arm]["cpu_ms_per_user"], 2)
+        for arm in ("vocab", "vocab+sort"):
+            if arm in lists:
+                out[f"{arm}_vs_old"] = same_lists(*lists[arm], *lists["old"])
     if "trie" in lists and "vocab" in lists:
         t, v = lists["trie"][0], lists["vocab"][0]
         out["trie_vs_vocab_top10_overlap"] = round(float(np.mean(
@@ -412,10 +425,15 @@ def run_preset(preset: str, args) -> dict:
                            "all_items_s_estimate": round(table_s * assets.ds.num_items / max(1, encoded), 1)}
 
     if args.cmp_users > 0:
-        mems = memories(model, assets, cfg, cmp_users[: args.cmp_users], table)
+        from gramc.eval.evaluate import length_order
+
+        users = cmp_users[: args.cmp_users]
+        mems = memories(model, assets, cfg, users, table)
+        order = length_order(users, range(len(users)))
+        by_len = memories(model, assets, cfg, [users[i] for i in order], table)
         print(f"[{preset}] {args.cmp_users} users, beam {beams}, {args.threads} threads:", flush=True)
-        res["arms"] = compare_arms(model, mems, trie, beams, args.cmp_users, args.arms.split(","))
-        del mems
+        res["arms"] = compare_arms(model, mems, trie, beams, args.cmp_users, args.arms.split(","), by_len, order)
+        del mems, by_len
     if args.hf_users > 0:
         mems = memories(model, assets, cfg, cmp_users[: args.hf_users], table)
         res["hf_comparison"] = hf_comparison(model, mems, trie, targets, beams, args, cfg, assets, cmp_users, table)
