@@ -7,6 +7,11 @@ wall time. Only `run.seed` changes between seeds (model init, batch order); the 
 LightGCN (its own `gcn.seed`) are the same.
 
     .venv/bin/python bench/quickstart_seeds.py --seeds 1,2,3 --variants gramc,gram --jobs 2 --threads 1
+    .venv/bin/python bench/quickstart_seeds.py --seeds 1,2,3 --variants gramc,gramc-trie --paired gramc-trie,gramc \
+        --results bench/results/quickstart_softmax.json --section "## Quickstart: trie vs vocab softmax"
+
+`--paired A,B` also evaluates each run's best checkpoint on every test user with predictions
+(`gramc evaluate`) and reports, per seed, the paired bootstrap 95% interval of A - B (same users).
 
 Writes bench/results/quickstart_seeds.json, bench/results/quickstart_seeds.png and the
 "Quickstart quality" section of docs/benchmarks.md.
@@ -33,10 +38,10 @@ from _docs import replace_section  # noqa: E402  (bench/ is on sys.path when run
 RESULTS = ROOT / "bench" / "results" / "quickstart_seeds.json"
 PLOT = ROOT / "bench" / "results" / "quickstart_seeds.png"
 SECTION = "## Quickstart quality"
-VARIANTS = {"gramc": [], "gram": ["model.prefix.enabled=false"]}
+VARIANTS = {"gramc": [], "gram": ["model.prefix.enabled=false"], "gramc-trie": ["model.softmax=trie"]}
 
 
-def run_one(variant: str, seed: int, work: Path, threads: int, extra: list[str]) -> dict:
+def run_one(variant: str, seed: int, work: Path, threads: int, extra: list[str], paired: bool = False) -> dict:
     out = work / f"{variant}-seed{seed}"
     cmd = [sys.executable, "-m", "gramc", "quickstart", "--out", str(out), f"run.seed={seed}",
            *VARIANTS[variant], *extra]
@@ -47,6 +52,11 @@ def run_one(variant: str, seed: int, work: Path, threads: int, extra: list[str])
     wall = time.time() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed (rc {proc.returncode}); see {work / f'{variant}-seed{seed}.log'}")
+    if paired:  # per-user ranks of the best checkpoint on every test user, for paired differences
+        ev = [sys.executable, "-m", "gramc", "evaluate", "--run", str(out / "train"), "--split", "test",
+              "--out", str(out / "eval-test-predictions")]
+        with open(work / f"{variant}-seed{seed}.log", "a", encoding="utf-8") as log:
+            subprocess.run(ev, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, check=True)
     test = read_json(out / "eval" / "metrics.json")
     pop = read_json(out / "baselines" / "pop" / "metrics.json")
     lgcn = read_json(out / "baselines" / "lightgcn" / "metrics.json")
@@ -59,6 +69,36 @@ def run_one(variant: str, seed: int, work: Path, threads: int, extra: list[str])
     print(f"{variant} seed {seed}: hit@10 {row['hit@10']:.4f} ({row['ratio_pop']:.2f}x pop), "
           f"ndcg@10 {row['ndcg@10']:.4f}, {wall:.0f} s", flush=True)
     return row
+
+
+def paired_differences(rows: list[dict], a: str, b: str, n: int = 2000) -> list[dict]:
+    """Per seed: mean of A - B per test user (hit@10, ndcg@10) with its paired bootstrap 95% interval."""
+    import json
+
+    import numpy as np
+
+    from gramc.eval.metrics import bootstrap_ci, per_user_metrics
+
+    def ranks(row):
+        lines = (Path(row["out"]) / "eval-test-predictions" / "predictions.jsonl").read_text().splitlines()
+        recs = [json.loads(x) for x in lines]
+        return [r["user"] for r in recs], np.array([r["hit_rank"] - 1 for r in recs])  # 0-based, -1 = miss
+
+    out = []
+    for seed in sorted({r["seed"] for r in rows}):
+        ra = next(r for r in rows if r["variant"] == a and r["seed"] == seed)
+        rb = next(r for r in rows if r["variant"] == b and r["seed"] == seed)
+        (ua, ka), (ub, kb) = ranks(ra), ranks(rb)
+        if ua != ub:
+            raise RuntimeError(f"seed {seed}: {a} and {b} were evaluated on different users")
+        ma, mb = per_user_metrics(ka, (10,)), per_user_metrics(kb, (10,))
+        diff = {k: ma[k] - mb[k] for k in ("hit@10", "ndcg@10")}
+        ci = bootstrap_ci(diff, n=n, seed=seed)
+        out.append({"seed": seed, "users": len(ka), **{f"{k}_{a}": float(ma[k].mean()) for k in diff},
+                    **{f"{k}_{b}": float(mb[k].mean()) for k in diff},
+                    **{f"{k}_diff": float(v.mean()) for k, v in diff.items()},
+                    **{f"{k}_diff_ci": list(ci[k]) for k in diff}})
+    return out
 
 
 def summarise(rows: list[dict]) -> dict:
@@ -85,7 +125,7 @@ def plot(rows: list[dict], path: Path) -> None:
     for v in sorted({r["variant"] for r in rows}):
         for r in sorted((r for r in rows if r["variant"] == v), key=lambda r: r["seed"]):
             lo, hi = r["hit@10_ci"]
-            ax.bar(x, r["hit@10"], color="tab:blue" if v == "gramc" else "tab:orange",
+            ax.bar(x, r["hit@10"], color={"gramc": "tab:blue", "gram": "tab:orange"}.get(v, "tab:green"),
                    yerr=[[r["hit@10"] - lo], [hi - r["hit@10"]]], capsize=3)
             labels.append(f"{v}\nseed {r['seed']}")
             x += 1
@@ -102,8 +142,8 @@ def plot(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def render(res: dict) -> str:
-    lines = [SECTION, "",
+def render(res: dict, section: str = SECTION) -> str:
+    lines = [section, "",
              f"`{res['command']}` ({res['machine']}; {res['jobs']} runs at a time, {res['threads']} torch "
              f"thread(s) each, so wall times are longer than a lone `make quickstart`). Default synthetic "
              f"data (600 users, 300 items), configs/quickstart.yaml, test split ({res['rows'][0]['users']} "
@@ -122,7 +162,16 @@ def render(res: dict) -> str:
         lines.append(f"| {v} | {s['runs']} | {s['hit@10_mean']:.4f} ({s['hit@10_sd']:.4f}) | "
                      f"{s['ratio_mean']:.2f} ({s['ratio_min']:.2f}-{s['ratio_max']:.2f}) | {s['ndcg@10_mean']:.4f} |")
     lines += ["", f"Popularity hit@10 is {res['rows'][0]['pop_hit@10']:.4f} in every run (it does not depend on "
-              "the seed).", "", "![quickstart over seeds](../bench/results/quickstart_seeds.png)", ""]
+              "the seed).", "", f"![quickstart over seeds](../bench/results/{res.get('plot', 'quickstart_seeds.png')})", ""]
+    if res.get("paired"):
+        a, b = res["paired_variants"]
+        lines += ["", f"Paired differences {a} - {b} on the same test users (each seed's best checkpoint, "
+                  "`gramc evaluate`, paired bootstrap 95% interval):", "",
+                  "| seed | users | hit@10 diff [95% CI] | ndcg@10 diff [95% CI] |", "|---|---|---|---|"]
+        for d in res["paired"]:
+            lines.append(f"| {d['seed']} | {d['users']} | {d['hit@10_diff']:+.4f} [{d['hit@10_diff_ci'][0]:+.4f}, "
+                         f"{d['hit@10_diff_ci'][1]:+.4f}] | {d['ndcg@10_diff']:+.4f} "
+                         f"[{d['ndcg@10_diff_ci'][0]:+.4f}, {d['ndcg@10_diff_ci'][1]:+.4f}] |")
     for note in res.get("notes", []):
         lines.append(f"* {note}")
     return "\n".join(lines) + "\n"
@@ -138,14 +187,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--note", action="append", default=[], help="a line added under the table")
     ap.add_argument("--render-only", action="store_true",
                     help="only rewrite the docs section (and plot) from the results file, with --note lines")
+    ap.add_argument("--paired", default="", help="A,B: paired per-user differences A - B per seed")
+    ap.add_argument("--results", default=str(RESULTS), help="results JSON (the plot goes beside it as .png)")
+    ap.add_argument("--section", default=SECTION, help="docs/benchmarks.md section the table replaces")
     ap.add_argument("overrides", nargs="*", help="extra key=value overrides for every run")
     args = ap.parse_args(argv)
+    results, plot_path = Path(args.results), Path(args.results).with_suffix(".png")
     if args.render_only:
-        res = read_json(RESULTS)
+        res = read_json(results)
         res["notes"] = args.note or res.get("notes", [])
-        write_json(RESULTS, res)
-        plot(res["rows"], PLOT)
-        replace_section(SECTION, render(res))
+        write_json(results, res)
+        plot(res["rows"], plot_path)
+        replace_section(args.section, render(res, args.section))
         return 0
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
@@ -156,14 +209,18 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     jobs = [(v, s) for s in seeds for v in variants]
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        rows = list(pool.map(lambda j: run_one(j[0], j[1], work, args.threads, args.overrides), jobs))
+        rows = list(pool.map(lambda j: run_one(j[0], j[1], work, args.threads, args.overrides, bool(args.paired)),
+                             jobs))
     beams = read_json(Path(rows[0]["out"]) / "eval" / "metrics.json").get("beams", "see config")
     res = {"command": "python bench/quickstart_seeds.py " + " ".join(argv if argv is not None else sys.argv[1:]),
            "machine": f"{platform.machine()} {os.cpu_count()} cores", "jobs": args.jobs, "threads": args.threads,
-           "beams": beams, "rows": rows, "summary": summarise(rows), "notes": args.note}
-    write_json(RESULTS, res)
-    plot(rows, PLOT)
-    replace_section(SECTION, render(res))
+           "beams": beams, "rows": rows, "summary": summarise(rows), "notes": args.note, "plot": plot_path.name}
+    if args.paired:
+        res["paired_variants"] = args.paired.split(",")
+        res["paired"] = paired_differences(rows, *res["paired_variants"])
+    write_json(results, res)
+    plot(rows, plot_path)
+    replace_section(args.section, render(res, args.section))
     for v, s in res["summary"].items():
         print(f"{v}: {s['runs']} runs, hit@10 {s['hit@10_mean']:.4f} ± {s['hit@10_sd']:.4f}, "
               f"{s['ratio_mean']:.2f}x popularity (min {s['ratio_min']:.2f})")

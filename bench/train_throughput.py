@@ -12,6 +12,11 @@ fed three ways:
 * `sample`:   gramc's Collator, per-sample rows (dedupe=False), collaborative prefix on.
 * `sequence`: gramc's Collator, sequence-level rows (train.batching=sequence), prefix on.
 
+With `--softmax vocab trie` the gramc arms run twice, with `model.softmax=vocab` (the loss over
+the whole vocabulary) and `model.softmax=trie` (the loss over the trie children of each target
+prefix, logits only for those; arms named `sample-trie`, `sequence-trie`), same initial weights,
+each with its own AdamW; `speedup_vs_vocab` compares the two on the same batches.
+
 Per arm: samples/s, encoder tokens/s (real and padded positions), share of the step spent
 outside forward/backward (collation + optimiser), and the fraction of encoded passages that are
 all padding. Measured after warm-up steps, arms interleaved step by step. The CPU may be shared
@@ -19,6 +24,8 @@ with other jobs, so rates are computed on this process's CPU time (`time.process
 other jobs' load does not inflate; wall-clock figures are reported beside them.
 
     .venv/bin/python bench/train_throughput.py            # writes bench/results/train_throughput.json
+    .venv/bin/python bench/train_throughput.py --presets tiny --batch-size 16 --arms sample sequence \
+        --softmax vocab trie --out bench/results/train_throughput_trie.json
 """
 
 from __future__ import annotations
@@ -200,6 +207,19 @@ def run_step(arm: str, model, opt, samples, collate, dtype: str) -> tuple[Step, 
     return steps[0], steps[1], float(loss.detach())
 
 
+def build_model(cfg, softmax: str, vocab_size: int, table, trie):
+    """(GramC with `model.softmax=softmax`, its AdamW); the same initial weights for every mode."""
+    import copy
+
+    from gramc.model.gramc import GramC
+
+    mcfg = copy.deepcopy(cfg.model)
+    mcfg.softmax = softmax
+    torch.manual_seed(0)
+    model = GramC(mcfg, MAX_HIS, vocab_size, table, trie if softmax == "trie" else None)
+    return model, torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01, eps=1e-6)
+
+
 def bf16_probe() -> dict:
     """CPU seconds of one fp32 and one bf16 matmul: tells whether bf16 training makes sense here."""
     a, b = torch.randn(1024, 512), torch.randn(512, 1024)
@@ -223,16 +243,21 @@ def plot_results(report: dict, path: str | Path) -> None:
     import matplotlib.pyplot as plt
 
     groups = sorted({(r["preset"], r["dtype"]) for r in report["results"]}, key=lambda g: (g[0] != "tiny", g))
-    arms = ["gram", "sample", "sequence"]
+    arms = [a for a in ["gram", "sample", "sample-trie", "sequence", "sequence-trie"]
+            if any(r["arm"] == a for r in report["results"])]
+    colours = {"gram": "#999999", "sample": "#4c72b0", "sequence": "#dd8452", "sample-trie": "#8fa8d6",
+               "sequence-trie": "#f0b48a"}
     fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.6), squeeze=False)
     for ax, (preset, dtype) in zip(axes[0], groups):
         rows = {r["arm"]: r for r in report["results"] if r["preset"] == preset and r["dtype"] == dtype}
         vals = [rows[a]["samples_per_s"] if a in rows else 0.0 for a in arms]
-        bars = ax.bar(arms, vals, color=["#999999", "#4c72b0", "#dd8452"])
+        bars = ax.bar(arms, vals, color=[colours[a] for a in arms])
         for bar, a in zip(bars, arms):
-            if a in rows:
-                ax.annotate(f"{rows[a]['speedup_vs_gram']:.1f}x", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+            ratio = rows.get(a, {}).get("speedup_vs_gram", rows.get(a, {}).get("speedup_vs_vocab"))
+            if ratio is not None:
+                ax.annotate(f"{ratio:.1f}x", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
                             ha="center", va="bottom", fontsize=9)
+        ax.tick_params(axis="x", labelsize=8)
         ax.set_title(f"{preset}, {dtype}, batch {rows['gram']['batch_size'] if 'gram' in rows else '?'}")
         ax.set_ylabel("training samples / CPU-second")
     fig.suptitle("GRAM-C feed vs GRAM feed (Beauty, max_his 20, 128-token passages)", fontsize=10)
@@ -262,6 +287,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="wall budget per preset x dtype: stop after the round that exceeds it (>= 1 measured)")
     p.add_argument("--threads", type=int, default=1,
                    help="1 by default: on a loaded machine OpenMP threads spin and inflate CPU time")
+    p.add_argument("--arms", nargs="+", default=["gram", "sample", "sequence"], choices=["gram", "sample", "sequence"])
+    p.add_argument("--softmax", nargs="+", default=["vocab"], choices=["vocab", "trie"],
+                   help="output normalisations of the gramc arms (model.softmax)")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "train_throughput.json"))
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -275,9 +303,9 @@ def main(argv: list[str] | None = None) -> int:
     from gramc.data.text import item_texts
     from gramc.graph.similar import read_similar_items
     from gramc.ids.itemids import load_gram_ids
+    from gramc.ids.trie import trie_for
     from gramc.ids.tokenizer import load_tokenizer
     from gramc.io import write_json
-    from gramc.model.gramc import GramC
     from gramc.model.inputs import Collator, PassageCache
     from gramc.train.batching import global_micro_batches, make_units
 
@@ -315,25 +343,28 @@ def main(argv: list[str] | None = None) -> int:
         smp_batches = global_micro_batches(make_units(train, "sample", bsz), bsz, 2023, 0)[:n_batches]
         cfg.model.preset = preset
         for dtype in args.dtypes:
-            torch.manual_seed(0)
-            model = GramC(cfg.model, MAX_HIS, tok.vocab_size, table)
-            opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01, eps=1e-6)
-            n_params = sum(p.numel() for p in model.parameters())
+            models = {sm: build_model(cfg, sm, tok.vocab_size, table, trie_for(item_ids)) for sm in args.softmax}
+            n_params = sum(p.numel() for p in next(iter(models.values()))[0].parameters())
             print(f"== {preset} ({n_params / 1e6:.1f} M params), {dtype}, batch {bsz}", flush=True)
-            arms = [
-                ("gram", smp_batches, gram_feed),
-                ("sample", smp_batches, Collator(cache, cfg, gcn_rows, dedupe=False)),
-                ("sequence", seq_batches, Collator(cache, cfg, gcn_rows, dedupe=True)),
-            ]
+            feeds = {"gram": (smp_batches, gram_feed, "vocab"),
+                     "sample": (smp_batches, Collator(cache, cfg, gcn_rows, dedupe=False), None),
+                     "sequence": (seq_batches, Collator(cache, cfg, gcn_rows, dedupe=True), None)}
+            arms = []
+            for a in args.arms:
+                batches, collate, only = feeds[a]
+                for sm in ([only] if only else args.softmax):
+                    if sm in models:
+                        arms.append((a if sm == "vocab" else f"{a}-{sm}", batches, collate, sm))
             # arms interleaved step by step, so that they share whatever load the machine has
-            wall = {a: ArmResult(a, preset, dtype, bsz) for a, _, _ in arms}
-            cpu = {a: ArmResult(a, preset, dtype, bsz) for a, _, _ in arms}
+            wall = {a: ArmResult(a, preset, dtype, bsz) for a, *_ in arms}
+            cpu = {a: ArmResult(a, preset, dtype, bsz) for a, *_ in arms}
             t_cfg = time.perf_counter()
             for k in range(n_batches):
-                for arm, batches, collate in arms:
+                for arm, batches, collate, sm in arms:
                     # warm-up rounds (one-time kernel/allocator set-up) use a single sample
                     fed = batches[k][:1] if k < args.warmup else batches[k]
-                    w, c, loss = run_step(arm, model, opt, fed, collate, dtype)
+                    model, opt = models[sm]
+                    w, c, loss = run_step(arm.split("-")[0], model, opt, fed, collate, dtype)
                     tag = " (warm-up)" if k < args.warmup else ""
                     print(f"  {arm:8s} step {k}{tag}: wall {w.collate_s + w.fwdbwd_s + w.opt_s:6.2f} s, "
                           f"cpu {c.collate_s + c.fwdbwd_s + c.opt_s:6.2f} s (collate {c.collate_s:.3f}, "
@@ -343,8 +374,9 @@ def main(argv: list[str] | None = None) -> int:
                         cpu[arm].steps.append(c)
                 if k >= args.warmup and time.perf_counter() - t_cfg > args.max_seconds:
                     break
-            for arm, _, _ in arms:
+            for arm, *_ in arms:
                 res = cpu[arm].summary()
+                res["softmax"] = arm.split("-")[1] if "-" in arm else "vocab"
                 res["clock"] = "process CPU time"
                 res["wall"] = {k: v for k, v in wall[arm].summary().items()
                                if k in ("samples_per_s", "step_s", "share_outside_fwd_bwd",
@@ -355,11 +387,16 @@ def main(argv: list[str] | None = None) -> int:
                       f"{res['encoder_real_tokens_per_s']:.0f} real enc tok/CPU-s, "
                       f"outside fwd/bwd {100 * res['share_outside_fwd_bwd']:.1f}%, "
                       f"padding passages {100 * res['padding_passage_fraction']:.1f}%", flush=True)
-            base = next(r for r in results if r["arm"] == "gram" and r["preset"] == preset and r["dtype"] == dtype)
-            for r in results:
-                if r["preset"] == preset and r["dtype"] == dtype:
+            mine = [r for r in results if r["preset"] == preset and r["dtype"] == dtype]
+            base = next((r for r in mine if r["arm"] == "gram"), None)
+            for r in mine:
+                if base is not None:
                     r["speedup_vs_gram"] = r["samples_per_s"] / base["samples_per_s"]
                     r["wall"]["speedup_vs_gram"] = r["wall"]["samples_per_s"] / base["wall"]["samples_per_s"]
+                vocab = next((v for v in mine if v["arm"] == r["arm"].split("-")[0]), None)
+                if r["softmax"] != "vocab" and vocab is not None:
+                    r["speedup_vs_vocab"] = r["samples_per_s"] / vocab["samples_per_s"]
+                    r["wall"]["speedup_vs_vocab"] = r["wall"]["samples_per_s"] / vocab["wall"]["samples_per_s"]
 
     report = {
         "command": "python bench/train_throughput.py " + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -378,10 +415,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{'preset':6s} {'dtype':5s} {'arm':9s} {'samples/CPU-s':>13s} {'enc tok/CPU-s':>13s} "
           f"{'outside':>8s} {'pad psg':>8s} {'speed-up':>8s} {'wall speed-up':>13s}")
     for r in results:
+        ref = "speedup_vs_gram" if "speedup_vs_gram" in r else "speedup_vs_vocab"
         print(f"{r['preset']:6s} {r['dtype']:5s} {r['arm']:9s} {r['samples_per_s']:13.2f} "
               f"{r['encoder_real_tokens_per_s']:13.0f} {100 * r['share_outside_fwd_bwd']:7.1f}% "
-              f"{100 * r['padding_passage_fraction']:7.1f}% {r['speedup_vs_gram']:7.2f}x "
-              f"{r['wall']['speedup_vs_gram']:12.2f}x")
+              f"{100 * r['padding_passage_fraction']:7.1f}% {r.get(ref, 1.0):7.2f}x "
+              f"{r['wall'].get(ref, 1.0):12.2f}x" + ("" if ref == "speedup_vs_gram" else "  (vs vocab)"))
     print(f"wrote {args.out} and {Path(args.out).with_suffix('.png')}")
     return 0
 

@@ -44,13 +44,11 @@ def make_run(run_dir, *extra: str):
     """A trained-looking run folder: config.yaml + checkpoints/best (random weights) on synthetic data."""
     from pathlib import Path
 
-    from safetensors.torch import save_model
-
     from gramc.config import load_config
     from gramc.model.assets import Assets
     from gramc.io import write_json
     from gramc.runinfo import write_run_info
-    from gramc.train.checkpoint import ASSETS_FILE
+    from gramc.train.checkpoint import ASSETS_FILE, save_model_file
 
     run_dir = Path(run_dir)
     cfg = load_config(None, [
@@ -65,6 +63,6 @@ def make_run(run_dir, *extra: str):
     model = GramC.from_config(cfg, assets)
     write_run_info(run_dir, cfg)
     (run_dir / "checkpoints" / "best").mkdir(parents=True, exist_ok=True)
-    save_model(model, str(run_dir / "checkpoints" / "best" / "model.safetensors"))
+    save_model_file(run_dir / "checkpoints" / "best" / "model.safetensors", model)  # records model.softmax
     write_json(run_dir / "checkpoints" / "best" / ASSETS_FILE, assets.fingerprints())  # as training does
     return cfg, assets, model

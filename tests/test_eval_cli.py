@@ -68,3 +68,15 @@ def test_help_renders(command, capsys):
     with pytest.raises(SystemExit) as e:
         main([command, "--help"])
     assert e.value.code == 0 and "--run" in capsys.readouterr().out
+
+
+def test_trie_softmax_run_evaluates_in_its_mode_and_refuses_the_other(tmp_path, capsys):
+    d = tmp_path / "trie-run"
+    make_run(d, "model.softmax=trie")
+    rc = main(["evaluate", "--run", str(d), "--split", "valid", "--beams", "6", "--max-users", "6", "--json"])
+    assert rc == 0
+    rec = json.loads(capsys.readouterr().out)
+    assert rec["users"] == 6 and rec["invalid"] == 0
+    rc = main(["evaluate", "--run", str(d), "--split", "valid", "--max-users", "2", "model.softmax=vocab"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "model.softmax=trie" in err and "model.softmax=vocab" in err

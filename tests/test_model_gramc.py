@@ -251,3 +251,58 @@ def test_pretrained_backbone_from_a_folder(tmp_path):
     assert all(m.p == 0.05 for m in model.t5.modules() if isinstance(m, torch.nn.Dropout))
     with pytest.raises(ValueError, match="tokenizer"):
         GramC(cfg.model, cfg.data.max_his, VOCAB + 10, None)
+
+
+def test_trie_softmax_loss_equals_masked_full_softmax_and_trains_only_allowed_rows():
+    from gramc.ids.trie import trie_for
+
+    cfg, cache, vocab_model, rows = _setup(enabled=False)
+    assert vocab_model.trie is None
+    cfg.model.softmax = "trie"
+    with pytest.raises(ValueError, match="trie"):
+        GramC(cfg.model, cfg.data.max_his, VOCAB, None)  # the trie mode needs the trie
+    trie = trie_for(FakeIds(N_ITEMS))
+    torch.manual_seed(0)
+    model = GramC(cfg.model, cfg.data.max_his, VOCAB, None, trie).eval()
+    batch = Collator(cache, cfg, rows)(SAMPLES)
+    got = model.token_losses(batch)
+    got.sum().backward()
+    got = got.detach()
+    # reference: full-vocabulary logits with every token outside the prefix's trie children at -inf
+    labels = batch.labels
+    with torch.no_grad():
+        memory, mask = model.memory(batch)
+        logits = model.t5.decode(shift_right(labels)[:, None, :], model.t5.cross_kv(memory), mask)[0][:, 0].float()
+    nodes = trie.prefix_nodes(labels)
+    masked = logits + trie.mask(nodes.clamp(min=0), VOCAB)
+    ref = torch.nn.functional.cross_entropy(masked.reshape(-1, VOCAB), labels.reshape(-1), ignore_index=-100,
+                                            reduction="none").view_as(labels)
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+    vocab = torch.nn.functional.cross_entropy(logits.reshape(-1, VOCAB), labels.reshape(-1), ignore_index=-100,
+                                              reduction="none").view_as(labels)
+    assert bool((got <= vocab + 1e-6).all()) and float((vocab - got).sum()) > 1.0  # a narrower normaliser
+    # the LM head (tied embedding) gets gradient from allowed tokens only: never from a token no ID uses
+    used = {t for i in range(N_ITEMS) for t in FakeIds(N_ITEMS).target(i)}
+    grad = model.t5.shared.weight.grad
+    unused = [t for t in range(VOCAB) if t not in used and t not in set(batch.user_input.flatten().tolist())
+              and t not in set(batch.item_input.flatten().tolist()) and t != 0]
+    assert unused and float(grad[unused].abs().sum()) == 0.0
+
+
+def test_checkpoint_records_the_softmax_mode(tmp_path):
+    from gramc.ids.trie import trie_for
+    from gramc.train.checkpoint import CheckpointError, load_weights, save_model_file
+
+    cfg, cache, vocab_model, rows = _setup(enabled=False)
+    save_model_file(tmp_path / "model.safetensors", vocab_model)
+    load_weights(tmp_path, vocab_model)  # same mode: fine
+    cfg_t = copy.deepcopy(cfg)
+    cfg_t.model.softmax = "trie"
+    trie_model = GramC(cfg_t.model, cfg_t.data.max_his, VOCAB, None, trie_for(FakeIds(N_ITEMS)))
+    (tmp_path / "trie").mkdir()
+    save_model_file(tmp_path / "trie" / "model.safetensors", trie_model)
+    load_weights(tmp_path / "trie", trie_model)
+    with pytest.raises(CheckpointError, match="model.softmax=trie"):
+        load_weights(tmp_path / "trie", vocab_model)
+    with pytest.raises(CheckpointError, match="model.softmax=vocab"):
+        load_weights(tmp_path, trie_model)

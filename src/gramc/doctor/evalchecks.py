@@ -94,7 +94,7 @@ def walk_items(trie: Any, targets: Sequence[Sequence[int]]) -> torch.Tensor:
 
 def trie_check(item_ids: Any) -> Check:
     """Every item's target is a leaf of the evaluator's trie that maps back to that item."""
-    from ..eval.trie import trie_for
+    from ..ids.trie import trie_for
 
     try:
         trie = trie_for(item_ids)

@@ -102,7 +102,7 @@ def _build_model(cfg: Config, bundle: dict[str, Any], device: torch.device) -> t
 
     torch.manual_seed(cfg.run.seed)
     table = bundle["gcn_table"] if cfg.model.prefix.enabled else None
-    return GramC(cfg.model, cfg.data.max_his, bundle["vocab_size"], table).double().to(device)
+    return GramC(cfg.model, cfg.data.max_his, bundle["vocab_size"], table, bundle.get("trie")).double().to(device)
 
 
 def make_bundle(cfg: Config, assets: Any, world: int, steps: int) -> dict[str, Any]:
@@ -111,9 +111,12 @@ def make_bundle(cfg: Config, assets: Any, world: int, steps: int) -> dict[str, A
     from ..data.splits import samples
 
     plan = plan_steps(samples(assets.ds, "train", cfg.data.max_his), steps, world, cfg.train.batch_size)
+    from ..ids.trie import trie_for
+
     table = assets.gcn.embeddings if (cfg.model.prefix.enabled and assets.gcn is not None) else None
+    trie = trie_for(assets.item_ids) if cfg.model.softmax == "trie" else None  # the trie softmax's
     return {"cache": assets.cache, "gcn_rows": assets.gcn_rows, "gcn_table": table,
-            "vocab_size": assets.tokenizer.vocab_size, "plan": plan}
+            "vocab_size": assets.tokenizer.vocab_size, "plan": plan, "trie": trie}
 
 
 def worker(cfg: Config, bundle: dict[str, Any], steps: int, faults: Sequence[Optional[str]], out: Optional[Path]

@@ -5,8 +5,10 @@
    scores in fp32), and each user's fused memory is gathered from
    those states plus the user's own passage (`GramC.memory(batch, items=...)`). With the prefix in
    `every_passage` placement the item passages depend on the user, so each batch encodes its own.
-2. `beam_search` (trie-constrained, `eval.beams`, `eval.length_penalty`) returns items, not
-   strings; the rank of the target is its position in that list (-1 if absent).
+2. `beam_search` (trie-constrained, `eval.beams`, `eval.length_penalty`, `eval.early_stopping`,
+   the model's `model.softmax`) returns items, not strings; the rank of the target is its position
+   in that list (-1 if absent). Users are batched longest history first (similar memory lengths,
+   little padding; results keep the sample order). A progress bar counts users (users/s and ETA).
 3. Under DDP (torchrun) rank r takes samples r::world (no padding, no duplicates); the per-user
    results of all ranks are gathered and checked to cover every sample exactly once.
 
@@ -32,7 +34,7 @@ from ..config import Config, absolute_paths, from_dict
 from ..data.splits import Sample, samples as split_samples
 from .beam import beam_search
 from .metrics import bootstrap_ci, per_user_metrics, ranks_from_lists, repeat_stats, summarize
-from .trie import Trie, trie_for
+from ..ids.trie import Trie, trie_for
 
 
 class EvalError(GramcError, RuntimeError):
@@ -161,6 +163,23 @@ def merge_shards(parts: list[dict[str, Any]], total: int) -> dict[str, np.ndarra
     return out
 
 
+def length_order(smp: Sequence[Sample], positions: Sequence[int]) -> np.ndarray:
+    """Indices into `positions`, longest history first (stable): a batch then holds users of similar
+    memory length, so that little cross-attention runs over padding. Results go back in order."""
+    lengths = np.array([len(smp[i].history) for i in positions], dtype=np.int64)
+    return np.argsort(-lengths, kind="stable")
+
+
+def _exclusions(chunk: Sequence[Sample]) -> torch.Tensor:
+    """`[B, H]` history items (-1 pad) each user may not be recommended; the target itself never is."""
+    width = max(len(c.history) for c in chunk)
+    exclude = torch.full((len(chunk), width), -1, dtype=torch.long)
+    for r, c in enumerate(chunk):
+        h = [i for i in c.history if i != c.target]
+        exclude[r, : len(h)] = torch.tensor(h, dtype=torch.long)
+    return exclude
+
+
 def evaluate_samples(model, assets, cfg: Config, smp: Sequence[Sample], beams: int | None = None,
                      progress: bool = True, trie: Trie | None = None) -> dict[str, Any]:
     """Beam-search this process's share of `smp`; return its per-sample arrays (keys: index, users,
@@ -189,27 +208,25 @@ def evaluate_samples(model, assets, cfg: Config, smp: Sequence[Sample], beams: i
     out_scores = np.full((n, beams), -np.inf, dtype=np.float32)
     invalid = 0
     bs = max(1, cfg.eval.batch_size)
-    bar = tqdm(range(0, n, bs), desc=f"beam search (beams={beams})", unit="batch", disable=not show, leave=False)
+    order = length_order(smp, mine)
+    bar = tqdm(total=n, desc=f"beam search (beams={beams}, softmax={cfg.model.softmax})", unit="user",
+               disable=not show, leave=False, dynamic_ncols=True, smoothing=0.1)
     with torch.no_grad():
-        for s in bar:
-            chunk = [smp[i] for i in mine[s: s + bs]]
+        for s in range(0, n, bs):
+            pos = order[s: s + bs]
+            chunk = [smp[mine[p]] for p in pos]
             batch = collate(chunk).to(device)
-            exclude = None
-            if cfg.eval.exclude_history:
-                width = max(len(c.history) for c in chunk)
-                exclude = torch.full((len(chunk), width), -1, dtype=torch.long)
-                for r, c in enumerate(chunk):
-                    h = [i for i in c.history if i != c.target]  # the target itself is never excluded
-                    exclude[r, : len(h)] = torch.tensor(h, dtype=torch.long)
+            exclude = _exclusions(chunk) if cfg.eval.exclude_history else None
             with _autocast(device, bf16):  # encoder side only; the search scores in fp32
                 memory, mask = model.memory(batch, items=items_table)
             res = beam_search(model.t5, memory.float(), mask, trie, beams=beams,
                               length_penalty=cfg.eval.length_penalty,
-                              early_stopping=cfg.eval.early_stopping, exclude=exclude)
-            out_items[s: s + len(chunk)] = res.items.cpu().numpy()
-            out_scores[s: s + len(chunk)] = res.scores.float().cpu().numpy()
+                              early_stopping=cfg.eval.early_stopping, exclude=exclude, softmax=cfg.model.softmax)
+            out_items[pos] = res.items.cpu().numpy()
+            out_scores[pos] = res.scores.float().cpu().numpy()
             invalid += res.invalid
-            bar.set_postfix(users=min(n, s + bs))
+            bar.update(len(chunk))  # users/s and ETA
+    bar.close()
     if was_training:
         model.train()
     targets = np.array([smp[i].target for i in mine], dtype=np.int64)
@@ -308,7 +325,7 @@ def load_model_from_run(run_dir: str | Path, which: str = "best", overrides: Seq
     """(model on run.device in eval mode, assets, cfg) of a trained run folder."""
     from ..model.assets import Assets
     from ..model.gramc import GramC
-    from ..train.checkpoint import load_weights, verify_assets
+    from ..train.checkpoint import CheckpointError, load_weights, verify_assets
 
     cfg = run_config(run_dir, overrides)
     folder = checkpoint_folder(run_dir, which)
@@ -318,6 +335,9 @@ def load_model_from_run(run_dir: str | Path, which: str = "best", overrides: Seq
 
         warnings.warn(warning, stacklevel=2)
     model = GramC.from_config(cfg, assets)
-    load_weights(folder, model)
+    try:
+        load_weights(folder, model)
+    except CheckpointError as e:
+        raise EvalError(str(e)) from e
     model.to(resolve_device(cfg.run.device)).eval()
     return model, assets, cfg

@@ -3,7 +3,9 @@
     user passage  --encode--> states + E[0]  ┐
     item passages --encode--> states + E[j]  ├─ per sample, real tokens only -> memory [B, M, d]
     (prefix soft tokens: into the user passage, every passage, or appended to the memory)
-    T5 decoder cross-attends to the memory and is trained with token cross-entropy on the target ID.
+    T5 decoder cross-attends to the memory and is trained with token cross-entropy on the target ID,
+normalised over the whole vocabulary (`model.softmax=vocab`, GRAM) or over the trie children of
+each target prefix (`model.softmax=trie`, see `gramc.model.softmax`; the trie of the ID table).
 
 Every real passage is encoded once and independently (item rows may be shared by several samples
 of a batch, see `gramc.model.inputs.Collator`); there is never an all-padding passage. The learned
@@ -22,8 +24,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import Config, ModelConfig
+from ..ids.trie import Trie, trie_for
 from .inputs import IGNORE, Batch
 from .prefix import CollaborativePrefix, PrefixNormStats
+from .softmax import check_softmax, trie_token_losses
 from .t5 import T5, T5Dims, shift_right
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -51,11 +55,17 @@ def _on_host(t: torch.Tensor) -> bool:
 class GramC(nn.Module):
     """GRAM (late fusion of user and item passages) + an optional collaborative prefix."""
 
-    def __init__(self, cfg: ModelConfig, max_his: int, vocab_size: int, gcn_table: torch.Tensor | None) -> None:
+    def __init__(self, cfg: ModelConfig, max_his: int, vocab_size: int, gcn_table: torch.Tensor | None,
+                 trie: Trie | None = None) -> None:
         super().__init__()
         if max_his < 1:
             raise ValueError(f"GramC: max_his must be >= 1, got {max_his}")
+        check_softmax(cfg.softmax)
+        if cfg.softmax == "trie" and trie is None:
+            raise ValueError("model.softmax is 'trie' but no trie was given: the trie softmax needs the trie of "
+                             "the training data's ID table (GramC.from_config builds it from the assets)")
         self.cfg = cfg
+        self.trie = trie if cfg.softmax == "trie" else None
         self.max_his = max_his
         self.t5 = build_backbone(cfg, vocab_size)
         d = self.t5.dims.d_model
@@ -72,7 +82,28 @@ class GramC(nn.Module):
     @classmethod
     def from_config(cls, cfg: Config, assets: "Assets") -> "GramC":
         table = assets.gcn.embeddings if (cfg.model.prefix.enabled and assets.gcn is not None) else None
-        return cls(cfg.model, cfg.data.max_his, assets.tokenizer.vocab_size, table)
+        trie = trie_for(assets.item_ids) if cfg.model.softmax == "trie" else None
+        return cls(cfg.model, cfg.data.max_his, assets.tokenizer.vocab_size, table, trie)
+
+    @property
+    def softmax(self) -> str:
+        """The output normalisation this model is trained and searched with (`model.softmax`)."""
+        return self.cfg.softmax
+
+    def checkpoint_metadata(self) -> dict[str, str]:
+        """What a checkpoint records besides the weights (safetensors metadata)."""
+        return {"gramc.softmax": self.softmax}
+
+    def check_checkpoint(self, metadata: dict[str, str], where: str) -> None:
+        """ValueError unless the checkpoint at `where` was trained with this model's softmax mode.
+
+        Checkpoints written before the option existed carry no mode and were trained with "vocab".
+        """
+        saved = metadata.get("gramc.softmax", "vocab")
+        if saved != self.softmax:
+            raise ValueError(f"{where} was trained with model.softmax={saved} but the config asks for "
+                             f"model.softmax={self.softmax}; its scores mean something else under the other "
+                             f"normalisation: evaluate it with model.softmax={saved}")
 
     @property
     def d_model(self) -> int:
@@ -198,14 +229,23 @@ class GramC(nn.Module):
     # ---- decoder side -----------------------------------------------------------------------
 
     def token_losses(self, batch: Batch, items: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-        """Per-token cross-entropy `[B, T]` (0 where labels == -100)."""
+        """Per-token cross-entropy `[B, T]` (0 where labels == -100), under `model.softmax`."""
         memory, mask = self.memory(batch, items)
         labels = batch.labels
+        if self.trie is not None:
+            hidden, _ = self.t5.decode_states(shift_right(labels)[:, None, :], self.t5.cross_kv(memory), mask)
+            return trie_token_losses(self.t5, hidden[:, 0], labels, self._trie_on(labels.device), IGNORE)
         logits, _ = self.t5.decode(shift_right(labels)[:, None, :], self.t5.cross_kv(memory), mask)
         logits = logits[:, 0].float()
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE,
                                reduction="none")
         return loss.view_as(labels)
+
+    def _trie_on(self, device: torch.device) -> Trie:
+        """The training trie on `device`, moved once."""
+        if self.trie.device != device:
+            self.trie = self.trie.to(device)
+        return self.trie
 
     def forward(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """(sum of token cross-entropy over labels != -100, number of those tokens).

@@ -452,7 +452,13 @@ class T5(nn.Module):
 
     def decode(self, dec_ids: Tensor, cross_kv: CrossKV, memory_mask: Tensor, cache: Cache | None = None,
                start: int = 0) -> tuple[Tensor, Cache]:
-        """Decoder ids `[B, G, T]` (G hypotheses per memory row) -> (logits `[B, G, T, V]`, cache).
+        """Decoder ids `[B, G, T]` -> (logits `[B, G, T, V]`, cache): `logits(decode_states(...))`."""
+        hidden, new_cache = self.decode_states(dec_ids, cross_kv, memory_mask, cache, start)
+        return self.logits(hidden), new_cache
+
+    def decode_states(self, dec_ids: Tensor, cross_kv: CrossKV, memory_mask: Tensor, cache: Cache | None = None,
+                      start: int = 0) -> tuple[Tensor, Cache]:
+        """Decoder ids `[B, G, T]` (G hypotheses per memory row) -> (final states `[B, G, T, d]`, cache).
 
         `cross_kv` from `cross_kv(memory)` (`B` rows), `memory_mask [B, M]` bool. `cache` is None or
         the cache returned by the previous call, holding `start` positions; the returned cache holds
@@ -474,14 +480,22 @@ class T5(nn.Module):
                              f"positions, expected B*G={B * G} rows x start={start} positions")
         if cache is None and start != 0:
             raise ValueError(f"T5.decode: start={start} but no cache was given")
-        hidden, new_cache = self.decoder(self.shared(dec_ids), cross_kv, memory_mask.bool(), cache, start)
-        return self.logits(hidden), new_cache
+        return self.decoder(self.shared(dec_ids), cross_kv, memory_mask.bool(), cache, start)
 
     def logits(self, hidden: Tensor) -> Tensor:
         """Decoder states -> vocabulary logits (tied: `hidden * d_model**-0.5 @ shared.T`; untied: `lm_head`)."""
+        weight, scale = self.head()
+        return F.linear(hidden * scale if scale != 1.0 else hidden, weight)
+
+    def head(self) -> tuple[Tensor, float]:
+        """The LM head as `(weight [V, d], scale)`: logits = `(hidden * scale) @ weight.T` (T5 has no bias).
+
+        Tied: the shared embedding and `d_model**-0.5`; untied: `lm_head.weight` and 1. Lets a caller
+        compute the logits of chosen tokens only (`gramc.model.softmax`).
+        """
         if self.lm_head is None:
-            return F.linear(hidden * self.dims.d_model ** -0.5, self.shared.weight)
-        return self.lm_head(hidden)
+            return self.shared.weight, self.dims.d_model ** -0.5
+        return self.lm_head.weight, 1.0
 
     def forward(self, input_ids: Tensor, mask: Tensor, labels: Tensor) -> Tensor:
         """Single-passage seq2seq: logits `[P, T, V]` for `labels [P, T]` (teacher forcing, start token 0)."""

@@ -24,7 +24,7 @@ from ..errors import GramcError
 from ..config import Config
 from ..data.splits import Sample
 from ..eval.beam import beam_search
-from ..eval.trie import trie_for
+from ..ids.trie import trie_for
 
 
 class UnknownItemsError(GramcError, ValueError):
@@ -116,7 +116,7 @@ class Recommender:
                 memory, mask = self.model.memory(batch)
             res = beam_search(self.model.t5, memory, mask, self.trie, beams=beams,
                               length_penalty=cfg.eval.length_penalty, early_stopping=cfg.eval.early_stopping,
-                              exclude=exclude)
+                              exclude=exclude, softmax=cfg.model.softmax)
             for items, scores in zip(res.items.tolist(), res.scores.tolist()):
                 recs = [Recommendation(ds.item_ids[i], float(sc), str(ds.item_fields[i].get("title", "")))
                         for i, sc in zip(items, scores) if i >= 0]

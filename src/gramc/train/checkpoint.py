@@ -3,7 +3,8 @@
 A checkpoint is a folder (written atomically: built in a temporary sibling, then renamed, so an
 interrupted save never damages the previous one):
 
-    model.safetensors   model weights (tied weights stored once; safetensors.torch.save_model)
+    model.safetensors   model weights (tied weights stored once; safetensors.torch.save_model), with
+                        the model's `checkpoint_metadata()` (e.g. `gramc.softmax`) in the header
     optimizer.pt        optimiser and LR-scheduler state
     rng.pt              RNG states (python, numpy, torch CPU, CUDA) of *every* rank, by rank
     state.json          TrainState: epoch, global step, step within the epoch, best score so far
@@ -24,6 +25,7 @@ from typing import Any, Optional
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_model, save_model
 from torch import nn
 
@@ -94,12 +96,19 @@ def save_checkpoint(folder: str | Path, model: nn.Module, optimizer: torch.optim
     with atomic_dir(folder) as tmp:
         if assets:
             write_json(tmp / ASSETS_FILE, assets)
-        save_model(model, str(tmp / "model.safetensors"))
+        save_model_file(tmp / "model.safetensors", model)
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
                    tmp / "optimizer.pt")
         torch.save(rng_states, tmp / "rng.pt")
         write_json(tmp / "state.json", asdict(state))
     return folder
+
+
+def save_model_file(path: str | Path, model: nn.Module) -> None:
+    """Write the weights to `path` with the model's `checkpoint_metadata()` (if it has one) in the header."""
+    module = getattr(model, "module", model)  # a DDP wrapper: the module's metadata
+    meta = module.checkpoint_metadata() if hasattr(module, "checkpoint_metadata") else None
+    save_model(model, str(path), metadata=meta)
 
 
 def copy_checkpoint(src: str | Path, dst: str | Path) -> None:
@@ -168,6 +177,13 @@ def load_weights(folder: str | Path, model: nn.Module) -> None:
     if missing or unexpected:
         raise CheckpointError(f"{folder / 'model.safetensors'} does not fit the model: missing "
                               f"{sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")
+    if hasattr(model, "check_checkpoint"):  # e.g. GramC: trained with the same model.softmax
+        with safe_open(str(folder / "model.safetensors"), framework="pt") as f:
+            meta = f.metadata() or {}
+        try:
+            model.check_checkpoint(meta, str(folder / "model.safetensors"))
+        except ValueError as e:
+            raise CheckpointError(str(e)) from e
 
 
 def _torch_load(path: Path) -> Any:
