@@ -26,7 +26,7 @@ def test_gpu_beauty_runs_without_install_or_matplotlib(tmp_path):
     out = tmp_path / "gpu"
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-c", RUNNER, str(ROOT / "bench" / "gpu_beauty.py"), "--synthetic", "--out", str(out),
-           "--max-steps", "3", "--eval-users", "10", "--beams", "5", *TINY]
+           "--max-steps", "3", "--eval-users", "10", "--beams", "10", *TINY]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads((out / "gpu_beauty.json").read_text())
@@ -35,7 +35,7 @@ def test_gpu_beauty_runs_without_install_or_matplotlib(tmp_path):
     for m in res["models"]:
         assert m["steps"] == m["max_steps"] == 3 and m["samples_trained"] == 3 * 16
         assert m["samples_per_s"] > 0 and m["step_s"] > 0 and m["eval_users_per_s"] > 0
-        assert m["eval_users"] == 10 and m["beams"] == 5 and m["peak_gpu_gib"] is None  # CPU here
+        assert m["eval_users"] == 10 and m["beams"] == 10 and m["peak_gpu_gib"] is None  # CPU here
         assert set(m["metrics"]) >= {"hit@10", "ndcg@10"} and set(m["ci"]) >= {"hit@10", "ndcg@10"}
         assert (out / m["model"] / "metrics_test_subset.json").is_file()
         assert not (out / m["model"] / "metrics.json").exists()  # train.final_eval=false: only the subset
