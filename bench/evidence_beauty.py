@@ -99,6 +99,18 @@ class Bench:
 # --------------------------------------------------------------------------------------------
 
 
+def ensure_parent(b: Bench) -> Path:
+    """The prepared full Beauty folder: `--parent` when it exists, else prepared once from ../shared."""
+    if (b.parent / "dataset.json").is_file():
+        return b.parent
+    from gramc.data.prepare import prepare
+
+    beauty = SHARED / "datasets" / "amazon-beauty"
+    ds = prepare(beauty / "user_sequence.txt", beauty / "Amazon_Beauty.item", b.parent, load_config(None, []))
+    print(f"prepared {b.parent}: {ds.num_users:,} users, {ds.num_items:,} items", flush=True)
+    return b.parent
+
+
 def ensure_subset(b: Bench) -> Path:
     """Write the subset once; a folder from other sampling settings or another parent is an error."""
     from gramc.data.dataset import SeqDataset
@@ -535,7 +547,8 @@ def data_note(b: Bench) -> str:
 
 def parse(argv: list[str] | None) -> tuple[argparse.Namespace, Bench]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--parent", default="/work/data/beauty", help="prepared Beauty folder (gramc data prepare)")
+    ap.add_argument("--parent", default=None, help="prepared Beauty folder (gramc data prepare); default "
+                    "WORK/parent, prepared from ../shared on first use")
     ap.add_argument("--work", default=str(ROOT / "runs" / "evidence_beauty"))
     ap.add_argument("--config", default=str(ROOT / "configs" / "beauty-subset.yaml"))
     ap.add_argument("--ids-file", default=str(BEAUTY_IDS), help="GRAM ID file ('' = build IDs per the config)")
@@ -563,7 +576,7 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, Bench]:
     bad = [p for p in placements if p not in PLACEMENTS]
     if bad:
         ap.error(f"--placements: unknown {bad}; choose from {list(PLACEMENTS)}")
-    b = Bench(parent=Path(a.parent), work=Path(a.work), config=Path(a.config), ids_file=a.ids_file,
+    b = Bench(parent=Path(a.parent or Path(a.work) / "parent"), work=Path(a.work), config=Path(a.config), ids_file=a.ids_file,
               tokenizer=a.tokenizer, fraction=a.fraction, subset_seed=a.subset_seed, kcore=a.kcore,
               threads=a.threads, train_minutes=a.train_minutes, sasrec_minutes=a.sasrec_minutes,
               eval_users=a.eval_users, placements=placements, extra=list(a.set), results=Path(a.results),
@@ -577,6 +590,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.render_only:
         replace_section(SECTION, render(read_json(b.results)), b.doc)
         return 0
+    ensure_parent(b)
     if not b.full:
         ensure_subset(b)
     if a.probe:

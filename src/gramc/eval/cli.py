@@ -78,11 +78,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
         init_distributed(cfg.run.device)  # gloo on CPU, nccl on GPUs
     main = not dist.is_initialized() or dist.get_rank() == 0
-    try:
-        model, assets, cfg = load_model_from_run(args.run, args.checkpoint, overrides, progress=main)
-    except EvalError as e:  # e.g. a checkpoint trained with the other model.softmax
-        print(f"gramc: error: {e}", file=sys.stderr)
-        return 2
+    # an EvalError (e.g. a checkpoint trained with the other model.softmax) is printed by gramc.cli.main
+    model, assets, cfg = load_model_from_run(args.run, args.checkpoint, overrides, progress=main)
     res = evaluate_split(model, assets, cfg, args.split, max_users=args.max_users, progress=main)
     res.checkpoint = str(folder)
     rec = res.to_json()
