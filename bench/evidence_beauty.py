@@ -24,11 +24,15 @@ Beauty (results)". The plan with the budget arithmetic is the section "Evidence 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,6 +88,7 @@ class Bench:
     results: Path = ROOT / "bench" / "results" / "evidence_beauty.json"
     doc: Path = ROOT / "docs" / "benchmarks.md"
     full: bool = False
+    lanes: int = 1
 
     @property
     def data(self) -> Path:
@@ -478,14 +483,67 @@ def probe(b: Bench, steps: int, users: int) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 
 
-def run_models(b: Bench, wanted: list[str] | None, log_cmd: str) -> dict[str, Any]:
-    results = read_json(b.results) if b.results.is_file() else {}
+@contextlib.contextmanager
+def locked_results(b: Bench):
+    """The results file, read and written under an exclusive lock: parallel lanes each add their rows."""
+    b.results.parent.mkdir(parents=True, exist_ok=True)
+    with open(b.results.with_name(b.results.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        results = read_json(b.results) if b.results.is_file() else {}
+        yield results
+        write_json(b.results, results)
+
+
+def record(b: Bench, name: str | None, row: dict[str, Any] | None, log_cmd: str) -> None:
+    """Add one model's row (and the command that made it) to the results file."""
+    with locked_results(b) as results:
+        part = results.setdefault("full" if b.full else "subset", {"models": {}, "commands": []})
+        if log_cmd not in part["commands"]:
+            part["commands"].append(log_cmd)
+        if name is not None:
+            part["models"][name] = row
+
+
+def lane_jobs(b: Bench, names: list[str]) -> list[list[str]]:
+    """Models split into independent jobs: the baselines share one pipeline root, so they stay together
+    (last: they are cheap, and the generative runs are the ones worth seeing early)."""
+    base = [n for n in names if n in BASELINES]
+    return [[n] for n in names if n not in BASELINES] + ([base] if base else [])
+
+
+def run_lanes(b: Bench, a: argparse.Namespace, names: list[str]) -> None:
+    """Run `names` in `a.lanes` child processes of this script, one thread each (on this 2-core CPU one
+    tiny-T5 process at 1 thread trains about as fast as one at 2, so two lanes double the throughput)."""
+    if any(n not in BASELINES for n in names):  # the shared GCN stage first, so lanes never race on it
+        from gramc.pipeline.pipeline import run_pipeline
+
+        first = next(n for n in names if n not in BASELINES)
+        run_pipeline(model_config(first, b, None if first in phase1(b) else best_placement(b)), stages=("gcn",))
+    logs = b.work / "lanes"
+    logs.mkdir(parents=True, exist_ok=True)
+
+    def child(job: list[str]) -> tuple[list[str], int]:
+        cmd = [sys.executable, str(Path(__file__).resolve()), *a.child_argv, "--models", ",".join(job),
+               "--lanes", "1", "--threads", "1", "--no-summary"]
+        with open(logs / f"{job[0]}.log", "a", encoding="utf-8") as log:
+            print(f"lane start {job} (log {logs / (job[0] + '.log')})", flush=True)
+            rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT).returncode
+        print(f"lane done {job}: exit {rc}", flush=True)
+        return job, rc
+
+    with ThreadPoolExecutor(max_workers=a.lanes) as pool:
+        failed = [job for job, rc in pool.map(child, lane_jobs(b, names)) if rc != 0]
+    if failed:
+        raise SystemExit(f"lanes failed: {failed} (logs in {logs})")
+
+
+def run_models(b: Bench, wanted: list[str] | None, log_cmd: str, lanes: argparse.Namespace | None = None,
+               summary: bool = True) -> dict[str, Any]:
+    """Run the wanted models (default: phase 1 then phase 2), each a resumable stage, in this process or
+    in parallel lanes; then (unless `summary` is off) the paired intervals, curves and budget note."""
     mode = "full" if b.full else "subset"
-    part = results.setdefault(mode, {"models": {}, "commands": []})
-    if log_cmd not in part["commands"]:
-        part["commands"].append(log_cmd)
     if b.full:
-        best_cfg = results.get("subset", {}).get("best_placement")
+        best_cfg = read_json(b.results).get("subset", {}).get("best_placement")
         if not best_cfg:
             best_cfg = "user_passage"
             print("no best placement from the subset benchmark yet: --full uses user_passage", flush=True)
@@ -499,19 +557,31 @@ def run_models(b: Bench, wanted: list[str] | None, log_cmd: str) -> dict[str, An
     unknown = [n for n in names if n not in known]
     if unknown:  # before anything runs
         raise SystemExit(f"unknown model(s) {unknown}; choose from {sorted(known)}")
-    for name in names:
-        if not b.full and (name in ABLATIONS or (name.endswith("-s2") and name != "gram-s2")):
-            best = best or best_placement(b)
-        print(f"== {name}", flush=True)
-        row = run_baseline(name, b) if name in BASELINES else run_generative(name, b, best)
-        part["models"][name] = row
-        write_json(b.results, results)  # after every model: an interruption keeps what finished
-    if not b.full and wanted is None:  # the default call continues with phase 2
-        best = best_placement(b)
-        for name in phase2(best):
-            print(f"== {name} (phase 2, best placement {best})", flush=True)
-            part["models"][name] = run_generative(name, b, best)
-            write_json(b.results, results)
+    record(b, None, None, log_cmd)
+    phases = [names] + ([None] if not b.full and wanted is None else [])  # None: phase 2, once phase 1 is done
+    for todo in phases:
+        if todo is None:
+            best = best_placement(b)
+            todo = phase2(best)
+            print(f"== phase 2, best placement {best}", flush=True)
+        if lanes is not None and lanes.lanes > 1:
+            run_lanes(b, lanes, todo)
+            continue
+        for name in todo:
+            if not b.full and (name in ABLATIONS or (name.endswith("-s2") and name != "gram-s2")):
+                best = best or best_placement(b)
+            print(f"== {name}", flush=True)
+            row = run_baseline(name, b) if name in BASELINES else run_generative(name, b, best)
+            record(b, name, row, log_cmd)  # after every model: an interruption keeps what finished
+    if not summary:
+        return read_json(b.results)
+    with locked_results(b) as results:
+        summarise(b, results[mode], best)
+    return read_json(b.results)
+
+
+def summarise(b: Bench, part: dict[str, Any], best: str | None) -> None:
+    """Best placement, paired intervals, curves and the machine/budget notes of one mode's results."""
     if not b.full:
         try:
             part["best_placement"] = best_placement(b)
@@ -527,13 +597,12 @@ def run_models(b: Bench, wanted: list[str] | None, log_cmd: str) -> dict[str, An
     curves = b.results.with_name(b.results.stem + ("_full" if b.full else "") + "_curves.png")
     plot_curves(part["models"], curves)
     part["curves"] = str(curves)
-    part["machine"] = f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}, {b.threads} threads"
+    part["machine"] = (f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}, "
+                       f"{b.threads} threads" + (f" x {b.lanes} lanes" if b.lanes > 1 else ""))
     part["data_note"] = data_note(b)
     part["budget"] = (f"at most {b.train_minutes:g} min of training per generative model (pipeline.train_minutes), "
                       f"epochs {cfg.train.epochs} and train.patience {cfg.train.patience}" if b.train_minutes > 0 else
                       f"epochs {cfg.train.epochs} and train.patience {cfg.train.patience}, no wall cap")
-    write_json(b.results, results)
-    return results
 
 
 def data_note(b: Bench) -> str:
@@ -559,10 +628,12 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, Bench]:
     ap.add_argument("--placements", default=",".join(PLACEMENTS))
     ap.add_argument("--models", default=None, help="comma list (default: phase 1 then phase 2; --full: gram and "
                                                    "the best GRAM-C placement)")
-    ap.add_argument("--train-minutes", type=float, default=11.0, help="wall cap per generative model (0 = none)")
+    ap.add_argument("--train-minutes", type=float, default=0.0, help="wall cap per generative model (0 = none)")
     ap.add_argument("--sasrec-minutes", type=float, default=8.0)
     ap.add_argument("--eval-users", type=int, default=0, help="test users of each model (0 = every one)")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2, help="torch threads of this process (lanes: 1 each)")
+    ap.add_argument("--lanes", type=int, default=1, help="models trained at once, each in a 1-thread child process")
+    ap.add_argument("--no-summary", action="store_true", help=argparse.SUPPRESS)  # a lane's child: rows only
     ap.add_argument("--full", action="store_true", help="GRAM and the best GRAM-C on the full split (issue item 5)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every model")
     ap.add_argument("--results", default=str(ROOT / "bench" / "results" / "evidence_beauty.json"))
@@ -580,8 +651,27 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, Bench]:
               tokenizer=a.tokenizer, fraction=a.fraction, subset_seed=a.subset_seed, kcore=a.kcore,
               threads=a.threads, train_minutes=a.train_minutes, sasrec_minutes=a.sasrec_minutes,
               eval_users=a.eval_users, placements=placements, extra=list(a.set), results=Path(a.results),
-              doc=Path(a.doc), full=a.full)
+              doc=Path(a.doc), full=a.full, lanes=a.lanes)
+    if a.lanes < 1:
+        ap.error("--lanes must be >= 1")
+    # what a lane's child repeats: every option but the model list, lanes, threads and summary flag
+    a.child_argv = strip_options(argv if argv is not None else sys.argv[1:], ("--models", "--lanes", "--threads"),
+                                 ("--no-summary",))
     return a, b
+
+
+def strip_options(argv: list[str], with_value: tuple[str, ...], flags: tuple[str, ...]) -> list[str]:
+    out, skip = [], False
+    for x in argv:
+        if skip:
+            skip = False
+        elif x in with_value:
+            skip = True
+        elif x in flags or any(x.startswith(o + "=") for o in with_value):
+            continue
+        else:
+            out.append(x)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -603,8 +693,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     cmd = "python bench/evidence_beauty.py " + " ".join(argv if argv is not None else sys.argv[1:])
     wanted = [m.strip() for m in a.models.split(",") if m.strip()] if a.models else None
-    results = run_models(b, wanted, cmd)
-    replace_section(SECTION, render(results), b.doc)
+    results = run_models(b, wanted, cmd, lanes=a, summary=not a.no_summary)
+    if not a.no_summary:
+        replace_section(SECTION, render(results), b.doc)
     return 0
 
 

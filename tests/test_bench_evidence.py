@@ -144,3 +144,22 @@ def test_a_work_folder_of_another_subset_is_refused(setup):
     with pytest.raises(SystemExit, match=r"unknown model\(s\) \['nope'\]"):
         bench.main(args + ["--models", "pop,nope"])
     assert (tmp / "results" / "ev.json").read_text() == results  # refused before anything ran
+
+
+def test_lanes_run_models_in_parallel_children_and_merge_their_rows(setup):
+    tmp, args = setup
+    bench = _bench()
+    args = list(args)
+    args[args.index("--work") + 1] = str(tmp / "work-lanes")
+    args[args.index("--results") + 1] = str(tmp / "results" / "lanes.json")
+    assert bench.main(args + ["--lanes", "2", "--models", "pop,lightgcn,gram,gramc-memory"]) == 0
+    res = json.loads((tmp / "results" / "lanes.json").read_text())["subset"]
+    assert set(res["models"]) == {"pop", "lightgcn", "gram", "gramc-memory"}  # no lane lost another's row
+    assert res["models"]["gramc-memory"]["prefix"]["placement"] == "memory"
+    assert "gramc-memory - gram" in res["paired"] and "x 2 lanes" in res["machine"]
+    logs = tmp / "work-lanes" / "lanes"
+    assert (logs / "pop.log").is_file() and (logs / "gram.log").is_file()  # baselines share one lane
+    assert not (logs / "lightgcn.log").exists()
+    before = _records(tmp / "work-lanes")
+    assert bench.main(args + ["--lanes", "2", "--models", "gram,gramc-memory"]) == 0
+    assert _records(tmp / "work-lanes") == before  # a rerun resumes: nothing redone
