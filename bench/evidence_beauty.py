@@ -5,6 +5,7 @@
     python bench/evidence_beauty.py --models gram,gramc-user_passage
     python bench/evidence_beauty.py --full --train-minutes 70   # GRAM + the best GRAM-C on the full split
     python bench/evidence_beauty.py --render-only
+    python bench/evidence_beauty.py --progress     # validation curves so far (runs still training too)
 
 Models (each a `gramc pipeline` root under WORK/models/NAME, trained by its ids/gcn/train stages,
 then a `test` stage that evaluates the best checkpoint on every test user and keeps the per-user
@@ -386,6 +387,25 @@ def plot_curves(rows: dict[str, dict], path: Path) -> None:
     plt.close(fig)
 
 
+def progress(b: Bench) -> dict[str, Any]:
+    """Validation curves of every generative model so far, finished or still training (read from each
+    train/log.jsonl; nothing is run): printed, saved beside the results as _progress.json and .png."""
+    rows: dict[str, dict[str, Any]] = {}
+    for log in sorted(b.models_dir.glob("*/train/log.jsonl")):
+        name = log.parent.parent.name
+        done = (log.parent.parent / "test" / ".stage.json").is_file()
+        rows[name] = {"curve": curve(log.parent), "finished": done}
+        print(f"{name} ({'finished' if done else 'training'})", flush=True)
+        for p in rows[name]["curve"]:
+            print(f"  epoch {p['epoch'] + 1:>2}  step {p['step']:>5}  valid loss {p['valid_loss']:.3f}  "
+                  f"ndcg@10 {p['ndcg@10']:.4f}  hit@10 {p['hit@10']:.4f}", flush=True)
+    stem = b.results.stem + ("_full" if b.full else "")
+    out = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "work": str(b.work), "models": rows}
+    write_json(b.results.with_name(stem + "_progress.json"), out)
+    plot_curves(rows, b.results.with_name(stem + "_progress.png"))
+    return out
+
+
 def _f(x: Any) -> str:
     return "-" if x is None else f"{x:.4f}"
 
@@ -642,6 +662,7 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, Bench]:
     ap.add_argument("--probe-steps", type=int, default=20)
     ap.add_argument("--probe-users", type=int, default=100)
     ap.add_argument("--render-only", action="store_true")
+    ap.add_argument("--progress", action="store_true", help="print and plot the validation curves so far, then stop")
     a = ap.parse_args(argv)
     placements = tuple(p for p in a.placements.split(",") if p)
     bad = [p for p in placements if p not in PLACEMENTS]
@@ -679,6 +700,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(b.threads)
     if a.render_only:
         replace_section(SECTION, render(read_json(b.results)), b.doc)
+        return 0
+    if a.progress:
+        progress(b)
         return 0
     ensure_parent(b)
     if not b.full:

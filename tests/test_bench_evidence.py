@@ -163,3 +163,17 @@ def test_lanes_run_models_in_parallel_children_and_merge_their_rows(setup):
     before = _records(tmp / "work-lanes")
     assert bench.main(args + ["--lanes", "2", "--models", "gram,gramc-memory"]) == 0
     assert _records(tmp / "work-lanes") == before  # a rerun resumes: nothing redone
+
+
+def test_progress_reads_the_curves_of_finished_and_running_models(setup):
+    tmp, args = setup
+    bench = _bench()
+    running = tmp / "work" / "models" / "gramc-every_passage" / "train"  # a run that has not finished
+    running.mkdir(parents=True)
+    (running / "log.jsonl").write_text(json.dumps({"kind": "valid", "epoch": 0, "step": 3, "valid_loss": 5.0,
+                                                   "ndcg@10": 0.01, "hit@10": 0.02}) + "\n")
+    assert bench.main(args + ["--progress"]) == 0
+    out = json.loads((tmp / "results" / "ev_progress.json").read_text())["models"]
+    assert out["gram"]["finished"] and out["gram"]["curve"][0]["step"] == 2
+    assert not out["gramc-every_passage"]["finished"] and out["gramc-every_passage"]["curve"][0]["ndcg@10"] == 0.01
+    assert (tmp / "results" / "ev_progress.png").is_file()
