@@ -33,15 +33,15 @@ from tqdm.auto import tqdm
 from ..config import Config, ConfigError, GcnConfig, to_dict
 from ..data.dataset import DataError, SeqDataset
 from ..data.splits import MIN_LEN, Split, samples, training_sequences
-from ..eval.metrics import ranks_from_scores, summarize
-from ..io import atomic_dir, claim_output, pyplot, sha256_file, torch_save, write_json
+from ..io import atomic_dir, atomic_path, claim_output, pyplot, sha256_file, torch_save, write_json
+from ..metrics import ranks_from_scores, summarize
 from ..runinfo import write_run_info
 from .artifacts import EMBEDDINGS_FILE, MAPPING_FILE, META_FILE, MODEL_FILE, SIMILAR_FILE
 from .similar import top_k_cosine, write_similar_items
 
 PLOT_FILE = "gcn_training.png"
-_OWN_FILES = {EMBEDDINGS_FILE, MAPPING_FILE, SIMILAR_FILE, META_FILE, MODEL_FILE, PLOT_FILE, "config.yaml",
-              "run_info.json"}
+OWN_FILES = {EMBEDDINGS_FILE, MAPPING_FILE, SIMILAR_FILE, META_FILE, MODEL_FILE, PLOT_FILE, "config.yaml",
+             "run_info.json"}
 _INTERACTION_RULES = {"train": "each user's s[:-2]", "train+valid": "each user's s[:-1]",
                       "all": "each user's whole sequence s"}
 
@@ -422,7 +422,7 @@ def train_lightgcn(ds: SeqDataset, cfg: GcnConfig, out_dir: str | Path, *, run_c
 
 
 def _check_out_dir(out: Path, inputs: dict[str, str | Path] | None = None) -> None:
-    claim_output(out, "gcn", inputs=(inputs or {}).values(), what="GCN folder", own=_OWN_FILES)
+    claim_output(out, "gcn", inputs=(inputs or {}).values(), what="GCN folder", own=OWN_FILES)
 
 
 def _write_folder(out: Path, ds: SeqDataset, cfg: GcnConfig, run_cfg: Config | None,
@@ -476,8 +476,6 @@ def _plot(path: Path, loss: list[float], valid: list[dict[str, float]], pop_r10:
     plt = pyplot()
     if plt is None:
         return
-
-    from ..io import atomic_path
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
     a.plot(range(1, len(loss) + 1), loss)

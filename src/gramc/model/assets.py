@@ -28,6 +28,10 @@ from ..data.dataset import DataError, SeqDataset
 from ..io import atomic_dir, read_json, sha256_text, write_json
 from .inputs import PassageCache
 
+# The builders (tokenizer training, ID building, LightGCN training) and the readers of each asset
+# are imported inside the functions that use them, for start-up time: loading a run whose assets
+# all exist never imports the training code of the earlier stages.
+
 STAMP_SUFFIX = ".assets.json"
 
 

@@ -29,9 +29,9 @@ from safetensors import safe_open
 from safetensors.torch import load_model, save_model
 from torch import nn
 
-from ..errors import GramcError
-from ..errors import AssetMismatchError
-from ..io import atomic_dir, read_json, write_json
+from .errors import GramcError
+from .errors import AssetMismatchError
+from .io import atomic_dir, read_json, write_json
 
 ASSETS_FILE = "assets.json"
 ASSET_NAMES = {"dataset": "dataset", "tokenizer": "tokenizer", "ids": "item-ID table", "gcn": "GCN table",
