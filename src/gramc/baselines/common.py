@@ -31,12 +31,6 @@ def load_data(cfg: Config) -> SeqDataset:
     return load_dataset(cfg.data)
 
 
-def resolve_device(spec: str) -> torch.device:
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(spec)
-
-
 def split_ranks(ds: SeqDataset, split: str, max_his: int, score: Scorer, exclude_history: bool = False,
                 batch_users: int = 1024, desc: str = "", top: list | None = None) -> tuple[np.ndarray, list[Sample]]:
     """0-based rank of each sample's target among all items (ties count against the target).

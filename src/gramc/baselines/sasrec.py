@@ -29,7 +29,8 @@ from ..data.splits import Sample, training_sequences
 from ..io import atomic_path, pyplot, torch_save
 from ..metrics import summarize
 from ..runinfo import write_run_info
-from .common import evaluate_scorer, resolve_device, split_ranks
+from ..runtime import resolve_device
+from .common import evaluate_scorer, split_ranks
 
 
 class SASRec(nn.Module):
