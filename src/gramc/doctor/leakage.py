@@ -26,7 +26,7 @@ from ..config import Config
 from ..data.dataset import SeqDataset
 from ..data.splits import MIN_LEN, Sample, samples
 from ..graph.artifacts import GcnArtifacts
-from ..graph.checks import leakage_checks
+from ..graph import checks as graph_checks
 from ..model.inputs import Collator
 from .flow import history_rows, user_passage_items
 
@@ -39,7 +39,7 @@ def gcn_leakage_checks(ds: SeqDataset, gcn_dir: str | Path, cfg: Config | None =
                          f"gcn.interactions={cfg.gcn.interactions} trains the GCN table on validation/test "
                          f"interactions: every model reading it is evaluated on what it saw. Use gcn.interactions=train"))
     art = GcnArtifacts.load(gcn_dir)
-    for c in leakage_checks(ds, art):
+    for c in graph_checks.leakage_checks(ds, art):
         c.name = c.name.replace("gcn.leakage.", "leakage.gcn_")
         out.append(c)
     return out
