@@ -17,6 +17,7 @@ devices and ranks here, so that they agree.
   which is `cuda:<LOCAL_RANK>` once `init_distributed` has set it and `cuda:0` otherwise.)
 * `init_distributed(device_spec)` -> `DistInfo(rank, world, local_rank, device)`: joins the group
   torchrun set up (gloo on CPU, nccl on GPU; the GPU made current first); one process otherwise.
+* `barrier(info)`: wait for every rank (a no-op in one process).
 * `shard(items, rank, world)`: this rank's share of a list, `items[rank::world]` (no padding, no
   duplicates): the one sharding rule of evaluation (the doctor checks it covers every user once).
 """
@@ -114,6 +115,12 @@ def init_distributed(device_spec: str = "auto") -> DistInfo:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     rank, world = rank_world() if dist.is_initialized() else (env.rank, env.world)
     return DistInfo(rank, world, env.local_rank, device)
+
+
+def barrier(info: DistInfo) -> None:
+    """Wait for every rank of `info`'s group (a no-op in one process)."""
+    if info.distributed:
+        dist.barrier()
 
 
 def shard(items: Sequence[T], rank: int, world: int) -> list[T]:

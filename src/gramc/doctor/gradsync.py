@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import torch
+import torch.distributed as dist
 
 from ..checks import Check, check, failed, passed
 from ..config import Config, dump_yaml, load_config
@@ -50,7 +51,8 @@ from ..io import write_json
 from ..model.assets import Assets
 from ..model.gramc import GramC
 from ..model.inputs import Collator
-from ..train.trainer import DistInfo, Trainer, init_distributed, to_device
+from ..runtime import DistInfo, init_distributed, rank_world
+from ..train.trainer import Trainer, to_device
 
 GRAD_TOL = 1e-6  # |ratio - 1| and relative gradient error allowed (float64: ~1e-15 expected)
 RANK_TOL = 1e-9  # relative spread across ranks of gradients / parameters
@@ -93,9 +95,7 @@ def _flat(tensors: dict[str, torch.Tensor], names: Sequence[str], like: dict[str
 
 def _spread(x: torch.Tensor) -> float:
     """max over elements of (max - min across ranks), relative to max |x|; 0 on one process."""
-    import torch.distributed as dist
-
-    if not dist.is_initialized() or dist.get_world_size() == 1:
+    if rank_world()[1] == 1:
         return 0.0
     hi, lo = x.clone(), x.clone()
     dist.all_reduce(hi, op=dist.ReduceOp.MAX)
@@ -125,8 +125,6 @@ def worker(cfg: Config, bundle: dict[str, Any], steps: int, faults: Sequence[Opt
            ) -> dict[str, Any]:
     """One torchrun rank: the 1-process reference run, then one DDP run per fault mode (None =
     healthy), each compared with the reference. Rank 0 writes `{mode: summary}` to `out`."""
-    import torch.distributed as dist
-
     t0 = time.perf_counter()
     info = init_distributed(cfg.run.device)
     collate = Collator(bundle["cache"], cfg, gcn_rows=bundle["gcn_rows"])
@@ -175,8 +173,6 @@ def _distributed_run(cfg: Config, bundle: dict[str, Any], collate: Any, plan: li
                      fault: Optional[str], names: list[str], init: dict, ref_grads: list, ref_params: list,
                      ref_missing: set) -> dict[str, Any]:
     """The N-process run (one rank's share), compared step by step with the 1-process run."""
-    import torch.distributed as dist
-
     dev = info.device
     model = _build_model(cfg, bundle, dev)
     records: list[dict[str, Any]] = []

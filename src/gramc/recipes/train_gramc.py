@@ -25,9 +25,8 @@ from ..ids.trie import trie_for
 from ..model.assets import Assets
 from ..model.gramc import GramC
 from ..model.inputs import Collator
-from ..runtime import DistInfo, init_distributed
+from ..runtime import DistInfo, barrier, init_distributed
 from ..train.audit import audit_first_batch
-from ..train.evaluation import barrier
 from ..train.runfolder import open_run
 from ..train.trainer import Fault, TrainParts, TrainResult, fit, seed_everything
 

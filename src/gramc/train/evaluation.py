@@ -25,7 +25,7 @@ from ..checkpoint import load_weights
 from ..config import Config
 from ..data.splits import Sample
 from ..io import write_json
-from ..runtime import DistInfo
+from ..runtime import DistInfo, barrier, shard
 from .loader import count_target_tokens, host_loader
 from .precision import autocast
 
@@ -37,12 +37,6 @@ def say(info: DistInfo, text: str) -> None:
     """Print on rank 0 only (through tqdm, so progress bars stay intact)."""
     if info.is_main:
         tqdm.write(text, file=sys.stderr)
-
-
-def barrier(info: DistInfo) -> None:
-    """Wait for every rank (a no-op in one process)."""
-    if info.distributed:
-        dist.barrier()
 
 
 def valid_loss_subset(samples: Sequence[Sample], n: int, seed: int) -> list[Sample]:
@@ -60,7 +54,7 @@ def validation_loss(model: nn.Module, collate: Callable, samples: Sequence[Sampl
     split across ranks and summed; batches collated by `num_workers` DataLoader workers."""
     model.eval()
     totals = torch.zeros(2, dtype=torch.float64, device=info.device)
-    mine = list(samples[info.rank::info.world])
+    mine = shard(samples, info.rank, info.world)
     groups = [[mine[i:i + batch_size]] for i in range(0, len(mine), batch_size)]
     loader = host_loader(groups, collate, count_target_tokens, num_workers, info.device, seed=0)
     with torch.no_grad(), autocast(info.device, bf16):

@@ -54,9 +54,9 @@ from ..data.splits import Sample
 from ..errors import GramcError
 from ..io import read_jsonl, write_json, write_text
 from ..runinfo import write_run_info
-from ..runtime import DistInfo, init_distributed
+from ..runtime import DistInfo, barrier as _barrier, init_distributed
 from .batching import Batcher
-from .evaluation import announce_final_eval, barrier as _barrier, final_test, say as _print, skip_final_test
+from .evaluation import announce_final_eval, final_test, say as _print, skip_final_test
 from .evaluation import validation_loss, valid_loss_subset
 from .loader import HostStep, count_target_tokens, host_loader, num_samples, to_device  # noqa: F401
 from .optim import build_optimizer, build_scheduler
