@@ -509,7 +509,7 @@ def evaluate_stage(sc: Config, train_folder: Path, folder: Path, eval_users: int
     else:
         from ..eval.evaluate import evaluate_split
         from ..model.runs import load_model_from_run
-        from ..eval.trie import trie_for
+        from ..ids.trie import trie_for
 
         model, assets, cfg = load_model_from_run(train_folder, "best")
         trie = trie_for(assets.item_ids).to(next(model.parameters()).device)  # once for both splits
