@@ -13,6 +13,9 @@ interrupted save never damages the previous one):
 
 Run folders keep `checkpoints/last` (the most recent) and `checkpoints/best` (the best by
 validation). Only rank 0 writes; every rank reads its own RNG state back on resume.
+
+The format sits below the stages: training writes it, and run loading (`gramc.model.runs`),
+evaluation and the doctor read it without importing the trainer.
 """
 
 from __future__ import annotations

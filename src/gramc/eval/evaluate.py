@@ -12,8 +12,9 @@
 3. Under DDP (torchrun) rank r takes samples r::world (no padding, no duplicates); the per-user
    results of all ranks are gathered and checked to cover every sample exactly once.
 
-`evaluate_split(model, assets, cfg, split)` is what the trainer (validation, best checkpoint by
-ndcg@10) and the doctor call; `gramc evaluate` (eval/cli.py) adds files and a table.
+`evaluate_split(model, assets, cfg, split)` is what GRAM-C training validates with (through the
+recipe `gramc.recipes.train_gramc`: the trainer itself never imports evaluation), what the doctor
+and the pipeline call; `gramc evaluate` (eval/cli.py) adds files and a table.
 """
 
 from __future__ import annotations

@@ -87,7 +87,7 @@ class Assets:
 
     def fingerprints(self) -> dict[str, dict[str, str]]:
         """What a checkpoint trained on these assets records (`assets.json`): per asset its
-        fingerprint and where it came from. `gramc.train.checkpoint.verify_assets` compares them."""
+        fingerprint and where it came from. `gramc.checkpoint.verify_assets` compares them."""
         where = {k: str(Path(v).resolve()) for k, v in self.inputs.items()}
         rec = {
             "dataset": (data_fingerprint(self.ds), where.get("dataset", "synthetic data (data.path empty)")),
