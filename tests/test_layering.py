@@ -238,6 +238,19 @@ def test_no_private_names_imported_across_modules(package):
     assert not bad, "\n".join(bad)
 
 
+def test_the_command_line_starts_without_torch():
+    """What the function-level imports of the cli.py modules buy: building the whole `gramc`
+    parser (every stage's commands) loads neither torch nor any stage's working code."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from gramc.cli import build_parser; build_parser(); "
+            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith(('gramc.model', 'gramc.train.'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**__import__("os").environ, "PYTHONPATH": str(SRC)})
+    assert out.stdout.strip() == "['gramc.train.cli']"
+
+
 def test_compat_paths_are_thin_and_unused_inside(package):
     sources, edges = package
     inside = [f"{e.src}:{e.line} -> {e.dst} (import {COMPAT[e.dst]})" for e in edges if e.dst in COMPAT]

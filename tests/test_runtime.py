@@ -77,3 +77,23 @@ def test_shard_covers_every_item_once(n, world):
     assert sorted(x for p in parts for x in p) == items
     assert max(map(len, parts)) - min(map(len, parts)) <= 1  # no padding: sizes differ by at most one
     assert shard(range(n), 0, 1) == items
+
+
+def test_leave_distributed_destroys_a_joined_group():
+    import datetime
+    import socket
+
+    import torch.distributed as dist
+
+    runtime.leave_distributed()  # no group: a no-op
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1,
+                            timeout=datetime.timedelta(seconds=30))
+    try:
+        assert dist.is_initialized() and rank_world() == (0, 1)
+        runtime.barrier(DistInfo(world=1))  # one process: no collective
+    finally:
+        runtime.leave_distributed()
+    assert not dist.is_initialized()

@@ -17,7 +17,8 @@ devices and ranks here, so that they agree.
   which is `cuda:<LOCAL_RANK>` once `init_distributed` has set it and `cuda:0` otherwise.)
 * `init_distributed(device_spec)` -> `DistInfo(rank, world, local_rank, device)`: joins the group
   torchrun set up (gloo on CPU, nccl on GPU; the GPU made current first); one process otherwise.
-* `barrier(info)`: wait for every rank (a no-op in one process).
+* `barrier(info)`: wait for every rank (a no-op in one process); `leave_distributed(wait=True)`:
+  barrier and destroy the group, if one was joined.
 * `shard(items, rank, world)`: this rank's share of a list, `items[rank::world]` (no padding, no
   duplicates): the one sharding rule of evaluation (the doctor checks it covers every user once).
 """
@@ -121,6 +122,15 @@ def barrier(info: DistInfo) -> None:
     """Wait for every rank of `info`'s group (a no-op in one process)."""
     if info.distributed:
         dist.barrier()
+
+
+def leave_distributed(wait: bool = True) -> None:
+    """Leave the process group, if this process joined one (after a barrier when `wait`: every
+    rank has finished writing; skip it on an error path, where another rank may never arrive)."""
+    if dist.is_available() and dist.is_initialized():
+        if wait:
+            dist.barrier()
+        dist.destroy_process_group()
 
 
 def shard(items: Sequence[T], rank: int, world: int) -> list[T]:

@@ -51,7 +51,7 @@ from ..io import write_json
 from ..model.assets import Assets
 from ..model.gramc import GramC
 from ..model.inputs import Collator
-from ..runtime import DistInfo, init_distributed, rank_world
+from ..runtime import DistInfo, init_distributed, leave_distributed, rank_world
 from ..train.trainer import Trainer, to_device
 
 GRAD_TOL = 1e-6  # |ratio - 1| and relative gradient error allowed (float64: ~1e-15 expected)
@@ -163,9 +163,7 @@ def worker(cfg: Config, bundle: dict[str, Any], steps: int, faults: Sequence[Opt
                                                  "distributed": round(time.perf_counter() - t1, 2)}
     if info.is_main and out is not None:
         write_json(out, summaries)
-    if info.distributed:
-        dist.barrier()
-        dist.destroy_process_group()
+    leave_distributed()
     return summaries
 
 

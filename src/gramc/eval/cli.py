@@ -63,11 +63,9 @@ def plot_metrics(rec: dict, path: Path) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    import torch.distributed as dist
-
     from ..model.runs import checkpoint_folder, load_model_from_run, run_config
     from ..runinfo import write_run_info
-    from ..runtime import init_distributed, launch, rank_world
+    from ..runtime import init_distributed, launch, leave_distributed, rank_world
     from .evaluate import evaluate_split
 
     overrides = list(args.overrides or [])
@@ -104,9 +102,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         warning = repeat_warning(rec.get("repeats", {}), "gramc")
         if warning:
             print(f"WARNING {warning}", file=sys.stderr)
-    if dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
+    leave_distributed()
     return 0 if res.invalid == 0 else 1
 
 

@@ -13,10 +13,8 @@ from ..cliargs import add_config_args, config_from_args
 
 
 def _train(args: argparse.Namespace) -> int:
-    import torch.distributed as dist
-
     from ..model.runs import run_config
-    from ..runtime import rank_world
+    from ..runtime import leave_distributed, rank_world
     from ..train.runfolder import RunFolderError, saved_config
     from .train_gramc import train
 
@@ -34,8 +32,7 @@ def _train(args: argparse.Namespace) -> int:
         result = train(cfg, resume=bool(args.resume), overwrite=args.overwrite)
     finally:
         rank, _ = rank_world()
-        if dist.is_initialized():
-            dist.destroy_process_group()
+        leave_distributed(wait=False)  # also after an error, when another rank may never reach a barrier
     if rank != 0:
         return 0
     test = result.metrics.get("test", {})
