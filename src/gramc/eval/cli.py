@@ -79,7 +79,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     if launch().world > 1:
         init_distributed(cfg.run.device)  # gloo on CPU, nccl on GPUs
     main = rank_world()[0] == 0
-    # an EvalError (e.g. a checkpoint trained with the other model.softmax) is printed by gramc.cli.main
+    # a RunError (e.g. a checkpoint trained with the other model.softmax) is printed by gramc.cli.main
     model, assets, cfg = load_model_from_run(args.run, args.checkpoint, overrides, progress=main)
     res = evaluate_split(model, assets, cfg, args.split, max_users=args.max_users, progress=main)
     res.checkpoint = str(folder)
