@@ -29,14 +29,14 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from ..errors import GramcError
 from ..config import Config
 from ..data.splits import Sample, samples as split_samples
-from .beam import beam_search
+from ..errors import GramcError
 from ..ids.trie import Trie, trie_for
-from ..model.inputs import Collator
 from ..metrics import bootstrap_ci, per_user_metrics, ranks_from_lists, repeat_stats, summarize
+from ..model.inputs import Collator
 from ..runtime import rank_world, shard
+from .beam import beam_search
 
 
 class EvalError(GramcError, RuntimeError):
