@@ -34,7 +34,9 @@ def worker(args: argparse.Namespace) -> None:
 
     from gramc.config import load_config
     from gramc.train.batching import Batcher
-    from gramc.train.trainer import Trainer, gramc_parts, init_distributed, to_device
+    from gramc.recipes.train_gramc import gramc_parts
+    from gramc.runtime import init_distributed
+    from gramc.train.trainer import Trainer, to_device
 
     torch.set_num_threads(1)
     cfg = load_config(None, [f"run.out={args.assets}", *DEFAULTS, *args.overrides])

@@ -222,7 +222,8 @@ def run_test_stage(cfg: Config, root: Path, train_fp: str, eval_users: int, vali
     train_folder = root / "train"
 
     def build(folder: Path) -> dict[str, Any]:
-        from gramc.eval.evaluate import evaluate_split, load_model_from_run
+        from gramc.eval.evaluate import evaluate_split
+        from gramc.model.runs import load_model_from_run
 
         from gramc.runinfo import write_run_info
 
@@ -320,7 +321,7 @@ def ranks_path(row: dict[str, Any]) -> Path:
 
 
 def per_user(row: dict[str, Any], ks: list[int]) -> tuple[list[str], dict[str, np.ndarray]]:
-    from gramc.eval.metrics import per_user_metrics
+    from gramc.metrics import per_user_metrics
 
     r = read_json(ranks_path(row))
     return r["users"], per_user_metrics(np.array(r["ranks"]), ks)
@@ -328,7 +329,7 @@ def per_user(row: dict[str, Any], ks: list[int]) -> tuple[list[str], dict[str, n
 
 def paired(rows: dict[str, dict], a: list[str], b: list[str], ks: list[int], n: int, seed: int) -> dict | None:
     """Paired bootstrap of mean-over-runs(b) - mean-over-runs(a), per user (same users in every run)."""
-    from gramc.eval.metrics import paired_bootstrap_ci
+    from gramc.metrics import paired_bootstrap_ci
 
     if not all(x in rows and ranks_path(rows[x]).is_file() for x in a + b):
         return None  # a model not run yet (or a baseline run before per-user ranks were kept)
@@ -467,7 +468,9 @@ def probe(b: Bench, steps: int, users: int) -> dict[str, Any]:
     """Training samples/s (tiny, random init) and beam-search users/s on the subset's validation users."""
     from gramc.eval.evaluate import evaluate_split
     from gramc.train.batching import Batcher
-    from gramc.train.trainer import Trainer, gramc_parts, init_distributed, to_device
+    from gramc.recipes.train_gramc import gramc_parts
+    from gramc.runtime import init_distributed
+    from gramc.train.trainer import Trainer, to_device
 
     cfg = model_config("gramc-user_passage", b, None)
     cfg.run.out = str(b.work / "probe")

@@ -6,7 +6,7 @@ Ranks of hits follow P(rank = r) ~ 1/(r+1) over the top 50 (a harmonic decay, as
 look); the hit probability is set so that the mean ndcg@10 equals the target. Prints the 95%
 bootstrap half-width of ndcg@10 for one model and of a paired difference of two models whose
 per-user outcomes agree as often as two runs of similar models do (a share `--shared` of the
-users hit or miss together), using gramc.eval.metrics' bootstrap code. Results:
+users hit or miss together), using gramc.metrics' bootstrap code. Results:
 bench/results/evidence_ci.json.
 """
 
@@ -21,7 +21,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from gramc.eval.metrics import bootstrap_ci, paired_bootstrap_ci, per_user_metrics  # noqa: E402
+from gramc.metrics import bootstrap_ci, paired_bootstrap_ci, per_user_metrics  # noqa: E402
 from gramc.io import write_json  # noqa: E402
 
 

@@ -115,8 +115,10 @@ def step_figures(run_dir: Path) -> dict:
 
 def bench_model(args: argparse.Namespace, name: str, data: list[str]) -> dict:
     from gramc.pipeline.pipeline import measure_step_seconds
-    from gramc.train.checkpoint import load_weights
-    from gramc.train.trainer import fit, gramc_parts, init_distributed
+    from gramc.checkpoint import load_weights
+    from gramc.recipes.train_gramc import gramc_parts
+    from gramc.runtime import init_distributed
+    from gramc.train.trainer import fit
 
     cfg = model_config(args, name, data)
     info = init_distributed(cfg.run.device)

@@ -26,8 +26,9 @@ sys.path.insert(0, str(ROOT / "src"))
 
 
 def main() -> None:
-    from gramc.eval.evaluate import evaluate_split, load_model_from_run
-    from gramc.eval.metrics import per_user_metrics
+    from gramc.eval.evaluate import evaluate_split
+    from gramc.model.runs import load_model_from_run
+    from gramc.metrics import per_user_metrics
     from gramc.io import write_json
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

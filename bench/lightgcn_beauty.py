@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from gramc.config import GcnConfig, to_dict  # noqa: E402
 from gramc.data.dataset import SeqDataset  # noqa: E402
-from gramc.eval.metrics import summarize  # noqa: E402
+from gramc.metrics import summarize  # noqa: E402
 from gramc.graph.checks import check_gcn  # noqa: E402
 from gramc.graph.lightgcn import lightgcn_ranks, popularity_ranks, train_lightgcn  # noqa: E402
 from gramc.io import write_json  # noqa: E402

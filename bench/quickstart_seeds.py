@@ -77,7 +77,7 @@ def paired_differences(rows: list[dict], a: str, b: str, n: int = 2000) -> list[
 
     import numpy as np
 
-    from gramc.eval.metrics import bootstrap_ci, per_user_metrics
+    from gramc.metrics import bootstrap_ci, per_user_metrics
 
     def ranks(row):
         lines = (Path(row["out"]) / "eval-test-predictions" / "predictions.jsonl").read_text().splitlines()

@@ -48,7 +48,7 @@ def make_run(run_dir, *extra: str):
     from gramc.model.assets import Assets
     from gramc.io import write_json
     from gramc.runinfo import write_run_info
-    from gramc.train.checkpoint import ASSETS_FILE, save_model_file
+    from gramc.checkpoint import ASSETS_FILE, save_model_file
 
     run_dir = Path(run_dir)
     cfg = load_config(None, [

@@ -168,7 +168,7 @@ def test_lightgcn_baseline_trains_once_and_reuses(tmp_path):
     assert again["test"]["metrics"] == recs["test"]["metrics"]
     assert json.loads((tmp_path / "metrics.json").read_text())["split"] == "test"
     # the scorer path gives exactly the ranks of gramc.graph's own evaluation of the same model
-    from gramc.eval.metrics import summarize
+    from gramc.metrics import summarize
     from gramc.graph.lightgcn import lightgcn_ranks
 
     want = summarize(lightgcn_ranks(tmp_path / "gcn", ds, "test"), cfg.eval.ks)

@@ -13,7 +13,7 @@ from gramc.data.source import load_dataset
 from gramc.data.splits import samples, training_sequences
 from gramc.data.stats import sequential_signal
 from gramc.data.synthetic import make_synthetic
-from gramc.eval.metrics import ranks_from_scores, summarize
+from gramc.metrics import ranks_from_scores, summarize
 
 
 def _folder_bytes(folder):

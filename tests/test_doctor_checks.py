@@ -322,7 +322,7 @@ def test_padded_sharding_counts_users_twice():
 
 
 def test_metrics_against_reference():
-    from gramc.eval.metrics import per_user_metrics
+    from gramc.metrics import per_user_metrics
 
     assert metrics_check().level == "pass"
 

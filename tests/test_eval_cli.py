@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from gramc.cli import main
-from gramc.eval.evaluate import evaluate_split, load_model_from_run
+from gramc.eval.evaluate import evaluate_split
+from gramc.model.runs import load_model_from_run
 
 from eval_fakes import make_run
 

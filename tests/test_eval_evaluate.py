@@ -15,7 +15,7 @@ import torch
 from gramc.data.splits import samples
 from gramc.eval.beam import beam_search
 from gramc.eval.evaluate import EvalError, evaluate_split, merge_shards
-from gramc.eval.metrics import summarize
+from gramc.metrics import summarize
 from gramc.eval.trie import trie_for
 from gramc.model.inputs import Collator
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from gramc.eval.metrics import bootstrap_ci, per_user_metrics, ranks_from_lists, summarize
+from gramc.metrics import bootstrap_ci, per_user_metrics, ranks_from_lists, summarize
 
 
 def test_hand_computed_metrics():
@@ -44,7 +44,7 @@ def test_bootstrap_interval_brackets_the_mean_and_collapses_for_constant_data():
 
 
 def test_repeat_stats_counts_history_items_in_the_top_slots():
-    from gramc.eval.metrics import repeat_stats, repeat_warning
+    from gramc.metrics import repeat_stats, repeat_warning
 
     top = np.array([[3, 1, 2], [5, 6, -1], [4, 0, 1], [9, 8, 7]])
     histories = [(1, 3), (0,), (4, 2), ()]
@@ -61,7 +61,7 @@ def test_repeat_stats_counts_history_items_in_the_top_slots():
 
 
 def test_paired_bootstrap_of_a_difference():
-    from gramc.eval.metrics import paired_bootstrap_ci
+    from gramc.metrics import paired_bootstrap_ci
 
     rng = np.random.default_rng(0)
     ranks_a = np.where(rng.random(3000) < 0.3, rng.integers(0, 10, 3000), -1)

@@ -244,7 +244,7 @@ def test_rebuilt_assets_are_never_used_with_an_old_checkpoint(asset_runs, capsys
 
 def test_doctor_eval_checks_the_run_checkpoints_against_its_assets(asset_runs):
     from gramc.doctor.evalchecks import checkpoint_asset_checks
-    from gramc.eval.evaluate import load_model_from_run
+    from gramc.model.runs import load_model_from_run
 
     _, assets_a, _ = load_model_from_run(asset_runs / "A", progress=False)
     _, assets_c, _ = load_model_from_run(asset_runs / "C", progress=False)
@@ -319,7 +319,7 @@ def test_evaluate_with_fewer_beams_than_k_is_refused(asset_runs, capsys, tmp_pat
 
 
 def _toy_checkpoint(folder: Path):
-    from gramc.train.checkpoint import TrainState, rng_state, save_checkpoint
+    from gramc.checkpoint import TrainState, rng_state, save_checkpoint
     from gramc.train.optim import build_optimizer, build_scheduler
 
     ds = toy_dataset(12)
@@ -333,7 +333,7 @@ def _toy_checkpoint(folder: Path):
 
 @pytest.mark.parametrize("name", ["model.safetensors", "optimizer.pt", "rng.pt", "state.json"])
 def test_a_truncated_checkpoint_file_is_a_gramc_error_naming_it(tmp_path, name):
-    from gramc.train.checkpoint import CheckpointError, load_checkpoint
+    from gramc.checkpoint import CheckpointError, load_checkpoint
 
     folder = tmp_path / "last"
     model, opt, sched = _toy_checkpoint(folder)
@@ -495,7 +495,7 @@ def test_python_api_refuses_str_and_int_histories(asset_runs):
 
 def test_run_configs_store_absolute_paths(tmp_path, monkeypatch):
     from gramc.config import absolute_paths
-    from gramc.eval.evaluate import run_config
+    from gramc.model.runs import run_config
     from gramc.train.runfolder import open_run
 
     monkeypatch.chdir(tmp_path)

@@ -110,7 +110,7 @@ def test_kill_during_gcn_write(tmp_path):
 
 
 def test_kill_during_checkpoint_write(tmp_path):
-    from gramc.train.checkpoint import TrainState, load_checkpoint, rng_state, save_checkpoint
+    from gramc.checkpoint import TrainState, load_checkpoint, rng_state, save_checkpoint
     from gramc.train.optim import build_optimizer, build_scheduler
     from train_toy import build_model, toy_config, toy_dataset
 

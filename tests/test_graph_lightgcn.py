@@ -12,7 +12,7 @@ from gramc.config import ConfigError, GcnConfig, SyntheticConfig
 from gramc.data.dataset import DataError, SeqDataset
 from gramc.data.splits import samples
 from gramc.data.synthetic import make_synthetic
-from gramc.eval.metrics import summarize
+from gramc.metrics import summarize
 from gramc.graph.artifacts import GcnArtifacts
 from gramc.graph.lightgcn import (BprSampler, LightGCN, SparseAdjacency, interaction_pairs,
                                   interaction_sequences, lightgcn_ranks, normalized_adjacency,
@@ -170,7 +170,7 @@ def test_bad_settings_name_the_key(tmp_path):
 
 
 def test_popularity_ranks_equal_the_shared_metric_code():
-    from gramc.eval.metrics import ranks_from_scores
+    from gramc.metrics import ranks_from_scores
     from gramc.graph.lightgcn import popularity_ranks
 
     ds = make_synthetic(SyntheticConfig(num_users=150, num_items=60))

@@ -7,7 +7,7 @@ import pytest
 
 from gramc.checks import Report, check, failed, passed, warned
 from gramc.config import load_config
-from gramc.eval.metrics import bootstrap_ci, per_user_metrics, ranks_from_scores, summarize
+from gramc.metrics import bootstrap_ci, per_user_metrics, ranks_from_scores, summarize
 from gramc.io import atomic_dir, atomic_path, sha256_file, write_json
 from gramc.runinfo import write_run_info
 

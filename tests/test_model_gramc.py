@@ -291,7 +291,7 @@ def test_trie_softmax_loss_equals_masked_full_softmax_and_trains_only_allowed_ro
 
 def test_checkpoint_records_the_softmax_mode(tmp_path):
     from gramc.ids.trie import trie_for
-    from gramc.train.checkpoint import CheckpointError, load_weights, save_model_file
+    from gramc.checkpoint import CheckpointError, load_weights, save_model_file
 
     cfg, cache, vocab_model, rows = _setup(enabled=False)
     save_model_file(tmp_path / "model.safetensors", vocab_model)

@@ -14,7 +14,8 @@ from gramc.cli import main as gramc_main
 from gramc.config import load_config
 from gramc.model.t5 import shift_right
 from gramc.train.audit import audit_first_batch
-from gramc.train.trainer import DistInfo, TrainError, Trainer, fit, gramc_parts, train
+from gramc.recipes.train_gramc import gramc_parts, train
+from gramc.train.trainer import DistInfo, TrainError, Trainer, fit
 
 BASE = [
     "data.synthetic.num_users=60", "data.synthetic.num_items=40", "data.synthetic.num_topics=4",

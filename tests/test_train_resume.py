@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from gramc.train.batching import Batcher
-from gramc.train.checkpoint import CheckpointError
+from gramc.checkpoint import CheckpointError
 from gramc.train.trainer import TrainParts, fit
 from train_toy import build_model, collate, toy_config, toy_dataset, toy_samples
 

@@ -1,8 +1,8 @@
 """The `gramc` command: one subcommand per pipeline stage.
 
 Each stage's folder owns its commands in a `cli.py` with `register(subparsers)`; this module
-only collects them. Shared helpers give every command the same `--config FILE key.sub=value`
-interface, so settings always come from the one typed `Config`.
+only collects them (it is the top of the package: nothing imports it but `gramc.__main__`). The
+shared `--config FILE key.sub=value` arguments live below the stages, in `gramc.cliargs`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import importlib
 import importlib.util
 import sys
 
-from .config import Config, load_config
 from .errors import GramcError
 
 # pipeline order; each module defines register(subparsers)
@@ -20,24 +19,14 @@ _COMMAND_MODULES = [
     "gramc.data.cli",  # data prepare | download | stats
     "gramc.ids.cli",  # ids build | check
     "gramc.graph.cli",  # gcn train
-    "gramc.train.cli",  # train
+    "gramc.recipes.cli",  # train (the GRAM-C recipe: model + train + eval)
+    "gramc.train.cli",  # plot
     "gramc.eval.cli",  # evaluate
     "gramc.serve.cli",  # recommend
     "gramc.baselines.cli",  # baseline pop | sasrec | lightgcn
     "gramc.doctor.cli",  # doctor ...
-    "gramc.pipeline.cli",  # quickstart | pipeline | report | plot
+    "gramc.pipeline.cli",  # quickstart | pipeline | report
 ]
-
-
-def add_config_args(p: argparse.ArgumentParser, required: bool = False) -> None:
-    """`--config FILE` plus trailing `key.sub=value` overrides."""
-    p.add_argument("--config", required=required, help="YAML config file (see configs/)")
-    p.add_argument("overrides", nargs="*", metavar="key.sub=value",
-                   help="config overrides, e.g. train.lr=1e-3 model.prefix.enabled=false")
-
-
-def config_from_args(args: argparse.Namespace) -> Config:
-    return load_config(getattr(args, "config", None), getattr(args, "overrides", None))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,7 +12,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Sequence
 
 import yaml
 
@@ -455,15 +455,21 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file '{p}' must hold a mapping at the top level")
         tree = loaded
-    for text in overrides or []:
+    cfg = _build(Config, apply_overrides(tree, overrides or []))
+    return cfg.validate()
+
+
+def apply_overrides(tree: dict, overrides: Sequence[str]) -> dict:
+    """Set each `key.sub=value` of `overrides` in the nested dict `tree` (in place; returned).
+
+    Values are read as YAML scalars, except that a str field keeps the text as written (a
+    `run.name=007` stays "007"). The one override rule of `load_config` and of run folders."""
+    for text in overrides:
         keys, value = _parse_override(text)
-        tp = _expected_type(keys)
-        # a string override of a str field stays a string even if YAML would read a number
-        if tp is str and not isinstance(value, str):
+        if _expected_type(keys) is str and not isinstance(value, str):
             value = text.split("=", 1)[1]
         _deep_set(tree, keys, value)
-    cfg = _build(Config, tree)
-    return cfg.validate()
+    return tree
 
 
 def to_dict(cfg: Any) -> dict:
@@ -528,5 +534,5 @@ def from_dict(tree: dict) -> Config:
 __all__ = [
     "Config", "ConfigError", "RunConfig", "DataConfig", "SyntheticConfig", "IdsConfig", "GcnConfig",
     "PrefixConfig", "ModelConfig", "TrainConfig", "EvalConfig", "BaselineConfig", "PipelineConfig",
-    "load_config", "to_dict", "dump_yaml", "flatten", "from_dict", "absolute_paths", "Optional",
+    "load_config", "apply_overrides", "to_dict", "dump_yaml", "flatten", "from_dict", "absolute_paths", "Optional",
 ]

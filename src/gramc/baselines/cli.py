@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..cli import add_config_args, config_from_args
+from ..cliargs import add_config_args, config_from_args
+
+# Each command imports the code it runs inside its own function, not here, for start-up time:
+# `gramc --help` and argument errors then load neither torch nor the other stages.
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -36,7 +39,7 @@ def _run(args: argparse.Namespace) -> int:
     for split, rec in recs.items():
         print(format_row(f"{args.model} {split}", rec))
     print(f"metrics written to {out / 'metrics.json'} (test) and {out / 'metrics_valid.json'}")
-    from ..eval.metrics import repeat_warning
+    from ..metrics import repeat_warning
 
     warning = repeat_warning(recs["test"].get("repeats", {}), args.model)
     if warning:

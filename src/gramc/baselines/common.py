@@ -18,24 +18,17 @@ from tqdm import tqdm
 
 from ..config import Config
 from ..data.dataset import SeqDataset
+from ..data.source import load_dataset
 from ..data.splits import Sample, samples
-from ..eval.metrics import bootstrap_ci, per_user_metrics, ranks_from_scores, repeat_stats, summarize
 from ..io import write_json
+from ..metrics import bootstrap_ci, per_user_metrics, ranks_from_scores, repeat_stats, summarize
 
 Scorer = Callable[[Sequence[Sample]], torch.Tensor]
 
 
 def load_data(cfg: Config) -> SeqDataset:
     """The dataset named by `cfg.data` (a prepared folder, or the synthetic one)."""
-    from ..data.source import load_dataset
-
     return load_dataset(cfg.data)
-
-
-def resolve_device(spec: str) -> torch.device:
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(spec)
 
 
 def split_ranks(ds: SeqDataset, split: str, max_his: int, score: Scorer, exclude_history: bool = False,

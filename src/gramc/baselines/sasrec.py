@@ -26,10 +26,11 @@ from tqdm import tqdm
 from ..config import BaselineConfig, Config
 from ..data.dataset import SeqDataset
 from ..data.splits import Sample, training_sequences
-from ..eval.metrics import summarize
-from ..io import pyplot, torch_save
+from ..io import atomic_path, pyplot, torch_save
+from ..metrics import summarize
 from ..runinfo import write_run_info
-from .common import evaluate_scorer, resolve_device, split_ranks
+from ..runtime import resolve_device
+from .common import evaluate_scorer, split_ranks
 
 
 class SASRec(nn.Module):
@@ -263,8 +264,6 @@ def plot_curve(log: list[dict], path: str | Path, title: str = "SASRec-CE") -> N
     plt = pyplot()
     if plt is None:
         return
-
-    from ..io import atomic_path
 
     ep = [r["epoch"] for r in log]
     fig, ax = plt.subplots(1, 2, figsize=(9, 3.2))

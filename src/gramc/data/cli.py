@@ -6,9 +6,12 @@ import argparse
 import json
 from pathlib import Path
 
-from ..cli import add_config_args, config_from_args
+from ..cliargs import add_config_args, config_from_args
 from .dataset import DataError, SeqDataset
 from .readers import ITEM_FORMATS, SEQUENCE_FORMATS
+
+# Each command imports the code it runs inside its own function, not here, for start-up time:
+# `gramc --help` and argument errors then load neither torch nor the other stages.
 
 
 def _prepare(args: argparse.Namespace) -> int:

@@ -150,7 +150,7 @@ def read_gram_sequences(path: str | Path) -> Sequences:
     return Sequences(users, seqs)
 
 
-def _group(interactions: list[Interaction]) -> Sequences:
+def group_sequences(interactions: list[Interaction]) -> Sequences:
     """Per-user chronological sequences; users in order of first appearance; ties by file line."""
     by_user: dict[str, list[Interaction]] = {}
     for x in interactions:
@@ -258,7 +258,7 @@ def read_recbole_inter(path: str | Path) -> Sequences:
             raise DataError(f"{path}:{n}: empty user_id or item_id")
         t = rec.get("timestamp")
         interactions.append(Interaction(str(rec["user_id"]), str(rec["item_id"]), float(t or 0.0), n))
-    return _group(interactions)
+    return group_sequences(interactions)
 
 
 def read_amazon_reviews(path: str | Path, k: int = 5) -> Sequences:
@@ -276,7 +276,7 @@ def read_amazon_reviews(path: str | Path, k: int = 5) -> Sequences:
             raise DataError(f"{path}:{n}: expected keys reviewerID, asin, unixReviewTime (number); "
                             f"problem with {e}") from e
     interactions, notes = kcore(interactions, k)
-    seqs = _group(interactions)
+    seqs = group_sequences(interactions)
     seqs.notes["kcore"] = notes
     return seqs
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import pyplot
+from ..io import atomic_path, pyplot
 from .dataset import SeqDataset
 from .splits import samples, training_sequences
 
@@ -62,7 +62,7 @@ def sequential_signal(ds: SeqDataset, k: int = 10) -> tuple[float, float]:
 
     Markov scores an item by its transition count from the last history item, with training
     popularity (scaled below 1) breaking ties; ties with the target count against it, as in
-    gramc.eval.metrics.ranks_from_scores (tests check both agree). Ranks are computed from the
+    gramc.metrics.ranks_from_scores (tests check both agree). Ranks are computed from the
     sparse transition rows, so this stays fast on real catalogues. A large ratio means the
     data has sequential structure.
     """
@@ -147,8 +147,6 @@ def plot_lengths(st: DatasetStats, path: str | Path, title: str = "") -> None:
     plt = pyplot()
     if plt is None:
         return
-
-    from ..io import atomic_path
 
     L = st.lengths
     fig, ax = plt.subplots(figsize=(7, 4))

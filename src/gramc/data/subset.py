@@ -19,7 +19,7 @@ import numpy as np
 from ..config import Config
 from .dataset import DataError, SeqDataset
 from .prepare import write_dataset
-from .readers import Interaction, _group, kcore
+from .readers import Interaction, group_sequences, kcore
 from .splits import MIN_LEN
 
 
@@ -59,7 +59,7 @@ def _kcore_sequences(users: list[str], seqs: list[list[str]], k: int) -> tuple[l
     """The one k-core helper (readers.kcore) on positions as timestamps, so order is kept."""
     inter = [Interaction(u, a, float(p), p) for u, s in zip(users, seqs) for p, a in enumerate(s)]
     kept, notes = kcore(inter, k)
-    grouped = _group(kept)
+    grouped = group_sequences(kept)
     return grouped.users, grouped.sequences, notes
 
 

@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
 
-from ..cli import add_config_args, config_from_args
+from ..cliargs import add_config_args, config_from_args
 from ..data.dataset import DataError
+
+# Each command imports the code it runs inside its own function, not here, for start-up time:
+# `gramc --help` and argument errors then load neither torch nor the other stages.
 
 SECTIONS = ["data", "ids", "flow", "recipe", "leakage", "eval", "grad-sync"]
 
@@ -132,9 +134,10 @@ def _recipe_dataset(ctx: _Context) -> Any:
 
 def _recipe(ctx: _Context) -> list:
     from ..data.splits import samples
+    from ..runtime import launch
     from .recipe import load_recipe, recipe_checks, truncation_shares
 
-    world = getattr(ctx.args, "world", 0) or int(os.environ.get("WORLD_SIZE", "1"))
+    world = getattr(ctx.args, "world", 0) or launch().world
     trunc = None
     if ctx.has_assets:
         a = ctx.assets

@@ -8,7 +8,7 @@
 * `eval.trie_items`: the trie holds every item, and each item's sequence maps back to it.
 * `eval.sharding`: a distributed evaluation counts every user exactly once (the evaluator's own
   sharding and merge, for world sizes 2..4; GRAM's padded sampler counted some twice).
-* `eval.metrics_reference`: hit/ndcg/mrr from `gramc.eval.metrics` agree with an independent
+* `eval.metrics_reference`: hit/ndcg/mrr from `gramc.metrics` agree with an independent
   computation (scikit-learn's ndcg_score, explicit loops) on a fixed example.
 * `eval.checkpoint_assets.{best,last}`: the run folder's checkpoints were trained with the
   dataset, tokenizer, IDs, GCN and passage cache the config resolves to now (their assets.json).
@@ -24,8 +24,14 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from .. import runtime
+from ..checkpoint import verify_assets
 from ..checks import Check, check, failed, passed, warned
 from ..config import Config
+from ..errors import AssetMismatchError
+from ..eval.evaluate import EvalError, merge_shards
+from ..ids.trie import trie_for
+from ..metrics import summarize as gramc_summarize
 
 Shard = Callable[[list, int, int], list]
 
@@ -94,8 +100,6 @@ def walk_items(trie: Any, targets: Sequence[Sequence[int]]) -> torch.Tensor:
 
 def trie_check(item_ids: Any) -> Check:
     """Every item's target is a leaf of the evaluator's trie that maps back to that item."""
-    from ..ids.trie import trie_for
-
     try:
         trie = trie_for(item_ids)
     except ValueError as e:
@@ -112,9 +116,7 @@ def trie_check(item_ids: Any) -> Check:
 
 def sharding_check(num_users: int, worlds: Sequence[int] = (2, 3, 4), shard: Shard | None = None) -> Check:
     """Shard the user list as the evaluator does and check every user is counted exactly once."""
-    from ..eval.evaluate import EvalError, _shard, merge_shards
-
-    shard = shard or _shard
+    shard = shard or runtime.shard
     users = list(range(num_users))
     problems = []
     for w in worlds:
@@ -160,8 +162,6 @@ def _reference_metrics(ranks: np.ndarray, ks: Sequence[int], n_items: int = 64) 
 
 def metrics_check(summarize: Callable[[np.ndarray, Sequence[int]], dict[str, float]] | None = None) -> Check:
     """gramc's metrics (or `summarize`) vs the reference computation on the fixed example."""
-    from ..eval.metrics import summarize as gramc_summarize
-
     summarize = summarize or gramc_summarize
     got = summarize(_RANKS, _KS)
     want = _reference_metrics(_RANKS, _KS)
@@ -169,7 +169,7 @@ def metrics_check(summarize: Callable[[np.ndarray, Sequence[int]], dict[str, flo
     bad = [k for k, v in want.items() if not (k in got and abs(float(got[k]) - v) <= 1e-9)]
     return check("eval.metrics_reference", not bad, {"max_abs_diff": worst, "metrics": len(want)},
                  f"the metric implementation disagrees with the reference on {bad} (e.g. {bad[0] if bad else ''}: "
-                 f"{got.get(bad[0]) if bad else ''} vs {want.get(bad[0]) if bad else ''}); fix gramc.eval.metrics")
+                 f"{got.get(bad[0]) if bad else ''} vs {want.get(bad[0]) if bad else ''}); fix gramc.metrics")
 
 
 def eval_checks(cfg: Config, item_ids: Any, tokenizer: Any, num_users: int) -> list[Check]:
@@ -181,9 +181,6 @@ def eval_checks(cfg: Config, item_ids: Any, tokenizer: Any, num_users: int) -> l
 def checkpoint_asset_checks(run_dir: str | Path, fingerprints: dict) -> list[Check]:
     """`eval.checkpoint_assets`: each checkpoint of the run folder was trained with these assets
     (its assets.json against `Assets.fingerprints()`)."""
-    from ..errors import AssetMismatchError
-    from ..train.checkpoint import verify_assets
-
     out: list[Check] = []
     for which in ("best", "last"):
         folder = Path(run_dir) / "checkpoints" / which

@@ -23,6 +23,9 @@ import torch
 from ..checks import Check, check, failed
 from ..config import Config
 from ..data.splits import Sample, samples as split_samples
+from ..model.gramc import GramC
+from ..model.inputs import Collator
+from ..train.audit import audit_first_batch
 
 FLOW_BATCH = 8  # samples in the batch pushed through
 AUDIT_SAMPLES = 5000  # training samples (spread over the split) for mapping share and truncation
@@ -115,10 +118,6 @@ def flow_checks(cfg: Config, assets: Any, model: Optional[torch.nn.Module] = Non
                 gcn_rows: Optional[torch.Tensor] = None, batch_size: int = FLOW_BATCH) -> list[Check]:
     """One batch through the real collator and model; `model`/`collate`/`gcn_rows` default to what
     the config builds (tests pass broken ones to prove the checks catch them)."""
-    from ..model.gramc import GramC
-    from ..model.inputs import Collator
-    from ..train.audit import audit_first_batch
-
     rows = assets.gcn_rows if gcn_rows is None else gcn_rows
     out: list[Check] = []
     train = split_samples(assets.ds, "train", cfg.data.max_his)

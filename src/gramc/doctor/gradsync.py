@@ -41,9 +41,18 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import torch
+import torch.distributed as dist
 
 from ..checks import Check, check, failed, passed
 from ..config import Config, dump_yaml, load_config
+from ..data.splits import samples
+from ..ids.trie import trie_for
+from ..io import write_json
+from ..model.assets import Assets
+from ..model.gramc import GramC
+from ..model.inputs import Collator
+from ..runtime import DistInfo, init_distributed, leave_distributed, rank_world
+from ..train.trainer import Trainer, to_device
 
 GRAD_TOL = 1e-6  # |ratio - 1| and relative gradient error allowed (float64: ~1e-15 expected)
 RANK_TOL = 1e-9  # relative spread across ranks of gradients / parameters
@@ -86,9 +95,7 @@ def _flat(tensors: dict[str, torch.Tensor], names: Sequence[str], like: dict[str
 
 def _spread(x: torch.Tensor) -> float:
     """max over elements of (max - min across ranks), relative to max |x|; 0 on one process."""
-    import torch.distributed as dist
-
-    if not dist.is_initialized() or dist.get_world_size() == 1:
+    if rank_world()[1] == 1:
         return 0.0
     hi, lo = x.clone(), x.clone()
     dist.all_reduce(hi, op=dist.ReduceOp.MAX)
@@ -98,8 +105,6 @@ def _spread(x: torch.Tensor) -> float:
 
 
 def _build_model(cfg: Config, bundle: dict[str, Any], device: torch.device) -> torch.nn.Module:
-    from ..model.gramc import GramC
-
     torch.manual_seed(cfg.run.seed)
     table = bundle["gcn_table"] if cfg.model.prefix.enabled else None
     return GramC(cfg.model, cfg.data.max_his, bundle["vocab_size"], table, bundle.get("trie")).double().to(device)
@@ -108,10 +113,7 @@ def _build_model(cfg: Config, bundle: dict[str, Any], device: torch.device) -> t
 def make_bundle(cfg: Config, assets: Any, world: int, steps: int) -> dict[str, Any]:
     """What a worker needs from the assets: passage cache, GCN table and rows, vocabulary size, and
     the planned samples (`plan[step][rank]`)."""
-    from ..data.splits import samples
-
     plan = plan_steps(samples(assets.ds, "train", cfg.data.max_his), steps, world, cfg.train.batch_size)
-    from ..ids.trie import trie_for
 
     table = assets.gcn.embeddings if (cfg.model.prefix.enabled and assets.gcn is not None) else None
     trie = trie_for(assets.item_ids) if cfg.model.softmax == "trie" else None  # the trie softmax's
@@ -123,11 +125,6 @@ def worker(cfg: Config, bundle: dict[str, Any], steps: int, faults: Sequence[Opt
            ) -> dict[str, Any]:
     """One torchrun rank: the 1-process reference run, then one DDP run per fault mode (None =
     healthy), each compared with the reference. Rank 0 writes `{mode: summary}` to `out`."""
-    import torch.distributed as dist
-
-    from ..model.inputs import Collator
-    from ..train.trainer import DistInfo, Trainer, init_distributed, to_device
-
     t0 = time.perf_counter()
     info = init_distributed(cfg.run.device)
     collate = Collator(bundle["cache"], cfg, gcn_rows=bundle["gcn_rows"])
@@ -165,12 +162,8 @@ def worker(cfg: Config, bundle: dict[str, Any], steps: int, faults: Sequence[Opt
         summaries[fault or "none"]["seconds"] = {"reference": round(t_ref - t0, 2),
                                                  "distributed": round(time.perf_counter() - t1, 2)}
     if info.is_main and out is not None:
-        from ..io import write_json
-
         write_json(out, summaries)
-    if info.distributed:
-        dist.barrier()
-        dist.destroy_process_group()
+    leave_distributed()
     return summaries
 
 
@@ -178,10 +171,6 @@ def _distributed_run(cfg: Config, bundle: dict[str, Any], collate: Any, plan: li
                      fault: Optional[str], names: list[str], init: dict, ref_grads: list, ref_params: list,
                      ref_missing: set) -> dict[str, Any]:
     """The N-process run (one rank's share), compared step by step with the 1-process run."""
-    import torch.distributed as dist
-
-    from ..train.trainer import Trainer, to_device
-
     dev = info.device
     model = _build_model(cfg, bundle, dev)
     records: list[dict[str, Any]] = []
@@ -320,8 +309,6 @@ def run_grad_sync_modes(cfg: Config, faults: Sequence[Optional[str]], nproc: int
                 for k in keys}
     scfg = sync_config(cfg, per_rank, device)
     if assets is None:
-        from ..model.assets import Assets
-
         assets = Assets.from_config(cfg, progress=not quiet)
     try:
         bundle = make_bundle(scfg, assets, n, steps)

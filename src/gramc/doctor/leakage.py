@@ -25,20 +25,21 @@ from ..checks import Check, check, passed, warned
 from ..config import Config
 from ..data.dataset import SeqDataset
 from ..data.splits import MIN_LEN, Sample, samples
+from ..graph.artifacts import GcnArtifacts
+from ..graph import checks as graph_checks
+from ..model.inputs import Collator
+from .flow import history_rows, user_passage_items
 
 
 def gcn_leakage_checks(ds: SeqDataset, gcn_dir: str | Path, cfg: Config | None = None) -> list[Check]:
     """The GCN folder's leakage checks (reused from gramc.graph.checks) plus the config's own setting."""
-    from ..graph.artifacts import GcnArtifacts
-    from ..graph.checks import leakage_checks
-
     out: list[Check] = []
     if cfg is not None:
         out.append(check("leakage.gcn_config", cfg.gcn.interactions == "train", {"gcn.interactions": cfg.gcn.interactions},
                          f"gcn.interactions={cfg.gcn.interactions} trains the GCN table on validation/test "
                          f"interactions: every model reading it is evaluated on what it saw. Use gcn.interactions=train"))
     art = GcnArtifacts.load(gcn_dir)
-    for c in leakage_checks(ds, art):
+    for c in graph_checks.leakage_checks(ds, art):
         c.name = c.name.replace("gcn.leakage.", "leakage.gcn_")
         out.append(c)
     return out
@@ -104,8 +105,6 @@ def split_check(ds: SeqDataset, max_his: int,
 
 def _inputs_of(batch: Any, r: int, cache: Any, item_ids: Any) -> dict[str, list[int]]:
     """Dataset items the model reads for sample r of a batch (-1 = an ID of no item), per input."""
-    from .flow import history_rows, user_passage_items
-
     user = user_passage_items(batch.user_input[r][batch.user_mask[r]].tolist(), cache, item_ids)
     return {"user_passage": user, "item_passages": history_rows(batch, r)}
 
@@ -114,8 +113,6 @@ def input_leakage_check(cfg: Config, cache: Any, item_ids: Any, gcn_rows: torch.
                         ds: SeqDataset, per_split: int = 64,
                         collate: Callable[[Sequence[Sample]], Any] | None = None) -> Check:
     """On the real collator's output, the inputs of each sample are items of its own history."""
-    from ..model.inputs import Collator
-
     collate = collate or Collator(cache, cfg, gcn_rows=gcn_rows)
     row_to_item: dict[int, int] = {}
     if gcn_rows is not None:

@@ -20,12 +20,15 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..data.splits import Sample
-
 import yaml
 
 from ..checks import Check, failed, passed, warned
 from ..config import Config, ConfigError
+from ..data.splits import Sample
+from ..ids.tokenizer import TokenizerError, load_tokenizer, vocabulary_mismatch
+from ..io import sha256_file
+from ..model.t5 import T5Dims
+from ..train.batching import Batcher
 
 LR_TRAP = 5.0  # learning-rate ratios at or beyond this (either way) are failures
 
@@ -144,14 +147,10 @@ def _checkpoint_dims(name: str) -> Any:
         return None
     from transformers import T5Config
 
-    from ..model.t5 import T5Dims
-
     return T5Dims.from_hf_config(T5Config.from_pretrained(str(path)))
 
 
 def _same_architecture(dims: Any, preset: str) -> bool:
-    from ..model.t5 import T5Dims
-
     want = T5Dims.preset(preset, vocab_size=dims.vocab_size)
     keys = ("d_model", "d_kv", "d_ff", "num_layers", "num_decoder_layers", "num_heads", "feed_forward_proj")
     return all(getattr(dims, k) == getattr(want, k) for k in keys)
@@ -207,8 +206,6 @@ def _init_check(preset: str, pretrained: str, want: str) -> Check:
 
 def _file_check(name: str, path: str, want_name: str, want_sha: str, what: str, otherwise: str) -> Check:
     """A file named by the config against the recipe's file (by sha256): pass, warn, or fail if missing."""
-    from ..io import sha256_file
-
     if not Path(path).is_file():
         return failed(name, {"run": path, "recipe": want_name}, f"{what} file {path!r} does not exist")
     sha = sha256_file(path)
@@ -242,8 +239,6 @@ def _source_checks(cfg: Config, s: dict) -> list[Check]:
 def _tokenizer_checks(cfg: Config, want_sha: str) -> list[Check]:
     """The vocabulary against T5's (by piece-table sha256), and, for pretrained weights, against the
     checkpoint's own tokenizer."""
-    from ..ids.tokenizer import TokenizerError, load_tokenizer
-
     spec = cfg.ids.tokenizer
     if spec == "train":
         return [warned("recipe.tokenizer", {"run": f"train (<= {cfg.ids.vocab_size} pieces)", "recipe": "T5 vocabulary"},
@@ -273,8 +268,6 @@ def _tokenizer_checks(cfg: Config, want_sha: str) -> list[Check]:
 
 def _tokenizer_model_check(spec: str, pretrained: str, tok: Any, is_t5: bool) -> Check:
     """Pretrained weights only with their own vocabulary (training enforces it; here what the config shows)."""
-    from ..ids.tokenizer import load_tokenizer, vocabulary_mismatch
-
     value = {"tokenizer": spec, "pretrained": pretrained}
     if spec == pretrained:
         return passed("recipe.tokenizer_model", value, "the checkpoint's own tokenizer")
@@ -309,8 +302,6 @@ def _ids_check(cfg: Config, s: dict) -> Check:
 
 def measured_steps(cfg: Config, train_samples: Sequence[Sample], world: int, epoch: int = 0) -> list[list[Sample]]:
     """The samples of every optimiser step of `epoch`, all ranks together, from the real `Batcher` plan."""
-    from ..train.batching import Batcher
-
     t = cfg.train
     plans = [Batcher(train_samples, t.batching, t.batch_size, t.grad_accum, cfg.run.seed, r, world).plan(epoch)
              for r in range(world)]

@@ -19,7 +19,10 @@ import sys
 from pathlib import Path
 
 from ..io import atomic_path, claim_output, pyplot, write_json
-from .metrics import repeat_warning
+from ..metrics import repeat_warning
+
+# the evaluator and the model are imported inside `_evaluate`, not here, for start-up time:
+# `gramc --help` and argument errors should not load torch
 
 
 def format_table(rec: dict) -> str:
@@ -60,10 +63,10 @@ def plot_metrics(rec: dict, path: Path) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    import torch.distributed as dist
-
+    from ..model.runs import checkpoint_folder, load_model_from_run, run_config
     from ..runinfo import write_run_info
-    from .evaluate import checkpoint_folder, evaluate_split, load_model_from_run, run_config
+    from ..runtime import init_distributed, launch, leave_distributed, rank_world
+    from .evaluate import evaluate_split
 
     overrides = list(args.overrides or [])
     if args.beams is not None:
@@ -73,12 +76,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     name = args.checkpoint if args.checkpoint in ("best", "last") else Path(folder).name
     out = Path(args.out) if args.out else Path(args.run) / "eval" / f"{args.split}-{name}"
     claim_output(out, ("eval", "stage"), inputs=[args.run, folder], what="--out")
-    if _world() > 1:
-        from ..train.trainer import init_distributed
-
+    if launch().world > 1:
         init_distributed(cfg.run.device)  # gloo on CPU, nccl on GPUs
-    main = not dist.is_initialized() or dist.get_rank() == 0
-    # an EvalError (e.g. a checkpoint trained with the other model.softmax) is printed by gramc.cli.main
+    main = rank_world()[0] == 0
+    # a RunError (e.g. a checkpoint trained with the other model.softmax) is printed by gramc.cli.main
     model, assets, cfg = load_model_from_run(args.run, args.checkpoint, overrides, progress=main)
     res = evaluate_split(model, assets, cfg, args.split, max_users=args.max_users, progress=main)
     res.checkpoint = str(folder)
@@ -101,16 +102,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         warning = repeat_warning(rec.get("repeats", {}), "gramc")
         if warning:
             print(f"WARNING {warning}", file=sys.stderr)
-    if dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
+    leave_distributed()
     return 0 if res.invalid == 0 else 1
-
-
-def _world() -> int:
-    import os
-
-    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -12,8 +12,9 @@
 3. Under DDP (torchrun) rank r takes samples r::world (no padding, no duplicates); the per-user
    results of all ranks are gathered and checked to cover every sample exactly once.
 
-`evaluate_split(model, assets, cfg, split)` is what the trainer (validation, best checkpoint by
-ndcg@10) and the doctor call; `gramc evaluate` (eval/cli.py) adds files and a table.
+`evaluate_split(model, assets, cfg, split)` is what GRAM-C training validates with (through the
+recipe `gramc.recipes.train_gramc`: the trainer itself never imports evaluation), what the doctor
+and the pipeline call; `gramc evaluate` (eval/cli.py) adds files and a table.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -29,12 +29,14 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from ..errors import GramcError
-from ..config import Config, absolute_paths, from_dict
+from ..config import Config
 from ..data.splits import Sample, samples as split_samples
-from .beam import beam_search
-from .metrics import bootstrap_ci, per_user_metrics, ranks_from_lists, repeat_stats, summarize
+from ..errors import GramcError
 from ..ids.trie import Trie, trie_for
+from ..metrics import bootstrap_ci, per_user_metrics, ranks_from_lists, repeat_stats, summarize
+from ..model.inputs import Collator
+from ..runtime import rank_world, shard
+from .beam import beam_search
 
 
 class EvalError(GramcError, RuntimeError):
@@ -84,16 +86,6 @@ class EvalResult:
                    "hit_rank": int(r) + 1 if r >= 0 else 0}
 
 
-def resolve_device(spec: str) -> torch.device:
-    """run.device -> torch.device (auto = this rank's GPU if there is one, else CPU)."""
-    if spec in ("auto", "cuda"):
-        if spec == "auto" and not torch.cuda.is_available():
-            return torch.device("cpu")
-        rank = dist.get_rank() if dist.is_initialized() else 0
-        return torch.device(f"cuda:{rank % max(1, torch.cuda.device_count())}")
-    return torch.device(spec)
-
-
 def _autocast(device: torch.device, enabled: bool):
     if enabled and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
@@ -128,10 +120,6 @@ def encode_all_items(model, cache, cfg: Config, device: torch.device, progress: 
             states, _ = model.item_states(chunk_ids.to(device), chunk_mask.to(device))
         out[idx.to(device), :w] = states.to(out.dtype)
     return out, mask.to(device)
-
-
-def _shard(items: list, rank: int, world: int) -> list:
-    return items[rank::world]
 
 
 def _gather(local: dict[str, Any], world: int) -> list[dict[str, Any]]:
@@ -185,16 +173,13 @@ def evaluate_samples(model, assets, cfg: Config, smp: Sequence[Sample], beams: i
     """Beam-search this process's share of `smp`; return its per-sample arrays (keys: index, users,
     targets, ranks, items, scores, invalid, encode_s = seconds spent encoding item passages). Indices refer to positions in `smp`. `trie`: the item
     trie already on the model's device (the trainer moves it once per run); None = build it here."""
-    from ..model.inputs import Collator
-
-    world = dist.get_world_size() if dist.is_initialized() else 1
-    rank = dist.get_rank() if dist.is_initialized() else 0
+    rank, world = rank_world()
     beams = beams or cfg.eval.beams
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     trie = (trie if trie is not None else trie_for(assets.item_ids)).to(device)  # no copy when already there
-    mine = _shard(list(range(len(smp))), rank, world)
+    mine = shard(range(len(smp)), rank, world)
     glob = uses_global_items(cfg)
     collate = Collator(assets.cache, cfg, gcn_rows=assets.gcn_rows, items="global" if glob else "batch",
                        dedupe=False if not glob else None)
@@ -251,7 +236,7 @@ def evaluate_split(model, assets, cfg: Config, split: str, max_users: int = 0, b
         smp = smp[:max_users]
     if not smp:
         raise EvalError(f"the {split} split has no users (sequences need at least 3 items)")
-    world = dist.get_world_size() if dist.is_initialized() else 1
+    _, world = rank_world()
     model = getattr(model, "module", model)  # a DDP wrapper: search with the module itself
     local = evaluate_samples(model, assets, cfg, smp, beams=beams, progress=progress, trie=trie)
     merged = merge_shards(_gather(local, world), len(smp))
@@ -268,76 +253,3 @@ def evaluate_split(model, assets, cfg: Config, split: str, max_users: int = 0, b
                              # eval.allow_capped: these cut-offs exceed the beam, so their hits are capped
                              **({"capped_ks": capped} if (capped := [k for k in ks if k > (beams or cfg.eval.beams)])
                                 else {})})
-
-
-# --------------------------------------------------------------------------------------------
-# Loading a trained run
-# --------------------------------------------------------------------------------------------
-
-
-def run_config(run_dir: str | Path, overrides: Sequence[str] = ()) -> Config:
-    """The resolved config of a run folder (its config.yaml), with run.out pointing at the folder."""
-    import yaml
-
-    from ..config import _deep_set, _expected_type, _parse_override  # same override rules as the CLI
-
-    run_dir = Path(run_dir)
-    path = run_dir / "config.yaml"
-    if run_dir.is_file():
-        raise EvalError(f"{run_dir} is a file; give the run folder (the one holding config.yaml and checkpoints/)")
-    if not path.is_file():
-        raise EvalError(f"{run_dir} is not a gramc run folder (no config.yaml); train one with `gramc train`")
-    try:
-        tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise EvalError(f"{path} is damaged ({e}); it is not a readable run config") from e
-    tree.setdefault("run", {})["out"] = str(run_dir)
-    for text in overrides:
-        keys, value = _parse_override(text)
-        if _expected_type(keys) is str and not isinstance(value, str):
-            value = text.split("=", 1)[1]
-        _deep_set(tree, keys, value)
-    # relative paths (runs of older gramc) are resolved against the run folder where they exist there
-    return absolute_paths(from_dict(tree), run_dir, Path.cwd())
-
-
-def checkpoint_folder(run_dir: str | Path, which: str = "best") -> Path:
-    """`best`, `last` (under RUN_DIR/checkpoints/) or a path to a checkpoint folder / model.safetensors."""
-    run_dir = Path(run_dir)
-    if which in ("best", "last"):
-        folder = run_dir / "checkpoints" / which
-        if not (folder / "model.safetensors").is_file():
-            other = "last" if which == "best" else "best"
-            hint = (f"; try --checkpoint {other}" if (run_dir / "checkpoints" / other / "model.safetensors").is_file()
-                    else "; has the run been trained?")
-            raise EvalError(f"no checkpoint at {folder / 'model.safetensors'}{hint}")
-        return folder
-    p = Path(which)
-    if p.is_file() and p.name.endswith(".safetensors"):
-        return p.parent
-    if (p / "model.safetensors").is_file():
-        return p
-    raise EvalError(f"checkpoint {which!r} is neither best, last, a checkpoint folder nor a model.safetensors file")
-
-
-def load_model_from_run(run_dir: str | Path, which: str = "best", overrides: Sequence[str] = (),
-                        progress: bool = True):
-    """(model on run.device in eval mode, assets, cfg) of a trained run folder."""
-    from ..model.assets import Assets
-    from ..model.gramc import GramC
-    from ..train.checkpoint import CheckpointError, load_weights, verify_assets
-
-    cfg = run_config(run_dir, overrides)
-    folder = checkpoint_folder(run_dir, which)
-    assets = Assets.from_config(cfg, progress=progress)
-    for warning in verify_assets(folder, assets.fingerprints()):  # refuses other assets than trained with
-        import warnings
-
-        warnings.warn(warning, stacklevel=2)
-    model = GramC.from_config(cfg, assets)
-    try:
-        load_weights(folder, model)
-    except CheckpointError as e:
-        raise EvalError(str(e)) from e
-    model.to(resolve_device(cfg.run.device)).eval()
-    return model, assets, cfg

@@ -27,6 +27,7 @@ from ..data.dataset import DataError, SeqDataset
 from ..data.splits import training_sequences
 from ..io import sha256_file
 from .artifacts import META_FILE, SIMILAR_FILE, GcnArtifacts
+from .lightgcn import pairs_fingerprint
 
 NORM_TOL = 1e-5
 TOP_ITEMS = 3
@@ -233,8 +234,6 @@ def consistency_check(ds: SeqDataset, art: GcnArtifacts) -> Check:
 
 
 def leakage_checks(ds: SeqDataset, art: GcnArtifacts) -> list[Check]:
-    from .lightgcn import pairs_fingerprint  # local: keeps checks importable without training code
-
     meta = art.meta
     inter = meta.get("interactions") if isinstance(meta.get("interactions"), dict) else None
     out: list[Check] = []

@@ -13,9 +13,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..cli import add_config_args, config_from_args
+from ..cliargs import add_config_args, config_from_args
 from ..config import Config
 from ..data.dataset import SeqDataset
+
+# Each command imports the code it runs inside its own function, not here, for start-up time:
+# `gramc --help` and argument errors then load neither torch nor the other stages.
 
 
 def _dataset(args: argparse.Namespace, cfg: Config) -> tuple[SeqDataset, dict[str, Path]]:

@@ -33,15 +33,16 @@ from tqdm.auto import tqdm
 from ..config import Config, ConfigError, GcnConfig, to_dict
 from ..data.dataset import DataError, SeqDataset
 from ..data.splits import MIN_LEN, Split, samples, training_sequences
-from ..eval.metrics import ranks_from_scores, summarize
-from ..io import atomic_dir, claim_output, pyplot, sha256_file, torch_save, write_json
+from ..io import atomic_dir, atomic_path, claim_output, pyplot, sha256_file, torch_save, write_json
+from ..metrics import ranks_from_scores, summarize
 from ..runinfo import write_run_info
+from ..runtime import resolve_device
 from .artifacts import EMBEDDINGS_FILE, MAPPING_FILE, META_FILE, MODEL_FILE, SIMILAR_FILE
 from .similar import top_k_cosine, write_similar_items
 
 PLOT_FILE = "gcn_training.png"
-_OWN_FILES = {EMBEDDINGS_FILE, MAPPING_FILE, SIMILAR_FILE, META_FILE, MODEL_FILE, PLOT_FILE, "config.yaml",
-              "run_info.json"}
+OWN_FILES = {EMBEDDINGS_FILE, MAPPING_FILE, SIMILAR_FILE, META_FILE, MODEL_FILE, PLOT_FILE, "config.yaml",
+             "run_info.json"}
 _INTERACTION_RULES = {"train": "each user's s[:-2]", "train+valid": "each user's s[:-1]",
                       "all": "each user's whole sequence s"}
 
@@ -302,15 +303,6 @@ def final_embeddings(gcn_dir: str | Path, ds: SeqDataset) -> tuple[torch.Tensor,
 # --------------------------------------------------------------------------------------------
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(name)
-    except RuntimeError as e:
-        raise ConfigError(f"config key 'gcn.device' is not a device: {name!r}") from e
-
-
 def batch_size_for(cfg: GcnConfig, num_interactions: int) -> int:
     """`gcn.batch_size`, or when it is 0 the smallest power of two >= interactions / 20 within
     [256, 8192]: about 20 optimiser steps per epoch (every step propagates the whole graph, so a
@@ -348,7 +340,7 @@ def train_lightgcn(ds: SeqDataset, cfg: GcnConfig, out_dir: str | Path, *, run_c
     t0 = time.time()
     final_out = Path(out_dir)
     _check_out_dir(final_out, inputs)
-    device = _device(cfg.device)
+    device = resolve_device(cfg.device, key="gcn.device")
     seqs = interaction_sequences(ds, cfg.interactions)
     users, items = interaction_pairs(seqs)
     rng = np.random.default_rng(cfg.seed)
@@ -422,7 +414,7 @@ def train_lightgcn(ds: SeqDataset, cfg: GcnConfig, out_dir: str | Path, *, run_c
 
 
 def _check_out_dir(out: Path, inputs: dict[str, str | Path] | None = None) -> None:
-    claim_output(out, "gcn", inputs=(inputs or {}).values(), what="GCN folder", own=_OWN_FILES)
+    claim_output(out, "gcn", inputs=(inputs or {}).values(), what="GCN folder", own=OWN_FILES)
 
 
 def _write_folder(out: Path, ds: SeqDataset, cfg: GcnConfig, run_cfg: Config | None,
@@ -476,8 +468,6 @@ def _plot(path: Path, loss: list[float], valid: list[dict[str, float]], pop_r10:
     plt = pyplot()
     if plt is None:
         return
-
-    from ..io import atomic_path
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
     a.plot(range(1, len(loss) + 1), loss)

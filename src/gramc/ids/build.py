@@ -32,10 +32,12 @@ import numpy as np
 import scipy.sparse as sp
 from tqdm import tqdm
 
-from ..config import IdsConfig
+from ..checks import Report
+from ..config import IdsConfig, to_dict
 from ..data.dataset import SeqDataset
-from ..io import pyplot
-from .itemids import IdsError, ItemIds
+from ..io import atomic_path, pyplot, sha256_file, sha256_text, write_json
+from ..runinfo import write_run_info
+from .itemids import IdsError, ItemIds, check_ids, id_stats
 from .tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -431,12 +433,6 @@ def save_built_ids(ids: ItemIds, ds: SeqDataset, tok: Tokenizer, cfg, out: str |
     """Write the ID file (GRAM format) and, next to it, `<out>.stats.json` (the `ids check`
     report + statistics), `<out>.run_info.json` (config, seed, versions, tokenizer and data
     fingerprints) and `<out>.png`; every file atomically. Returns (Report, BuildOutputs)."""
-    from ..checks import Report
-    from ..config import to_dict
-    from ..io import sha256_text, write_json
-    from ..runinfo import write_run_info
-    from .itemids import check_ids, id_stats
-
     paths = artifact_paths(out)
     report = Report(check_ids(ids, ds, tok))
     data_fp = sha256_text("\n".join(ds.item_ids) + "\n" + "\n".join(
@@ -456,8 +452,6 @@ def save_built_ids(ids: ItemIds, ds: SeqDataset, tok: Tokenizer, cfg, out: str |
 
 
 def _sha(path: Path) -> str:
-    from ..io import sha256_file
-
     return sha256_file(path)
 
 
@@ -467,7 +461,6 @@ def plot_ids(ids: ItemIds, path: str | Path, title: str = "") -> None:
     if plt is None:
         return
 
-    from ..io import atomic_path
     from collections import Counter
 
     first = sorted(Counter(p[0] for p in ids.pieces).values(), reverse=True)

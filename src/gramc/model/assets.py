@@ -28,6 +28,10 @@ from ..data.dataset import DataError, SeqDataset
 from ..io import atomic_dir, read_json, sha256_text, write_json
 from .inputs import PassageCache
 
+# The builders (tokenizer training, ID building, LightGCN training) and the readers of each asset
+# are imported inside the functions that use them, for start-up time: loading a run whose assets
+# all exist never imports the training code of the earlier stages.
+
 STAMP_SUFFIX = ".assets.json"
 
 
@@ -83,7 +87,7 @@ class Assets:
 
     def fingerprints(self) -> dict[str, dict[str, str]]:
         """What a checkpoint trained on these assets records (`assets.json`): per asset its
-        fingerprint and where it came from. `gramc.train.checkpoint.verify_assets` compares them."""
+        fingerprint and where it came from. `gramc.checkpoint.verify_assets` compares them."""
         where = {k: str(Path(v).resolve()) for k, v in self.inputs.items()}
         rec = {
             "dataset": (data_fingerprint(self.ds), where.get("dataset", "synthetic data (data.path empty)")),

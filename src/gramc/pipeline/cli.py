@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..cli import add_config_args, config_from_args
+from ..cliargs import add_config_args, config_from_args
+
+# Each command imports the code it runs inside its own function, not here, for start-up time:
+# `gramc --help` and argument errors then load neither torch nor the other stages.
 
 
 def _quickstart(args: argparse.Namespace) -> int:

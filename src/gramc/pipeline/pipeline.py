@@ -32,6 +32,9 @@ from ..errors import GramcError
 from ..config import Config, to_dict
 from ..io import atomic_dir, claim_output, read_json, sha256_file, sha256_text, write_json
 
+# Each stage imports its stage's code inside its own function, for start-up time: a pipeline whose
+# stages are up to date (or `--stages prepare`) loads neither torch nor the model.
+
 STAGE_FILE = ".stage.json"
 PENDING_FILE = ".stage.pending.json"
 STAGES = ("prepare", "ids", "gcn", "train", "evaluate", "baselines", "report")
@@ -118,9 +121,9 @@ def claim_stage_folder(stage: Stage) -> None:
         files = read_json(folder / STAGE_FILE).get("files")
         own = None if files is None else [*files, STAGE_FILE, PENDING_FILE]
     elif stage.name == "gcn":
-        from ..graph.lightgcn import _OWN_FILES
+        from ..graph.lightgcn import OWN_FILES
 
-        own = [*_OWN_FILES, STAGE_FILE, PENDING_FILE]
+        own = [*OWN_FILES, STAGE_FILE, PENDING_FILE]
     claim_output(folder, ("stage", *stage.kinds), what=f"[{stage.name}] stage folder", own=own)
 
 
@@ -397,7 +400,9 @@ def train_stage(sc: Config, folder: Path, eval_users: int, train_minutes: float,
     """
     import copy
 
-    from ..train.trainer import fit, gramc_parts, init_distributed
+    from ..recipes.train_gramc import gramc_parts
+    from ..runtime import init_distributed
+    from ..train.trainer import fit
 
     from ..config import absolute_paths
 
@@ -502,8 +507,9 @@ def evaluate_stage(sc: Config, train_folder: Path, folder: Path, eval_users: int
             shutil.copy2(p, folder / p.name)
         source = "train stage's final evaluation of the best checkpoint"
     else:
-        from ..eval.evaluate import evaluate_split, load_model_from_run
-        from ..eval.trie import trie_for
+        from ..eval.evaluate import evaluate_split
+        from ..model.runs import load_model_from_run
+        from ..ids.trie import trie_for
 
         model, assets, cfg = load_model_from_run(train_folder, "best")
         trie = trie_for(assets.item_ids).to(next(model.parameters()).device)  # once for both splits

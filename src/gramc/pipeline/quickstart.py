@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..config import Config, ConfigError, load_config
 from ..io import read_json
+from .pipeline import run_pipeline
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[3] / "configs" / "quickstart.yaml"
 
@@ -30,8 +31,6 @@ def quickstart_config(config: str | None, overrides: list[str], out: str | None)
 
 def run_quickstart(cfg: Config, progress: bool = True) -> dict:
     """Run the pipeline into cfg.run.out; copy the report to its top; return the headline figures."""
-    from .pipeline import run_pipeline
-
     root = Path(cfg.run.out)
     run_pipeline(cfg, progress=progress)
     for f in (root / "report").glob("report*"):

@@ -13,6 +13,9 @@ import argparse
 import json
 from dataclasses import asdict
 
+# Each command imports the code it runs inside its own function, not here, for start-up time:
+# `gramc --help` and argument errors then load neither torch nor the other stages.
+
 
 def _recommend(args: argparse.Namespace) -> int:
     from ..errors import GramcError

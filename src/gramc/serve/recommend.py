@@ -25,6 +25,8 @@ from ..config import Config
 from ..data.splits import Sample
 from ..eval.beam import beam_search
 from ..ids.trie import trie_for
+from ..model.inputs import Collator
+from ..model.runs import load_model_from_run
 
 
 class UnknownItemsError(GramcError, ValueError):
@@ -64,8 +66,6 @@ class Recommender:
     @classmethod
     def from_run(cls, run_dir: str | Path, checkpoint: str = "best", overrides: Sequence[str] = (),
                  progress: bool = False) -> "Recommender":
-        from ..eval.evaluate import load_model_from_run
-
         model, assets, cfg = load_model_from_run(run_dir, checkpoint, overrides, progress=progress)
         return cls(model, assets, cfg)
 
@@ -87,8 +87,6 @@ class Recommender:
 
     def recommend_many(self, histories: Sequence[Sequence[str]], k: int = 10) -> list[list[Recommendation]]:
         """Top-k items for each history (item IDs, oldest first)."""
-        from ..model.inputs import Collator
-
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValueError(f"k must be an integer >= 1, got {k!r}")
         if isinstance(histories, str):

@@ -21,27 +21,22 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
+from ..checkpoint import load_weights
 from ..config import Config
 from ..data.splits import Sample
 from ..io import write_json
-from .checkpoint import load_weights
+from ..runtime import DistInfo, barrier, shard
 from .loader import count_target_tokens, host_loader
 from .precision import autocast
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .trainer import DistInfo, TrainParts, _Run
+    from .trainer import TrainParts, TrainRun  # annotations only: the trainer imports this module
 
 
-def say(info: "DistInfo", text: str) -> None:
+def say(info: DistInfo, text: str) -> None:
     """Print on rank 0 only (through tqdm, so progress bars stay intact)."""
     if info.is_main:
         tqdm.write(text, file=sys.stderr)
-
-
-def barrier(info: "DistInfo") -> None:
-    """Wait for every rank (a no-op in one process)."""
-    if info.distributed:
-        dist.barrier()
 
 
 def valid_loss_subset(samples: Sequence[Sample], n: int, seed: int) -> list[Sample]:
@@ -54,12 +49,12 @@ def valid_loss_subset(samples: Sequence[Sample], n: int, seed: int) -> list[Samp
 
 
 def validation_loss(model: nn.Module, collate: Callable, samples: Sequence[Sample], batch_size: int,
-                    info: "DistInfo", bf16: bool = False, num_workers: int = 0) -> float:
+                    info: DistInfo, bf16: bool = False, num_workers: int = 0) -> float:
     """Token-mean cross-entropy on `samples` (under bf16 autocast if `bf16`, the loss in fp32),
     split across ranks and summed; batches collated by `num_workers` DataLoader workers."""
     model.eval()
     totals = torch.zeros(2, dtype=torch.float64, device=info.device)
-    mine = list(samples[info.rank::info.world])
+    mine = shard(samples, info.rank, info.world)
     groups = [[mine[i:i + batch_size]] for i in range(0, len(mine), batch_size)]
     loader = host_loader(groups, collate, count_target_tokens, num_workers, info.device, seed=0)
     with torch.no_grad(), autocast(info.device, bf16):
@@ -100,7 +95,7 @@ def final_eval_users(parts: "TrainParts", cfg: Config) -> tuple[int, int]:
     return tuple(min(cap, n) if cap > 0 else n for n in sizes)  # type: ignore[return-value]
 
 
-def probe_final_eval(run: "_Run") -> FinalEvalEstimate:
+def probe_final_eval(run: "TrainRun") -> FinalEvalEstimate:
     """Time one evaluation call on k = 2 x `eval.batch_size` validation users: the seconds it spent
     encoding item passages (its `encode_s`) are the per-call cost, the rest per user (the first
     beam batch's warm-up included: the estimate errs long); then the validation loss on two batches."""
@@ -123,7 +118,7 @@ def probe_final_eval(run: "_Run") -> FinalEvalEstimate:
     return FinalEvalEstimate(valid_n, test_n, len(run.valid_loss_samples), call_s, user_s, loss_sample_s)
 
 
-def announce_final_eval(run: "_Run") -> None:
+def announce_final_eval(run: "TrainRun") -> None:
     """At step 0: the estimated time of the final evaluation (from a probe), or how to run it later."""
     cfg = run.cfg
     if not cfg.train.final_eval:
@@ -139,7 +134,7 @@ def announce_final_eval(run: "_Run") -> None:
         "train.final_eval_users=N caps it, train.final_eval=false skips it")
 
 
-def final_test(run: "_Run") -> dict[str, Any]:
+def final_test(run: "TrainRun") -> dict[str, Any]:
     """Load the best checkpoint (not the last epoch), evaluate it on validation and test
     (`train.final_eval_users` users each, 0 = all), and write metrics.json (test) +
     metrics_valid.json in `gramc evaluate`'s schema, plus which checkpoint was selected and how."""
@@ -169,7 +164,7 @@ def final_test(run: "_Run") -> dict[str, Any]:
     return {"valid": valid, "test": test}
 
 
-def skip_final_test(run: "_Run") -> dict[str, Any]:
+def skip_final_test(run: "TrainRun") -> dict[str, Any]:
     """train.final_eval=false: no metrics files; say how to evaluate the selected checkpoint later."""
     which = "best" if (run.ckpt_dir / "best").is_dir() else "last"
     say(run.info, f"final evaluation skipped (train.final_eval=false); run it later with: gramc evaluate "

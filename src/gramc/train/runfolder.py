@@ -11,13 +11,14 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
 from ..config import Config, absolute_paths, flatten, to_dict
 from ..errors import GramcError
 from ..io import claim_output, holds_marker
+from ..model.runs import RunError, run_config
+from ..runtime import launch
 
 # keys that may change on --resume: more epochs or steps (training then goes on), how often it
 # logs, saves and validates, and how fast (not what) it evaluates
@@ -94,11 +95,9 @@ def resume_config(saved: Config, new: Config) -> None:
 
 def saved_config(run_dir: Path) -> Config:
     """The config.yaml a run was trained with (paths resolved as `gramc evaluate` resolves them)."""
-    from ..eval.evaluate import EvalError, run_config
-
     try:
         return run_config(run_dir)
-    except EvalError as e:
+    except RunError as e:
         raise RunFolderError(f"cannot resume: {e}") from e
 
 
@@ -111,11 +110,11 @@ def open_run(cfg: Config, resume: bool, overwrite: bool) -> tuple[Config, bool]:
     if resume and overwrite:
         raise RunFolderError("--resume continues a run and --overwrite moves it aside: give one of them")
     if not resume:
-        claim_run(cfg, overwrite, is_main=int(os.environ.get("RANK", "0")) == 0)
+        claim_run(cfg, overwrite, is_main=launch().is_main)
         return cfg, False
     resume_config(saved_config(out), cfg)
     if not (out / "checkpoints" / "last").is_dir():
-        if int(os.environ.get("RANK", "0")) == 0:
+        if launch().is_main:
             print(f"{out} has no checkpoint yet (stopped before its first save): training it from step 0")
         return cfg, False
     return cfg, True

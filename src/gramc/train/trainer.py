@@ -13,8 +13,8 @@ Two layers:
   outcome (finished / stopped at `train.max_steps` / interrupted by `stop_after`); batches
   (`batching.Batcher` through `loader.host_loader`), step-0 audit and final-evaluation estimate,
   logs (`StepWindow`), checkpoints and resume, validation and best-checkpoint selection, then the
-  final evaluation of the best checkpoint (`evaluation.final_test`). `train(cfg)` builds GRAM-C's
-  parts from the config and calls `fit`.
+  final evaluation of the best checkpoint (`evaluation.final_test`). `fit` knows no model: GRAM-C's
+  parts are composed from the config by the recipe `gramc.recipes.train_gramc` (above train and eval).
 
 Processes are started by torchrun (RANK, WORLD_SIZE, LOCAL_RANK); gloo on CPU, nccl on GPU. Only
 rank 0 writes the run folder.
@@ -33,7 +33,6 @@ import contextlib
 import dataclasses
 import json
 import math
-import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -48,15 +47,16 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from ..checks import Check, Report
+from ..checkpoint import (CheckpointError, TrainState, copy_checkpoint, load_checkpoint,  # noqa: F401
+                          rng_state, save_checkpoint, verify_assets)
 from ..config import Config, TrainConfig
 from ..data.splits import Sample
 from ..errors import GramcError
 from ..io import read_jsonl, write_json, write_text
 from ..runinfo import write_run_info
+from ..runtime import DistInfo, barrier as _barrier, init_distributed
 from .batching import Batcher
-from .checkpoint import (CheckpointError, TrainState, copy_checkpoint, load_checkpoint,  # noqa: F401
-                         rng_state, save_checkpoint, verify_assets)
-from .evaluation import announce_final_eval, barrier as _barrier, final_test, say as _print, skip_final_test
+from .evaluation import announce_final_eval, final_test, say as _print, skip_final_test
 from .evaluation import validation_loss, valid_loss_subset
 from .loader import HostStep, count_target_tokens, host_loader, num_samples, to_device  # noqa: F401
 from .optim import build_optimizer, build_scheduler
@@ -78,48 +78,8 @@ class TrainError(GramcError, RuntimeError):
 
 
 # --------------------------------------------------------------------------------------------
-# Processes and devices
+# Seeding
 # --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class DistInfo:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def distributed(self) -> bool:
-        return self.world > 1
-
-
-def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
-    """run.device -> torch.device: auto = this rank's GPU if there is one, else CPU."""
-    if spec == "auto":
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    if spec == "cuda":
-        return torch.device(f"cuda:{local_rank}")
-    return torch.device(spec)
-
-
-def init_distributed(device_spec: str = "auto") -> DistInfo:
-    """Join the process group torchrun set up (RANK/WORLD_SIZE/LOCAL_RANK); single process otherwise."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = resolve_device(device_spec, local_rank)
-    if world > 1 and not dist.is_initialized():
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    if dist.is_initialized():
-        rank, world = dist.get_rank(), dist.get_world_size()
-    return DistInfo(rank, world, local_rank, device)
 
 
 def seed_everything(seed: int) -> None:
@@ -424,7 +384,7 @@ Outcome = Literal["finished", "stopped", "interrupted"]  # epoch done / train.ma
 
 
 @dataclass
-class _Run:
+class TrainRun:
     """What one `fit` call works with (built once; the loop mutates only `state`)."""
 
     parts: TrainParts
@@ -574,7 +534,7 @@ def fit(parts: TrainParts, cfg: Config, run_dir: str | Path, resume: bool = Fals
 
 
 def start_run(parts: TrainParts, cfg: Config, run_dir: Path, resume: bool, fault: Optional[Fault],
-              stop_after: Optional[int], after_sync: Optional[Callable], info: DistInfo) -> _Run:
+              stop_after: Optional[int], after_sync: Optional[Callable], info: DistInfo) -> TrainRun:
     """Batcher, trainer, state (fresh or resumed) and log of a `fit` call."""
     tc = cfg.train
     batcher = Batcher(parts.train_samples, tc.batching, tc.batch_size, tc.grad_accum, cfg.run.seed,
@@ -603,63 +563,5 @@ def start_run(parts: TrainParts, cfg: Config, run_dir: Path, resume: bool, fault
                                   "train_samples": len(parts.train_samples)})
     log = JsonlLog(run_dir / "log.jsonl", info.is_main, keep_until_step=state.step if resume else None)
     subset = valid_loss_subset(parts.valid_samples, tc.valid_loss_samples, cfg.run.seed)
-    return _Run(parts, cfg, info, run_dir, trainer, batcher, state, log, total, metric, subset, stop_after,
+    return TrainRun(parts, cfg, info, run_dir, trainer, batcher, state, log, total, metric, subset, stop_after,
                 audited=state.step > 0)
-
-
-# --------------------------------------------------------------------------------------------
-# GRAM-C
-# --------------------------------------------------------------------------------------------
-
-
-def gramc_parts(cfg: Config, info: DistInfo) -> TrainParts:
-    """GRAM-C's model, collator, samples, evaluation and audit, built from one Config.
-
-    Assets (tokenizer, IDs, GCN, passage cache) are built by rank 0 first; the other ranks then
-    reuse them from run.out. The model is initialised from `run.seed` (DDP then broadcasts rank
-    0's weights anyway). The trie of the item IDs is moved to the device once, here, for every
-    evaluation of the run.
-    """
-    from ..data.splits import samples
-    from ..eval.evaluate import evaluate_split
-    from ..eval.trie import trie_for
-    from ..model.assets import Assets
-    from ..model.gramc import GramC
-    from ..model.inputs import Collator
-    from .audit import audit_first_batch
-
-    assets = Assets.from_config(cfg, progress=True) if info.is_main else None
-    _barrier(info)
-    if assets is None:
-        assets = Assets.from_config(cfg, progress=False)
-    seed_everything(cfg.run.seed)
-    model = GramC.from_config(cfg, assets)
-    collate = Collator(assets.cache, cfg, gcn_rows=assets.gcn_rows)
-    train_samples = samples(assets.ds, "train", cfg.data.max_his)
-    valid_samples = samples(assets.ds, "valid", cfg.data.max_his)
-    trie = trie_for(assets.item_ids).to(info.device)
-
-    def evaluate(m: nn.Module, split: str, max_users: int) -> dict[str, Any]:
-        return evaluate_split(m, assets, cfg, split, max_users=max_users, progress=info.is_main, trie=trie).to_json()
-
-    def audit(batch: Any, m: nn.Module) -> list[Check]:
-        return audit_first_batch(batch, m, cfg, assets.gcn_rows, train_samples, assets.cache)
-
-    split_users = {"valid": len(valid_samples), "test": len(samples(assets.ds, "test", cfg.data.max_his))}
-    return TrainParts(model=model, collate=collate, train_samples=train_samples, valid_samples=valid_samples,
-                      evaluate=evaluate, audit=audit, inputs=dict(assets.inputs), split_users=split_users,
-                      assets=assets.fingerprints())
-
-
-def train(cfg: Config, resume: bool = False, fault: Optional[Fault] = None, stop_after: Optional[int] = None,
-          after_sync: Optional[Callable[[dict[str, torch.Tensor]], None]] = None,
-          overwrite: bool = False) -> TrainResult:
-    """Train GRAM-C as `cfg` says into `cfg.run.out` (resume=True: continue that run folder; a
-    fresh run into a folder holding one is refused unless overwrite=True: see train.runfolder)."""
-    from .runfolder import open_run
-
-    cfg, resume = open_run(cfg, resume, overwrite)
-    info = init_distributed(cfg.run.device)
-    parts = gramc_parts(cfg, info)
-    return fit(parts, cfg, cfg.run.out, resume=resume, fault=fault, stop_after=stop_after,
-               after_sync=after_sync, info=info)

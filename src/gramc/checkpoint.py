@@ -13,6 +13,9 @@ interrupted save never damages the previous one):
 
 Run folders keep `checkpoints/last` (the most recent) and `checkpoints/best` (the best by
 validation). Only rank 0 writes; every rank reads its own RNG state back on resume.
+
+The format sits below the stages: training writes it, and run loading (`gramc.model.runs`),
+evaluation and the doctor read it without importing the trainer.
 """
 
 from __future__ import annotations
@@ -29,9 +32,9 @@ from safetensors import safe_open
 from safetensors.torch import load_model, save_model
 from torch import nn
 
-from ..errors import GramcError
-from ..errors import AssetMismatchError
-from ..io import atomic_dir, read_json, write_json
+from .errors import GramcError
+from .errors import AssetMismatchError
+from .io import atomic_dir, read_json, write_json
 
 ASSETS_FILE = "assets.json"
 ASSET_NAMES = {"dataset": "dataset", "tokenizer": "tokenizer", "ids": "item-ID table", "gcn": "GCN table",

@@ -1,0 +1,131 @@
+"""Ranking metrics with a single held-out item per user: hit@k (= recall@k), ndcg@k, MRR.
+
+All models (GRAM-C's beam search and the full-ranking baselines) report through these
+functions, so every number in a table comes from the same code. A rank is the 0-based position
+of the target in the model's ranked list, or -1 when the target is not in the list.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+DEFAULT_KS = (1, 5, 10, 20, 50)
+
+
+def per_user_metrics(ranks: np.ndarray, ks=DEFAULT_KS) -> dict[str, np.ndarray]:
+    """Per-user hit@k, ndcg@k and reciprocal rank (0 for misses), each an array of len(ranks)."""
+    ranks = np.asarray(ranks, dtype=np.int64)
+    found = ranks >= 0
+    out: dict[str, np.ndarray] = {}
+    for k in ks:
+        hit = found & (ranks < k)
+        out[f"hit@{k}"] = hit.astype(np.float64)
+        out[f"ndcg@{k}"] = np.where(hit, 1.0 / np.log2(np.maximum(ranks, 0) + 2.0), 0.0)
+    out["mrr"] = np.where(found, 1.0 / (np.maximum(ranks, 0) + 1.0), 0.0)
+    return out
+
+
+def summarize(ranks: np.ndarray, ks=DEFAULT_KS) -> dict[str, float]:
+    """Means over users of `per_user_metrics`, plus the user count."""
+    per = per_user_metrics(ranks, ks)
+    out = {k: float(v.mean()) if len(v) else 0.0 for k, v in per.items()}
+    out["users"] = int(len(ranks))
+    return out
+
+
+def bootstrap_ci(per_user: dict[str, np.ndarray], n: int = 1000, seed: int = 0,
+                 alpha: float = 0.05) -> dict[str, tuple[float, float]]:
+    """Percentile bootstrap confidence intervals of each metric's mean (users resampled)."""
+    if n <= 0:
+        return {}
+    rng = np.random.default_rng(seed)
+    names = list(per_user)
+    m = len(per_user[names[0]]) if names else 0
+    if m == 0:
+        return {k: (0.0, 0.0) for k in names}
+    idx = rng.integers(0, m, size=(n, m))
+    out = {}
+    for k in names:
+        means = per_user[k][idx].mean(axis=1)
+        out[k] = (float(np.quantile(means, alpha / 2)), float(np.quantile(means, 1 - alpha / 2)))
+    return out
+
+
+def paired_bootstrap_ci(per_user_a: dict[str, np.ndarray], per_user_b: dict[str, np.ndarray], n: int = 1000,
+                        seed: int = 0, alpha: float = 0.05) -> dict[str, dict[str, float]]:
+    """Mean and percentile bootstrap interval of `b - a` per metric, the same users resampled in both.
+
+    Both dicts hold per-user arrays for the same users in the same order (e.g. `per_user_metrics`
+    of two models on one split). Returns {metric: {"mean", "lo", "hi"}} for the metrics of both.
+    """
+    names = [k for k in per_user_a if k in per_user_b]
+    for k in names:
+        if len(per_user_a[k]) != len(per_user_b[k]):
+            raise ValueError(f"paired bootstrap of {k!r}: {len(per_user_a[k])} users vs {len(per_user_b[k])}; "
+                             "both models must be evaluated on the same users")
+    diff = {k: np.asarray(per_user_b[k], dtype=np.float64) - np.asarray(per_user_a[k], dtype=np.float64)
+            for k in names}
+    ci = bootstrap_ci(diff, n=n, seed=seed, alpha=alpha)
+    return {k: {"mean": float(diff[k].mean()) if len(diff[k]) else 0.0, "lo": ci[k][0], "hi": ci[k][1]}
+            for k in names if k in ci}
+
+
+def ranks_from_scores(scores, targets, exclude=None):
+    """0-based rank of each target under full ranking of `scores` [users, items] (torch or numpy).
+
+    Ties count against the target (items with a score >= the target's, other than the target,
+    rank before it), so a constant scorer gets no credit. `exclude`: optional boolean mask of
+    the same shape whose True entries are removed from the ranking (never the target itself).
+    """
+    import torch
+
+    s = torch.as_tensor(scores, dtype=torch.float32).clone()
+    t = torch.as_tensor(targets, dtype=torch.long)
+    if exclude is not None:
+        ex = torch.as_tensor(exclude, dtype=torch.bool).clone()
+        ex[torch.arange(len(t)), t] = False
+        s[ex] = float("-inf")
+    target_score = s[torch.arange(len(t)), t].unsqueeze(1)
+    ahead = (s >= target_score).sum(dim=1) - 1
+    return ahead.numpy()
+
+
+def ranks_from_lists(items, targets) -> np.ndarray:
+    """0-based position of each target in its ranked list `items` [users, n] (-1 if absent).
+
+    For generative models, which return a ranked list (e.g. the beam search's items) rather than a
+    score for every item. Padding entries (e.g. -1) never match a target.
+    """
+    items = np.asarray(items)
+    targets = np.asarray(targets).reshape(-1, 1)
+    hit = items == targets
+    return np.where(hit.any(axis=1), hit.argmax(axis=1), -1).astype(np.int64)
+
+
+def repeat_stats(top_items, histories, targets, k: int = 10) -> dict[str, float]:
+    """How much a model recommends what the user already has, next to how often that is right.
+
+    `top_items` [users, >=k] ranked item indices (-1 = none), `histories` the items each user's
+    input held, `targets` the held-out items. Returns the share of users whose top-1 is a history
+    item, the mean number of history items in the top `k`, and the share of targets that are
+    history items. A model that fills its top slots with history items on data whose targets
+    never repeat (Amazon 5-core: 0%) wastes them; see `repeat_warning`.
+    """
+    top = np.asarray(top_items)[:, :k]
+    seen = [set(int(i) for i in h) for h in histories]
+    in_hist = np.array([[int(i) in s for i in row] for row, s in zip(top, seen)], dtype=bool)
+    n = max(len(seen), 1)
+    return {"top1_in_history": float(in_hist[:, 0].mean()) if len(top) else 0.0,
+            f"history_items_in_top{k}": float(in_hist.sum(axis=1).mean()) if len(top) else 0.0,
+            "target_in_history": sum(int(t) in s for t, s in zip(targets, seen)) / n}
+
+
+def repeat_warning(stats: dict[str, float], model: str = "model") -> str:
+    """A one-line warning when the top-1 is a history item far more often than targets repeat, else ''."""
+    top1, truth = stats.get("top1_in_history", 0.0), stats.get("target_in_history", 0.0)
+    if top1 >= 0.2 and top1 > 2 * truth + 0.1:
+        hint = " (try baseline.sasrec_tied_output=false)" if model == "sasrec" else ""
+        return (f"{model}: the top-1 recommendation is an item already in the user's history for "
+                f"{top1:.0%} of users, but only {truth:.0%} of targets are; the model is spending its top "
+                f"slots on repeats{hint}")
+    return ""

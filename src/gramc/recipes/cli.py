@@ -1,0 +1,58 @@
+"""`gramc train` (also under `torchrun --nproc_per_node=N -m gramc train ...`): the GRAM-C recipe.
+
+The command's code is imported inside `_train`, not at the top, for start-up time: `gramc --help`
+and argument errors should not load torch and the model.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..cliargs import add_config_args, config_from_args
+
+
+def _train(args: argparse.Namespace) -> int:
+    from ..model.runs import run_config
+    from ..runtime import leave_distributed, rank_world
+    from ..train.runfolder import RunFolderError, saved_config
+    from .train_gramc import train
+
+    if args.resume:
+        # the run's own config.yaml plus overrides; train() refuses overrides of keys that may not
+        # change on resume (train.runfolder.RESUMABLE_KEYS)
+        if args.config:
+            raise RunFolderError("--resume continues a run with the config saved in RUN_DIR/config.yaml; "
+                                 "drop --config (key=value overrides are still applied, and checked)")
+        saved_config(Path(args.resume))  # "cannot resume: ..." when RUN_DIR is no run folder
+        cfg = run_config(args.resume, args.overrides or [])
+    else:
+        cfg = config_from_args(args)
+    try:
+        result = train(cfg, resume=bool(args.resume), overwrite=args.overwrite)
+    finally:
+        rank, _ = rank_world()
+        leave_distributed(wait=False)  # also after an error, when another rank may never reach a barrier
+    if rank != 0:
+        return 0
+    test = result.metrics.get("test", {})
+    metrics = test.get("metrics") if isinstance(test, dict) else None
+    if metrics:
+        print("test metrics of the " + str(test.get("checkpoint")) + " checkpoint: "
+              + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
+    print(f"run folder: {result.run_dir}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "train", help="train GRAM-C (DDP under torchrun), validate, test the best checkpoint",
+        description="Train GRAM-C into run.out: checkpoints/{last,best}, log.jsonl, audit.json, metrics.json "
+                    "(see docs/runs.md). Multi-process: torchrun --nproc_per_node=N -m gramc train ...")
+    add_config_args(p)
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue RUN_DIR exactly where it stopped (config "
+                   "from RUN_DIR/config.yaml, or --config; only budget/logging/eval-speed keys such as "
+                   "train.epochs may differ, see docs/runs.md)")
+    p.add_argument("--overwrite", action="store_true", help="run.out already holds a run: move it aside to "
+                   "RUN.replaced-<time> and train a new one (without this, training into a run is refused)")
+    p.set_defaults(func=_train)

@@ -1,0 +1,74 @@
+"""GRAM-C training, composed: the model (gramc.model), the loop (gramc.train.trainer.fit) and
+validation by beam search (gramc.eval), tied together from one Config.
+
+* `gramc_parts(cfg, info) -> TrainParts`: assets, model, collator, samples, the `evaluate` and
+  `audit` callbacks `fit` calls;
+* `train(cfg, resume=False, ...) -> TrainResult`: `gramc train` end to end (run folder claimed or
+  resumed, process group joined, parts built, `fit`).
+
+This module is the only place where training meets evaluation: `gramc.train` trains any module
+with `forward(batch) -> (loss_sum, n_target_tokens)` and takes evaluation as a callback.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import torch
+from torch import nn
+
+from ..checks import Check
+from ..config import Config
+from ..data.splits import samples
+from ..eval.evaluate import evaluate_split
+from ..ids.trie import trie_for
+from ..model.assets import Assets
+from ..model.gramc import GramC
+from ..model.inputs import Collator
+from ..runtime import DistInfo, barrier, init_distributed
+from ..train.audit import audit_first_batch
+from ..train.runfolder import open_run
+from ..train.trainer import Fault, TrainParts, TrainResult, fit, seed_everything
+
+
+def gramc_parts(cfg: Config, info: DistInfo) -> TrainParts:
+    """GRAM-C's model, collator, samples, evaluation and audit, built from one Config.
+
+    Assets (tokenizer, IDs, GCN, passage cache) are built by rank 0 first; the other ranks then
+    reuse them from run.out. The model is initialised from `run.seed` (DDP then broadcasts rank
+    0's weights anyway). The trie of the item IDs is moved to the device once, here, for every
+    evaluation of the run.
+    """
+    assets = Assets.from_config(cfg, progress=True) if info.is_main else None
+    barrier(info)
+    if assets is None:
+        assets = Assets.from_config(cfg, progress=False)
+    seed_everything(cfg.run.seed)
+    model = GramC.from_config(cfg, assets)
+    collate = Collator(assets.cache, cfg, gcn_rows=assets.gcn_rows)
+    train_samples = samples(assets.ds, "train", cfg.data.max_his)
+    valid_samples = samples(assets.ds, "valid", cfg.data.max_his)
+    trie = trie_for(assets.item_ids).to(info.device)
+
+    def evaluate(m: nn.Module, split: str, max_users: int) -> dict[str, Any]:
+        return evaluate_split(m, assets, cfg, split, max_users=max_users, progress=info.is_main, trie=trie).to_json()
+
+    def audit(batch: Any, m: nn.Module) -> list[Check]:
+        return audit_first_batch(batch, m, cfg, assets.gcn_rows, train_samples, assets.cache)
+
+    split_users = {"valid": len(valid_samples), "test": len(samples(assets.ds, "test", cfg.data.max_his))}
+    return TrainParts(model=model, collate=collate, train_samples=train_samples, valid_samples=valid_samples,
+                      evaluate=evaluate, audit=audit, inputs=dict(assets.inputs), split_users=split_users,
+                      assets=assets.fingerprints())
+
+
+def train(cfg: Config, resume: bool = False, fault: Optional[Fault] = None, stop_after: Optional[int] = None,
+          after_sync: Optional[Callable[[dict[str, torch.Tensor]], None]] = None,
+          overwrite: bool = False) -> TrainResult:
+    """Train GRAM-C as `cfg` says into `cfg.run.out` (resume=True: continue that run folder; a
+    fresh run into a folder holding one is refused unless overwrite=True: see train.runfolder)."""
+    cfg, resume = open_run(cfg, resume, overwrite)
+    info = init_distributed(cfg.run.device)
+    parts = gramc_parts(cfg, info)
+    return fit(parts, cfg, cfg.run.out, resume=resume, fault=fault, stop_after=stop_after,
+               after_sync=after_sync, info=info)
