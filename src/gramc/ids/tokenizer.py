@@ -22,8 +22,8 @@ from typing import Iterable, Sequence
 
 from ..data.dataset import DataError
 from ..io import write_json, write_text
+from .tokens import EOS_ID, PAD_ID, UNK_ID
 
-PAD_ID, EOS_ID, UNK_ID = 0, 1, 2
 SPECIAL_PIECES = ("<pad>", "</s>", "<unk>")
 
 
