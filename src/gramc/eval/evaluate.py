@@ -305,7 +305,7 @@ def load_model_from_run(run_dir: str | Path, which: str = "best", overrides: Seq
 
     cfg = run_config(run_dir, overrides)
     folder = checkpoint_folder(run_dir, which)
-    assets = Assets.from_config(cfg, progress=progress)
+    assets = Assets.from_config(cfg, progress=progress, build=False)  # a missing asset is an error
     for warning in verify_assets(folder, assets.fingerprints()):  # refuses other assets than trained with
         import warnings
 
