@@ -115,3 +115,34 @@ def test_loading_a_run_never_rebuilds_a_missing_asset(run, tmp_path, capsys, com
     assert rc == MissingAssetError.exit_code == 2
     assert err.startswith(f"gramc {command}: error: {copy / 'ids.txt'} is missing") and "gramc ids build" in err
     assert not (copy / "ids.txt").exists()
+
+
+def _help(words: list[str], capsys) -> str:
+    with pytest.raises(SystemExit):
+        main([*words, "--help"])
+    return capsys.readouterr().out
+
+
+def test_readme_says_which_commands_take_a_config(capsys):
+    import re
+
+    text = " ".join((SRC.parents[1] / "README.md").read_text(encoding="utf-8").split())
+    with_config = re.search(r"from a config \(([^)]*)\) take `--config FILE`", text).group(1)
+    loaders = re.search(r"load a trained run \(([^)]*)\) read the run's own `config.yaml`", text).group(1)
+    no_config = re.search(r"\. ([^.]*) take no config", text).group(1)
+    names = lambda part: [n.split() for n in re.findall(r"`([^`]+)`", part)]  # noqa: E731
+    expand = {"baseline": [["baseline", m] for m in ("pop", "sasrec", "lightgcn")],
+              "doctor": [["doctor", c] for c in ("data", "ids", "flow", "recipe", "leakage", "eval", "grad-sync", "all")]}
+    for words in names(with_config):
+        for cmd in expand.get(" ".join(words), [words]):
+            usage = _help(cmd, capsys)
+            assert "--config" in usage and "key.sub=value" in usage, cmd
+    for words in names(loaders):
+        usage = _help(words[:1], capsys)
+        assert "key.sub=value" in usage and ("--run" in usage or "--resume" in usage), words
+    assert "--config" not in _help(["evaluate"], capsys) and "--config" not in _help(["recommend"], capsys)
+    checked = names(no_config)
+    assert len(checked) == 4
+    for words in checked:
+        usage = _help(words, capsys)
+        assert "--config" not in usage and "key.sub=value" not in usage, words
