@@ -80,9 +80,14 @@ class GramC(nn.Module):
                                  "(train one with `gramc gcn train` or set model.prefix.enabled=false)")
             self.prefix = CollaborativePrefix(cfg.prefix, gcn_table, d)
 
+    @staticmethod
+    def prefix_table(cfg: Config, assets: "Assets") -> torch.Tensor | None:
+        """The GCN table the prefix reads (None when the prefix is off or the assets hold no GCN)."""
+        return assets.gcn.embeddings if (cfg.model.prefix.enabled and assets.gcn is not None) else None
+
     @classmethod
     def from_config(cls, cfg: Config, assets: "Assets") -> "GramC":
-        table = assets.gcn.embeddings if (cfg.model.prefix.enabled and assets.gcn is not None) else None
+        table = cls.prefix_table(cfg, assets)
         trie = trie_for(assets.item_ids) if cfg.model.softmax == "trie" else None
         return cls(cfg.model, cfg.data.max_his, assets.tokenizer.vocab_size, table, trie)
 
