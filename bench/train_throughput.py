@@ -160,7 +160,8 @@ def gram_loss(model, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor
     states = states.view(b, n, length, d) + model.passage_pos.weight[:n][None, :, None, :].to(states.dtype)
     memory = states.reshape(b, n * length, d)
     logits, _ = model.t5.decode(shift_right(labels)[:, None], model.t5.cross_kv(memory), mask.view(b, n * length))
-    return F.cross_entropy(logits[:, 0].float().reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE_INDEX)
+    return F.cross_entropy(logits[:, 0].float().reshape(-1, logits.shape[-1]), labels.reshape(-1),
+                           ignore_index=IGNORE_INDEX)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -132,7 +132,8 @@ def test_readme_says_which_commands_take_a_config(capsys):
     no_config = re.search(r"\. ([^.]*) take no config", text).group(1)
     names = lambda part: [n.split() for n in re.findall(r"`([^`]+)`", part)]  # noqa: E731
     expand = {"baseline": [["baseline", m] for m in ("pop", "sasrec", "lightgcn")],
-              "doctor": [["doctor", c] for c in ("data", "ids", "flow", "recipe", "leakage", "eval", "grad-sync", "all")]}
+              "doctor": [["doctor", c] for c in
+                         ("data", "ids", "flow", "recipe", "leakage", "eval", "grad-sync", "all")]}
     for words in names(with_config):
         for cmd in expand.get(" ".join(words), [words]):
             usage = _help(cmd, capsys)

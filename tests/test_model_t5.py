@@ -356,7 +356,8 @@ def test_training_step_reduces_loss():
     losses = []
     for _ in range(15):
         logits = m(ids, mask, labels)
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, VOCAB), labels.reshape(-1), ignore_index=IGNORE_INDEX)
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, VOCAB), labels.reshape(-1),
+                                                 ignore_index=IGNORE_INDEX)
         opt.zero_grad()
         loss.backward()
         opt.step()

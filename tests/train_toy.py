@@ -66,7 +66,8 @@ class ToyModel(nn.Module):
         z = torch.tanh(self.hidden(self.drop(h[:, None, :] + self.pos_emb[None])))
         logits = self.out(z)
         labels = batch.labels
-        loss = F.cross_entropy(logits.reshape(-1, VOCAB), labels.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum")
+        loss = F.cross_entropy(logits.reshape(-1, VOCAB), labels.reshape(-1), ignore_index=IGNORE_INDEX,
+                               reduction="sum")
         return loss, (labels != IGNORE_INDEX).sum()
 
 

@@ -323,7 +323,8 @@ def build_stages(cfg: Config, progress: bool = True) -> list[Stage]:
         return {"valid_recall@10": meta.get("valid", {}).get("recall@10")}
 
     if gcn_needed:
-        stages.append(Stage("gcn", gcn_files.gcn_folder(cfg, root), _sections(cfg, "gcn", drop=["gcn.out", "gcn.device"]),
+        stages.append(Stage("gcn", gcn_files.gcn_folder(cfg, root),
+                            _sections(cfg, "gcn", drop=["gcn.out", "gcn.device"]),
                             data_inputs(), build_gcn, adopt=adopt_gcn, kinds=("gcn",)))
 
     # ---- train --------------------------------------------------------------------------
