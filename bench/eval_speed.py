@@ -51,7 +51,8 @@ IDS_FILE = BEAUTY / "item_generative_indexing_hierarchy_v1_c128_l7_len32768_spli
 WORK = ROOT / "runs" / "bench_eval"
 NEG_INF = float("-inf")
 
-from gramc.eval.beam import BeamResult, reorder_cache  # noqa: E402  (the frozen search's helpers)
+from gramc.eval.beam import BeamResult  # noqa: E402  (the frozen search's helpers)
+from gramc.model.t5 import reorder_cache  # noqa: E402
 
 
 def _status(key: str) -> float:

@@ -41,6 +41,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from gramc.ids.tokens import IGNORE_INDEX  # HF's -100, the label padding both feeds use
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT / ".." / "shared"
 BEAUTY = SHARED / "datasets" / "amazon-beauty"
@@ -140,11 +142,11 @@ class GramFeed:
         enc = self.tok(targets, padding="max_length", max_length=99, truncation=True, return_tensors="pt")
         t, tm = enc["input_ids"], enc["attention_mask"].bool()
         keep = ~torch.isin(t, self.bars) & tm
-        labels = torch.full((b, 32), -100, dtype=torch.long)
+        labels = torch.full((b, 32), IGNORE_INDEX, dtype=torch.long)
         for r in range(b):
             row = t[r][keep[r]][:32]
             labels[r, : len(row)] = row
-        width = int((labels != -100).sum(1).max())
+        width = int((labels != IGNORE_INDEX).sum(1).max())
         return ids, mask, labels[:, :width]
 
 
@@ -158,7 +160,8 @@ def gram_loss(model, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor
     states = states.view(b, n, length, d) + model.passage_pos.weight[:n][None, :, None, :].to(states.dtype)
     memory = states.reshape(b, n * length, d)
     logits, _ = model.t5.decode(shift_right(labels)[:, None], model.t5.cross_kv(memory), mask.view(b, n * length))
-    return F.cross_entropy(logits[:, 0].float().reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
+    return F.cross_entropy(logits[:, 0].float().reshape(-1, logits.shape[-1]), labels.reshape(-1),
+                           ignore_index=IGNORE_INDEX)
 
 
 # ------------------------------------------------------------------------------------------------

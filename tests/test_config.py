@@ -70,3 +70,30 @@ def test_round_trip_through_dict_and_yaml(tmp_path):
     assert load_config(p) == cfg
     flat = flatten(to_dict(cfg))
     assert flat["model.prefix.num_items"] == 7
+
+
+def test_unknown_keys_and_wrong_types_are_reported_together(tmp_path):
+    from gramc.config import ConfigError
+
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  lr: fast\n  epochz: 3\nmodel:\n  prefix:\n    enabled: 2\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(path, ["eval.beams=many", "nokey.x=1", "bad"])
+    msg = str(e.value)
+    assert msg.startswith("6 config problems:")
+    for part in ("'train.lr'", "'train.epochz'", "'model.prefix.enabled'", "'eval.beams'", "'nokey'", "'bad'"):
+        assert part in msg
+
+
+def test_gcn_section_problems_come_together_also_without_load_config():
+    from gramc.config import ConfigError, GcnConfig
+    from gramc.data.dataset import SeqDataset
+    from gramc.graph.lightgcn import train_lightgcn
+
+    ds = SeqDataset(["a", "b", "c"], [{}] * 3, ["u"], [[0, 1, 2]])
+    with pytest.raises(ConfigError) as e:
+        train_lightgcn(ds, GcnConfig(lr=0.0, epochs=0, similar_k=3), "unused", progress=False)
+    assert all(k in str(e.value) for k in ("gcn.lr", "gcn.epochs", "gcn.similar_k"))
+    with pytest.raises(ConfigError) as e:
+        load_config(None, ["gcn.lr=0", "gcn.similar_k=-1"])
+    assert "gcn.lr" in str(e.value) and "gcn.similar_k' must be >= 0" in str(e.value)

@@ -83,3 +83,38 @@ def test_beauty_with_grams_ids_and_similar_items(tmp_path):
     tr = a.cache.truncation()
     assert tr["similar_ids"].cut == 0  # 10 IDs of 7-8 levels fit: only text is cut
     assert tr["item_text"].share_cut > 0.2
+
+
+@pytest.mark.parametrize("remove, named, command, rebuilt", [
+    ("tokenizer", "tokenizer/tokenizer.json", "gramc train", True),
+    ("ids.txt", "ids.txt", "gramc ids build", True),
+    ("gcn", "gcn/gcn_meta.json", "gramc gcn train", True),
+    # a GCN folder is trained whole: one missing file in it is an error for training too
+    ("gcn/similar_items.txt", "gcn/similar_items.txt", "gramc gcn train", False),
+])
+def test_build_false_names_the_missing_asset_and_never_rebuilds_it(tmp_path, remove, named, command, rebuilt):
+    import shutil
+
+    from gramc.errors import MissingAssetError
+
+    out = tmp_path / "run"
+    cfg = _cfg(out)
+    Assets.from_config(cfg, progress=False)
+    Assets.from_config(cfg, progress=False, build=False)  # everything there: loads
+    target = out / remove
+    shutil.rmtree(target) if target.is_dir() else target.unlink()
+    with pytest.raises(MissingAssetError) as e:
+        Assets.from_config(cfg, progress=False, build=False)
+    assert str(out / named) in str(e.value) and command in str(e.value)
+    assert not target.exists()  # not rebuilt
+    if rebuilt:
+        Assets.from_config(cfg, progress=False)  # training (build=True) builds it again
+        assert target.exists()
+
+
+def test_build_false_writes_nothing_into_an_empty_run(tmp_path):
+    from gramc.errors import MissingAssetError
+
+    with pytest.raises(MissingAssetError, match="tokenizer.json"):
+        Assets.from_config(_cfg(tmp_path / "run"), progress=False, build=False)
+    assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())

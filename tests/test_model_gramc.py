@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from gramc.data.splits import Sample
+from gramc.ids.tokens import IGNORE_INDEX
 from gramc.model.gramc import GramC
 from gramc.model.inputs import Collator, PassageCache
 from gramc.model.t5 import shift_right
@@ -90,7 +91,7 @@ def test_fused_memory_equals_grams_padded_memory():
         memory = states.reshape(b, (n + 1) * width, -1)
         logits, _ = t5.decode(shift_right(batch.labels)[:, None], t5.cross_kv(memory), mask.view(b, -1))
         ref = torch.nn.functional.cross_entropy(logits[:, 0].reshape(-1, VOCAB), batch.labels.reshape(-1),
-                                                ignore_index=-100, reduction="sum")
+                                                ignore_index=IGNORE_INDEX, reduction="sum")
         loss, _ = model(batch)
         mem, mem_mask = model.memory(batch)
     torch.testing.assert_close(loss, ref, rtol=1e-5, atol=1e-5)
@@ -213,7 +214,7 @@ def test_forward_returns_sum_and_count_not_mean():
         tok = model.token_losses(batch)
     assert int(n) == batch.num_target_tokens()
     torch.testing.assert_close(s, tok.sum())
-    assert (tok[batch.labels == -100] == 0).all()
+    assert (tok[batch.labels == IGNORE_INDEX] == 0).all()
 
 
 def test_prefix_model_refuses_batch_without_prefix_and_needs_table():
@@ -275,10 +276,10 @@ def test_trie_softmax_loss_equals_masked_full_softmax_and_trains_only_allowed_ro
         logits = model.t5.decode(shift_right(labels)[:, None, :], model.t5.cross_kv(memory), mask)[0][:, 0].float()
     nodes = trie.prefix_nodes(labels)
     masked = logits + trie.mask(nodes.clamp(min=0), VOCAB)
-    ref = torch.nn.functional.cross_entropy(masked.reshape(-1, VOCAB), labels.reshape(-1), ignore_index=-100,
+    ref = torch.nn.functional.cross_entropy(masked.reshape(-1, VOCAB), labels.reshape(-1), ignore_index=IGNORE_INDEX,
                                             reduction="none").view_as(labels)
     torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
-    vocab = torch.nn.functional.cross_entropy(logits.reshape(-1, VOCAB), labels.reshape(-1), ignore_index=-100,
+    vocab = torch.nn.functional.cross_entropy(logits.reshape(-1, VOCAB), labels.reshape(-1), ignore_index=IGNORE_INDEX,
                                               reduction="none").view_as(labels)
     assert bool((got <= vocab + 1e-6).all()) and float((vocab - got).sum()) > 1.0  # a narrower normaliser
     # the LM head (tied embedding) gets gradient from allowed tokens only: never from a token no ID uses

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from gramc.data.splits import Sample, samples
-from gramc.model.inputs import EOS_ID, IGNORE, Collator, PassageCache
+from gramc.ids.tokens import EOS_ID, IGNORE_INDEX
+from gramc.model.inputs import Collator, PassageCache
 
 from test_model_fakes import FakeIds, FakeTokenizer, make_dataset, make_similar, make_texts, tiny_config
 
@@ -232,7 +233,7 @@ def test_labels_and_batch_helpers():
     ids = FakeIds(N_ITEMS)
     ss = [Sample(0, (1, 2), 7), Sample(1, (8,), 9)]  # item 7 has 4 levels, item 9 has 3
     batch = Collator(cache, cfg, _gcn_rows())(ss)
-    assert batch.labels.tolist() == [list(ids.target(7)), list(ids.target(9)) + [IGNORE]]
+    assert batch.labels.tolist() == [list(ids.target(7)), list(ids.target(9)) + [IGNORE_INDEX]]
     assert batch.num_target_tokens() == 5 + 4
     moved = batch.to("cpu")
     assert moved.prefix_enabled and torch.equal(moved.labels, batch.labels)

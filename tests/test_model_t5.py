@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from gramc.ids.tokens import IGNORE_INDEX
 from gramc.model.t5 import T5, T5Dims, reorder_cache, relative_position_bucket, shift_right
 
 VOCAB = 97
@@ -44,7 +45,7 @@ def random_batch(P: int = 3, L: int = 11, T: int = 6, seed: int = 1):
     mask = torch.arange(L)[None, :] < lengths[:, None]
     ids = ids.masked_fill(~mask, 0)
     labels = torch.randint(3, VOCAB, (P, T), generator=g)
-    labels[1, -2:] = -100
+    labels[1, -2:] = IGNORE_INDEX
     return ids, mask, labels
 
 
@@ -314,7 +315,7 @@ def test_decode_checks_cache_and_memory_rows():
 
 
 def test_shift_right_replaces_ignored_labels():
-    labels = torch.tensor([[5, 6, 7], [8, -100, -100]])
+    labels = torch.tensor([[5, 6, 7], [8, IGNORE_INDEX, IGNORE_INDEX]])
     assert shift_right(labels).tolist() == [[0, 5, 6], [0, 8, 0]]
 
 
@@ -355,7 +356,8 @@ def test_training_step_reduces_loss():
     losses = []
     for _ in range(15):
         logits = m(ids, mask, labels)
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, VOCAB), labels.reshape(-1), ignore_index=-100)
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, VOCAB), labels.reshape(-1),
+                                                 ignore_index=IGNORE_INDEX)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -406,3 +408,15 @@ def test_gradient_checkpointing_gives_the_same_gradients():
     assert all(g is not None for g in grads[1])
     assert max((a - b).abs().max().item() for a, b in zip(*grads)) < 1e-5
     assert grads[0][0].abs().sum() > 0
+
+
+def test_reorder_cache_selects_rows_of_every_layer_k_and_v():
+    k = [torch.arange(4.0).view(4, 1, 1, 1) + 10 * layer for layer in range(2)]
+    cache = [(kk, -kk) for kk in k]
+    idx = torch.tensor([2, 2, 0, 3])
+    out = reorder_cache(cache, idx)
+    assert len(out) == 2
+    for layer, (ok, ov) in enumerate(out):
+        assert ok.flatten().tolist() == [v + 10 * layer for v in (2.0, 2.0, 0.0, 3.0)]
+        assert torch.equal(ov, -ok)
+    assert cache[0][0].flatten().tolist() == [0.0, 1.0, 2.0, 3.0]  # the input cache is left as it was

@@ -66,3 +66,30 @@ def test_recommend_command(run, capsys):
     assert len(got) == 4 and set(got[0]) == {"item_id", "score", "title"}
     assert main(["recommend", "--run", str(d), "--history", f"{ids[3]},BAD9"]) == 2
     assert "BAD9" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("exclude", [False, True])
+def test_recommend_and_evaluate_give_the_same_lists_for_the_same_user(run, exclude):
+    import copy
+
+    from gramc.data.splits import samples
+    from gramc.eval.evaluate import evaluate_split
+
+    d, cfg, assets, _ = run
+    over = [f"eval.exclude_history={str(exclude).lower()}"]
+    rec = Recommender.from_run(d, overrides=over)
+    ecfg = copy.deepcopy(rec.cfg)
+    res = evaluate_split(rec.model, rec.assets, ecfg, "test", max_users=12, progress=False)
+    test = samples(rec.assets.ds, "test", ecfg.data.max_his)[:12]
+    ids = rec.assets.ds.item_ids
+    compared = 0
+    for s, items, scores in zip(test, res.items, res.scores):
+        if exclude and s.target in s.history:
+            continue  # evaluation spares a repeated target, a recommendation request has none to spare
+        got = rec.recommend([ids[i] for i in s.history], k=ecfg.eval.beams)
+        assert [r.item_id for r in got] == [ids[i] for i in items if i >= 0]
+        assert [r.score for r in got] == pytest.approx([float(x) for x in scores if x > float("-inf")], abs=1e-4)
+        if exclude:
+            assert not {ids[i] for i in s.history} & {r.item_id for r in got}
+        compared += 1
+    assert compared >= 8

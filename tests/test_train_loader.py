@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from gramc.config import ConfigError, load_config
+from gramc.ids.tokens import IGNORE_INDEX
 from gramc.train.loader import host_loader
 from gramc.train.trainer import Trainer, TrainParts, bf16_enabled, count_target_tokens, fit, valid_loss_subset
 from gramc.train.batching import Batcher
@@ -38,7 +39,7 @@ def test_worker_collation_equals_in_process():
     assert len(inproc) == len(workers) == len(groups)
     for g, a, b in zip(groups, inproc, workers):
         direct = [collate(mb) for mb in g]
-        assert a.tokens == b.tokens == [int((d.labels != -100).sum()) for d in direct]
+        assert a.tokens == b.tokens == [int((d.labels != IGNORE_INDEX).sum()) for d in direct]
         assert a.samples == b.samples == [len(mb) for mb in g]
         for x, y, d in zip(a.batches, b.batches, direct):
             assert torch.equal(x.history, y.history) and torch.equal(x.history, d.history)

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from gramc.ids.tokens import IGNORE_INDEX
 from gramc.train.batching import Batcher
 from gramc.train.trainer import Trainer, TrainParts, fit, init_distributed, to_device
 from train_toy import build_model, collate, toy_config, toy_dataset, toy_samples
@@ -39,7 +40,7 @@ def step_run(out: Path, mode: str) -> None:
     tokens = []
     for s in range(STEPS):
         batches = [to_device(collate(mb), info.device) for mb in plan.step(s)]
-        tokens.append(int(sum((b.labels != -100).sum() for b in batches)))
+        tokens.append(int(sum((b.labels != IGNORE_INDEX).sum() for b in batches)))
         trainer.train_step(batches)
     every = [None] * info.world
     dist.all_gather_object(every, tokens)

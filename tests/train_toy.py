@@ -17,6 +17,7 @@ from torch import nn
 from gramc.config import Config
 from gramc.data.dataset import SeqDataset
 from gramc.data.splits import Sample, samples
+from gramc.ids.tokens import IGNORE_INDEX
 
 VOCAB = 17
 MAX_T = 3
@@ -26,7 +27,7 @@ HIS = 4
 @dataclass
 class ToyBatch:
     history: torch.Tensor  # [B, HIS] item index + 1, 0 = pad
-    labels: torch.Tensor  # [B, MAX_T], -100 = pad
+    labels: torch.Tensor  # [B, MAX_T], IGNORE_INDEX = pad
 
     def to(self, device):
         return ToyBatch(self.history.to(device), self.labels.to(device))
@@ -38,7 +39,7 @@ def target_tokens(item: int) -> list[int]:
 
 def collate(batch: list[Sample]) -> ToyBatch:
     hist = torch.zeros(len(batch), HIS, dtype=torch.long)
-    labels = torch.full((len(batch), MAX_T), -100, dtype=torch.long)
+    labels = torch.full((len(batch), MAX_T), IGNORE_INDEX, dtype=torch.long)
     for b, s in enumerate(batch):
         h = list(s.history)[-HIS:]
         hist[b, :len(h)] = torch.tensor(h) + 1
@@ -65,8 +66,9 @@ class ToyModel(nn.Module):
         z = torch.tanh(self.hidden(self.drop(h[:, None, :] + self.pos_emb[None])))
         logits = self.out(z)
         labels = batch.labels
-        loss = F.cross_entropy(logits.reshape(-1, VOCAB), labels.reshape(-1), ignore_index=-100, reduction="sum")
-        return loss, (labels != -100).sum()
+        loss = F.cross_entropy(logits.reshape(-1, VOCAB), labels.reshape(-1), ignore_index=IGNORE_INDEX,
+                               reduction="sum")
+        return loss, (labels != IGNORE_INDEX).sum()
 
 
 def toy_dataset(num_users: int = 24, num_items: int = 30, seed: int = 0) -> SeqDataset:

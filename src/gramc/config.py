@@ -23,6 +23,13 @@ class ConfigError(GramcError, ValueError):
     """A configuration key is unknown, has the wrong type, or an invalid value."""
 
 
+def check_problems(problems: list[str]) -> None:
+    """Raise one ConfigError listing every problem (none: return)."""
+    if problems:
+        raise ConfigError(problems[0] if len(problems) == 1 else
+                          f"{len(problems)} config problems:\n  " + "\n  ".join(problems))
+
+
 # --------------------------------------------------------------------------------------------
 # Sections
 # --------------------------------------------------------------------------------------------
@@ -104,6 +111,19 @@ class GcnConfig:
     init_std: float = 0.1  # std of the normal init of the ego embeddings (LightGCN's choice)
     eval_every: int = 2  # epochs between validation points (curve, keep_best); 0 = end only
     keep_best: bool = True  # keep the embeddings of the curve point with the best validation ndcg@10
+
+    def problems(self) -> list[str]:
+        """Every out-of-range key of this section (`Config.validate`; `train_lightgcn` for a GcnConfig
+        built directly)."""
+        return [f"config key '{key}' {what}" for ok, key, what in [
+            (self.dim >= 1 and self.layers >= 0, "gcn.dim/gcn.layers", "must be positive"),
+            (self.epochs >= 1, "gcn.epochs", "must be >= 1"),
+            (self.lr > 0, "gcn.lr", "must be > 0"),
+            (self.reg >= 0 and self.batch_size >= 0 and self.eval_every >= 0, "gcn.reg/gcn.batch_size/gcn.eval_every",
+             "must be >= 0 (gcn.batch_size 0 = automatic)"),
+            (self.similar_k >= 0, "gcn.similar_k", "must be >= 0"),
+            (self.init_std > 0, "gcn.init_std", "must be > 0"),
+        ] if not ok]
 
 
 @dataclass
@@ -274,13 +294,8 @@ class Config:
         check(self.ids.vocab_size >= 100, "ids.vocab_size", "must be >= 100")
         check(self.ids.svd_dim >= 1 and self.ids.text_tokens >= 1, "ids.svd_dim/ids.text_tokens", "must be >= 1")
         check(self.ids.threads >= 0, "ids.threads", "must be >= 0 (0 = library default)")
-        check(g.dim >= 1 and g.layers >= 0, "gcn.dim/gcn.layers", "must be positive")
-        check(g.epochs >= 1, "gcn.epochs", "must be >= 1")
-        check(g.lr > 0, "gcn.lr", "must be > 0")
-        check(g.reg >= 0 and g.batch_size >= 0 and g.eval_every >= 0, "gcn.reg/gcn.batch_size/gcn.eval_every",
-              "must be >= 0")
-        check(g.similar_k >= 1, "gcn.similar_k", "must be >= 1")
-        check(g.init_std > 0, "gcn.init_std", "must be > 0")
+        problems += g.problems()
+        check(g.similar_k != 0, "gcn.similar_k", "must be >= 1")  # negative ones: g.problems()
         check(m.prefix.num_items >= 1, "model.prefix.num_items", "must be >= 1")
         check(m.prefix.hidden >= 0, "model.prefix.hidden", "must be >= 0 (0 = d_model)")
         check(0.0 <= m.prefix.prefix_dropout < 1.0, "model.prefix.prefix_dropout", "must be in [0, 1)")
@@ -336,9 +351,7 @@ class Config:
         check(b.sasrec_max_minutes >= 0, "baseline.sasrec_max_minutes", "must be >= 0 (0 = no limit)")
         check(self.pipeline.eval_users >= 0, "pipeline.eval_users", "must be >= 0 (0 = all)")
         check(self.pipeline.train_minutes >= 0, "pipeline.train_minutes", "must be >= 0 (0 = no budget)")
-        if problems:
-            raise ConfigError(problems[0] if len(problems) == 1 else
-                              f"{len(problems)} config problems:\n  " + "\n  ".join(problems))
+        check_problems(problems)
         return self
 
 
@@ -347,14 +360,15 @@ class Config:
 # --------------------------------------------------------------------------------------------
 
 
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """Convert a YAML/CLI value to the declared type `tp`, or raise ConfigError naming `key`."""
+def _coerce(value: Any, tp: Any, key: str, problems: list[str] | None = None) -> Any:
+    """Convert a YAML/CLI value to the declared type `tp`, or raise ConfigError naming `key`
+    (problems inside a nested section go to `problems` when given)."""
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"config key '{key}' must be a mapping, got {type(value).__name__}")
-        return _build(tp, value, key)
+        return _build(tp, value, key, problems)
     if origin is Literal:
         # the type must match too: 1 is not `true` and 0 is not `false`
         if not any(value == a and type(value) is type(a) for a in args):
@@ -364,7 +378,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         non_none = [a for a in args if a is not type(None)]
         if value is None and type(None) in args:
             return None
-        return _coerce(value, non_none[0], key)
+        return _coerce(value, non_none[0], key, problems)
     if origin is list:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"config key '{key}' must be a list, got {value!r}")
@@ -393,18 +407,26 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     raise ConfigError(f"config key '{key}' has an unsupported type {tp}")  # pragma: no cover
 
 
-def _build(cls: type, values: dict, prefix: str = "") -> Any:
+def _build(cls: type, values: dict, prefix: str = "", problems: list[str] | None = None) -> Any:
+    """`cls` from a mapping; every unknown key and wrong type is collected into `problems` (a bad key
+    keeps its default), or, without a list, raised together as one ConfigError."""
+    collect: list[str] = [] if problems is None else problems
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     for k in values:
         if k not in names:
             where = f"{prefix}.{k}" if prefix else k
-            raise ConfigError(f"unknown config key '{where}' (known keys here: {sorted(names)})")
+            collect.append(f"unknown config key '{where}' (known keys here: {sorted(names)})")
     kwargs = {}
     for f in dataclasses.fields(cls):
         if f.name in values:
             key = f"{prefix}.{f.name}" if prefix else f.name
-            kwargs[f.name] = _coerce(values[f.name], hints[f.name], key)
+            try:
+                kwargs[f.name] = _coerce(values[f.name], hints[f.name], key, collect)
+            except ConfigError as e:
+                collect.append(str(e))
+    if problems is None:
+        check_problems(collect)
     return cls(**kwargs)
 
 
@@ -455,20 +477,29 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file '{p}' must hold a mapping at the top level")
         tree = loaded
-    cfg = _build(Config, apply_overrides(tree, overrides or []))
+    problems: list[str] = []  # every unknown key and wrong type at once, then every range problem
+    apply_overrides(tree, overrides or [], problems)
+    cfg = _build(Config, tree, problems=problems)
+    check_problems(problems)
     return cfg.validate()
 
 
-def apply_overrides(tree: dict, overrides: Sequence[str]) -> dict:
+def apply_overrides(tree: dict, overrides: Sequence[str], problems: list[str] | None = None) -> dict:
     """Set each `key.sub=value` of `overrides` in the nested dict `tree` (in place; returned).
 
     Values are read as YAML scalars, except that a str field keeps the text as written (a
-    `run.name=007` stays "007"). The one override rule of `load_config` and of run folders."""
+    `run.name=007` stays "007"). The one override rule of `load_config` and of run folders. With
+    `problems`, a bad override is added to it (reported with the others) instead of raised."""
     for text in overrides:
-        keys, value = _parse_override(text)
-        if _expected_type(keys) is str and not isinstance(value, str):
-            value = text.split("=", 1)[1]
-        _deep_set(tree, keys, value)
+        try:
+            keys, value = _parse_override(text)
+            if _expected_type(keys) is str and not isinstance(value, str):
+                value = text.split("=", 1)[1]
+            _deep_set(tree, keys, value)
+        except ConfigError as e:
+            if problems is None:
+                raise
+            problems.append(str(e))
     return tree
 
 

@@ -24,3 +24,8 @@ class OwnershipError(DataError):
 
 class AssetMismatchError(GramcError):
     """A checkpoint is used with assets (data, tokenizer, IDs, GCN, passages) it was not trained with."""
+
+
+class MissingAssetError(GramcError):
+    """An asset an existing run needs (tokenizer, IDs, GCN table, similar items) is missing; loading a
+    run never rebuilds one. The message names the file and the command that builds it."""

@@ -15,7 +15,7 @@ import torch
 from ..config import Config
 from ..data.dataset import SeqDataset
 from ..data.splits import Sample
-from ..graph.artifacts import META_FILE, MODEL_FILE
+from ..graph.artifacts import META_FILE, MODEL_FILE, gcn_folder
 from ..graph.lightgcn import final_embeddings, train_lightgcn
 from ..runinfo import write_run_info
 from .common import Scorer, evaluate_scorer
@@ -36,7 +36,7 @@ def make_scorer(gcn_dir: Path, ds: SeqDataset) -> Scorer:
 def run_lightgcn(ds: SeqDataset, cfg: Config, out: str | Path, inputs: dict | None = None) -> dict[str, dict]:
     """Train LightGCN if needed, then rank all items for valid and test users (evaluate_scorer)."""
     out = Path(out)
-    gcn_dir = Path(cfg.gcn.out) if cfg.gcn.out else out / "gcn"
+    gcn_dir = gcn_folder(cfg, out)
     if not ((gcn_dir / META_FILE).is_file() and (gcn_dir / MODEL_FILE).is_file()):
         train_lightgcn(ds, cfg.gcn, gcn_dir, run_cfg=cfg, inputs=inputs)
     write_run_info(out, cfg, {**(inputs or {}), "gcn_model": gcn_dir / MODEL_FILE})

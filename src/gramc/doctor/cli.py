@@ -7,7 +7,8 @@ Every check prints its figure, pass / warn / fail and what to do (`gramc.checks.
 `--json` prints `{"ok", "checks": [{"name", "ok", "level", "value", "message"}]}`. Exit code 1
 when a check fails, 2 when the arguments are unusable. `all` runs every check the config makes
 possible. Assets (dataset, tokenizer, IDs, GCN, passage cache) come from `Assets.from_config`,
-which reuses what run.out holds and builds what is missing.
+which reuses what run.out holds and builds what is missing, except in a trained run folder: there a
+missing asset is an error (the doctor never rebuilds the assets of a run).
 """
 
 from __future__ import annotations
@@ -44,19 +45,25 @@ class _Context:
     def assets(self) -> Any:
         if self._assets is None:
             from ..model.assets import Assets
+            from ..train.runfolder import holds_run
 
+            build = not holds_run(Path(self.cfg.run.out))  # a trained run's assets are only loaded
             with contextlib.redirect_stdout(sys.stderr):  # keep stdout for the report (--json)
-                self._assets = Assets.from_config(self.cfg, progress=not getattr(self.args, "quiet", False))
+                self._assets = Assets.from_config(self.cfg, progress=not getattr(self.args, "quiet", False),
+                                                  build=build)
         return self._assets
 
     @property
     def gcn_dir(self) -> Path:
-        return Path(self.cfg.gcn.out) if self.cfg.gcn.out else Path(self.cfg.run.out) / "gcn"
+        from ..graph.artifacts import gcn_folder
+
+        return gcn_folder(self.cfg)
 
     @property
     def gcn_needed(self) -> bool:
-        m = self.cfg.model
-        return m.prefix.enabled or (m.similar_items > 0 and m.similar_source == "gcn")
+        from ..graph.artifacts import gcn_needed
+
+        return gcn_needed(self.cfg)
 
     def dataset(self) -> Any:
         data = getattr(self.args, "data", None)

@@ -114,8 +114,7 @@ def make_bundle(cfg: Config, assets: Any, world: int, steps: int) -> dict[str, A
     """What a worker needs from the assets: passage cache, GCN table and rows, vocabulary size, and
     the planned samples (`plan[step][rank]`)."""
     plan = plan_steps(samples(assets.ds, "train", cfg.data.max_his), steps, world, cfg.train.batch_size)
-
-    table = assets.gcn.embeddings if (cfg.model.prefix.enabled and assets.gcn is not None) else None
+    table = GramC.prefix_table(cfg, assets)
     trie = trie_for(assets.item_ids) if cfg.model.softmax == "trie" else None  # the trie softmax's
     return {"cache": assets.cache, "gcn_rows": assets.gcn_rows, "gcn_table": table,
             "vocab_size": assets.tokenizer.vocab_size, "plan": plan, "trie": trie}

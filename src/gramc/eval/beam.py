@@ -6,7 +6,7 @@ The decoder only needs three things (`gramc.model.t5.T5` provides them):
   beam of user b attends to row b (no per-beam copies, never reordered);
 * `decode_states(dec_ids [B, G, 1], cross_kv, memory_mask [B, M], cache, start) -> (states [B, G, 1, d], cache)`:
   one step for G hypotheses per user with an incremental self-attention cache (rows B*G), which
-  is reordered after each step with `index_select` (it is small: one row per hypothesis);
+  is reordered after each step by `gramc.model.t5.reorder_cache` (small: one row per hypothesis);
 * `head() -> (weight [V, d], scale)`: the LM head, so that only the logits a step needs are made.
 
 **Scores.** Allowed tokens come from `Trie.allowed` (one gather per step, cut to the widest node
@@ -44,8 +44,10 @@ from typing import Any, Literal, Protocol
 
 import torch
 
+from ..ids.tokens import IGNORE_INDEX
 from ..ids.trie import Trie
 from ..model.softmax import Softmax, check_softmax, token_log_probs
+from ..model.t5 import reorder_cache
 
 EarlyStopping = Literal["heuristic", "hf4", "never", "finished"]
 EARLY_STOPPING = ("heuristic", "hf4", "never", "finished")
@@ -83,23 +85,6 @@ class _Step:
     source: torch.Tensor  # beam it extends
     item: torch.Tensor  # item of an eos continuation, -1 otherwise
     eos: torch.Tensor  # bool: ends in eos
-
-
-def reorder_cache(cache: Any, index: torch.Tensor) -> Any:
-    """`index_select(0, index)` on every tensor of a (nested list/tuple/dict) self-attention cache."""
-    if cache is None:
-        return None
-    if isinstance(cache, torch.Tensor):
-        return cache.index_select(0, index)
-    if isinstance(cache, list):
-        return [reorder_cache(c, index) for c in cache]
-    if isinstance(cache, tuple):
-        return tuple(reorder_cache(c, index) for c in cache)
-    if isinstance(cache, dict):
-        return {k: reorder_cache(v, index) for k, v in cache.items()}
-    if hasattr(cache, "index_select"):
-        return cache.index_select(index)
-    raise TypeError(f"cannot reorder a decoder cache of type {type(cache).__name__}")
 
 
 def _length(step: int, length_penalty: float) -> float:
@@ -239,7 +224,7 @@ def score_sequences(decoder, memory: torch.Tensor, memory_mask: torch.Tensor,
     n = len(targets)
     T = max(len(t) for t in targets)
     dev = memory_mask.device
-    tgt = torch.full((n, T), -100, dtype=torch.long, device=dev)
+    tgt = torch.full((n, T), IGNORE_INDEX, dtype=torch.long, device=dev)
     for i, t in enumerate(targets):
         tgt[i, : len(t)] = torch.tensor(list(t))
     valid = tgt >= 0

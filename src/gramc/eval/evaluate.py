@@ -19,7 +19,6 @@ and the pipeline call; `gramc evaluate` (eval/cli.py) adds files and a table.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
@@ -36,7 +35,8 @@ from ..ids.trie import Trie, trie_for
 from ..metrics import bootstrap_ci, per_user_metrics, ranks_from_lists, repeat_stats, summarize
 from ..model.inputs import Collator
 from ..runtime import rank_world, shard
-from .beam import beam_search
+from ..train.precision import autocast
+from .search import search_batch
 
 
 class EvalError(GramcError, RuntimeError):
@@ -86,10 +86,6 @@ class EvalResult:
                    "hit_rank": int(r) + 1 if r >= 0 else 0}
 
 
-def _autocast(device: torch.device, enabled: bool):
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def uses_global_items(cfg: Config) -> bool:
@@ -116,7 +112,7 @@ def encode_all_items(model, cache, cfg: Config, device: torch.device, progress: 
         idx = rows[s: s + step]
         chunk_ids, chunk_mask = cache.item_rows(idx)
         w = chunk_ids.shape[1]
-        with _autocast(device, bf16):
+        with autocast(device, bf16):
             states, _ = model.item_states(chunk_ids.to(device), chunk_mask.to(device))
         out[idx.to(device), :w] = states.to(out.dtype)
     return out, mask.to(device)
@@ -158,16 +154,6 @@ def length_order(smp: Sequence[Sample], positions: Sequence[int]) -> np.ndarray:
     return np.argsort(-lengths, kind="stable")
 
 
-def _exclusions(chunk: Sequence[Sample]) -> torch.Tensor:
-    """`[B, H]` history items (-1 pad) each user may not be recommended; the target itself never is."""
-    width = max(len(c.history) for c in chunk)
-    exclude = torch.full((len(chunk), width), -1, dtype=torch.long)
-    for r, c in enumerate(chunk):
-        h = [i for i in c.history if i != c.target]
-        exclude[r, : len(h)] = torch.tensor(h, dtype=torch.long)
-    return exclude
-
-
 def evaluate_samples(model, assets, cfg: Config, smp: Sequence[Sample], beams: int | None = None,
                      progress: bool = True, trie: Trie | None = None) -> dict[str, Any]:
     """Beam-search this process's share of `smp`; return its per-sample arrays (keys: index, users,
@@ -187,7 +173,6 @@ def evaluate_samples(model, assets, cfg: Config, smp: Sequence[Sample], beams: i
     t_encode = time.perf_counter()
     items_table = encode_all_items(model, assets.cache, cfg, device, show) if glob and mine else None
     encode_s = time.perf_counter() - t_encode
-    bf16 = cfg.eval.bf16 and device.type == "cuda"
     n = len(mine)
     out_items = np.full((n, beams), -1, dtype=np.int64)
     out_scores = np.full((n, beams), -np.inf, dtype=np.float32)
@@ -196,21 +181,14 @@ def evaluate_samples(model, assets, cfg: Config, smp: Sequence[Sample], beams: i
     order = length_order(smp, mine)
     bar = tqdm(total=n, desc=f"beam search (beams={beams}, softmax={cfg.model.softmax})", unit="user",
                disable=not show, leave=False, dynamic_ncols=True, smoothing=0.1)
-    with torch.no_grad():
-        for s in range(0, n, bs):
-            pos = order[s: s + bs]
-            chunk = [smp[mine[p]] for p in pos]
-            batch = collate(chunk).to(device)
-            exclude = _exclusions(chunk) if cfg.eval.exclude_history else None
-            with _autocast(device, bf16):  # encoder side only; the search scores in fp32
-                memory, mask = model.memory(batch, items=items_table)
-            res = beam_search(model.t5, memory.float(), mask, trie, beams=beams,
-                              length_penalty=cfg.eval.length_penalty,
-                              early_stopping=cfg.eval.early_stopping, exclude=exclude, softmax=cfg.model.softmax)
-            out_items[pos] = res.items.cpu().numpy()
-            out_scores[pos] = res.scores.float().cpu().numpy()
-            invalid += res.invalid
-            bar.update(len(chunk))  # users/s and ETA
+    for s in range(0, n, bs):
+        pos = order[s: s + bs]
+        chunk = [smp[mine[p]] for p in pos]
+        res = search_batch(model, collate, chunk, trie, cfg, beams, items=items_table)
+        out_items[pos] = res.items.cpu().numpy()
+        out_scores[pos] = res.scores.float().cpu().numpy()
+        invalid += res.invalid
+        bar.update(len(chunk))  # users/s and ETA
     bar.close()
     if was_training:
         model.train()

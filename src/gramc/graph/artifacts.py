@@ -14,6 +14,9 @@ A GCN folder (written by `gramc gcn train`, or brought by the user) holds:
 
 Only the embeddings and the mapping are required to load; the rest is optional so that a user
 may bring a table of their own (`gramc gcn check` then says what cannot be verified).
+
+`gcn_needed(cfg)` / `gcn_folder(cfg)`: whether a config reads a GCN folder at all and where it is;
+every stage asks these two instead of reading `gcn.out` and the prefix settings itself.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import Any
 
 import torch
 
+from ..config import Config
 from ..data.dataset import DataError, SeqDataset
 
 EMBEDDINGS_FILE = "gcn_item_embeddings.pt"
@@ -32,6 +36,17 @@ MAPPING_FILE = "item_id_to_gcn_index.json"
 SIMILAR_FILE = "similar_items.txt"
 META_FILE = "gcn_meta.json"
 MODEL_FILE = "gcn_model.pt"
+
+
+def gcn_needed(cfg: Config) -> bool:
+    """Whether GRAM-C reads a GCN folder: the prefix is on, or similar items come from the GCN."""
+    m = cfg.model
+    return m.prefix.enabled or (m.similar_items > 0 and m.similar_source == "gcn")
+
+
+def gcn_folder(cfg: Config, root: str | Path | None = None) -> Path:
+    """The GCN folder: `gcn.out` when set, else `<root>/gcn` (root defaults to `run.out`)."""
+    return Path(cfg.gcn.out) if cfg.gcn.out else Path(cfg.run.out if root is None else root) / "gcn"
 
 
 @dataclass

@@ -32,11 +32,12 @@ def _dataset(args: argparse.Namespace, cfg: Config) -> tuple[SeqDataset, dict[st
 
 
 def _train(args: argparse.Namespace) -> int:
+    from .artifacts import gcn_folder
     from .lightgcn import train_lightgcn
 
     cfg = config_from_args(args)
     ds, inputs = _dataset(args, cfg)
-    out = Path(args.out or cfg.gcn.out or Path(cfg.run.out) / "gcn")
+    out = Path(args.out) if args.out else gcn_folder(cfg)
     meta = train_lightgcn(ds, cfg.gcn, out, run_cfg=cfg, inputs=inputs)
     v, p = meta["valid"], meta["popularity_valid"]
     if meta["interactions"]["leaks_valid_or_test"]:

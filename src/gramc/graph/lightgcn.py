@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..config import Config, ConfigError, GcnConfig, to_dict
+from ..config import Config, ConfigError, GcnConfig, check_problems, to_dict
 from ..data.dataset import DataError, SeqDataset
 from ..data.splits import MIN_LEN, Split, samples, training_sequences
 from ..io import atomic_dir, atomic_path, claim_output, pyplot, sha256_file, torch_save, write_json
@@ -314,17 +314,12 @@ def batch_size_for(cfg: GcnConfig, num_interactions: int) -> int:
 
 
 def _validate(cfg: GcnConfig, ds: SeqDataset) -> None:
-    for ok, key, what in [
-        (cfg.epochs >= 1, "gcn.epochs", "must be >= 1"),
-        (cfg.lr > 0, "gcn.lr", "must be > 0"),
-        (cfg.batch_size >= 0, "gcn.batch_size", "must be >= 1, or 0 for automatic"),
-        (cfg.reg >= 0, "gcn.reg", "must be >= 0"),
-        (cfg.init_std > 0, "gcn.init_std", "must be > 0"),
-        (cfg.eval_every >= 0, "gcn.eval_every", "must be >= 0"),
-        (0 <= cfg.similar_k < ds.num_items, "gcn.similar_k", f"must be in [0, {ds.num_items - 1}]"),
-    ]:
-        if not ok:
-            raise ConfigError(f"config key '{key}' {what}")
+    """The section's own range checks plus the one that needs the data, reported together."""
+    problems = cfg.problems()
+    if cfg.similar_k >= ds.num_items:
+        problems.append(f"config key 'gcn.similar_k' must be in [0, {ds.num_items - 1}] (the dataset has "
+                        f"{ds.num_items} items)")
+    check_problems(problems)
 
 
 def train_lightgcn(ds: SeqDataset, cfg: GcnConfig, out_dir: str | Path, *, run_cfg: Config | None = None,

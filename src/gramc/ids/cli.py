@@ -50,9 +50,9 @@ def _check(args: argparse.Namespace) -> int:
 
 def _build(args: argparse.Namespace) -> int:
     from ..data.text import item_texts
-    from ..io import atomic_dir, claim_file, claim_output
+    from ..io import claim_file, claim_output
     from .build import build_ids, save_built_ids
-    from .tokenizer import Tokenizer, load_tokenizer, train_tokenizer
+    from .tokenizer import resolve_tokenizer
 
     cfg = config_from_args(args)
     if args.tokenizer:
@@ -63,17 +63,14 @@ def _build(args: argparse.Namespace) -> int:
     claim_file(out, given, what="--out")
     texts = item_texts(ds, cfg.data)
     t0 = time.perf_counter()
+    tok_dir = out.with_name(out.name + ".tokenizer")
     if cfg.ids.tokenizer == "train":
-        tok_dir = out.with_name(out.name + ".tokenizer")
         claim_output(tok_dir, "tokenizer", given, what="tokenizer folder")
-        with atomic_dir(tok_dir) as tmp:
-            train_tokenizer(texts, cfg.ids.vocab_size, out_dir=tmp)
-        tok: Tokenizer = load_tokenizer(tok_dir)
+    elif Path(cfg.ids.tokenizer).exists():
+        inputs["tokenizer"] = Path(cfg.ids.tokenizer)
+    tok = resolve_tokenizer(cfg.ids.tokenizer, tok_dir, texts, cfg.ids.vocab_size, reuse=False)
+    if cfg.ids.tokenizer == "train":
         print(f"trained tokenizer ({tok.vocab_size} pieces): {tok_dir}")
-    else:
-        tok = load_tokenizer(cfg.ids.tokenizer)
-        if Path(cfg.ids.tokenizer).exists():
-            inputs["tokenizer"] = Path(cfg.ids.tokenizer)
     if cfg.ids.embedding == "npy" and cfg.ids.embedding_file:
         inputs["embeddings"] = Path(cfg.ids.embedding_file)
     ids = build_ids(ds, texts, tok, cfg.ids, progress=not args.quiet)

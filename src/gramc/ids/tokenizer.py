@@ -8,6 +8,8 @@ unk=2; a vocabulary that does not put them there is rejected with a clear error.
   `spiece.model`, or a hub name, goes through `transformers.AutoTokenizer`).
 * `train_tokenizer(texts, vocab_size, out_dir)`: a SentencePiece-style unigram model (Unigram +
   Metaspace) trained on the dataset's item texts, for models trained from scratch.
+* `resolve_tokenizer(spec, folder, texts, vocab_size, reuse)`: the one "train or load" rule of
+  `ids.tokenizer` (model assets, `gramc ids build`, the pipeline's ids stage).
 
 `Tokenizer.fingerprint` (sha256 of the serialized model, normalizer and pre-tokenizer) is
 recorded with every ID artefact so that IDs and checkpoints can be matched to their vocabulary.
@@ -21,9 +23,9 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from ..data.dataset import DataError
-from ..io import write_json, write_text
+from ..io import atomic_dir, write_json, write_text
+from .tokens import EOS_ID, PAD_ID, UNK_ID
 
-PAD_ID, EOS_ID, UNK_ID = 0, 1, 2
 SPECIAL_PIECES = ("<pad>", "</s>", "<unk>")
 
 
@@ -200,6 +202,20 @@ def load_tokenizer(spec: str | Path) -> Tokenizer:
     if backend is None:
         raise TokenizerError(f"tokenizer '{spec_s}' has no fast (Rust) backend; gramc needs one")
     return Tokenizer(backend, source=spec_s)
+
+
+def resolve_tokenizer(spec: str | Path, folder: str | Path, texts: Sequence[str] = (), vocab_size: int = 0,
+                      reuse: bool = True) -> Tokenizer:
+    """`ids.tokenizer` -> Tokenizer. A folder, tokenizer.json or hub name is loaded as it is;
+    "train" means the tokenizer kept in `folder`: loaded when `reuse` and it holds one, else
+    trained on `texts` with `vocab_size` pieces and written there atomically."""
+    if str(spec) != "train":
+        return load_tokenizer(spec)
+    folder = Path(folder)
+    if not (reuse and (folder / "tokenizer.json").is_file()):
+        with atomic_dir(folder) as tmp:
+            train_tokenizer(texts, vocab_size, out_dir=tmp)
+    return load_tokenizer(folder)
 
 
 def vocabulary_mismatch(a: Tokenizer, b: Tokenizer) -> str:

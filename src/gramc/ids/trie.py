@@ -23,7 +23,7 @@ from typing import ClassVar, Sequence
 import numpy as np
 import torch
 
-EOS_ID = 1
+from .tokens import EOS_ID, IGNORE_INDEX
 
 
 @dataclass
@@ -145,7 +145,7 @@ class Trie:
         dead = (nodes < 0).unsqueeze(-1)
         return toks.masked_fill(dead, -1), nxt.masked_fill(dead, -1)
 
-    def prefix_nodes(self, labels: torch.Tensor, ignore: int = -100) -> torch.Tensor:
+    def prefix_nodes(self, labels: torch.Tensor, ignore: int = IGNORE_INDEX) -> torch.Tensor:
         """Node before each token of `labels [B, T]` (targets from the root; `ignore` = padding): `[B, T]`.
 
         -1 at padding. Raises ValueError naming the row when a target leaves the trie (an ID that is

@@ -9,6 +9,12 @@
     similar     the GCN's similar_items.txt, or the GRAM file named by model.similar_source
     passages    PassageCache, saved as <run.out>/passage_cache.pt (keyed by its fingerprint)
 
+`build=False` (every loader of an existing run: `gramc evaluate`, `gramc recommend`, the doctor on
+a trained run folder) only loads: a missing tokenizer, ID table, GCN table or similar-items file is
+a `MissingAssetError` naming the file and the command that builds it, never a silent rebuild (a
+rebuilt asset need not be the one the checkpoints were trained with). The passage cache, derived
+from the assets above and checked by its fingerprint, is rebuilt when absent.
+
 Artefacts built into run.out carry a stamp (`<artefact>.assets.json`: what they were built
 from); a stamp that does not match the current data/config is an error rather than a silent
 rebuild, because checkpoints in that folder were trained with the old artefacts.
@@ -25,7 +31,8 @@ import torch
 
 from ..config import Config
 from ..data.dataset import DataError, SeqDataset
-from ..io import atomic_dir, read_json, sha256_text, write_json
+from ..errors import MissingAssetError
+from ..io import read_json, sha256_text, write_json
 from .inputs import PassageCache
 
 # The builders (tokenizer training, ID building, LightGCN training) and the readers of each asset
@@ -100,7 +107,9 @@ class Assets:
         return {k: {"fingerprint": fp, "source": src} for k, (fp, src) in rec.items()}
 
     @classmethod
-    def from_config(cls, cfg: Config, progress: bool = True) -> "Assets":
+    def from_config(cls, cfg: Config, progress: bool = True, build: bool = True) -> "Assets":
+        """The assets `cfg` names; `build`: train/build the missing ones into run.out (training, the
+        pipeline) or raise `MissingAssetError` (loading an existing run)."""
         from ..data.source import load_dataset
         from ..data.text import item_texts
 
@@ -112,9 +121,9 @@ class Assets:
         texts = item_texts(ds, cfg.data)
         data_fp = data_fingerprint(ds)
 
-        tok = _tokenizer(cfg, texts, out, inputs)
-        item_ids = _item_ids(cfg, ds, texts, tok, data_fp, out, inputs, progress)
-        gcn, gcn_dir = _gcn(cfg, ds, out, inputs, progress)
+        tok = _tokenizer(cfg, texts, out, inputs, build)
+        item_ids = _item_ids(cfg, ds, texts, tok, data_fp, out, inputs, progress, build)
+        gcn, gcn_dir = _gcn(cfg, ds, out, inputs, progress, build)
 
         similar = None
         if cfg.model.similar_items > 0:
@@ -122,6 +131,9 @@ class Assets:
 
             if cfg.model.similar_source == "gcn":
                 path = gcn_dir / "similar_items.txt"
+                if not build and not path.is_file():
+                    raise missing_asset(path, "similar items (model.similar_source=gcn)",
+                                        f"gramc gcn train --config {out / 'config.yaml'} --out {gcn_dir}")
             else:
                 path = Path(cfg.model.similar_source)
                 inputs["similar"] = path
@@ -140,11 +152,18 @@ class Assets:
                    gcn_rows=gcn_rows, cache=cache, inputs=inputs)
 
 
-def _tokenizer(cfg: Config, texts: list[str], out: Path, inputs: dict[str, Path]):
-    from ..ids.tokenizer import load_tokenizer, train_tokenizer
+def missing_asset(path: Path, what: str, command: str) -> MissingAssetError:
+    """The error of a run whose `what` at `path` is missing: loading a run never rebuilds it."""
+    return MissingAssetError(f"{path} is missing: the {what} of this run. A loaded run never rebuilds its assets "
+                             f"(a rebuilt one need not be the one its checkpoints were trained with): restore it, "
+                             f"or build it with `{command}` (a checkpoint refuses assets other than its own)")
+
+
+def _tokenizer(cfg: Config, texts: list[str], out: Path, inputs: dict[str, Path], build: bool = True):
+    from ..ids.tokenizer import resolve_tokenizer
 
     if cfg.ids.tokenizer != "train":
-        tok = load_tokenizer(cfg.ids.tokenizer)
+        tok = resolve_tokenizer(cfg.ids.tokenizer, out / "tokenizer")
         if Path(cfg.ids.tokenizer).exists():
             inputs["tokenizer"] = Path(cfg.ids.tokenizer)
         if cfg.model.preset == "pretrained":
@@ -154,11 +173,13 @@ def _tokenizer(cfg: Config, texts: list[str], out: Path, inputs: dict[str, Path]
     stamp = {"texts_sha256": sha256_text("\n".join(texts)), "vocab_size": cfg.ids.vocab_size}
     if (tok_dir / "tokenizer.json").is_file():
         _check_stamp(tok_dir, stamp, "tokenizer")
-    else:
-        with atomic_dir(tok_dir) as tmp:
-            train_tokenizer(texts, cfg.ids.vocab_size, out_dir=tmp)
-        write_json(_stamp_path(tok_dir), stamp)
-    return load_tokenizer(tok_dir)
+        return resolve_tokenizer("train", tok_dir)
+    if not build:
+        raise missing_asset(tok_dir / "tokenizer.json", "tokenizer (ids.tokenizer=train)",
+                            f"gramc train --config {out / 'config.yaml'} run.out=NEW_RUN")
+    tok = resolve_tokenizer("train", tok_dir, texts, cfg.ids.vocab_size, reuse=False)
+    write_json(_stamp_path(tok_dir), stamp)
+    return tok
 
 
 def check_pretrained_vocabulary(cfg: Config, tok) -> None:
@@ -182,7 +203,7 @@ def check_pretrained_vocabulary(cfg: Config, tok) -> None:
 
 
 def _item_ids(cfg: Config, ds: SeqDataset, texts: list[str], tok, data_fp: str, out: Path,
-              inputs: dict[str, Path], progress: bool):
+              inputs: dict[str, Path], progress: bool, build: bool = True):
     from ..config import to_dict
     from ..ids.itemids import load_gram_ids
 
@@ -196,6 +217,9 @@ def _item_ids(cfg: Config, ds: SeqDataset, texts: list[str], tok, data_fp: str, 
     if path.is_file():
         _check_stamp(path, stamp, "item-ID file")
         return load_gram_ids(path, ds, tok)
+    if not build:
+        raise missing_asset(path, "item-ID table (ids.file empty: built into run.out)",
+                            f"gramc ids build --config {out / 'config.yaml'} --out {path}")
     from ..ids.build import build_ids, save_built_ids
 
     ids = build_ids(ds, texts, tok, cfg.ids, progress=progress)
@@ -204,18 +228,21 @@ def _item_ids(cfg: Config, ds: SeqDataset, texts: list[str], tok, data_fp: str, 
     return ids
 
 
-def _gcn(cfg: Config, ds: SeqDataset, out: Path, inputs: dict[str, Path], progress: bool):
-    needed = cfg.model.prefix.enabled or (cfg.model.similar_items > 0 and cfg.model.similar_source == "gcn")
-    gcn_dir = Path(cfg.gcn.out) if cfg.gcn.out else out / "gcn"
-    if not needed:
+def _gcn(cfg: Config, ds: SeqDataset, out: Path, inputs: dict[str, Path], progress: bool, build: bool = True):
+    from ..graph.artifacts import META_FILE, GcnArtifacts, gcn_folder, gcn_needed
+
+    gcn_dir = gcn_folder(cfg, out)
+    if not gcn_needed(cfg):
         return None, gcn_dir
-    from ..graph.artifacts import META_FILE, GcnArtifacts
 
     if not (gcn_dir / META_FILE).is_file():
         if cfg.gcn.out and gcn_dir.is_dir() and any(gcn_dir.iterdir()):
             # a user-brought table without meta: load what is there (GcnArtifacts names what is missing)
             inputs["gcn"] = gcn_dir
             return GcnArtifacts.load(gcn_dir), gcn_dir
+        if not build:
+            raise missing_asset(gcn_dir / META_FILE, "GCN table (the prefix or similar items read it)",
+                                f"gramc gcn train --config {out / 'config.yaml'} --out {gcn_dir}")
         from ..graph.lightgcn import train_lightgcn
 
         train_lightgcn(ds, cfg.gcn, gcn_dir, run_cfg=cfg, progress=progress)

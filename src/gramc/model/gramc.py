@@ -24,8 +24,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import Config, ModelConfig
+from ..ids.tokens import IGNORE_INDEX
 from ..ids.trie import Trie, trie_for
-from .inputs import IGNORE, Batch
+from .inputs import Batch
 from .prefix import CollaborativePrefix, PrefixNormStats
 from .softmax import check_softmax, trie_token_losses
 from .t5 import T5, T5Dims, shift_right
@@ -79,9 +80,14 @@ class GramC(nn.Module):
                                  "(train one with `gramc gcn train` or set model.prefix.enabled=false)")
             self.prefix = CollaborativePrefix(cfg.prefix, gcn_table, d)
 
+    @staticmethod
+    def prefix_table(cfg: Config, assets: "Assets") -> torch.Tensor | None:
+        """The GCN table the prefix reads (None when the prefix is off or the assets hold no GCN)."""
+        return assets.gcn.embeddings if (cfg.model.prefix.enabled and assets.gcn is not None) else None
+
     @classmethod
     def from_config(cls, cfg: Config, assets: "Assets") -> "GramC":
-        table = assets.gcn.embeddings if (cfg.model.prefix.enabled and assets.gcn is not None) else None
+        table = cls.prefix_table(cfg, assets)
         trie = trie_for(assets.item_ids) if cfg.model.softmax == "trie" else None
         return cls(cfg.model, cfg.data.max_his, assets.tokenizer.vocab_size, table, trie)
 
@@ -229,15 +235,15 @@ class GramC(nn.Module):
     # ---- decoder side -----------------------------------------------------------------------
 
     def token_losses(self, batch: Batch, items: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-        """Per-token cross-entropy `[B, T]` (0 where labels == -100), under `model.softmax`."""
+        """Per-token cross-entropy `[B, T]` (0 where labels == IGNORE_INDEX), under `model.softmax`."""
         memory, mask = self.memory(batch, items)
         labels = batch.labels
         if self.trie is not None:
             hidden, _ = self.t5.decode_states(shift_right(labels)[:, None, :], self.t5.cross_kv(memory), mask)
-            return trie_token_losses(self.t5, hidden[:, 0], labels, self._trie_on(labels.device), IGNORE)
+            return trie_token_losses(self.t5, hidden[:, 0], labels, self._trie_on(labels.device), IGNORE_INDEX)
         logits, _ = self.t5.decode(shift_right(labels)[:, None, :], self.t5.cross_kv(memory), mask)
         logits = logits[:, 0].float()
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE,
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE_INDEX,
                                reduction="none")
         return loss.view_as(labels)
 
@@ -248,13 +254,13 @@ class GramC(nn.Module):
         return self.trie
 
     def forward(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """(sum of token cross-entropy over labels != -100, number of those tokens).
+        """(sum of token cross-entropy over labels != IGNORE_INDEX, number of those tokens).
 
         Not averaged: the trainer divides by the global token count (all ranks, all accumulation
         steps), so every target token weighs the same whatever the batching.
         """
         loss = self.token_losses(batch)
-        return loss.sum(), (batch.labels != IGNORE).sum()
+        return loss.sum(), (batch.labels != IGNORE_INDEX).sum()
 
     # ---- audit ------------------------------------------------------------------------------
 

@@ -31,11 +31,9 @@ from tqdm import tqdm
 
 from ..config import Config, ModelConfig
 from ..data.splits import Sample
+from ..ids.tokens import EOS_ID, IGNORE_INDEX
 from ..io import torch_save
 
-PAD_ID = 0
-EOS_ID = 1
-IGNORE = -100
 CACHE_VERSION = 2  # 2: separators glued to the preceding ID as in GRAM's string
 
 USER_HEAD = "What would user purchase after"
@@ -90,13 +88,13 @@ class PassageCache:
     """Every item passage, ID and target tokenised once, stored as padded tensors.
 
     `item_table[i, :item_len[i]]` is item i's passage (ends with eos), `target_table[i]` its
-    target (ID tokens + eos, -100 padded). The user passage is assembled per sample from the
+    target (ID tokens + eos, IGNORE_INDEX padded). The user passage is assembled per sample from the
     cached ID tokens (`user_passage`), which is list concatenation, not tokenisation.
     """
 
     item_table: torch.Tensor  # int32 [num_items, Lmax], 0 padded
     item_len: torch.Tensor  # int64 [num_items]
-    target_table: torch.Tensor  # int64 [num_items, Tmax], -100 padded
+    target_table: torch.Tensor  # int64 [num_items, Tmax], IGNORE_INDEX padded
     target_len: torch.Tensor  # int64 [num_items]
     id_tokens: list[tuple[int, ...]]  # dataset index -> ID tokens (no eos)
     user_head: tuple[int, ...]
@@ -209,7 +207,7 @@ class PassageCache:
                 raise ValueError(f"item {i}'s target has {len(t)} tokens > model.target_len={cfg.target_len}; "
                                  "IDs are never cut: raise model.target_len")
         target_len = torch.tensor([len(t) for t in targets], dtype=torch.long)
-        target_table = torch.full((n, int(target_len.max()) if n else 1), IGNORE, dtype=torch.long)
+        target_table = torch.full((n, int(target_len.max()) if n else 1), IGNORE_INDEX, dtype=torch.long)
         for i, t in enumerate(targets):
             target_table[i, : len(t)] = torch.tensor(t, dtype=torch.long)
 
@@ -372,7 +370,7 @@ class Batch:
     item_mask: torch.Tensor  # [P, L] bool
     history: torch.Tensor  # [B, N] row of the item table per history position (model.history_order), -1 pad
     item_owner: torch.Tensor  # [P] sample owning each row, -1 when rows are shared
-    labels: torch.Tensor  # [B, T] target tokens + eos, -100 pad
+    labels: torch.Tensor  # [B, T] target tokens + eos, IGNORE_INDEX pad
     recent_item_ids: torch.Tensor  # [B, K] GCN rows of the K most recent history items (recent first), 0 pad
     users: torch.Tensor  # [B] user indices
     targets: torch.Tensor  # [B] target item indices
@@ -389,7 +387,7 @@ class Batch:
         return int(self.user_input.shape[0])
 
     def num_target_tokens(self) -> int:
-        return int((self.labels != IGNORE).sum())
+        return int((self.labels != IGNORE_INDEX).sum())
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> "Batch":
         moved = {}

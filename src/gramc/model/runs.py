@@ -76,7 +76,7 @@ def load_model_from_run(run_dir: str | Path, which: str = "best", overrides: Seq
     """(model on run.device in eval mode, assets, cfg) of a trained run folder."""
     cfg = run_config(run_dir, overrides)
     folder = checkpoint_folder(run_dir, which)
-    assets = Assets.from_config(cfg, progress=progress)
+    assets = Assets.from_config(cfg, progress=progress, build=False)  # a missing asset is an error, never a rebuild
     for warning in verify_assets(folder, assets.fingerprints()):  # refuses other assets than trained with
         warnings.warn(warning, stacklevel=2)
     model = GramC.from_config(cfg, assets)

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Literal
 import torch
 import torch.nn.functional as F
 
+from ..ids.tokens import IGNORE_INDEX
+
 if TYPE_CHECKING:  # pragma: no cover
     from ..ids.trie import Trie
     from .t5 import T5
@@ -76,7 +78,7 @@ def trie_log_probs(t5: "T5", hidden: torch.Tensor, tokens: torch.Tensor, pairs: 
 
 
 def trie_token_losses(t5: "T5", hidden: torch.Tensor, labels: torch.Tensor, trie: "Trie",
-                      ignore: int = -100) -> torch.Tensor:
+                      ignore: int = IGNORE_INDEX) -> torch.Tensor:
     """Cross-entropy `[B, T]` of `labels` with the softmax over trie children (0 where `ignore`).
 
     `hidden [B, T, d]`: decoder states of the teacher-forced targets (position t predicts label t).

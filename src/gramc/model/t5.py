@@ -35,6 +35,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from ..ids.tokens import IGNORE_INDEX, PAD_ID
+
 # One self-attention cache entry per decoder layer: (keys, values), each [B*G, H, t, d_kv].
 Cache = list[tuple[Tensor, Tensor]]
 # Cross-attention keys/values per decoder layer, each [B, H, M, d_kv].
@@ -347,15 +349,18 @@ class Decoder(nn.Module):
 
 
 def reorder_cache(cache: Cache, index: Tensor) -> Cache:
-    """Select/reorder the hypothesis rows (`B*G`) of a self-attention cache, e.g. after a beam step."""
+    """Select/reorder the hypothesis rows (`B*G`) of a self-attention cache, e.g. after a beam step.
+
+    The one reorder of gramc's cache format (a list per decoder layer of `(k, v)`, rows first):
+    the beam search (`gramc.eval.beam`) uses it too."""
     return [(k.index_select(0, index), v.index_select(0, index)) for k, v in cache]
 
 
-def shift_right(labels: Tensor, start_token: int = 0, pad_token: int = 0) -> Tensor:
-    """Teacher-forcing decoder input: `[start, labels[:-1]]`, with -100 (ignored label) replaced by pad."""
+def shift_right(labels: Tensor, start_token: int = PAD_ID, pad_token: int = PAD_ID) -> Tensor:
+    """Teacher-forcing decoder input: `[start, labels[:-1]]`, with IGNORE_INDEX (label padding) replaced by pad."""
     dec = labels.new_full(labels.shape, start_token)
     dec[..., 1:] = labels[..., :-1]
-    return dec.masked_fill(dec == -100, pad_token)
+    return dec.masked_fill(dec == IGNORE_INDEX, pad_token)
 
 
 class T5(nn.Module):

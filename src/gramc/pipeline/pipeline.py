@@ -273,15 +273,11 @@ def build_stages(cfg: Config, progress: bool = True) -> list[Stage]:
         from ..data.source import load_dataset
         from ..data.text import item_texts
         from ..ids.itemids import check_ids
-        from ..ids.tokenizer import load_tokenizer, train_tokenizer
+        from ..ids.tokenizer import resolve_tokenizer
 
         ds = load_dataset(sc.data)
         texts = item_texts(ds, sc.data)
-        if cfg.ids.tokenizer == "train":
-            train_tokenizer(texts, cfg.ids.vocab_size, out_dir=folder / "tokenizer")
-            tok = load_tokenizer(folder / "tokenizer")
-        else:
-            tok = load_tokenizer(cfg.ids.tokenizer)
+        tok = resolve_tokenizer(cfg.ids.tokenizer, folder / "tokenizer", texts, cfg.ids.vocab_size, reuse=False)
         if cfg.ids.file:  # given IDs: check them against the dataset and tokenizer, record the report
             report = Report(check_ids(cfg.ids.file, ds, tok))
             write_json(folder / "ids_check.json", report.to_dict())
@@ -298,8 +294,9 @@ def build_stages(cfg: Config, progress: bool = True) -> list[Stage]:
                         ids_inputs, build_ids_stage))
 
     # ---- gcn ----------------------------------------------------------------------------
-    gcn_needed = cfg.model.prefix.enabled or (cfg.model.similar_items > 0 and cfg.model.similar_source == "gcn") \
-        or "lightgcn" in cfg.pipeline.baselines
+    from ..graph import artifacts as gcn_files  # here, not at the top: it loads torch
+
+    gcn_needed = gcn_files.gcn_needed(cfg) or "lightgcn" in cfg.pipeline.baselines
 
     def build_gcn(folder: Path) -> dict:
         from ..data.source import load_dataset
@@ -329,8 +326,8 @@ def build_stages(cfg: Config, progress: bool = True) -> list[Stage]:
         return {"valid_recall@10": meta.get("valid", {}).get("recall@10")}
 
     if gcn_needed:
-        gcn_folder = Path(cfg.gcn.out) if cfg.gcn.out else root / "gcn"
-        stages.append(Stage("gcn", gcn_folder, _sections(cfg, "gcn", drop=["gcn.out", "gcn.device"]),
+        stages.append(Stage("gcn", gcn_files.gcn_folder(cfg, root),
+                            _sections(cfg, "gcn", drop=["gcn.out", "gcn.device"]),
                             data_inputs(), build_gcn, adopt=adopt_gcn, kinds=("gcn",)))
 
     # ---- train --------------------------------------------------------------------------

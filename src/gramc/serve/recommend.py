@@ -6,7 +6,7 @@
 
 Each call encodes only the passages it needs (the user passage and the history's item passages;
 histories of one `recommend_many` call share their item rows) and runs the same trie-constrained
-beam search as `gramc evaluate` (`eval.beams`, at least k; `eval.length_penalty`;
+beam search as `gramc evaluate` (`gramc.eval.search.search_batch`) (`eval.beams`, at least k; `eval.length_penalty`;
 `eval.exclude_history`). Unknown item IDs in a history are an error naming them, or are skipped
 with a warning when `eval.unknown_history=skip`.
 """
@@ -18,12 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import torch
-
 from ..errors import GramcError
 from ..config import Config
 from ..data.splits import Sample
-from ..eval.beam import beam_search
+from ..eval.search import search_batch
 from ..ids.trie import trie_for
 from ..model.inputs import Collator
 from ..model.runs import load_model_from_run
@@ -102,19 +100,8 @@ class Recommender:
         out: list[list[Recommendation]] = []
         bs = max(1, cfg.eval.batch_size)
         for s in range(0, len(smp), bs):
-            chunk = smp[s: s + bs]
-            batch = collate(chunk).to(self.device)
-            exclude = None
-            if cfg.eval.exclude_history:
-                width = max(len(c.history) for c in chunk)
-                exclude = torch.full((len(chunk), width), -1, dtype=torch.long)
-                for r, c in enumerate(chunk):
-                    exclude[r, : len(c.history)] = torch.tensor(c.history, dtype=torch.long)
-            with torch.no_grad():
-                memory, mask = self.model.memory(batch)
-            res = beam_search(self.model.t5, memory, mask, self.trie, beams=beams,
-                              length_penalty=cfg.eval.length_penalty, early_stopping=cfg.eval.early_stopping,
-                              exclude=exclude, softmax=cfg.model.softmax)
+            # the search of `gramc evaluate`; no target to spare: the whole history may be excluded
+            res = search_batch(self.model, collate, smp[s: s + bs], self.trie, cfg, beams, spare_target=False)
             for items, scores in zip(res.items.tolist(), res.scores.tolist()):
                 recs = [Recommendation(ds.item_ids[i], float(sc), str(ds.item_fields[i].get("title", "")))
                         for i, sc in zip(items, scores) if i >= 0]

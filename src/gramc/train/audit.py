@@ -24,6 +24,7 @@ from torch import nn
 from ..checks import Check, check, failed, passed, warned
 from ..config import Config
 from ..data.splits import Sample
+from ..ids.tokens import IGNORE_INDEX
 
 MIN_MAPPING_SHARE = 0.99
 TRUNCATION_SAMPLES = 2000  # training samples over which truncation shares are measured
@@ -118,10 +119,10 @@ def audit_first_batch(batch: Any, model: nn.Module, cfg: Config, gcn_rows: Optio
         checks.append(passed("audit.passages_per_sample",
                              {"min": int(per.min()), "mean": round(float(per.float().mean()), 2), "max": int(per.max())}))
     labels = batch.labels
-    tl = (labels != -100).sum(1)
+    tl = (labels != IGNORE_INDEX).sum(1)
     checks.append(check("audit.target_lengths", int(tl.min()) > 0,
                         {"min": int(tl.min()), "mean": round(float(tl.float().mean()), 2), "max": int(tl.max())},
-                        "a sample has no target tokens (all labels -100); check the item IDs"))
+                        "a sample has no target tokens (all labels are padding); check the item IDs"))
 
     # truncation per field
     if cache is not None and samples is not None and hasattr(cache, "truncation"):

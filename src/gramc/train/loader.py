@@ -18,11 +18,12 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..data.splits import Sample
+from ..ids.tokens import IGNORE_INDEX
 
 
 def count_target_tokens(batch: Any) -> torch.Tensor:
-    """Target tokens of a batch: labels that are not -100."""
-    return (batch.labels != -100).sum()
+    """Target tokens of a batch: labels that are not IGNORE_INDEX (padding)."""
+    return (batch.labels != IGNORE_INDEX).sum()
 
 
 def _map_tensors(batch: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:

@@ -247,7 +247,7 @@ class Trainer:
                          grad_norm_t=grad_norm.detach(), lr=lr, compute_s=time.perf_counter() - t0)
 
 
-_NO_TOKENS = ("an optimiser step has no target tokens on any rank (all labels are -100); "
+_NO_TOKENS = ("an optimiser step has no target tokens on any rank (all labels are padding); "
               "check the collator's labels")
 
 
