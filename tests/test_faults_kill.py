@@ -43,16 +43,22 @@ def kill_loop(path: Path, write: Callable[[int], None], read: Callable[[], int],
     rng = random.Random(seed)
     seen, mid_write = set(), 0
     for k in range(1, KILLS + 1):
+        ready_r, ready_w = os.pipe()
         pid = os.fork()
         if pid == 0:  # child: rewrite until killed
             try:
+                os.close(ready_r)
                 torch.set_num_threads(1)
+                os.write(ready_w, b"1")  # about to write: on a loaded CPU the fork alone can outlast `one`
                 v = 0
                 while True:
                     v += 1
                     write(k * 1000 + v)
             finally:
                 os._exit(1)
+        os.close(ready_w)
+        os.read(ready_r, 1)  # the delay counts from the child's first write, not from the fork
+        os.close(ready_r)
         time.sleep(rng.uniform(0.2, 2.5) * one)
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
