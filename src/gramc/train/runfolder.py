@@ -23,7 +23,7 @@ from ..runtime import launch
 # keys that may change on --resume: more epochs or steps (training then goes on), how often it
 # logs, saves and validates, and how fast (not what) it evaluates
 RESUMABLE_KEYS = (
-    "train.epochs", "train.max_steps", "train.log_every", "train.save_every", "train.eval_every",
+    "train.epochs", "train.max_steps", "train.patience", "train.log_every", "train.save_every", "train.eval_every",
     "train.eval_users", "train.final_eval", "train.final_eval_users", "train.num_workers", "run.device",
     "eval.batch_size", "eval.item_batch_size", "eval.bf16", "eval.bootstrap", "eval.predictions_top",
     "pipeline.eval_users", "gcn.device",
