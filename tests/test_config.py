@@ -70,3 +70,20 @@ def test_round_trip_through_dict_and_yaml(tmp_path):
     assert load_config(p) == cfg
     flat = flatten(to_dict(cfg))
     assert flat["model.prefix.num_items"] == 7
+
+
+def test_select_metric_must_be_a_figure_validation_reports():
+    assert load_config(None, []).train.select_metric == "ndcg@10"
+    with pytest.raises(ConfigError) as e:
+        load_config(None, ["eval.ks=[1,5]"])
+    assert "train.select_metric" in str(e.value) and "eval.ks" in str(e.value) and "ndcg@10" in str(e.value)
+    # collected with the other problems of the same config, not one at a time
+    with pytest.raises(ConfigError, match=r"2 config problems") as e:
+        load_config(None, ["eval.ks=[1,5]", "train.lr=0"])
+    assert "train.select_metric" in str(e.value) and "train.lr" in str(e.value)
+    for ok in (["eval.ks=[1,5]", "train.select_metric=hit@5"], ["eval.ks=[1,5]", "train.select_metric=mrr"],
+               ["eval.ks=[1,5]", "train.select_metric=valid_loss"], ["train.select_metric=ndcg@50"]):
+        load_config(None, ok)
+    for bad in ("recall@10", "ndcg@", "ndcg@x", "hit@7", "loss"):
+        with pytest.raises(ConfigError, match="train.select_metric"):
+            load_config(None, [f"train.select_metric={bad}"])

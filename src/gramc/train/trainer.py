@@ -65,10 +65,15 @@ from .precision import autocast, bf16_enabled, tf32_matmuls
 Fault = Literal["double_reduce", "module_call"]
 FAULTS = ("double_reduce", "module_call")
 
-# The validation figure that picks the best checkpoint, and whether higher is better. Until beam
-# metrics are available in a run, selection falls back to the validation loss (lower is better).
-SELECTION = ("ndcg@10", "max")
+# A run without beam-search evaluation selects by the validation loss (lower is better).
 FALLBACK_SELECTION = ("valid_loss", "min")
+
+
+def selection(tc: TrainConfig, has_beam_metrics: bool) -> tuple[str, str]:
+    """(validation figure that picks the best checkpoint, "max" | "min"): `train.select_metric`."""
+    if not has_beam_metrics or tc.select_metric == "valid_loss":
+        return FALLBACK_SELECTION
+    return tc.select_metric, "max"
 
 
 class TrainError(GramcError, RuntimeError):
@@ -582,7 +587,7 @@ def start_run(parts: TrainParts, cfg: Config, run_dir: Path, resume: bool, fault
     total = batcher.total_steps(tc.epochs, tc.max_steps)
     trainer = Trainer(parts.model, tc, total, info, fault=fault, after_sync=after_sync, seed=cfg.run.seed,
                       count_tokens=parts.count_tokens)
-    metric = SELECTION if parts.evaluate is not None else FALLBACK_SELECTION
+    metric = selection(tc, parts.evaluate is not None)
     if resume:
         state = load_checkpoint(run_dir / "checkpoints" / "last", trainer.model, trainer.optimizer,
                                 trainer.scheduler, info.rank, info.world)
