@@ -32,8 +32,9 @@ from typing import Any, Callable, Sequence
 
 from ..config import Config, ConfigError, to_dict
 from ..io import claim_output, read_json, write_json
+# STAGE_FILE, PENDING_FILE, Stage, StageResult: the stage machinery's names, used here by callers
 from .stage import (PENDING_FILE, STAGE_FILE, PipelineError, Reads, Stage, StageResult,  # noqa: F401
-                    input_fingerprint, resumable, run_stage, sections, stage_fingerprint)
+                    input_fingerprint, run_stage, stage_fingerprint)
 
 STAGES = ("prepare", "ids", "gcn", "train", "evaluate", "baselines", "report")
 BASELINES = ("pop", "sasrec", "lightgcn")

@@ -212,10 +212,3 @@ def _build_in_place(stage: Stage, record: dict[str, Any], t0: float, log: Callab
     record.update(summary=summary, seconds=round(time.time() - t0, 2), files=_written_files(folder))
     write_json(folder / STAGE_FILE, record)
     pending.unlink(missing_ok=True)
-
-
-def resumable(folder: Path, fingerprint: str) -> bool:
-    """True when an unfinished in-place stage with this fingerprint left a folder behind."""
-    pending = folder / PENDING_FILE
-    return pending.is_file() and read_json(pending).get("fingerprint") == fingerprint
-
