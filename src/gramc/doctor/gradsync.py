@@ -44,6 +44,7 @@ import torch
 
 from ..checks import Check, check, failed, passed
 from ..config import Config, dump_yaml, load_config
+from ..seeding import seeded
 
 GRAD_TOL = 1e-6  # |ratio - 1| and relative gradient error allowed (float64: ~1e-15 expected)
 RANK_TOL = 1e-9  # relative spread across ranks of gradients / parameters
@@ -100,9 +101,10 @@ def _spread(x: torch.Tensor) -> float:
 def _build_model(cfg: Config, bundle: dict[str, Any], device: torch.device) -> torch.nn.Module:
     from ..model.gramc import GramC
 
-    torch.manual_seed(cfg.run.seed)
     table = bundle["gcn_table"] if cfg.model.prefix.enabled else None
-    return GramC(cfg.model, cfg.data.max_his, bundle["vocab_size"], table, bundle.get("trie")).double().to(device)
+    with seeded(cfg.run.seed):  # the same initial weights for the reference and every DDP run
+        model = GramC(cfg.model, cfg.data.max_his, bundle["vocab_size"], table, bundle.get("trie"))
+    return model.double().to(device)
 
 
 def make_bundle(cfg: Config, assets: Any, world: int, steps: int) -> dict[str, Any]:

@@ -382,8 +382,6 @@ def check_eval_users(cfg: Config) -> None:
 
 def measure_step_seconds(parts, cfg: Config, steps: int = 3) -> float:
     """Seconds per optimiser step of this model/batching, measured on a throw-away copy."""
-    import torch
-
     from ..train.batching import Batcher
     from ..train.trainer import Trainer, init_distributed, to_device
 
@@ -392,15 +390,14 @@ def measure_step_seconds(parts, cfg: Config, steps: int = 3) -> float:
     batcher = Batcher(parts.train_samples, cfg.train.batching, cfg.train.batch_size, cfg.train.grad_accum,
                       cfg.run.seed, info.rank, info.world)
     plan = batcher.plan(0)
-    trainer = Trainer(model, cfg.train, max(steps + 1, 10), info, seed=cfg.run.seed, count_tokens=parts.count_tokens)
+    trainer = Trainer(model, cfg.train, max(steps + 1, 10), info, count_tokens=parts.count_tokens)
     times = []
     for i in range(min(steps + 1, plan.num_steps)):
         t0 = time.perf_counter()
         stats = trainer.train_step([to_device(parts.collate(mb), info.device) for mb in plan.step(i)])
         stats.loss  # reads the loss: waits for the device, so the time is the step's, not its launch's
         times.append(time.perf_counter() - t0)
-    del trainer, model
-    torch.manual_seed(cfg.run.seed)
+    del trainer, model  # the dropout draws it made do not matter: `fit` seeds the run
     later = times[1:] or times  # the first step pays one-off costs
     return sum(later) / len(later)
 

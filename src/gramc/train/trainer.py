@@ -34,13 +34,11 @@ import dataclasses
 import json
 import math
 import os
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal, Optional, Sequence
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -53,6 +51,7 @@ from ..data.splits import Sample
 from ..errors import GramcError
 from ..io import read_jsonl, write_json, write_text
 from ..runinfo import write_run_info
+from ..seeding import seed_everything, seeded
 from .batching import Batcher
 from .checkpoint import (CheckpointError, TrainState, copy_checkpoint, load_checkpoint,  # noqa: F401
                          rng_state, save_checkpoint, verify_assets)
@@ -127,12 +126,6 @@ def init_distributed(device_spec: str = "auto") -> DistInfo:
     return DistInfo(rank, world, local_rank, device)
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
 # --------------------------------------------------------------------------------------------
 # One optimiser step
 # --------------------------------------------------------------------------------------------
@@ -178,12 +171,12 @@ class Trainer:
     `gramc doctor` can prove their checks catch it: "double_reduce" adds a SUM all-reduce of every
     gradient after backward; "module_call" calls ``ddp.module`` instead of the wrapper (GRAM's bug).
     `after_sync(named_grads)` is called every step with the synchronised, unclipped gradients.
+    It never seeds: dropout draws from the process's RNG, seeded once per run by `fit`.
     """
 
     def __init__(self, model: nn.Module, cfg: TrainConfig, total_steps: int, info: DistInfo | None = None,
                  fault: Optional[Fault] = None,
                  after_sync: Optional[Callable[[dict[str, torch.Tensor]], None]] = None,
-                 seed: Optional[int] = None,
                  count_tokens: Callable[[Any], torch.Tensor] = count_target_tokens) -> None:
         if fault is not None and fault not in FAULTS:
             raise ValueError(f"unknown fault {fault!r}; expected one of {FAULTS}")
@@ -200,8 +193,6 @@ class Trainer:
             # parameters in the graph even when dropped), so no unused-parameter search is needed.
             ids = [self.info.device.index] if self.info.device.type == "cuda" else None
             self.ddp = DDP(self.model, device_ids=ids, find_unused_parameters=False)
-        if seed is not None:  # dropout differs per rank, on purpose
-            torch.manual_seed(seed + self.info.rank)
         self.optimizer = build_optimizer(self.model, cfg)
         self.scheduler = build_scheduler(self.optimizer, total_steps, cfg.warmup)
         self.total_steps = total_steps
@@ -554,10 +545,12 @@ def fit(parts: TrainParts, cfg: Config, run_dir: str | Path, resume: bool = Fals
 
     `resume=True` continues from `run_dir/checkpoints/last` exactly where it stopped.
     `stop_after=k` saves a checkpoint after global step k and returns (tests use it to simulate
-    an interruption).
+    an interruption). The run's one seeding point: the process RNGs from `run.seed + rank` (dropout
+    differs per rank, on purpose); a resume then restores every rank's RNG state from the checkpoint.
     """
-    run = start_run(parts, cfg, Path(run_dir), resume, fault, stop_after, after_sync,
-                    info or init_distributed(cfg.run.device))
+    info = info or init_distributed(cfg.run.device)
+    seed_everything(cfg.run.seed, info.rank)
+    run = start_run(parts, cfg, Path(run_dir), resume, fault, stop_after, after_sync, info)
     state = run.state
     pbar = tqdm(total=run.total, initial=state.step, disable=not run.info.is_main, desc="train", unit="step",
                 dynamic_ncols=True)
@@ -585,7 +578,7 @@ def start_run(parts: TrainParts, cfg: Config, run_dir: Path, resume: bool, fault
     batcher = Batcher(parts.train_samples, tc.batching, tc.batch_size, tc.grad_accum, cfg.run.seed,
                       info.rank, info.world)
     total = batcher.total_steps(tc.epochs, tc.max_steps)
-    trainer = Trainer(parts.model, tc, total, info, fault=fault, after_sync=after_sync, seed=cfg.run.seed,
+    trainer = Trainer(parts.model, tc, total, info, fault=fault, after_sync=after_sync,
                       count_tokens=parts.count_tokens)
     metric = selection(tc, parts.evaluate is not None)
     if resume:
@@ -621,8 +614,9 @@ def gramc_parts(cfg: Config, info: DistInfo) -> TrainParts:
     """GRAM-C's model, collator, samples, evaluation and audit, built from one Config.
 
     Assets (tokenizer, IDs, GCN, passage cache) are built by rank 0 first; the other ranks then
-    reuse them from run.out. The model is initialised from `run.seed` (DDP then broadcasts rank
-    0's weights anyway). The trie of the item IDs is moved to the device once, here, for every
+    reuse them from run.out. The model is initialised from a stream of its own seeded by
+    `run.seed` (`seeding.seeded`: the same weights whatever ran before; DDP broadcasts rank 0's
+    anyway); `fit` seeds the run. The trie of the item IDs is moved to the device once, here, for every
     evaluation of the run.
     """
     from ..data.splits import samples
@@ -637,8 +631,8 @@ def gramc_parts(cfg: Config, info: DistInfo) -> TrainParts:
     _barrier(info)
     if assets is None:
         assets = Assets.from_config(cfg, progress=False)
-    seed_everything(cfg.run.seed)
-    model = GramC.from_config(cfg, assets)
+    with seeded(cfg.run.seed):
+        model = GramC.from_config(cfg, assets)
     collate = Collator(assets.cache, cfg, gcn_rows=assets.gcn_rows)
     train_samples = samples(assets.ds, "train", cfg.data.max_his)
     valid_samples = samples(assets.ds, "valid", cfg.data.max_his)
