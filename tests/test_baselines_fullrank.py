@@ -138,8 +138,8 @@ def test_sasrec_learns_deterministic_chain(tmp_path, temperature, tied, repeat):
     ds = _ds(seqs, n)
     cfg = load_config(None, ["baseline.sasrec_dim=32", "baseline.sasrec_layers=1", "baseline.sasrec_dropout=0.1",
                              "baseline.sasrec_lr=0.01", "baseline.sasrec_epochs=40", "baseline.sasrec_patience=40",
-                             "baseline.sasrec_batch_size=32", "baseline.sasrec_max_len=10", "eval.ks=[1,5]", "train.select_metric=hit@5",
-                             "eval.bootstrap=0", "run.device=cpu", f"baseline.sasrec_temperature={temperature}",
+                             "baseline.sasrec_batch_size=32", "baseline.sasrec_max_len=10", "eval.ks=[1,5]",
+                             "train.select_metric=hit@5", "eval.bootstrap=0", "run.device=cpu", f"baseline.sasrec_temperature={temperature}",
                              f"baseline.sasrec_tied_output={str(tied).lower()}",
                              f"baseline.sasrec_repeat_bias={str(repeat).lower()}"])
     recs = run_sasrec(ds, cfg, tmp_path)

@@ -37,7 +37,6 @@ from .stage import (PENDING_FILE, STAGE_FILE, PipelineError, Reads, Stage, Stage
                     input_fingerprint, run_stage, stage_fingerprint)
 
 STAGES = ("prepare", "ids", "gcn", "train", "evaluate", "baselines", "report")
-BASELINES = ("pop", "sasrec", "lightgcn")
 
 
 @dataclass
