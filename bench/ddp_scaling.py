@@ -42,7 +42,7 @@ def worker(args: argparse.Namespace) -> None:
     cfg = load_config(None, [f"run.out={args.assets}", *DEFAULTS, *args.overrides])
     info = init_distributed("cpu")
     parts = gramc_parts(cfg, info)
-    trainer = Trainer(parts.model, cfg.train, total_steps=1000, info=info, seed=cfg.run.seed)
+    trainer = Trainer(parts.model, cfg.train, total_steps=1000, info=info)
     plan = Batcher(parts.train_samples, cfg.train.batching, cfg.train.batch_size, cfg.train.grad_accum,
                    cfg.run.seed, info.rank, info.world).plan(0)
     if plan.num_steps < args.warmup + args.steps:

@@ -478,7 +478,7 @@ def probe(b: Bench, steps: int, users: int) -> dict[str, Any]:
     parts = gramc_parts(cfg, info)
     plan = Batcher(parts.train_samples, cfg.train.batching, cfg.train.batch_size, cfg.train.grad_accum,
                    cfg.run.seed).plan(0)
-    trainer = Trainer(parts.model, cfg.train, steps + 1, info, seed=cfg.run.seed)
+    trainer = Trainer(parts.model, cfg.train, steps + 1, info)
     n, t_total, cpu_total = 0, 0.0, 0.0
     for i in range(min(steps + 1, plan.num_steps)):
         mbs = [to_device(parts.collate(mb), info.device) for mb in plan.step(i)]

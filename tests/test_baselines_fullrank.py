@@ -24,7 +24,7 @@ def test_popularity_counts_only_training_part(tmp_path):
     # training parts s[:-2]: [0,0,1], [0,2], [1]; items 3 and 4 appear only as valid/test targets
     ds = _ds([[0, 0, 1, 3, 4], [0, 2, 4, 3], [1, 3, 4]], 5)
     assert popularity_counts(ds).tolist() == [3.0, 2.0, 1.0, 0.0, 0.0]
-    cfg = load_config(None, ["eval.ks=[1,2,3]", "eval.bootstrap=50"])
+    cfg = load_config(None, ["eval.ks=[1,2,3]", "train.select_metric=mrr", "eval.bootstrap=50"])
     recs = run_pop(ds, cfg, tmp_path)
     # test targets 4, 3, 4 all score 0 and tie with 2 other zero-count items: rank 4 -> misses
     assert recs["test"]["metrics"]["hit@3"] == 0.0
@@ -41,7 +41,7 @@ def test_popularity_ranks_known_table():
     seqs = [[2, 2, 1, 2, 2], [2, 1, 0, 1, 0]]
     ds = _ds(seqs, 3)
     assert popularity_counts(ds).tolist() == [1.0, 2.0, 3.0]
-    cfg = load_config(None, ["eval.ks=[1,2]", "eval.bootstrap=0"])
+    cfg = load_config(None, ["eval.ks=[1,2]", "train.select_metric=mrr", "eval.bootstrap=0"])
     recs = evaluate_scorer(ds, cfg, lambda ch: popularity_counts(ds).expand(len(ch), -1), "pop", None)
     # test targets: user0 -> 2 (rank 0), user1 -> 0 (rank 2) ; valid: user0 -> 2, user1 -> 1 (rank 1)
     assert recs["test"]["metrics"]["hit@1"] == pytest.approx(0.5)
@@ -139,7 +139,7 @@ def test_sasrec_learns_deterministic_chain(tmp_path, temperature, tied, repeat):
     cfg = load_config(None, ["baseline.sasrec_dim=32", "baseline.sasrec_layers=1", "baseline.sasrec_dropout=0.1",
                              "baseline.sasrec_lr=0.01", "baseline.sasrec_epochs=40", "baseline.sasrec_patience=40",
                              "baseline.sasrec_batch_size=32", "baseline.sasrec_max_len=10", "eval.ks=[1,5]",
-                             "eval.bootstrap=0", "run.device=cpu", f"baseline.sasrec_temperature={temperature}",
+                             "train.select_metric=hit@5", "eval.bootstrap=0", "run.device=cpu", f"baseline.sasrec_temperature={temperature}",
                              f"baseline.sasrec_tied_output={str(tied).lower()}",
                              f"baseline.sasrec_repeat_bias={str(repeat).lower()}"])
     recs = run_sasrec(ds, cfg, tmp_path)

@@ -97,3 +97,20 @@ def test_gcn_section_problems_come_together_also_without_load_config():
     with pytest.raises(ConfigError) as e:
         load_config(None, ["gcn.lr=0", "gcn.similar_k=-1"])
     assert "gcn.lr" in str(e.value) and "gcn.similar_k' must be >= 0" in str(e.value)
+
+
+def test_select_metric_must_be_a_figure_validation_reports():
+    assert load_config(None, []).train.select_metric == "ndcg@10"
+    with pytest.raises(ConfigError) as e:
+        load_config(None, ["eval.ks=[1,5]"])
+    assert "train.select_metric" in str(e.value) and "eval.ks" in str(e.value) and "ndcg@10" in str(e.value)
+    # collected with the other problems of the same config, not one at a time
+    with pytest.raises(ConfigError, match=r"2 config problems") as e:
+        load_config(None, ["eval.ks=[1,5]", "train.lr=0"])
+    assert "train.select_metric" in str(e.value) and "train.lr" in str(e.value)
+    for ok in (["eval.ks=[1,5]", "train.select_metric=hit@5"], ["eval.ks=[1,5]", "train.select_metric=mrr"],
+               ["eval.ks=[1,5]", "train.select_metric=valid_loss"], ["train.select_metric=ndcg@50"]):
+        load_config(None, ok)
+    for bad in ("recall@10", "ndcg@", "ndcg@x", "hit@7", "loss"):
+        with pytest.raises(ConfigError, match="train.select_metric"):
+            load_config(None, [f"train.select_metric={bad}"])

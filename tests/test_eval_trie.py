@@ -132,3 +132,29 @@ def test_beauty_gram_ids_trie():
     assert int(trie.num_children[0]) == 108  # distinct level-1 tokens
     for i in range(0, ds.num_items, 97):
         assert trie.item_of(ids.target(i)) == i
+
+
+def test_trie_for_an_id_table_hashes_its_targets_once(tmp_path, monkeypatch):
+    """The cache key of an ItemIds is its own fingerprint: a repeated call neither rebuilds the
+    targets nor hashes them; a table with other tokens still gets its own trie."""
+    import gramc.ids.itemids as itemids_mod
+    import gramc.ids.trie as trie_mod
+    from gramc.ids.itemids import ItemIds
+    from test_ids_itemids import tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    ids = ItemIds(["A1", "A2", "A3"], [("▁loss", "▁brake"), ("▁loss", "brake", "0"), ("▁oil", "ren")], tok)
+    first = trie_for(ids)
+    hashed, targets = [], []
+    real_fp, real_target = trie_mod.targets_fingerprint, ItemIds.target
+    monkeypatch.setattr(trie_mod, "targets_fingerprint", lambda *a, **k: hashed.append(1) or real_fp(*a, **k))
+    monkeypatch.setattr(itemids_mod, "targets_fingerprint", lambda *a, **k: hashed.append(1) or real_fp(*a, **k))
+    monkeypatch.setattr(ItemIds, "target", lambda self, i: targets.append(i) or real_target(self, i))
+    assert trie_for(ids) is first and trie_for(ids) is first
+    assert hashed == [] and targets == []  # the shortcut fired: no hashing, no target list
+    other = object.__new__(ItemIds)  # a copy of the table whose tokens differ (as the doctor's test makes)
+    other.__dict__.update(ids.__dict__)
+    other.tokens = (ids.tokens[0], ids.tokens[2], ids.tokens[1])
+    swapped = trie_for(other)
+    assert swapped is not first and hashed and int(swapped.item_at_leaf[swapped.item_at_leaf >= 0].numel()) == 3
+    assert ItemIds.fingerprint.fget(other) != ItemIds.fingerprint.fget(ids)

@@ -36,7 +36,7 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 BASE = ["gramc", "gramc.errors", "gramc.config", "gramc.metrics", "gramc.io", "gramc.runinfo", "gramc.checks",
-        "gramc.runtime", "gramc.checkpoint", "gramc.cliargs"]
+        "gramc.runtime", "gramc.seeding", "gramc.checkpoint", "gramc.cliargs"]
 STAGES = ["data", "ids", "graph", "model", "train", "eval", "doctor", "serve"]
 ORDER = ["base", *STAGES, "recipes", "pipeline", "cli"]
 # what each layer may import: itself and everything below it in ORDER; baselines is a side branch

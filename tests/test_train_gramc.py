@@ -222,3 +222,13 @@ def test_host_memory_len_equals_the_device_count(assets_dir, placement):
         torch.manual_seed(1)
         without = model.token_losses(unknown)
     torch.testing.assert_close(with_hint, without, rtol=1e-5, atol=1e-6)
+
+
+def test_gramc_initial_weights_do_not_depend_on_the_rng_state(assets_dir):
+    cfg = tiny_cfg(assets_dir)
+    torch.manual_seed(1)
+    a = {k: v.clone() for k, v in gramc_parts(cfg, DistInfo()).model.state_dict().items()}
+    torch.manual_seed(2)
+    torch.rand(7)
+    b = gramc_parts(cfg, DistInfo()).model.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

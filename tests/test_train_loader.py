@@ -63,7 +63,7 @@ def _one_step(workers: int):
     ds = toy_dataset(12)
     train, _ = toy_samples(ds)
     torch.manual_seed(5)
-    trainer = Trainer(build_model(ds, 3, dropout=0.3), cfg.train, 10, seed=cfg.run.seed)
+    trainer = Trainer(build_model(ds, 3, dropout=0.3), cfg.train, 10)
     host = next(iter(host_loader(plan_steps(cfg, train), collate, count_target_tokens, workers,
                                  torch.device("cpu"), seed=cfg.run.seed)))
     stats = trainer.train_step(host.to(torch.device("cpu")), host.tokens)

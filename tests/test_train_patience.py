@@ -68,3 +68,37 @@ def test_patience_survives_a_resume(tmp_path):
     calls.extend(["valid", "valid"])  # the scripted curve continues where the first process stopped
     res = fit(parts, cfg, tmp_path / "run", resume=True)
     assert res.state.done and res.state.step == steps and res.state.best_epoch == 1
+
+
+def test_select_metric_picks_the_best_checkpoint_and_drives_patience(tmp_path):
+    """train.select_metric=hit@5: a curve whose hit@5 peaks at epoch 3 while ndcg@10 peaks at epoch 1."""
+    ds = toy_dataset(12)
+    train, valid = toy_samples(ds)
+    hit5 = [0.1, 0.2, 0.3, 0.9, 0.5, 0.4, 0.3]
+    ndcg10 = [0.1, 0.8, 0.2, 0.1, 0.1, 0.1, 0.1]
+    seen: list[int] = []
+
+    def evaluate(model, split: str, max_users: int) -> dict:  # validations (all users) walk the curve
+        i = min(len(seen), len(hit5) - 1)
+        if split == "valid" and max_users == 0:
+            seen.append(i)
+        return {"split": split, "metrics": {"hit@5": hit5[i], "ndcg@10": ndcg10[i]}}
+
+    cfg = toy_config(epochs=len(hit5), patience=2, select_metric="hit@5")
+    res = fit(TrainParts(build_model(ds, cfg.run.seed), collate, train, valid, evaluate=evaluate), cfg,
+              tmp_path / "run")
+    assert res.state.best_metric == "hit@5" and res.state.best_epoch == 3 and res.state.best_value == 0.9
+    assert [r["epoch"] for r in valid_records(tmp_path / "run")] == [0, 1, 2, 3, 4, 5]  # 2 epochs past 3
+    best = [r["epoch"] for r in valid_records(tmp_path / "run") if r.get("best")]
+    assert best == [0, 1, 2, 3]  # ndcg@10's peak at epoch 1 is not what counts
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert m["selection"] == {"metric": "hit@5", "value": 0.9, "step": res.state.best_step, "epoch": 3}
+
+
+def test_select_metric_valid_loss_selects_the_lowest_loss(tmp_path):
+    cfg = toy_config(epochs=3, select_metric="valid_loss")
+    parts, _ = parts_with_curve(cfg.run.seed)
+    res = fit(parts, cfg, tmp_path / "run")
+    recs = valid_records(tmp_path / "run")
+    assert res.state.best_metric == "valid_loss"
+    assert res.state.best_value == min(r["valid_loss"] for r in recs)

@@ -125,3 +125,15 @@ def test_cli_resume_errors_are_clear(tmp_path, capsys):
     assert "cannot resume" in capsys.readouterr().err
     assert main(["train", "--resume", str(tmp_path), "--config", "x.yaml"]) == 2
     assert "drop --config" in capsys.readouterr().err
+
+
+def test_a_state_written_with_the_removed_extra_field_still_loads():
+    from dataclasses import asdict
+
+    from gramc.checkpoint import TrainState
+
+    old = {"epoch": 2, "step": 7, "step_in_epoch": 1, "world": 1, "best_metric": "ndcg@10", "best_value": 0.5,
+           "best_step": 6, "best_epoch": 1, "done": False, "extra": {}}  # a state.json from before the change
+    state = TrainState.from_dict(old)
+    assert state.step == 7 and state.best_value == 0.5 and "extra" not in asdict(state)
+    assert TrainState.from_dict(asdict(state)) == state

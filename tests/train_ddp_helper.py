@@ -33,8 +33,7 @@ def step_run(out: Path, mode: str) -> None:
     grads: list[dict[str, torch.Tensor]] = []
     trainer = Trainer(model, cfg.train, total_steps=10, info=info,
                       fault=None if mode == "none" else mode,
-                      after_sync=lambda g: grads.append({k: v.detach().clone() for k, v in g.items()}),
-                      seed=cfg.run.seed)
+                      after_sync=lambda g: grads.append({k: v.detach().clone() for k, v in g.items()}))
     plan = Batcher(train, cfg.train.batching, cfg.train.batch_size, cfg.train.grad_accum, cfg.run.seed,
                    info.rank, info.world).plan(0)
     tokens = []

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import random
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -60,10 +60,12 @@ class TrainState:
     best_step: int = -1
     best_epoch: int = -1
     done: bool = False  # training finished (the test split may still be pending)
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainState":
+        d = dict(d)
+        if not d.get("extra", {}):  # checkpoints written before the unused `extra` field was removed
+            d.pop("extra", None)
         return cls(**d)
 
 

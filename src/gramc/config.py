@@ -189,6 +189,10 @@ class TrainConfig:
     eval_every: int = 1  # epochs between validations
     eval_users: int = 0  # validation users during training; 0 = all
     patience: int = 0  # early stopping: stop when this many epochs passed without a better validation metric; 0 = off
+    # the validation figure that picks the best checkpoint and drives early stopping: hit@K or ndcg@K
+    # (K one of eval.ks) or mrr, higher is better; valid_loss, lower is better. A run without beam-search
+    # evaluation selects by valid_loss whatever this says
+    select_metric: str = "ndcg@10"
     max_steps: int = 0  # stop after this many optimiser steps (0 = no limit)
     final_eval: bool = True  # evaluate the best checkpoint on valid and test when training ends
     final_eval_users: int = 0  # users of that final evaluation (first N); 0 = all (published numbers)
@@ -332,6 +336,11 @@ class Config:
                   f"({ev.beams}) is below the largest k of eval.ks ({max(ev.ks)}): hit@k and ndcg@k for "
                   f"k > {ev.beams} would be capped (a target past the beam list counts as a miss). Raise "
                   f"eval.beams, drop those ks from eval.ks, or set eval.allow_capped=true")
+        if ks_ok:
+            check(select_metric_ok(tr.select_metric, ev.ks), "train.select_metric",
+                  f"({tr.select_metric!r}) must be hit@K or ndcg@K with K one of eval.ks {ev.ks}, mrr, or "
+                  "valid_loss: no validation would report it, so no checkpoint would ever count as best. Add "
+                  "that K to eval.ks or choose another train.select_metric")
         check(ev.length_penalty >= 0, "eval.length_penalty", "must be >= 0")
         check(ev.batch_size >= 1 and ev.item_batch_size >= 1, "eval.batch_size/eval.item_batch_size", "must be >= 1")
         check(ev.bootstrap >= 0, "eval.bootstrap", "must be >= 0")
@@ -353,6 +362,14 @@ class Config:
         check(self.pipeline.train_minutes >= 0, "pipeline.train_minutes", "must be >= 0 (0 = no budget)")
         check_problems(problems)
         return self
+
+
+def select_metric_ok(name: str, ks: list[int]) -> bool:
+    """`train.select_metric` names a figure every validation reports with these `eval.ks`."""
+    if name in ("mrr", "valid_loss"):
+        return True
+    kind, _, k = name.partition("@")
+    return kind in ("hit", "ndcg") and k.isdigit() and int(k) in ks
 
 
 # --------------------------------------------------------------------------------------------

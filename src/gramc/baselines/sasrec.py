@@ -30,6 +30,7 @@ from ..io import atomic_path, pyplot, torch_save
 from ..metrics import summarize
 from ..runinfo import write_run_info
 from ..runtime import resolve_device
+from ..seeding import seed_everything
 from .common import evaluate_scorer, split_ranks
 
 
@@ -193,7 +194,7 @@ def train_sasrec(ds: SeqDataset, cfg: Config, out: str | Path | None = None,
     `out/log.jsonl`). `max_minutes` (or `baseline.sasrec_max_minutes`) bounds the wall time.
     """
     b = cfg.baseline
-    torch.manual_seed(cfg.run.seed)
+    seed_everything(cfg.run.seed)  # the baseline run's one seeding point
     device = resolve_device(cfg.run.device)
     model = SASRec(ds.num_items, b).to(device)
     inp, tgt = training_tensors(ds, b.sasrec_max_len)

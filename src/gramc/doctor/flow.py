@@ -26,6 +26,7 @@ from ..data.splits import Sample, samples as split_samples
 from ..model.gramc import GramC
 from ..model.inputs import Collator
 from ..train.audit import audit_first_batch
+from ..seeding import seeded
 
 FLOW_BATCH = 8  # samples in the batch pushed through
 AUDIT_SAMPLES = 5000  # training samples (spread over the split) for mapping share and truncation
@@ -131,8 +132,8 @@ def flow_checks(cfg: Config, assets: Any, model: Optional[torch.nn.Module] = Non
     except Exception as e:  # noqa: BLE001 - the doctor reports, it does not crash
         return [failed("flow.collate", None, f"the collator fails on training samples: {e}")]
     if model is None:
-        torch.manual_seed(cfg.run.seed)
-        model = GramC.from_config(cfg, assets)
+        with seeded(cfg.run.seed):  # the weights a training run would start from
+            model = GramC.from_config(cfg, assets)
     model.eval()
     try:
         with torch.no_grad():

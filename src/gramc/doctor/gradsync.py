@@ -53,6 +53,7 @@ from ..model.gramc import GramC
 from ..model.inputs import Collator
 from ..runtime import DistInfo, init_distributed, leave_distributed, rank_world
 from ..train.trainer import Trainer, to_device
+from ..seeding import seeded
 
 GRAD_TOL = 1e-6  # |ratio - 1| and relative gradient error allowed (float64: ~1e-15 expected)
 RANK_TOL = 1e-9  # relative spread across ranks of gradients / parameters
@@ -105,9 +106,10 @@ def _spread(x: torch.Tensor) -> float:
 
 
 def _build_model(cfg: Config, bundle: dict[str, Any], device: torch.device) -> torch.nn.Module:
-    torch.manual_seed(cfg.run.seed)
     table = bundle["gcn_table"] if cfg.model.prefix.enabled else None
-    return GramC(cfg.model, cfg.data.max_his, bundle["vocab_size"], table, bundle.get("trie")).double().to(device)
+    with seeded(cfg.run.seed):  # the same initial weights for the reference and every DDP run
+        model = GramC(cfg.model, cfg.data.max_his, bundle["vocab_size"], table, bundle.get("trie"))
+    return model.double().to(device)
 
 
 def make_bundle(cfg: Config, assets: Any, world: int, steps: int) -> dict[str, Any]:

@@ -38,7 +38,7 @@ _SETTING_KEYS = {
     "ids.vocabulary_sha256", "ids.file", "ids.file_sha256", "ids.clusters", "ids.levels",
     "model.similar_source", "model.similar_sha256", "train.batching", "train.effective_batch",
     "train.lr", "train.weight_decay", "train.eps", "train.warmup", "train.clip", "train.epochs",
-    "train.bf16", "eval.beams", "eval.length_penalty", "eval.early_stopping", "eval.ks",
+    "train.bf16", "train.select_metric", "eval.beams", "eval.length_penalty", "eval.early_stopping", "eval.ks",
 }
 # hub names of checkpoints with the T5 vocabulary, and those of them with the t5-small architecture
 # (t5 v1.1 and flan-t5 "small" are gated-GELU models of other sizes)
@@ -370,6 +370,8 @@ _OPTIM_EFFECTS = {
     "train.eps": "AdamW eps sets the update size of rarely-updated parameters (ID token embeddings)",
     "train.clip": "gradient clipping at another norm changes the update size of large steps",
     "train.bf16": "bf16 autocast differs from the recipe's fp32 (small numeric differences)",
+    "train.select_metric": "the best checkpoint (and early stopping) follows another validation figure, so the "
+                           "tested checkpoint can differ from the one the recipe's selection would test",
 }
 
 

@@ -24,6 +24,7 @@ from ..checks import Check
 from ..data.dataset import DataError, SeqDataset
 from ..io import atomic_path, text_lines
 from .tokenizer import Tokenizer
+from .trie import targets_fingerprint
 
 MAX_LISTED = 10  # problems quoted in one error message / check message
 
@@ -97,11 +98,12 @@ class ItemIds:
         self.eos_id = tok.eos_id
         self.source = source
         self.meta: dict = {}  # how the IDs were made (filled by build_ids; empty for loaded files)
-        self.tokens: list[tuple[int, ...]] = []
         for i, p in enumerate(self.pieces):
             if not p:
                 raise IdsError(f"item {self.item_ids[i]} (index {i}) has an empty ID")
-            self.tokens.append(pieces_to_tokens(p, tok, where=f"item {self.item_ids[i]}: "))
+        # a tuple: the table cannot change in place under its cached `fingerprint`
+        self.tokens: tuple[tuple[int, ...], ...] = tuple(
+            pieces_to_tokens(p, tok, where=f"item {self.item_ids[i]}: ") for i, p in enumerate(self.pieces))
         self._index: dict[tuple[int, ...], int] = {}
         for i, t in enumerate(self.tokens):
             j = self._index.setdefault(t, i)
@@ -116,6 +118,17 @@ class ItemIds:
 
     def __len__(self) -> int:
         return len(self.item_ids)
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 of the decoder targets (`trie_for`'s cache key), hashed once per token table: the
+        memo holds the `tokens` object it was computed from, so a table given other tokens rehashes."""
+        memo = self.__dict__.get("_fingerprint")
+        if memo is None or memo[0] is not self.tokens or memo[1] != self.eos_id:
+            targets = [self.target(i) for i in range(len(self.tokens))]
+            memo = (self.tokens, self.eos_id, targets_fingerprint(targets, self.eos_id))
+            self.__dict__["_fingerprint"] = memo
+        return memo[2]
 
     @property
     def num_items(self) -> int:

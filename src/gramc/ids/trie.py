@@ -237,20 +237,27 @@ _CACHE_SIZE = 4
 def trie_for(item_ids, eos_id: int | None = None) -> Trie:
     """The trie of an `ItemIds` (anything with `target(i)` and `tokens`), built once and cached.
 
-    The key is the ID table's own `fingerprint` when it has one, else a sha256 of the targets.
-    `eos_id` defaults to the table's `eos_id` (1 for T5 vocabularies).
+    The key is the ID table's own `fingerprint` when it has one (`ItemIds` hashes its targets once),
+    else a sha256 of the targets; `eos_id` defaults to the table's `eos_id` (1 for T5 vocabularies).
     """
-    if eos_id is None:
-        eos_id = int(getattr(item_ids, "eos_id", EOS_ID))
-    targets = [tuple(item_ids.target(i)) for i in range(len(item_ids.tokens))]
-    key = getattr(item_ids, "fingerprint", "") or targets_fingerprint(targets, eos_id)
+    own_eos = int(getattr(item_ids, "eos_id", EOS_ID))
+    eos_id = own_eos if eos_id is None else eos_id
+    targets = None
+    key = getattr(item_ids, "fingerprint", "") if eos_id == own_eos else ""
+    if not key:
+        targets = _targets(item_ids)
+        key = targets_fingerprint(targets, eos_id)
     key = f"{key}|eos={eos_id}"
     hit = _CACHE.get(key)
     if hit is not None:
         _CACHE.move_to_end(key)
         return hit
-    trie = Trie.build(targets, eos_id=eos_id, fingerprint=key)
+    trie = Trie.build(_targets(item_ids) if targets is None else targets, eos_id=eos_id, fingerprint=key)
     _CACHE[key] = trie
     while len(_CACHE) > _CACHE_SIZE:
         _CACHE.popitem(last=False)
     return trie
+
+
+def _targets(item_ids) -> list[tuple[int, ...]]:
+    return [tuple(item_ids.target(i)) for i in range(len(item_ids.tokens))]

@@ -42,7 +42,7 @@ def shuffled_rows(table: torch.Tensor, seed: int) -> torch.Tensor:
 class CollaborativePrefix(nn.Module):
     """Maps `recent_item_ids [B, K]` (GCN rows, 0 = pad) to `(prefix [B, K, d], mask [B, K])`."""
 
-    def __init__(self, cfg: PrefixConfig, gcn_table: torch.Tensor, d_model: int, hidden: int = 0) -> None:
+    def __init__(self, cfg: PrefixConfig, gcn_table: torch.Tensor, d_model: int) -> None:
         super().__init__()
         if gcn_table.dim() != 2 or gcn_table.shape[0] < 2:
             raise ValueError(f"GCN table must be [num_items+1, dim] with row 0 = padding, got {tuple(gcn_table.shape)}")
@@ -53,7 +53,7 @@ class CollaborativePrefix(nn.Module):
             table = shuffled_rows(table, cfg.shuffle_seed)
         self.register_buffer("table", table, persistent=True)
         g = gcn_table.shape[1]
-        h = hidden or cfg.hidden or d_model
+        h = cfg.hidden or d_model
         self.adapter = nn.Sequential(
             nn.LayerNorm(g), nn.Linear(g, h), nn.GELU(), nn.Linear(h, d_model), nn.LayerNorm(d_model)
         )

@@ -28,23 +28,25 @@ from ..model.inputs import Collator
 from ..runtime import DistInfo, barrier, init_distributed
 from ..train.audit import audit_first_batch
 from ..train.runfolder import open_run
-from ..train.trainer import Fault, TrainParts, TrainResult, fit, seed_everything
+from ..seeding import seeded
+from ..train.trainer import Fault, TrainParts, TrainResult, fit
 
 
 def gramc_parts(cfg: Config, info: DistInfo) -> TrainParts:
     """GRAM-C's model, collator, samples, evaluation and audit, built from one Config.
 
     Assets (tokenizer, IDs, GCN, passage cache) are built by rank 0 first; the other ranks then
-    reuse them from run.out. The model is initialised from `run.seed` (DDP then broadcasts rank
-    0's weights anyway). The trie of the item IDs is moved to the device once, here, for every
+    reuse them from run.out. The model is initialised from a stream of its own seeded by
+    `run.seed` (`seeding.seeded`: the same weights whatever ran before; DDP broadcasts rank 0's
+    anyway); `fit` seeds the run. The trie of the item IDs is moved to the device once, here, for every
     evaluation of the run.
     """
     assets = Assets.from_config(cfg, progress=True) if info.is_main else None
     barrier(info)
     if assets is None:
         assets = Assets.from_config(cfg, progress=False)
-    seed_everything(cfg.run.seed)
-    model = GramC.from_config(cfg, assets)
+    with seeded(cfg.run.seed):  # a stream of its own: the same weights whatever ran before; fit seeds the run
+        model = GramC.from_config(cfg, assets)
     collate = Collator(assets.cache, cfg, gcn_rows=assets.gcn_rows)
     train_samples = samples(assets.ds, "train", cfg.data.max_his)
     valid_samples = samples(assets.ds, "valid", cfg.data.max_his)

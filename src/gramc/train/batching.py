@@ -135,7 +135,6 @@ class Batcher:
         self.seed = seed
         self.rank = rank
         self.world = world
-        self.num_samples = len(samples)
 
     def plan(self, epoch: int) -> EpochPlan:
         batches = global_micro_batches(self.units, self.batch_size, self.seed, epoch)

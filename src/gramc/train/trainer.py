@@ -33,13 +33,11 @@ import contextlib
 import dataclasses
 import json
 import math
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal, Optional, Sequence
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -55,6 +53,7 @@ from ..errors import GramcError
 from ..io import read_jsonl, write_json, write_text
 from ..runinfo import write_run_info
 from ..runtime import DistInfo, barrier as _barrier, init_distributed
+from ..seeding import seed_everything
 from .batching import Batcher
 from .evaluation import announce_final_eval, final_test, say as _print, skip_final_test
 from .evaluation import validation_loss, valid_loss_subset
@@ -65,10 +64,15 @@ from .precision import autocast, bf16_enabled, tf32_matmuls
 Fault = Literal["double_reduce", "module_call"]
 FAULTS = ("double_reduce", "module_call")
 
-# The validation figure that picks the best checkpoint, and whether higher is better. Until beam
-# metrics are available in a run, selection falls back to the validation loss (lower is better).
-SELECTION = ("ndcg@10", "max")
+# A run without beam-search evaluation selects by the validation loss (lower is better).
 FALLBACK_SELECTION = ("valid_loss", "min")
+
+
+def selection(tc: TrainConfig, has_beam_metrics: bool) -> tuple[str, str]:
+    """(validation figure that picks the best checkpoint, "max" | "min"): `train.select_metric`."""
+    if not has_beam_metrics or tc.select_metric == "valid_loss":
+        return FALLBACK_SELECTION
+    return tc.select_metric, "max"
 
 
 class TrainError(GramcError, RuntimeError):
@@ -82,10 +86,6 @@ class TrainError(GramcError, RuntimeError):
 # --------------------------------------------------------------------------------------------
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 # --------------------------------------------------------------------------------------------
@@ -133,12 +133,12 @@ class Trainer:
     `gramc doctor` can prove their checks catch it: "double_reduce" adds a SUM all-reduce of every
     gradient after backward; "module_call" calls ``ddp.module`` instead of the wrapper (GRAM's bug).
     `after_sync(named_grads)` is called every step with the synchronised, unclipped gradients.
+    It never seeds: dropout draws from the process's RNG, seeded once per run by `fit`.
     """
 
     def __init__(self, model: nn.Module, cfg: TrainConfig, total_steps: int, info: DistInfo | None = None,
                  fault: Optional[Fault] = None,
                  after_sync: Optional[Callable[[dict[str, torch.Tensor]], None]] = None,
-                 seed: Optional[int] = None,
                  count_tokens: Callable[[Any], torch.Tensor] = count_target_tokens) -> None:
         if fault is not None and fault not in FAULTS:
             raise ValueError(f"unknown fault {fault!r}; expected one of {FAULTS}")
@@ -155,8 +155,6 @@ class Trainer:
             # parameters in the graph even when dropped), so no unused-parameter search is needed.
             ids = [self.info.device.index] if self.info.device.type == "cuda" else None
             self.ddp = DDP(self.model, device_ids=ids, find_unused_parameters=False)
-        if seed is not None:  # dropout differs per rank, on purpose
-            torch.manual_seed(seed + self.info.rank)
         self.optimizer = build_optimizer(self.model, cfg)
         self.scheduler = build_scheduler(self.optimizer, total_steps, cfg.warmup)
         self.total_steps = total_steps
@@ -509,10 +507,12 @@ def fit(parts: TrainParts, cfg: Config, run_dir: str | Path, resume: bool = Fals
 
     `resume=True` continues from `run_dir/checkpoints/last` exactly where it stopped.
     `stop_after=k` saves a checkpoint after global step k and returns (tests use it to simulate
-    an interruption).
+    an interruption). The run's one seeding point: the process RNGs from `run.seed + rank` (dropout
+    differs per rank, on purpose); a resume then restores every rank's RNG state from the checkpoint.
     """
-    run = start_run(parts, cfg, Path(run_dir), resume, fault, stop_after, after_sync,
-                    info or init_distributed(cfg.run.device))
+    info = info or init_distributed(cfg.run.device)
+    seed_everything(cfg.run.seed, info.rank)
+    run = start_run(parts, cfg, Path(run_dir), resume, fault, stop_after, after_sync, info)
     state = run.state
     pbar = tqdm(total=run.total, initial=state.step, disable=not run.info.is_main, desc="train", unit="step",
                 dynamic_ncols=True)
@@ -540,9 +540,9 @@ def start_run(parts: TrainParts, cfg: Config, run_dir: Path, resume: bool, fault
     batcher = Batcher(parts.train_samples, tc.batching, tc.batch_size, tc.grad_accum, cfg.run.seed,
                       info.rank, info.world)
     total = batcher.total_steps(tc.epochs, tc.max_steps)
-    trainer = Trainer(parts.model, tc, total, info, fault=fault, after_sync=after_sync, seed=cfg.run.seed,
+    trainer = Trainer(parts.model, tc, total, info, fault=fault, after_sync=after_sync,
                       count_tokens=parts.count_tokens)
-    metric = SELECTION if parts.evaluate is not None else FALLBACK_SELECTION
+    metric = selection(tc, parts.evaluate is not None)
     if resume:
         state = load_checkpoint(run_dir / "checkpoints" / "last", trainer.model, trainer.optimizer,
                                 trainer.scheduler, info.rank, info.world)
