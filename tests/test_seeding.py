@@ -37,7 +37,7 @@ def test_only_the_run_entries_seed_the_global_rngs():
     # the two run entries (every training goes through fit; the SASRec baseline run) and restoring a
     # checkpoint's RNG states on resume
     assert sorted({c.split(":")[0] + " " + c.split()[-1] for c in found}) == [
-        "baselines/sasrec.py seed_everything", "train/checkpoint.py set_rng_state",
+        "baselines/sasrec.py seed_everything", "checkpoint.py set_rng_state",
         "train/trainer.py seed_everything"], found
 
 
