@@ -151,3 +151,37 @@ def test_gcn_folder_from_gcn_train_is_adopted_only_if_it_matches(tmp_path, monke
                    tmp_path / "g2", progress=False)
     res2 = {r.name: r.status for r in pl.run_pipeline(cfg2, stages=["gcn"], progress=False, log=lambda s: None)}
     assert res2["gcn"] == "ran"
+
+
+def test_unfinished_training_continues_when_only_budgets_changed(tmp_path):
+    """An interrupted in-place stage keeps its folder when only resumable keys (train.patience,
+    train.epochs) changed, and names them; any other change still moves the folder aside."""
+    from gramc.pipeline.stage import Stage, run_stage
+
+    found: list[bool] = []
+
+    def stage(overrides: list[str], interrupt: bool) -> Stage:
+        cfg = load_config(None, overrides)
+        config = {"train": {"epochs": cfg.train.epochs, "patience": cfg.train.patience, "lr": cfg.train.lr}}
+
+        def build(folder: Path) -> dict:
+            found.append((folder / "checkpoint").is_file())  # whether it found its earlier work
+            (folder / "checkpoint").write_text("step 100")
+            if interrupt:
+                raise KeyboardInterrupt  # interrupted mid-training
+            return {}
+
+        return Stage("train", tmp_path / "train", config, {}, build, atomic=False, kinds=("run",),
+                     resumable=("train.epochs", "train.patience"))
+
+    with pytest.raises(KeyboardInterrupt):
+        run_stage(stage(["train.patience=2"], interrupt=True), log=lambda s: None)
+    logs: list[str] = []
+    with pytest.raises(KeyboardInterrupt):
+        run_stage(stage(["train.patience=3", "train.epochs=12"], interrupt=True), log=logs.append)
+    assert found == [False, True] and not list(tmp_path.glob("train.replaced-*"))  # continued in place
+    said = " ".join(logs)
+    assert "train.patience 2 -> 3" in said and "train.epochs" in said and "train.lr" not in said
+
+    run_stage(stage(["train.patience=3", "train.epochs=12", "train.lr=0.5"], interrupt=False), log=lambda s: None)
+    assert found[-1] is False and len(list(tmp_path.glob("train.replaced-*"))) == 1  # another lr: started over

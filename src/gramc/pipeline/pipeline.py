@@ -235,6 +235,8 @@ TRAIN_READS = Reads(
 
 
 def make_train(p: Plan) -> list[Stage]:
+    from ..train.runfolder import RESUMABLE_KEYS  # the budgets a resumed training run may change
+
     cfg = p.cfg
     inputs = {**p.data_inputs(), "ids": p.fingerprint("ids")}
     if p.has("gcn"):
@@ -244,7 +246,7 @@ def make_train(p: Plan) -> list[Stage]:
     if _local(cfg.model.pretrained):
         inputs["pretrained"] = input_fingerprint(cfg.model.pretrained)
     return [p.stage("train", TRAIN_READS, p.root / "train", inputs, partial(_build_train, p), atomic=False,
-                    kinds=("run",))]
+                    kinds=("run",), resumable=RESUMABLE_KEYS)]
 
 
 def _build_train(p: Plan, folder: Path) -> dict:

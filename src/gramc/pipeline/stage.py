@@ -127,10 +127,33 @@ class Stage:
     # files a folder without a record may hold and still be replaced (e.g. what `gramc gcn train` writes)
     own_files: tuple[str, ...] = ()
     reads: Optional[Reads] = None  # the config keys the stage declares (`config` is computed from them)
+    # in-place stages: dotted config keys an unfinished build may see changed and still continue
+    # (budgets such as train.epochs or train.patience: `gramc train --resume` accepts the same ones)
+    resumable: tuple[str, ...] = ()
 
     @property
     def fingerprint(self) -> str:
         return stage_fingerprint(self.config, self.inputs)
+
+    def flat_config(self) -> dict[str, Any]:
+        """The stage's config as dotted keys -> values."""
+        out: dict[str, Any] = {}
+
+        def walk(prefix: str, node: Any) -> None:
+            if isinstance(node, dict) and node:
+                for k, v in node.items():
+                    walk(f"{prefix}.{k}" if prefix else str(k), v)
+            else:
+                out[prefix] = node
+
+        walk("", self.config)
+        return out
+
+    @property
+    def resume_fingerprint(self) -> str:
+        """The fingerprint without the resumable keys: equal for an unfinished build that may continue."""
+        kept = {k: v for k, v in self.flat_config().items() if k not in self.resumable}
+        return stage_fingerprint(kept, self.inputs)
 
 
 @dataclass
@@ -201,14 +224,32 @@ def _build_in_place(stage: Stage, record: dict[str, Any], t0: float, log: Callab
     other settings is moved aside whole, never deleted."""
     folder, fp = stage.folder, record["fingerprint"]
     pending = folder / PENDING_FILE
-    if folder.exists() and not (pending.is_file() and read_json(pending).get("fingerprint") == fp):
+    if folder.exists() and not _continues(stage, pending, log):
         if any(folder.iterdir()):
             aside = folder.with_name(f"{folder.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
             log(f"[{stage.name}] settings changed: previous output kept as {aside}")
             folder.rename(aside)
     folder.mkdir(parents=True, exist_ok=True)
-    write_json(pending, {"stage": stage.name, "fingerprint": fp})
+    write_json(pending, {"stage": stage.name, "fingerprint": fp, "resume_fingerprint": stage.resume_fingerprint,
+                         "config": stage.flat_config()})
     summary = stage.build(folder) or {}
     record.update(summary=summary, seconds=round(time.time() - t0, 2), files=_written_files(folder))
     write_json(folder / STAGE_FILE, record)
     pending.unlink(missing_ok=True)
+
+
+def _continues(stage: Stage, pending: Path, log: Callable[[str], None]) -> bool:
+    """Whether an unfinished build in `pending`'s folder continues: the same settings, or settings
+    that differ only in the stage's resumable keys (which are then named)."""
+    if not pending.is_file():
+        return False
+    rec = read_json(pending)
+    if rec.get("fingerprint") == stage.fingerprint:
+        return True
+    if not stage.resumable or rec.get("resume_fingerprint") != stage.resume_fingerprint:
+        return False
+    old, new = rec.get("config", {}), stage.flat_config()
+    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    log(f"[{stage.name}] continuing the unfinished build with changed budget settings: "
+        + ", ".join(f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in changed))
+    return True
