@@ -351,6 +351,8 @@ def comparisons(rows: dict[str, dict], best: str | None, ks: list[int], n: int, 
     out: dict[str, Any] = {}
     for p in PLACEMENTS:
         out[f"gramc-{p} - gram"] = paired(rows, ["gram"], [f"gramc-{p}"], ks, n, seed)
+        for base in BASELINES:  # before phase 2 too: how far each placement is from the baselines
+            out[f"gramc-{p} - {base}"] = paired(rows, [base], [f"gramc-{p}"], ks, n, seed)
     if best:
         out["GRAM-C (best, 2 seeds) - GRAM (2 seeds)"] = paired(rows, ["gram", "gram-s2"],
                                                                 [f"gramc-{best}", f"gramc-{best}-s2"], ks, n, seed)
@@ -664,7 +666,8 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, Bench]:
     ap.add_argument("--probe", action="store_true", help="measure training samples/s and beam users/s, then stop")
     ap.add_argument("--probe-steps", type=int, default=20)
     ap.add_argument("--probe-users", type=int, default=100)
-    ap.add_argument("--render-only", action="store_true")
+    ap.add_argument("--render-only", action="store_true", help="recompute the intervals and curves from the rows "
+                    "in the results file and rewrite the doc section (nothing is trained)")
     ap.add_argument("--progress", action="store_true", help="print and plot the validation curves so far, then stop")
     a = ap.parse_args(argv)
     placements = tuple(p for p in a.placements.split(",") if p)
@@ -701,7 +704,12 @@ def strip_options(argv: list[str], with_value: tuple[str, ...], flags: tuple[str
 def main(argv: list[str] | None = None) -> int:
     a, b = parse(argv)
     torch.set_num_threads(b.threads)
-    if a.render_only:
+    if a.render_only:  # the summary (intervals, curves) again from the rows there, then the section
+        mode = "full" if b.full else "subset"
+        with locked_results(b) as results:
+            if mode in results:
+                best = results.get("subset", {}).get("best_placement") if b.full else None
+                summarise(b, results[mode], best)
         replace_section(SECTION, render(read_json(b.results)), b.doc)
         return 0
     if a.progress:

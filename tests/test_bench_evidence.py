@@ -160,9 +160,19 @@ def test_lanes_run_models_in_parallel_children_and_merge_their_rows(setup):
     logs = tmp / "work-lanes" / "lanes"
     assert (logs / "pop.log").is_file() and (logs / "gram.log").is_file()  # baselines share one lane
     assert not (logs / "lightgcn.log").exists()
+    assert "gramc-memory - pop" in res["paired"] and "gramc-memory - lightgcn" in res["paired"]
     before = _records(tmp / "work-lanes")
     assert bench.main(args + ["--lanes", "2", "--models", "gram,gramc-memory"]) == 0
     assert _records(tmp / "work-lanes") == before  # a rerun resumes: nothing redone
+
+    # --render-only recomputes the summary from the rows alone (lanes' children write rows only)
+    path = tmp / "results" / "lanes.json"
+    full = json.loads(path.read_text())
+    paired_before = full["subset"].pop("paired")
+    path.write_text(json.dumps(full))
+    assert bench.main(args + ["--render-only"]) == 0
+    assert json.loads(path.read_text())["subset"]["paired"] == paired_before
+    assert _records(tmp / "work-lanes") == before
 
 
 def test_progress_reads_the_curves_of_finished_and_running_models(setup):
