@@ -114,3 +114,13 @@ def test_select_metric_must_be_a_figure_validation_reports():
     for bad in ("recall@10", "ndcg@", "ndcg@x", "hit@7", "loss"):
         with pytest.raises(ConfigError, match="train.select_metric"):
             load_config(None, [f"train.select_metric={bad}"])
+
+
+def test_unknown_baseline_is_reported_with_the_other_problems():
+    from gramc.config import BASELINES
+    from gramc.pipeline.pipeline import BASELINE_READS
+
+    assert set(BASELINES) == set(BASELINE_READS)  # every name the config accepts has a pipeline stage
+    with pytest.raises(ConfigError, match=r"2 config problems") as e:
+        load_config(None, ["pipeline.baselines=[pop,bert4rec]", "train.lr=0"])
+    assert "unknown baseline 'bert4rec'" in str(e.value) and "train.lr" in str(e.value)

@@ -249,6 +249,9 @@ class BaselineConfig:
     sasrec_max_minutes: float = 0.0  # wall-time budget for training; 0 = no limit
 
 
+BASELINES = ("pop", "sasrec", "lightgcn")  # what `pipeline.baselines` may name (gramc.baselines)
+
+
 @dataclass
 class PipelineConfig:
     """`gramc pipeline` / `gramc quickstart`: raw inputs of the prepare stage, budgets, baselines."""
@@ -360,6 +363,9 @@ class Config:
         check(b.sasrec_max_minutes >= 0, "baseline.sasrec_max_minutes", "must be >= 0 (0 = no limit)")
         check(self.pipeline.eval_users >= 0, "pipeline.eval_users", "must be >= 0 (0 = all)")
         check(self.pipeline.train_minutes >= 0, "pipeline.train_minutes", "must be >= 0 (0 = no budget)")
+        for name in self.pipeline.baselines:
+            check(name in BASELINES, "pipeline.baselines",
+                  f"has unknown baseline {name!r} (expected {', '.join(BASELINES)})")
         check_problems(problems)
         return self
 
