@@ -519,11 +519,11 @@ def locked_results(b: Bench):
         write_json(b.results, results)
 
 
-def record(b: Bench, name: str | None, row: dict[str, Any] | None, log_cmd: str) -> None:
-    """Add one model's row (and the command that made it) to the results file."""
+def record(b: Bench, name: str | None, row: dict[str, Any] | None, log_cmd: str | None) -> None:
+    """Add one model's row (and the command that made it, unless None: a lane's child) to the results file."""
     with locked_results(b) as results:
         part = results.setdefault("full" if b.full else "subset", {"models": {}, "commands": []})
-        if log_cmd not in part["commands"]:
+        if log_cmd is not None and log_cmd not in part["commands"]:
             part["commands"].append(log_cmd)
         if name is not None:
             part["models"][name] = row
@@ -562,7 +562,7 @@ def run_lanes(b: Bench, a: argparse.Namespace, names: list[str]) -> None:
         raise SystemExit(f"lanes failed: {failed} (logs in {logs})")
 
 
-def run_models(b: Bench, wanted: list[str] | None, log_cmd: str, lanes: argparse.Namespace | None = None,
+def run_models(b: Bench, wanted: list[str] | None, log_cmd: str | None, lanes: argparse.Namespace | None = None,
                summary: bool = True) -> dict[str, Any]:
     """Run the wanted models (default: phase 1 then phase 2), each a resumable stage, in this process or
     in parallel lanes; then (unless `summary` is off) the paired intervals, curves and budget note."""
@@ -728,7 +728,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     cmd = "python bench/evidence_beauty.py " + " ".join(argv if argv is not None else sys.argv[1:])
     wanted = [m.strip() for m in a.models.split(",") if m.strip()] if a.models else None
-    results = run_models(b, wanted, cmd, lanes=a, summary=not a.no_summary)
+    results = run_models(b, wanted, None if a.no_summary else cmd, lanes=a, summary=not a.no_summary)
     if not a.no_summary:
         replace_section(SECTION, render(results), b.doc)
     return 0

@@ -155,6 +155,7 @@ def test_lanes_run_models_in_parallel_children_and_merge_their_rows(setup):
     assert bench.main(args + ["--lanes", "2", "--models", "pop,lightgcn,gram,gramc-memory"]) == 0
     res = json.loads((tmp / "results" / "lanes.json").read_text())["subset"]
     assert set(res["models"]) == {"pop", "lightgcn", "gram", "gramc-memory"}  # no lane lost another's row
+    assert len(res["commands"]) == 1 and "--no-summary" not in res["commands"][0]  # the call, not its children
     assert res["models"]["gramc-memory"]["prefix"]["placement"] == "memory"
     assert "gramc-memory - gram" in res["paired"] and "x 2 lanes" in res["machine"]
     logs = tmp / "work-lanes" / "lanes"
