@@ -188,3 +188,20 @@ def test_progress_reads_the_curves_of_finished_and_running_models(setup):
     assert out["gram"]["finished"] and out["gram"]["curve"][0]["step"] == 2
     assert not out["gramc-every_passage"]["finished"] and out["gramc-every_passage"]["curve"][0]["ndcg@10"] == 0.01
     assert (tmp / "results" / "ev_progress.png").is_file()
+
+
+def test_interim_reading_of_a_run_pairs_its_best_checkpoint_with_a_finished_model(setup):
+    tmp, _ = setup
+    spec = importlib.util.spec_from_file_location("evidence_interim", ROOT / "bench" / "evidence_interim.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    models = tmp / "work" / "models"
+    out = tmp / "results" / "interim.json"
+    assert mod.main(["--run", str(models / "gram" / "train"), "--against",
+                     str(models / "gramc-user_passage" / "test" / "ranks.json"), "--out", str(out)]) == 0
+    rec = json.loads(out.read_text())
+    gram = json.loads((models / "gram" / "test" / "metrics.json").read_text())
+    assert rec["test"]["users"] == 60 and rec["checkpoint_step"] >= 1
+    assert abs(rec["test"]["metrics"]["ndcg@10"] - gram["metrics"]["ndcg@10"]) < 1e-9  # same checkpoint, same users
+    d = rec["paired_against_minus_run"]["ndcg@10"]
+    assert d["lo"] <= d["mean"] <= d["hi"]
