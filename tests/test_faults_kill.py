@@ -13,6 +13,7 @@ import json
 import os
 import random
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -49,7 +50,11 @@ def kill_loop(path: Path, write: Callable[[int], None], read: Callable[[], int],
             try:
                 os.close(ready_r)
                 torch.set_num_threads(1)
-                os.write(ready_w, b"1")  # about to write: on a loaded CPU the fork alone can outlast `one`
+                t = time.perf_counter()
+                write(k * 1000)
+                # one whole write done: say how long it took here (on a loaded CPU far longer than
+                # the parent's `one`, and a kill timed by `one` would land before the write began)
+                os.write(ready_w, struct.pack("d", time.perf_counter() - t))
                 v = 0
                 while True:
                     v += 1
@@ -57,9 +62,9 @@ def kill_loop(path: Path, write: Callable[[int], None], read: Callable[[], int],
             finally:
                 os._exit(1)
         os.close(ready_w)
-        os.read(ready_r, 1)  # the delay counts from the child's first write, not from the fork
+        child_one = struct.unpack("d", os.read(ready_r, 8))[0]  # the delay counts from then, scaled to it
         os.close(ready_r)
-        time.sleep(rng.uniform(0.2, 2.5) * one)
+        time.sleep(rng.uniform(0.2, 2.5) * max(one, child_one))
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
         seen.add(read())  # the previous (or a complete newer) output, never a broken one
