@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from ..config import Config, to_dict
+from ..config import Config, flatten, to_dict
 from ..errors import GramcError
 from ..io import atomic_dir, claim_output, read_json, sha256_file, sha256_text, write_json
 
@@ -137,17 +137,7 @@ class Stage:
 
     def flat_config(self) -> dict[str, Any]:
         """The stage's config as dotted keys -> values."""
-        out: dict[str, Any] = {}
-
-        def walk(prefix: str, node: Any) -> None:
-            if isinstance(node, dict) and node:
-                for k, v in node.items():
-                    walk(f"{prefix}.{k}" if prefix else str(k), v)
-            else:
-                out[prefix] = node
-
-        walk("", self.config)
-        return out
+        return flatten(self.config)
 
     @property
     def resume_fingerprint(self) -> str:
