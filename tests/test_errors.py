@@ -139,7 +139,7 @@ def test_readme_says_which_commands_take_a_config(capsys):
             usage = _help(cmd, capsys)
             assert "--config" in usage and "key.sub=value" in usage, cmd
     for words in names(loaders):
-        usage = _help(words[:1], capsys)
+        usage = _help(words[:2] if words[0] == "doctor" else words[:1], capsys)
         assert "key.sub=value" in usage and ("--run" in usage or "--resume" in usage), words
     assert "--config" not in _help(["evaluate"], capsys) and "--config" not in _help(["recommend"], capsys)
     checked = names(no_config)

@@ -1,6 +1,7 @@
-"""`gramc doctor [data|ids|flow|grad-sync|recipe|leakage|eval|all]`: measure what is wrong with a run.
+"""`gramc doctor [data|ids|flow|grad-sync|recipe|leakage|eval|all|prefix]`: measure what is wrong with a run.
 
     gramc doctor all --config FILE [key.sub=value ...] [--json]
+    gramc doctor prefix --run RUN_DIR [--users N] [--rank-users N]   (a trained GRAM-C run)
     gramc doctor data --data DIR --gcn GCN_DIR          gramc doctor ids --ids FILE --tokenizer PATH
 
 Every check prints its figure, pass / warn / fail and what to do (`gramc.checks.Report.table()`);
@@ -200,6 +201,24 @@ def run_sections(ctx: _Context, sections: list[str]) -> tuple[Any, dict[str, flo
     return report, seconds
 
 
+def _run_prefix(args: argparse.Namespace) -> int:
+    """`gramc doctor prefix --run DIR`: the trained run's own config, its checkpoint, the prefix checks."""
+    from ..checks import Report
+    from ..model.runs import load_model_from_run
+    from .prefix import prefix_checks
+
+    t0 = time.perf_counter()
+    with contextlib.redirect_stdout(sys.stderr):  # keep stdout for the report (--json)
+        model, assets, cfg = load_model_from_run(args.run, args.checkpoint, args.overrides, progress=not args.quiet)
+    report = Report()
+    report.extend(prefix_checks(model, assets, cfg, split=args.split, users=args.users, rank_users=args.rank_users,
+                                beams=args.beams))
+    print(report.to_json() if args.json else report.table())
+    if not args.json and not args.quiet:
+        print(f"doctor prefix: {time.perf_counter() - t0:.1f}s", file=sys.stderr)
+    return report.exit_code
+
+
 def _run(args: argparse.Namespace) -> int:
     ctx = _Context(args)
     sections = SECTIONS if args.doctor_command == "all" else [args.doctor_command]
@@ -259,6 +278,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     recipe_args(r)
     add("leakage", "GCN/similar items trained on training interactions only; splits; inputs never hold the future")
     add("eval", "ID collisions, beams vs k, trie coverage, distributed sharding, metrics vs a reference")
+    pr = sub.add_parser("prefix", help="a trained GRAM-C run: does it use its prefix, and is that the "
+                                       "collaborative signal? (own vs no vs another user's prefix)",
+                        description="Load a trained run and compare each sample's target likelihood with its own "
+                                    "prefix, with none and with another user's; optionally the ranking with and "
+                                    "without the prefix. See docs/doctor.md.")
+    pr.add_argument("--run", required=True, help="trained run folder (holds config.yaml and checkpoints/)")
+    pr.add_argument("--checkpoint", default="best", help="best, last or a checkpoint folder (default best)")
+    pr.add_argument("--split", choices=["valid", "test"], default="valid", help="samples to read (default valid)")
+    pr.add_argument("--users", type=int, default=1000,
+                    help="samples drawn by run.seed for the likelihood checks; 0 = every user (default 1000)")
+    pr.add_argument("--rank-users", type=int, default=0,
+                    help="of those, the first N also beam-searched with and without the prefix (default 0: off)")
+    pr.add_argument("--beams", type=int, default=0, help="beams of the ranking check (default eval.beams)")
+    pr.add_argument("--json", action="store_true", help='print {"ok", "checks": [...]} instead of a table')
+    pr.add_argument("--quiet", action="store_true", help="no progress bars or timings on stderr")
+    pr.add_argument("overrides", nargs="*", metavar="key.sub=value",
+                    help="config overrides applied on top of the run's config.yaml (e.g. run.device=cpu)")
+    pr.set_defaults(func=_run_prefix)
     a = add("all", "every check the config makes possible")
     a.add_argument("--skip", action="append", choices=SECTIONS, default=[], metavar="SECTION",
                    help=f"a section to leave out (repeatable): {', '.join(SECTIONS)}")
