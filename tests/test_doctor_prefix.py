@@ -12,6 +12,7 @@ import torch
 from gramc.cli import main
 from gramc.data.splits import samples
 from gramc.doctor.prefix import pick_samples, prefix_checks, target_nll, variant
+from gramc.ids.tokens import IGNORE_INDEX
 from gramc.model.inputs import Collator
 from gramc.model.prefix import PrefixNormStats
 
@@ -82,7 +83,9 @@ class _Fake(torch.nn.Module):
                 rows.append(self.losses[1])
             else:
                 rows.append(self.losses[0] if torch.equal(ids, self.expected[u]) else self.losses[2])
-        return torch.tensor(rows)[:, None]
+        out = torch.zeros(batch.labels.shape, dtype=torch.float64)
+        out[:, 0] = torch.tensor(rows)  # the whole effect on the first token of the ID
+        return out
 
     def prefix_norm_stats(self, batch):
         return PrefixNormStats(prefix_norm=1.0, token_norm=2.0, ratio=0.5, slots=3)
@@ -108,7 +111,10 @@ def test_a_model_that_reads_the_users_signal_passes(tiny):
                   "prefix.specificity": "pass"}
     rel = next(c for c in checks if c.name == "prefix.reliance").value
     spec = next(c for c in checks if c.name == "prefix.specificity").value
-    assert rel["mean"] == pytest.approx(1.0) and rel["samples"] == 16
+    assert rel["mean"] == pytest.approx(1.0) and rel["samples"] == 16 and rel["own_nll"] == pytest.approx(1.0)
+    assert rel["by_token"][0] == pytest.approx(1.0) and all(d == 0 for d in rel["by_token"][1:])
+    labels = Collator(assets.cache, cfg, gcn_rows=assets.gcn_rows)(samples(assets.ds, "valid", cfg.data.max_his)).labels
+    assert len(rel["by_token"]) == int((labels != IGNORE_INDEX).sum(1).max())
     # every sample, the one alone in the last batch too, reads another sample's prefix
     assert spec["mean"] == pytest.approx(0.8)
 

@@ -13,7 +13,9 @@ Per sample the figure is the target ID's negative log-likelihood (its tokens' cr
 teacher forced, `model.softmax`), and each check reports the mean paired difference with a 95%
 bootstrap interval over samples:
 
-* `prefix.reliance` = NLL(none) - NLL(own) (`own_nll`: the mean NLL it is a share of): > 0 when the model gets something from the prefix;
+* `prefix.reliance` = NLL(none) - NLL(own) (`own_nll`: the mean NLL it is a share of; `by_token`:
+  the difference at each token of the ID, coarse level first, so a prefix that only narrows the
+  first level shows as such): > 0 when the model gets something from the prefix;
 * `prefix.specificity` = NLL(other) - NLL(own): > 0 when what it gets is *this user's* signal. A
   prefix that lowers the loss whoever's items it holds acts as a user-independent bias (capacity).
 * `prefix.ranking` (`rank_users` > 0): the same users beam-searched with `own` and `none`, paired
@@ -35,6 +37,7 @@ from ..config import Config
 from ..data.splits import Sample, samples as split_samples
 from ..eval.evaluate import encode_all_items, uses_global_items
 from ..eval.search import search_batch
+from ..ids.tokens import IGNORE_INDEX
 from ..ids.trie import trie_for
 from ..metrics import bootstrap_ci, paired_bootstrap_ci, per_user_metrics, ranks_from_lists
 from ..model.inputs import Batch, Collator
@@ -68,27 +71,45 @@ def variant(batch: Batch, name: str, other: torch.Tensor | None = None) -> Batch
 
 
 @torch.no_grad()
-def target_nll(model, collate: Collator, smp: Sequence[Sample], batch_size: int) -> dict[str, np.ndarray]:
-    """Per sample, the target ID's summed token cross-entropy under each prefix variant."""
+def token_nll(model, collate: Collator, smp: Sequence[Sample], batch_size: int) -> dict[str, np.ndarray]:
+    """Per sample and target token `[N, T]` (NaN past the target's end), the cross-entropy under each
+    prefix variant; T is the longest target (ID tokens then end of sequence)."""
     device = next(model.parameters()).device
     out: dict[str, list[np.ndarray]] = {v: [] for v in VARIANTS}
     donors = [smp[-1], *smp[:-1]]  # sample i reads the recent items of sample i-1
     for s in range(0, len(smp), batch_size):
         batch = collate(smp[s: s + batch_size]).to(device)
         other = collate(donors[s: s + batch_size]).recent_item_ids
+        real = (batch.labels != IGNORE_INDEX).cpu().numpy()
         for v in VARIANTS:
-            out[v].append(model.token_losses(variant(batch, v, other)).sum(dim=1).double().cpu().numpy())
-    return {v: np.concatenate(parts) for v, parts in out.items()}
+            loss = model.token_losses(variant(batch, v, other)).double().cpu().numpy()
+            out[v].append(np.where(real, loss, np.nan))
+    width = max(a.shape[1] for a in out["own"])
+    pad = lambda a: np.pad(a, ((0, 0), (0, width - a.shape[1])), constant_values=np.nan)  # noqa: E731
+    return {v: np.concatenate([pad(a) for a in parts]) for v, parts in out.items()}
 
 
-def effect_check(name: str, diff: np.ndarray, own: np.ndarray, seed: int, n_boot: int, what: str,
+def target_nll(model, collate: Collator, smp: Sequence[Sample], batch_size: int) -> dict[str, np.ndarray]:
+    """Per sample, the target ID's summed token cross-entropy under each prefix variant."""
+    return {v: np.nansum(t, axis=1) for v, t in token_nll(model, collate, smp, batch_size).items()}
+
+
+def by_token(diff: np.ndarray) -> list[float]:
+    """Mean of a `[N, T]` difference per target token position, over the samples that have it."""
+    return [round(float(np.nanmean(col)), 4) for col in diff.T if np.isfinite(col).any()]
+
+
+def effect_check(name: str, tokens: np.ndarray, own: np.ndarray, seed: int, n_boot: int, what: str,
                  absent: str) -> Check:
-    """Pass when the 95% interval of the mean of `diff` lies above 0 (and the mean above MIN_EFFECT);
-    `own`, the NLL with the own prefix, gives the scale (`own_nll`, its mean)."""
+    """Pass when the 95% interval of the mean per-sample sum of `tokens` (a `[N, T]` NLL difference)
+    lies above 0 (and the mean above MIN_EFFECT); `own` (`[N, T]`, the own prefix's NLL) gives the
+    scale (`own_nll`, its per-sample mean); `by_token`: the mean difference at each target token."""
+    diff = np.nansum(tokens, axis=1)
     lo, hi = bootstrap_ci({"d": diff}, n=n_boot, seed=seed)["d"]
     mean = float(diff.mean()) if len(diff) else 0.0
     value = {"mean": round(mean, 4), "ci95": [round(lo, 4), round(hi, 4)], "samples": int(len(diff)),
-             "own_nll": round(float(own.mean()), 4) if len(own) else None}
+             "own_nll": round(float(np.nansum(own, axis=1).mean()), 4) if len(own) else None,
+             "by_token": by_token(tokens)}
     if len(diff) and lo > 0 and mean >= MIN_EFFECT:
         return passed(name, value, what)
     if len(diff) and hi < 0:
@@ -162,7 +183,7 @@ def prefix_checks(model, assets: Any, cfg: Config, split: str = "valid", users: 
     model.eval()
     collate = Collator(assets.cache, cfg, gcn_rows=assets.gcn_rows)
     out = scale_checks(model, collate(smp[:batch_size]).to(next(model.parameters()).device), cfg)
-    nll = target_nll(model, collate, smp, batch_size)
+    nll = token_nll(model, collate, smp, batch_size)
     out.append(effect_check(
         "prefix.reliance", nll["none"] - nll["own"], nll["own"], seed, n_boot,
         "the model gives its targets a higher likelihood with the prefix than without it",
