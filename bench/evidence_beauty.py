@@ -207,10 +207,42 @@ def run_generative(name: str, b: Bench, best: str | None) -> dict[str, Any]:
     cfg = model_config(name, b, best)
     results = {r.name: r for r in run_pipeline(cfg, stages=("ids", "gcn", "train"), progress=True)}
     train = results["train"]
+    train_to_schedule_end(Path(cfg.run.out) / "train")
     # the placements are chosen by validation: their best checkpoints also get every validation user
     selects = name.startswith("gramc-") and name[6:] in PLACEMENTS
     test = run_test_stage(cfg, Path(cfg.run.out), train.fingerprint, b.eval_users, valid_too=selects)
     return summarise_generative(name, cfg, Path(cfg.run.out), train, test)
+
+
+CONTINUED_FILE = "continued.json"  # in a train folder: where early stopping had stopped it
+
+
+def train_to_schedule_end(train_folder: Path) -> dict[str, Any] | None:
+    """Every generative model trains the whole schedule (train.epochs); the best checkpoint by
+    validation is kept. A run that early stopping (train.patience) stopped before the end is continued
+    from its last checkpoint with train.patience=0, and CONTINUED_FILE records where it had stopped.
+
+    Why: with 1,000 validation users, ndcg@10 moves by less than its noise from epoch to epoch; in
+    run 2 patience 3 stopped GRAM-C at epoch 7 while GRAM, never stopped, rose for five more epochs.
+    Patience stays in the config because the train stage's fingerprint covers it (changing it would
+    retrain the finished models)."""
+    state = read_json(train_folder / "checkpoints" / "last" / "state.json")
+    total = int(read_json(train_folder / "run_info.json")["total_steps"])
+    marker = train_folder / CONTINUED_FILE
+    pending = marker.is_file() and not read_json(marker).get("finished")  # an interrupted continuation
+    if pending or (state.get("done") and int(state["step"]) < total):
+        if not pending:
+            write_json(marker, {"stopped_step": int(state["step"]), "stopped_epoch": int(state["epoch"]),
+                                "best_epoch_then": int(state["best_epoch"]), "best_value_then": state["best_value"],
+                                "to_step": total, "finished": False})
+        print(f"[train] {train_folder}: early stopping had stopped it at step "
+              f"{read_json(marker)['stopped_step']} of {total}; training on to the end of the schedule "
+              f"(train.patience=0)", flush=True)
+        env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+        subprocess.run([sys.executable, "-m", "gramc", "train", "--resume", str(train_folder), "train.patience=0"],
+                       check=True, env=env)
+        write_json(marker, {**read_json(marker), "finished": True})
+    return read_json(marker) if marker.is_file() else None
 
 
 def run_test_stage(cfg: Config, root: Path, train_fp: str, eval_users: int, valid_too: bool = False):
@@ -244,6 +276,8 @@ def run_test_stage(cfg: Config, root: Path, train_fp: str, eval_users: int, vali
 
     config = {"eval": to_dict(cfg.eval), "data.max_his": cfg.data.max_his, "eval_users": eval_users,
               "valid_too": valid_too}
+    if (train_folder / CONTINUED_FILE).is_file():  # a continued run's best checkpoint may have changed
+        config["continued_to_step"] = read_json(train_folder / CONTINUED_FILE)["to_step"]
     return run_stage(Stage("test", root / "test", config, {"train": train_fp}, build))
 
 
@@ -290,7 +324,9 @@ def summarise_generative(name: str, cfg: Config, root: Path, train, test) -> dic
                        "num_items": cfg.model.prefix.num_items, "learn_scale": cfg.model.prefix.learn_scale,
                        "prefix_dropout": cfg.model.prefix.prefix_dropout,
                        "shuffle_table": cfg.model.prefix.shuffle_table},
-            "seed": cfg.run.seed, "out": str(root)}
+            "seed": cfg.run.seed, "out": str(root),
+            "continued": read_json(root / "train" / CONTINUED_FILE) if (root / "train" / CONTINUED_FILE).is_file()
+            else None}
 
 
 def run_baseline(name: str, b: Bench) -> dict[str, Any]:
