@@ -205,3 +205,41 @@ def test_interim_reading_of_a_run_pairs_its_best_checkpoint_with_a_finished_mode
     assert abs(rec["test"]["metrics"]["ndcg@10"] - gram["metrics"]["ndcg@10"]) < 1e-9  # same checkpoint, same users
     d = rec["paired_against_minus_run"]["ndcg@10"]
     assert d["lo"] <= d["mean"] <= d["hi"]
+
+
+def test_a_run_early_stopping_stopped_trains_on_to_the_end_of_its_schedule(setup, tmp_path, monkeypatch):
+    import shutil
+
+    import yaml
+
+    from gramc.pipeline import pipeline as pipeline_module
+
+    tmp, _ = setup
+    bench = _bench()
+    finished = tmp / "work" / "models" / "gram" / "train"
+    assert bench.train_to_schedule_end(finished) is None  # trained to its schedule's end: left alone
+    assert not (finished / bench.CONTINUED_FILE).exists()
+
+    # a copy whose schedule is 4 steps, stopped (done) at step 2: what early stopping leaves
+    run = tmp_path / "train"
+    shutil.copytree(finished, run)
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    cfg["train"]["max_steps"] = 4
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    info = json.loads((run / "run_info.json").read_text())
+    (run / "run_info.json").write_text(json.dumps({**info, "total_steps": 4}))
+    state = json.loads((run / "checkpoints" / "last" / "state.json").read_text())
+    assert state["done"] and state["step"] == 2
+
+    rec = bench.train_to_schedule_end(run)
+    after = json.loads((run / "checkpoints" / "last" / "state.json").read_text())
+    assert after["done"] and after["step"] == 4
+    assert rec == {"stopped_step": 2, "stopped_epoch": state["epoch"], "best_epoch_then": state["best_epoch"],
+                   "best_value_then": state["best_value"], "to_step": 4, "finished": True}
+    assert bench.train_to_schedule_end(run) == rec  # done: not trained again
+
+    # the test stage of a continued run is another stage than the stopped run's (its best may have moved)
+    seen = {}
+    monkeypatch.setattr(pipeline_module, "run_stage", lambda st: seen.setdefault("config", st.config))
+    bench.run_test_stage(Config(), run.parent, "fp", 0)
+    assert seen["config"]["continued_to_step"] == 4
