@@ -449,6 +449,16 @@ def _f(x: Any) -> str:
     return "-" if x is None else f"{x:.4f}"
 
 
+def epochs_cell(row: dict[str, Any]) -> str:
+    """`12 (best 12)` for a generative row, `-` for a baseline; notes a run trained on after early stopping."""
+    if row.get("kind") != "generative" or row.get("epochs_run") is None:
+        return "-"
+    best = (row.get("valid") or {}).get("epoch")
+    cell = f"{row['epochs_run']}" + (f" (best {best + 1})" if isinstance(best, int) else "")
+    cont = row.get("continued")
+    return cell + (f"; stopped at {cont['stopped_epoch']}, trained on" if cont else "")
+
+
 def render(res: dict[str, Any]) -> str:
     lines = [SECTION, ""]
     for mode in ("subset", "full"):
@@ -460,7 +470,8 @@ def render(res: dict[str, Any]) -> str:
                   "test user listed, 95% bootstrap CIs in brackets.", "",
                   "```", *part.get("commands", []), "```", "",
                   "| model | " + " | ".join(f"hit@{k} | ndcg@{k}" for k in KS_SHOWN) + " | users | valid ndcg@10 (users) | "
-                  "train min | train stage min | test eval min |", "|---" * (4 + 2 * len(KS_SHOWN) + 2) + "|"]
+                  "epochs (best) | train min | train stage min | test eval min |",
+                  "|---" * (5 + 2 * len(KS_SHOWN) + 2) + "|"]
         for name, row in part["models"].items():
             m, ci = row["test"]["metrics"], row["test"].get("ci", {})
             cells = []
@@ -473,12 +484,14 @@ def render(res: dict[str, Any]) -> str:
             valid = _f(v.get("value")) + (f" ({vu})" if isinstance(vu, int) else " (in training)")
             mins = [row.get(k) for k in ("train_seconds", "train_stage_seconds", "eval_seconds")]
             lines.append(f"| {name} | " + " | ".join(cells) + f" | {row['test'].get('users')} | {valid} | "
-                         + " | ".join("-" if x is None else f"{x / 60:.1f}" for x in mins) + " |")
+                         f"{epochs_cell(row)} | " + " | ".join("-" if x is None else f"{x / 60:.1f}" for x in mins) + " |")
         if mode == "full":
             for name, vals in PUBLISHED.items():
                 lines.append(f"| {name} | {_f(vals[0])} | {_f(vals[1])} | {_f(vals[2])} | "
-                             f"{_f(vals[3])} | - | - | 22363 | - | - | - | - |")
-        lines += ["", "*train min*: time in training steps (log.jsonl); *train stage min*: the whole train stage "
+                             f"{_f(vals[3])} | - | - | 22363 | - | 30 | - | - | - |")
+        lines += ["", "*epochs (best)*: epochs trained and, in brackets, the epoch of the best checkpoint (1-based); "
+                  "*stopped at N, trained on* marks a run early stopping had stopped after epoch N, trained on to the "
+                  "schedule's end. *train min*: time in training steps (log.jsonl); *train stage min*: the whole train stage "
                   "(in-training validation, the step probe of the budget; for baselines, training and evaluation); "
                   "*test eval min*: the test stage's beam search over the test users.", "",
                   "Paired differences (same test users; per-user mean over runs where a side has several):", "",
@@ -661,9 +674,10 @@ def summarise(b: Bench, part: dict[str, Any], best: str | None) -> None:
     part["machine"] = (f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}, "
                        f"{b.threads} threads" + (f" x {b.lanes} lanes" if b.lanes > 1 else ""))
     part["data_note"] = data_note(b)
+    schedule = (f"the whole schedule of {cfg.train.epochs} epochs, best checkpoint by validation ndcg@10 "
+                f"(a run train.patience {cfg.train.patience} stopped is trained on to the end: *epochs* column)")
     part["budget"] = (f"at most {b.train_minutes:g} min of training per generative model (pipeline.train_minutes), "
-                      f"epochs {cfg.train.epochs} and train.patience {cfg.train.patience}" if b.train_minutes > 0 else
-                      f"epochs {cfg.train.epochs} and train.patience {cfg.train.patience}, no wall cap")
+                      f"{schedule}" if b.train_minutes > 0 else f"{schedule}, no wall cap")
 
 
 def data_note(b: Bench) -> str:

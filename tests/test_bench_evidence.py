@@ -243,3 +243,6 @@ def test_a_run_early_stopping_stopped_trains_on_to_the_end_of_its_schedule(setup
     monkeypatch.setattr(pipeline_module, "run_stage", lambda st: seen.setdefault("config", st.config))
     bench.run_test_stage(Config(), run.parent, "fp", 0)
     assert seen["config"]["continued_to_step"] == 4
+    row = {"kind": "generative", "epochs_run": 12, "valid": {"epoch": 11}, "continued": rec | {"stopped_epoch": 7}}
+    assert bench.epochs_cell(row) == "12 (best 12); stopped at 7, trained on"
+    assert bench.epochs_cell({**row, "continued": None}) == "12 (best 12)" and bench.epochs_cell({"kind": "baseline"}) == "-"
