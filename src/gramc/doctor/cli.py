@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from ..cliargs import add_config_args, config_from_args
+from ..cliargs import add_config_args, add_run_args, config_from_args
 from ..data.dataset import DataError
 
 # Each command imports the code it runs inside its own function, not here, for start-up time:
@@ -283,8 +283,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         description="Load a trained run and compare each sample's target likelihood with its own "
                                     "prefix, with none and with another user's; optionally the ranking with and "
                                     "without the prefix. See docs/doctor.md.")
-    pr.add_argument("--run", required=True, help="trained run folder (holds config.yaml and checkpoints/)")
-    pr.add_argument("--checkpoint", default="best", help="best, last or a checkpoint folder (default best)")
+    add_run_args(pr, "run.device=cpu")
     pr.add_argument("--split", choices=["valid", "test"], default="valid", help="samples to read (default valid)")
     pr.add_argument("--users", type=int, default=1000,
                     help="samples drawn by run.seed for the likelihood checks; 0 = every user (default 1000)")
@@ -293,8 +292,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pr.add_argument("--beams", type=int, default=0, help="beams of the ranking check (default eval.beams)")
     pr.add_argument("--json", action="store_true", help='print {"ok", "checks": [...]} instead of a table')
     pr.add_argument("--quiet", action="store_true", help="no progress bars or timings on stderr")
-    pr.add_argument("overrides", nargs="*", metavar="key.sub=value",
-                    help="config overrides applied on top of the run's config.yaml (e.g. run.device=cpu)")
     pr.set_defaults(func=_run_prefix)
     a = add("all", "every check the config makes possible")
     a.add_argument("--skip", action="append", choices=SECTIONS, default=[], metavar="SECTION",

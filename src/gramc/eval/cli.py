@@ -18,6 +18,7 @@ import json
 import sys
 from pathlib import Path
 
+from ..cliargs import add_run_args
 from ..io import atomic_path, claim_output, pyplot, write_json
 from ..metrics import repeat_warning
 
@@ -109,13 +110,10 @@ def _evaluate(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("evaluate", help="beam-search evaluation of a trained run (metrics with 95%% CIs)",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--run", required=True, help="run folder (config.yaml + checkpoints/)")
-    p.add_argument("--checkpoint", default="best", help="best | last | a checkpoint folder or model.safetensors")
+    add_run_args(p, "eval.length_penalty=1.0")
     p.add_argument("--split", required=True, choices=["valid", "test"])
     p.add_argument("--beams", type=int, default=None, help="beam size (default: the run's eval.beams)")
     p.add_argument("--max-users", type=int, default=0, help="evaluate only the first N users (0 = all)")
     p.add_argument("--out", default="", help="output folder (default RUN_DIR/eval/SPLIT-CHECKPOINT)")
     p.add_argument("--json", action="store_true", help="print metrics.json instead of the table")
-    p.add_argument("overrides", nargs="*", metavar="key.sub=value",
-                   help="config overrides on top of the run's config.yaml, e.g. eval.length_penalty=1.0")
     p.set_defaults(func=_evaluate)

@@ -13,6 +13,8 @@ import argparse
 import json
 from dataclasses import asdict
 
+from ..cliargs import add_run_args
+
 # Each command imports the code it runs inside its own function, not here, for start-up time:
 # `gramc --help` and argument errors then load neither torch nor the other stages.
 
@@ -41,11 +43,8 @@ def _recommend(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("recommend", help="top-k next items for a history of item IDs",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--run", required=True, help="run folder (config.yaml + checkpoints/)")
+    add_run_args(p, "eval.unknown_history=skip")
     p.add_argument("--history", required=True, help="item IDs, oldest first, comma-separated")
     p.add_argument("--k", type=int, default=10, help="number of recommendations")
-    p.add_argument("--checkpoint", default="best", help="best | last | a checkpoint folder or model.safetensors")
     p.add_argument("--json", action="store_true", help="print a JSON list of {item_id, score, title}")
-    p.add_argument("overrides", nargs="*", metavar="key.sub=value",
-                   help="config overrides on top of the run's config.yaml, e.g. eval.unknown_history=skip")
     p.set_defaults(func=_recommend)
