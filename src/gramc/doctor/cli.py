@@ -212,7 +212,7 @@ def _run_prefix(args: argparse.Namespace) -> int:
         model, assets, cfg = load_model_from_run(args.run, args.checkpoint, args.overrides, progress=not args.quiet)
     report = Report()
     report.extend(prefix_checks(model, assets, cfg, split=args.split, users=args.users, rank_users=args.rank_users,
-                                beams=args.beams))
+                                beams=args.beams, progress=not args.quiet))
     print(report.to_json() if args.json else report.table())
     if not args.json and not args.quiet:
         print(f"doctor prefix: {time.perf_counter() - t0:.1f}s", file=sys.stderr)

@@ -31,6 +31,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from ..checks import Check, failed, passed, warned
 from ..config import Config
@@ -119,7 +120,7 @@ def effect_check(name: str, tokens: np.ndarray, own: np.ndarray, seed: int, n_bo
 
 
 def ranking_check(model, assets: Any, cfg: Config, smp: Sequence[Sample], beams: int, seed: int,
-                  n_boot: int) -> Check:
+                  n_boot: int, progress: bool = False) -> Check:
     """Beam search with the own prefix and with none, paired per user (hit@10, ndcg@10)."""
     device = next(model.parameters()).device
     trie = trie_for(assets.item_ids).to(device)
@@ -130,11 +131,15 @@ def ranking_check(model, assets: Any, cfg: Config, smp: Sequence[Sample], beams:
     targets = np.array([s.target for s in smp], dtype=np.int64)
     found: dict[str, list[np.ndarray]] = {"own": [], "none": []}
     bs = max(1, cfg.eval.batch_size)
+    bar = tqdm(total=len(smp), desc=f"prefix.ranking (own and none, beams={beams})", unit="user",
+               disable=not progress, leave=False, dynamic_ncols=True)
     for s in range(0, len(smp), bs):
         chunk = smp[s: s + bs]
         for v in found:
             res = search_batch(model, lambda c, v=v: variant(collate(c), v), chunk, trie, cfg, beams, items=items)
             found[v].append(res.items.cpu().numpy())
+        bar.update(len(chunk))  # users/s and ETA
+    bar.close()
     ks = [k for k in (10,) if k <= beams] or [beams]
     per = {v: per_user_metrics(ranks_from_lists(np.concatenate(found[v]), targets), ks) for v in found}
     diff = paired_bootstrap_ci(per["none"], per["own"], n=n_boot, seed=seed)
@@ -169,9 +174,10 @@ def scale_checks(model, batch: Batch, cfg: Config) -> list[Check]:
 
 
 def prefix_checks(model, assets: Any, cfg: Config, split: str = "valid", users: int = 1000, rank_users: int = 0,
-                  beams: int = 0, batch_size: int = 64, seed: int | None = None) -> list[Check]:
+                  beams: int = 0, batch_size: int = 64, seed: int | None = None, progress: bool = False) -> list[Check]:
     """Every check of this module on `users` seeded samples of `split` (all when 0); `rank_users` of
-    them (the first, in split order) are also beam-searched with `beams` (default `eval.beams`)."""
+    them (the first, in split order) are also beam-searched with `beams` (default `eval.beams`);
+    `progress`: a bar (rate, ETA) over the beam search."""
     if getattr(model, "prefix", None) is None:
         return [failed("prefix.enabled", False, "this run has no collaborative prefix (model.prefix.enabled is "
                                                 "false): there is nothing to diagnose; train GRAM-C")]
@@ -194,5 +200,6 @@ def prefix_checks(model, assets: Any, cfg: Config, split: str = "valid", users: 
         "another user's prefix serves as well as the user's own: whatever the prefix adds does not depend on "
         "the user (capacity or a bias, not the collaborative signal)"))
     if rank_users > 0:
-        out.append(ranking_check(model, assets, cfg, smp[:rank_users], beams or cfg.eval.beams, seed, n_boot))
+        out.append(ranking_check(model, assets, cfg, smp[:rank_users], beams or cfg.eval.beams, seed, n_boot,
+                                 progress))
     return out
