@@ -491,8 +491,9 @@ def render(res: dict[str, Any]) -> str:
                              f"{_f(vals[3])} | - | - | 22363 | - | 30 | - | - | - |")
         lines += ["", "*epochs (best)*: epochs trained and, in brackets, the epoch of the best checkpoint (1-based); "
                   "*stopped at N, trained on* marks a run early stopping had stopped after epoch N, trained on to the "
-                  "schedule's end. *train min*: time in training steps (log.jsonl); *train stage min*: the whole train stage "
-                  "(in-training validation, the step probe of the budget; for baselines, training and evaluation); "
+                  "schedule's end. *train min*: time in training steps (log.jsonl); *train stage min*: the last invocation of the train stage "
+                  "(steps, in-training validation, the step probe of the budget; for a run resumed or trained on, only that "
+                  "last part; for baselines, training and evaluation); "
                   "*test eval min*: the test stage's beam search over the test users.", "",
                   "Paired differences (same test users; per-user mean over runs where a side has several):", "",
                   "| comparison | " + " | ".join(f"ndcg@{k} [95% CI]" for k in KS_SHOWN) + " | hit@10 [95% CI] |",

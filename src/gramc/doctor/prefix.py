@@ -193,7 +193,8 @@ def prefix_checks(model, assets: Any, cfg: Config, split: str = "valid", users: 
     out.append(effect_check(
         "prefix.reliance", nll["none"] - nll["own"], nll["own"], seed, n_boot,
         "the model gives its targets a higher likelihood with the prefix than without it",
-        "removing the prefix does not lower the targets' likelihood: the trained model ignores its prefix"))
+        "removing the prefix does not lower the targets' likelihood by a margin the interval can see: the trained "
+        "model ignores its prefix, or gets nothing from it that its passages do not already give"))
     out.append(effect_check(
         "prefix.specificity", nll["other"] - nll["own"], nll["own"], seed, n_boot,
         "another user's prefix is worse than the user's own: the model reads the user's collaborative signal",
