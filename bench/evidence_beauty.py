@@ -217,6 +217,12 @@ def run_generative(name: str, b: Bench, best: str | None) -> dict[str, Any]:
 CONTINUED_FILE = "continued.json"  # in a train folder: where early stopping had stopped it
 
 
+def continued_record(train_folder: Path) -> dict[str, Any] | None:
+    """The CONTINUED_FILE of a train folder, None when early stopping never stopped the run."""
+    marker = train_folder / CONTINUED_FILE
+    return read_json(marker) if marker.is_file() else None
+
+
 def train_to_schedule_end(train_folder: Path) -> dict[str, Any] | None:
     """Every generative model trains the whole schedule (train.epochs); the best checkpoint by
     validation is kept. A run that early stopping (train.patience) stopped before the end is continued
@@ -229,7 +235,8 @@ def train_to_schedule_end(train_folder: Path) -> dict[str, Any] | None:
     state = read_json(train_folder / "checkpoints" / "last" / "state.json")
     total = int(read_json(train_folder / "run_info.json")["total_steps"])
     marker = train_folder / CONTINUED_FILE
-    pending = marker.is_file() and not read_json(marker).get("finished")  # an interrupted continuation
+    record = continued_record(train_folder)
+    pending = record is not None and not record.get("finished")  # an interrupted continuation
     if pending or (state.get("done") and int(state["step"]) < total):
         if not pending:
             write_json(marker, {"stopped_step": int(state["step"]), "stopped_epoch": int(state["epoch"]),
@@ -242,7 +249,7 @@ def train_to_schedule_end(train_folder: Path) -> dict[str, Any] | None:
         subprocess.run([sys.executable, "-m", "gramc", "train", "--resume", str(train_folder), "train.patience=0"],
                        check=True, env=env)
         write_json(marker, {**read_json(marker), "finished": True})
-    return read_json(marker) if marker.is_file() else None
+    return continued_record(train_folder)
 
 
 def run_test_stage(cfg: Config, root: Path, train_fp: str, eval_users: int, valid_too: bool = False):
@@ -276,8 +283,8 @@ def run_test_stage(cfg: Config, root: Path, train_fp: str, eval_users: int, vali
 
     config = {"eval": to_dict(cfg.eval), "data.max_his": cfg.data.max_his, "eval_users": eval_users,
               "valid_too": valid_too}
-    if (train_folder / CONTINUED_FILE).is_file():  # a continued run's best checkpoint may have changed
-        config["continued_to_step"] = read_json(train_folder / CONTINUED_FILE)["to_step"]
+    if (cont := continued_record(train_folder)) is not None:  # a continued run's best checkpoint may have changed
+        config["continued_to_step"] = cont["to_step"]
     return run_stage(Stage("test", root / "test", config, {"train": train_fp}, build))
 
 
@@ -325,8 +332,7 @@ def summarise_generative(name: str, cfg: Config, root: Path, train, test) -> dic
                        "prefix_dropout": cfg.model.prefix.prefix_dropout,
                        "shuffle_table": cfg.model.prefix.shuffle_table},
             "seed": cfg.run.seed, "out": str(root),
-            "continued": read_json(root / "train" / CONTINUED_FILE) if (root / "train" / CONTINUED_FILE).is_file()
-            else None}
+            "continued": continued_record(root / "train")}
 
 
 def run_baseline(name: str, b: Bench) -> dict[str, Any]:

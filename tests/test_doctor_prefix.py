@@ -11,7 +11,7 @@ import torch
 
 from gramc.cli import main
 from gramc.data.splits import samples
-from gramc.doctor.prefix import pick_samples, prefix_checks, target_nll, variant
+from gramc.doctor.prefix import pick_samples, prefix_checks, token_nll, variant
 from gramc.ids.tokens import IGNORE_INDEX
 from gramc.model.inputs import Collator
 from gramc.model.prefix import PrefixNormStats
@@ -52,7 +52,7 @@ def test_own_likelihood_is_the_training_loss(tiny):
     cfg, assets, model = tiny
     smp, batch = _batch(tiny, 10)
     collate = Collator(assets.cache, cfg, gcn_rows=assets.gcn_rows)
-    nll = target_nll(model, collate, smp, batch_size=4)
+    nll = {v: np.nansum(t, axis=1) for v, t in token_nll(model, collate, smp, batch_size=4).items()}
     with torch.no_grad():
         loss, _ = model(batch)
     assert nll["own"].shape == (10,) and nll["own"].sum() == pytest.approx(float(loss), rel=1e-5)

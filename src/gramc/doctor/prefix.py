@@ -90,11 +90,6 @@ def token_nll(model, collate: Collator, smp: Sequence[Sample], batch_size: int) 
     return {v: np.concatenate([pad(a) for a in parts]) for v, parts in out.items()}
 
 
-def target_nll(model, collate: Collator, smp: Sequence[Sample], batch_size: int) -> dict[str, np.ndarray]:
-    """Per sample, the target ID's summed token cross-entropy under each prefix variant."""
-    return {v: np.nansum(t, axis=1) for v, t in token_nll(model, collate, smp, batch_size).items()}
-
-
 def by_token(diff: np.ndarray) -> list[float]:
     """Mean of a `[N, T]` difference per target token position, over the samples that have it."""
     return [round(float(np.nanmean(col)), 4) for col in diff.T if np.isfinite(col).any()]
