@@ -16,7 +16,9 @@ skipped, so an interrupted call continues where it stopped (training resumes its
 * phase 2 (needs phase 1's placements): the best placement P by validation ndcg@10, then
   gram-s2 and gramc-P-s2 (a second seed), and the prefix ablation on P, one factor at a time:
   abl-items1 (1 recent item), abl-fixed_scale (scale not learnt), abl-no_prefix_dropout,
-  abl-shuffled (GCN rows permuted: the same parameters without the collaborative signal).
+  abl-shuffled (GCN rows permuted: the same parameters without the collaborative signal);
+  and a redundancy control, nosim-gram and nosim-gramc (GRAM and GRAM-C on P with no similar
+  items in the item passages: does the prefix add more where the text carries no CF neighbours?).
 
 Results: bench/results/evidence_beauty.json (+ _curves.png), docs/benchmarks.md "Evidence on
 Beauty (results)". The plan with the budget arithmetic is the section "Evidence on Beauty (plan)".
@@ -61,6 +63,10 @@ ABLATIONS = {  # one factor at a time, on the best placement
     "abl-no_prefix_dropout": ["model.prefix.prefix_dropout=0.0"],
     "abl-shuffled": ["model.prefix.shuffle_table=true"],
 }
+# The item passages list each item's LightGCN neighbours, from the table that also feeds the prefix:
+# the same pair without them says whether the text already carries what the prefix would add.
+CONTROLS = {"nosim-gram": ["model.prefix.enabled=false", "model.similar_items=0"],
+            "nosim-gramc": ["model.prefix.enabled=true", "model.similar_items=0"]}  # + the best placement
 KS_SHOWN = (5, 10, 20)
 SECTION = "## Evidence on Beauty (results)"
 # published numbers on the full Beauty split (results-anchors.md): R@5, N@5, R@10, N@10
@@ -160,7 +166,14 @@ def phase1(b: Bench) -> list[str]:
 
 
 def phase2(best: str) -> list[str]:
-    return ["gram-s2", f"gramc-{best}-s2", *ABLATIONS]
+    """Most telling first (seed, shuffled control, redundancy pair): the subset run spans sessions."""
+    return ["gram-s2", f"gramc-{best}-s2", "abl-shuffled", *CONTROLS,
+            *(a for a in ABLATIONS if a != "abl-shuffled")]
+
+
+def needs_best(name: str) -> bool:
+    """Whether model `name` runs on phase 1's best placement."""
+    return name in ABLATIONS or name == "nosim-gramc" or (name.endswith("-s2") and name != "gram-s2")
 
 
 def model_overrides(name: str, b: Bench, best: str | None) -> list[str]:
@@ -178,6 +191,10 @@ def model_overrides(name: str, b: Bench, best: str | None) -> list[str]:
         if best is None:
             raise SystemExit(f"{name} is run on the best placement: finish phase 1 first")
         return ["model.prefix.enabled=true", f"model.prefix.placement={best}", *ABLATIONS[base]]
+    if base in CONTROLS:
+        if best is None and needs_best(base):
+            raise SystemExit(f"{name} is run on the best placement: finish phase 1 first")
+        return CONTROLS[base] + ([f"model.prefix.placement={best}"] if needs_best(base) else [])
     raise SystemExit(f"unknown model {name!r}")
 
 
@@ -331,6 +348,7 @@ def summarise_generative(name: str, cfg: Config, root: Path, train, test) -> dic
                        "num_items": cfg.model.prefix.num_items, "learn_scale": cfg.model.prefix.learn_scale,
                        "prefix_dropout": cfg.model.prefix.prefix_dropout,
                        "shuffle_table": cfg.model.prefix.shuffle_table},
+            "similar_items": cfg.model.similar_items,
             "seed": cfg.run.seed, "out": str(root),
             "continued": continued_record(root / "train")}
 
@@ -400,6 +418,9 @@ def comparisons(rows: dict[str, dict], best: str | None, ks: list[int], n: int, 
                                                                 [f"gramc-{best}", f"gramc-{best}-s2"], ks, n, seed)
         for abl in ABLATIONS:
             out[f"{abl} - gramc-{best}"] = paired(rows, [f"gramc-{best}"], [abl], ks, n, seed)
+        # the redundancy control: the prefix's gain when the passages carry no CF neighbours, and theirs to GRAM
+        out["nosim-gramc - nosim-gram"] = paired(rows, ["nosim-gram"], ["nosim-gramc"], ks, n, seed)
+        out["nosim-gram - gram"] = paired(rows, ["gram"], ["nosim-gram"], ks, n, seed)
         for base in BASELINES:  # does GRAM-C beat the baselines, and by how much does it fall short
             out[f"GRAM-C (best, 2 seeds) - {base}"] = paired(rows, [base], [f"gramc-{best}", f"gramc-{best}-s2"],
                                                               ks, n, seed)
@@ -415,9 +436,9 @@ def plot_curves(rows: dict[str, dict], path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for name, row in rows.items():
         pts = row.get("curve") or []
-        if not pts or not (name.startswith("gram") or name.startswith("abl")):
+        if not pts:  # a baseline: no validation curve
             continue
-        style = "-" if name.startswith("gramc") or name.startswith("gram") else ":"
+        style = "-" if name.startswith("gram") else ":"  # ablations and controls dotted
         ep = [p["epoch"] + 1 for p in pts]
         axes[0].plot(ep, [p.get("ndcg@10") for p in pts], style, marker="o", label=name)
         axes[1].plot(ep, [p.get("valid_loss") for p in pts], style, marker="o", label=name)
@@ -633,7 +654,7 @@ def run_models(b: Bench, wanted: list[str] | None, log_cmd: str | None, lanes: a
     else:
         names = wanted or phase1(b)
         best = None
-    known = {*phase1(b), "gram-s2", *ABLATIONS, *(f"gramc-{p}" for p in PLACEMENTS),
+    known = {*phase1(b), "gram-s2", *ABLATIONS, *CONTROLS, *(f"gramc-{p}" for p in PLACEMENTS),
              *(f"gramc-{p}-s2" for p in PLACEMENTS)}
     unknown = [n for n in names if n not in known]
     if unknown:  # before anything runs
@@ -649,7 +670,7 @@ def run_models(b: Bench, wanted: list[str] | None, log_cmd: str | None, lanes: a
             run_lanes(b, lanes, todo)
             continue
         for name in todo:
-            if not b.full and (name in ABLATIONS or (name.endswith("-s2") and name != "gram-s2")):
+            if not b.full and needs_best(name):
                 best = best or best_placement(b)
             print(f"== {name}", flush=True)
             row = run_baseline(name, b) if name in BASELINES else run_generative(name, b, best)

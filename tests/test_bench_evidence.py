@@ -124,6 +124,28 @@ def test_second_seeds_pair_over_both_runs_and_full_mode_uses_the_best_placement(
     assert "### Full Beauty split" in doc and "GRAM, published (GPU, pretrained t5-small, 30 epochs) | 0.0641" in doc
 
 
+def test_redundancy_control_trains_the_pair_without_similar_items_on_the_best_placement(setup):
+    from gramc.model.inputs import PassageCache
+
+    tmp, args = setup
+    bench = _bench()
+    best = json.loads((tmp / "results" / "ev.json").read_text())["subset"]["best_placement"]
+    assert bench.main(args + ["--models", "nosim-gram,nosim-gramc"]) == 0
+    res = json.loads((tmp / "results" / "ev.json").read_text())["subset"]
+    rows = res["models"]
+    assert rows["nosim-gram"]["similar_items"] == rows["nosim-gramc"]["similar_items"] == 0
+    assert rows["gram"]["similar_items"] > 0
+    assert not rows["nosim-gram"]["prefix"]["enabled"]
+    assert rows["nosim-gramc"]["prefix"]["enabled"] and rows["nosim-gramc"]["prefix"]["placement"] == best
+    models = tmp / "work" / "models"  # the passages themselves: no neighbour token kept, where GRAM's have some
+    assert int(PassageCache.load(models / "nosim-gramc" / "train" / "passage_cache.pt").similar_kept.sum()) == 0
+    assert int(PassageCache.load(models / "gram" / "train" / "passage_cache.pt").similar_kept.sum()) > 0
+    pair = res["paired"]["nosim-gramc - nosim-gram"]
+    assert pair["a"] == ["nosim-gram"] and pair["b"] == ["nosim-gramc"] and pair["users"] == 60
+    assert res["paired"]["nosim-gram - gram"]["a"] == ["gram"]
+    assert "| nosim-gramc |" in (tmp / "benchmarks.md").read_text()
+
+
 def test_probe_measures_training_and_search_rates(setup):
     tmp, args = setup
     bench = _bench()
