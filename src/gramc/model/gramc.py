@@ -17,7 +17,6 @@ position bias, so this equals GRAM's padded memory. With the prefix disabled thi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -30,7 +29,7 @@ from ..ids.trie import Trie, trie_for
 from .inputs import Batch
 from .prefix import CollaborativePrefix, PrefixNormStats
 from .softmax import check_softmax, trie_token_losses
-from .t5 import T5, CrossKV, T5Dims, shift_right
+from .t5 import T5, T5Dims, shift_right
 
 if TYPE_CHECKING:  # pragma: no cover
     from .assets import Assets
@@ -52,26 +51,6 @@ def _on_host(t: torch.Tensor) -> bool:
     """Whether reading `t` costs no device sync (input checks run only then; on an accelerator the
     step-0 audit checks the same batch fields)."""
     return t.device.type == "cpu"
-
-
-@dataclass
-class _Fuse:
-    """The fusion layout of a batch (`GramC._fuse_index`): memory slot `[b, j]` holds flat token
-    `flat[b, j]` of [user passage tokens; item row tokens], of passage `seg[b, j]` (0 = user), real
-    where `valid[b, j]`."""
-
-    flat: torch.Tensor
-    seg: torch.Tensor
-    valid: torch.Tensor
-
-    def gather(self, user: torch.Tensor, rows: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        """Per-token features of the user passages `[B, Lu, f]` and item rows `[R, Li, f]`, plus the
-        passage-position features `pos [max_his + 1, f]` -> memory features `[B, M, f]`, 0 at padding."""
-        b, m = self.flat.shape
-        f = user.shape[-1]
-        feats = torch.cat([user.reshape(-1, f), rows.reshape(-1, f).to(user.dtype)])
-        out = feats[self.flat.reshape(-1)].reshape(b, m, f) + pos[self.seg].to(user.dtype)
-        return out * self.valid.unsqueeze(-1).to(out.dtype)
 
 
 class GramC(nn.Module):
@@ -170,40 +149,6 @@ class GramC(nn.Module):
         `items`: precomputed `(states, mask)` of all items (`item_states(*cache.all_items())`) for a
         batch collated with `items="global"` (then `batch.history` holds dataset item indices).
         """
-        user_states, row_states, fuse, tail = self._encode_parts(batch, items)
-        memory = fuse.gather(user_states, row_states, self.passage_pos.weight)
-        mask = fuse.valid
-        if tail is not None:  # the `memory` placement's prefix slots
-            memory = torch.cat([memory, tail[0].to(memory.dtype)], 1)
-            mask = torch.cat([mask, tail[1]], 1)
-        return memory, mask
-
-    def memory_kv(self, batch: Batch, items: tuple[torch.Tensor, torch.Tensor] | None = None
-                  ) -> tuple[CrossKV, torch.Tensor]:
-        """`(t5.cross_kv(memory), mask)` for `memory, mask = self.memory(batch, items)`, without
-        projecting the memory: the key/value maps are linear (no bias), so they commute with the
-        gather and the passage-position add. Each decoder layer projects the distinct passage states
-        (user passages + item rows, about 12k tokens in a Beauty batch) and the position table, and
-        gathers those, instead of projecting the memory's B x M slots (about 90k, two thirds padding)."""
-        user_states, row_states, fuse, tail = self._encode_parts(batch, items)
-        row_states = row_states.to(user_states.dtype)
-        kv: CrossKV = []
-        for layer in self.t5.decoder.layers:
-            att = layer.cross_attn
-            pair = []
-            for proj in (att.k, att.v):
-                x = fuse.gather(proj(user_states), proj(row_states), proj(self.passage_pos.weight))
-                if tail is not None:
-                    x = torch.cat([x, proj(tail[0].to(x.dtype))], 1)
-                pair.append(att.split_heads(x))
-            kv.append((pair[0], pair[1]))
-        mask = fuse.valid if tail is None else torch.cat([fuse.valid, tail[1]], 1)
-        return kv, mask
-
-    def _encode_parts(self, batch: Batch, items: tuple[torch.Tensor, torch.Tensor] | None
-                      ) -> tuple[torch.Tensor, torch.Tensor, "_Fuse", tuple[torch.Tensor, torch.Tensor] | None]:
-        """The encoder side of `memory`: user passage states `[B, Lu, d]`, item row states `[R, Li, d]`,
-        the fusion index that lays them out per sample, and the `memory` placement's prefix (or None)."""
         pre = self._prefix(batch)
         in_passage = pre is not None and self.placement in ("user_passage", "every_passage")
         user_states = self.t5.encode(batch.user_input, batch.user_mask, *(pre if in_passage else (None, None)))
@@ -230,9 +175,11 @@ class GramC(nn.Module):
             row_states, row_mask = self.item_states(batch.item_input, batch.item_mask)
 
         width = self.memory_width(batch, pre is not None)
-        fuse = self._fuse_index(user_mask, row_mask, history, width)
-        tail = pre if pre is not None and self.placement == "memory" else None
-        return user_states, row_states, fuse, tail
+        memory, mask = self._fuse(user_states, user_mask, row_states, row_mask, history, width)
+        if pre is not None and self.placement == "memory":
+            memory = torch.cat([memory, pre[0].to(memory.dtype)], 1)
+            mask = torch.cat([mask, pre[1]], 1)
+        return memory, mask
 
     def memory_width(self, batch: Batch, with_prefix: bool) -> int:
         """Memory slots before a `memory`-placed prefix, from the batch's host counts: the most real
@@ -244,16 +191,15 @@ class GramC(nn.Module):
         return max(tokens + (slots * (1 + n if self.placement == "every_passage" else 1) if per_passage else 0)
                    for tokens, slots, n in batch.host_counts)
 
-    def _fuse_index(self, user_mask: torch.Tensor, row_mask: torch.Tensor, history: torch.Tensor,
-                    width: int = 0) -> "_Fuse":
-        """Where each memory slot comes from: per sample [user passage; history rows in order],
-        real tokens only (`_Fuse.gather` then lays out any per-token features that way, with one
-        index_select: no padded [B, N, L, d] tensor is built).
+    def _fuse(self, user_states: torch.Tensor, user_mask: torch.Tensor, row_states: torch.Tensor,
+              row_mask: torch.Tensor, history: torch.Tensor, width: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gather per sample [user passage; history rows in order] keeping only real tokens, and add
+        the passage-position embedding. One index_select: no padded [B, N, L, d] tensor is built.
 
         `width`: memory slots counted on the host (`memory_width`, >= every sample's real tokens);
         0 = the most real tokens of a sample, read from the device (a host sync)."""
-        dev = user_mask.device
-        b, lu = user_mask.shape
+        dev = user_states.device
+        b, lu, d = user_states.shape
         r, li = row_mask.shape
         n = history.shape[1]
         if n + 1 > self.passage_pos.num_embeddings:
@@ -280,18 +226,22 @@ class GramC(nn.Module):
         row = seg_row.gather(1, seg).clamp(min=0)
         flat = src[row, offset.clamp(0, w - 1)]
         flat = torch.where(valid, flat, torch.zeros_like(flat))
-        return _Fuse(flat, seg, valid)
+        states = torch.cat([user_states.reshape(b * lu, d), row_states.reshape(r * li, d).to(user_states.dtype)])
+        memory = states[flat.reshape(-1)].reshape(b, m, d)
+        memory = memory + self.passage_pos(seg).to(memory.dtype)
+        memory = memory * valid.unsqueeze(-1).to(memory.dtype)
+        return memory, valid
 
     # ---- decoder side -----------------------------------------------------------------------
 
     def token_losses(self, batch: Batch, items: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """Per-token cross-entropy `[B, T]` (0 where labels == IGNORE_INDEX), under `model.softmax`."""
-        cross_kv, mask = self.memory_kv(batch, items)
+        memory, mask = self.memory(batch, items)
         labels = batch.labels
         if self.trie is not None:
-            hidden, _ = self.t5.decode_states(shift_right(labels)[:, None, :], cross_kv, mask)
+            hidden, _ = self.t5.decode_states(shift_right(labels)[:, None, :], self.t5.cross_kv(memory), mask)
             return trie_token_losses(self.t5, hidden[:, 0], labels, self._trie_on(labels.device), IGNORE_INDEX)
-        logits, _ = self.t5.decode(shift_right(labels)[:, None, :], cross_kv, mask)
+        logits, _ = self.t5.decode(shift_right(labels)[:, None, :], self.t5.cross_kv(memory), mask)
         logits = logits[:, 0].float()
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE_INDEX,
                                reduction="none")
