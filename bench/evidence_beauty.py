@@ -413,6 +413,10 @@ def comparisons(rows: dict[str, dict], best: str | None, ks: list[int], n: int, 
         out[f"gramc-{p} - gram"] = paired(rows, ["gram"], [f"gramc-{p}"], ks, n, seed)
         for base in BASELINES:  # before phase 2 too: how far each placement is from the baselines
             out[f"gramc-{p} - {base}"] = paired(rows, [base], [f"gramc-{p}"], ks, n, seed)
+    # the yardstick: how far two training seeds of GRAM are apart (the paired CIs cover test users only)
+    out["gram-s2 - gram"] = paired(rows, ["gram"], ["gram-s2"], ks, n, seed)
+    for p in PLACEMENTS:
+        out[f"gramc-{p} - GRAM (2 seeds)"] = paired(rows, ["gram", "gram-s2"], [f"gramc-{p}"], ks, n, seed)
     if best:
         out["GRAM-C (best, 2 seeds) - GRAM (2 seeds)"] = paired(rows, ["gram", "gram-s2"],
                                                                 [f"gramc-{best}", f"gramc-{best}-s2"], ks, n, seed)

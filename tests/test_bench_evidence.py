@@ -112,6 +112,8 @@ def test_second_seeds_pair_over_both_runs_and_full_mode_uses_the_best_placement(
     assert res["models"]["gram-s2"]["seed"] == res["models"]["gram"]["seed"] + 1
     both = res["paired"]["GRAM-C (best, 2 seeds) - GRAM (2 seeds)"]
     assert both["a"] == ["gram", "gram-s2"] and both["b"] == [f"gramc-{best}", f"gramc-{best}-s2"]
+    assert res["paired"]["gram-s2 - gram"]["a"] == ["gram"] and res["paired"]["gram-s2 - gram"]["b"] == ["gram-s2"]
+    assert res["paired"][f"gramc-{best} - GRAM (2 seeds)"]["a"] == ["gram", "gram-s2"]
     vs_pop = res["paired"]["GRAM-C (best, 2 seeds) - pop"]  # baselines keep per-user ranks too
     assert vs_pop["users"] == 60 and vs_pop["a"] == ["pop"]
 
