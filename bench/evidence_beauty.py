@@ -187,13 +187,11 @@ def model_overrides(name: str, b: Bench, best: str | None) -> list[str]:
         return ["model.prefix.enabled=false", *seed]
     if base.startswith("gramc-") and base[6:] in PLACEMENTS:
         return ["model.prefix.enabled=true", f"model.prefix.placement={base[6:]}", *seed]
+    if needs_best(base) and best is None:  # an ablation or nosim-gramc
+        raise SystemExit(f"{name} is run on the best placement: finish phase 1 first")
     if base in ABLATIONS:
-        if best is None:
-            raise SystemExit(f"{name} is run on the best placement: finish phase 1 first")
         return ["model.prefix.enabled=true", f"model.prefix.placement={best}", *ABLATIONS[base]]
     if base in CONTROLS:
-        if best is None and needs_best(base):
-            raise SystemExit(f"{name} is run on the best placement: finish phase 1 first")
         return CONTROLS[base] + ([f"model.prefix.placement={best}"] if needs_best(base) else [])
     raise SystemExit(f"unknown model {name!r}")
 
