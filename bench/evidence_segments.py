@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +32,9 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from gramc.data.dataset import SeqDataset  # noqa: E402
-from gramc.data.splits import training_sequences  # noqa: E402
+from gramc.data.splits import item_training_counts  # noqa: E402
 from gramc.io import atomic_path, pyplot, read_json, sha256_file, write_json  # noqa: E402
-from gramc.metrics import bootstrap_ci, paired_bootstrap_ci  # noqa: E402
+from gramc.metrics import bootstrap_ci, paired_bootstrap_ci, tercile_groups  # noqa: E402
 from _docs import replace_section  # noqa: E402
 from evidence_beauty import per_user, ranks_path  # noqa: E402
 
@@ -53,10 +52,10 @@ def user_features(ds: SeqDataset, users: list[str], cf_ranks: dict[str, int] | N
     if missing:
         raise SystemExit(f"{len(missing)} test users of the ranks are not in the dataset (first {missing[0]!r}); "
                          "--data must be the folder the models were trained on")
-    counts = Counter(i for s in training_sequences(ds) for i in s)
+    counts = item_training_counts(ds)
     seqs = [ds.sequences[index[u]] for u in users]
     out = {"history": np.array([len(s) - 1 for s in seqs]),
-           "target popularity": np.array([counts.get(s[-1], 0) for s in seqs])}
+           "target popularity": np.array([counts[s[-1]] for s in seqs])}
     if cf_ranks is not None:
         r = np.array([cf_ranks[u] for u in users])
         out["LightGCN finds it"] = ((r >= 0) & (r < CF_TOP)).astype(np.int64)
@@ -69,15 +68,7 @@ def groups(name: str, values: np.ndarray) -> list[tuple[str, np.ndarray, int]]:
     if name == "LightGCN finds it":
         two = [(f"not in LightGCN's top {CF_TOP}", values == 0, 0), (f"in LightGCN's top {CF_TOP}", values == 1, 1)]
         return [g for g in two if g[1].any()]
-    edges = np.unique(np.quantile(values, [1 / 3, 2 / 3]))
-    which = np.searchsorted(edges, values, side="right")
-    out = []
-    for g in range(len(edges) + 1):
-        mask = which == g
-        if mask.any():
-            lo, hi = int(values[mask].min()), int(values[mask].max())
-            out.append((f"{lo}" if lo == hi else f"{lo}-{hi}", mask, lo))
-    return out
+    return [(f"{lo}" if lo == hi else f"{lo}-{hi}", mask, lo) for lo, hi, mask in tercile_groups(values)]
 
 
 def shares(values: np.ndarray, lows: list[int]) -> list[float]:

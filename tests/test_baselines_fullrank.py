@@ -51,6 +51,10 @@ def test_popularity_ranks_known_table():
     # both test histories ([2,2,1,2], [2,1,0,1]) hold the most popular item 2 and the target
     assert recs["test"]["repeats"]["top1_in_history"] == 1.0
     assert recs["test"]["repeats"]["target_in_history"] == 1.0
+    # test targets 0 (1 training interaction, rank 2) and 2 (3, rank 0): one group each, rare one first
+    groups = recs["test"]["popularity"]["groups"]
+    assert [(g["train_count"], g["users"]) for g in groups] == [([1, 1], 1), ([3, 3], 1)]
+    assert [g["ndcg@10"] for g in groups] == pytest.approx([0.5, 1.0])
 
 
 def test_sasrec_training_tensors_shift_and_pad():

@@ -59,7 +59,8 @@ def test_batched_evaluation_equals_per_user_search(placement, enabled):
         assert lo <= res.metrics[name] + 1e-12 and res.metrics[name] <= hi + 1e-12
     rec = res.to_json()
     assert set(rec) >= {"split", "users", "metrics", "ci", "beams", "length_penalty", "invalid", "checkpoint",
-                        "time_s", "repeats"}
+                        "time_s", "repeats", "popularity"}
+    assert sum(g["users"] for g in rec["popularity"]["groups"]) == len(smp)
     top1_seen = [int(row[0]) in set(s.history) for row, s in zip(res.items, smp)]
     assert rec["repeats"]["top1_in_history"] == pytest.approx(sum(top1_seen) / len(smp))
     preds = list(res.predictions(assets.ds.item_ids, assets.ds.users, top=5))

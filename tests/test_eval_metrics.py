@@ -80,3 +80,37 @@ def test_paired_bootstrap_of_a_difference():
     assert same["ndcg@10"] == {"mean": 0.0, "lo": 0.0, "hi": 0.0}
     with pytest.raises(ValueError, match="same users"):
         paired_bootstrap_ci(a, per_user_metrics(ranks_b[:10], (10,)))
+
+
+def test_terciles_keep_ties_together_and_drop_empty_groups():
+    from gramc.metrics import tercile_groups
+
+    g = tercile_groups([5, 1, 1, 9, 3, 7, 2, 8, 4])
+    assert [(lo, hi) for lo, hi, _ in g] == [(1, 2), (3, 5), (7, 9)]
+    assert g[0][2].tolist() == [False, True, True, False, False, False, True, False, False]
+    # most values tied: two groups (the tie cannot be split), never an empty one
+    assert [(lo, hi, int(m.sum())) for lo, hi, m in tercile_groups([0] * 7 + [4, 6])] == [(0, 0, 7), (4, 6, 2)]
+    assert [(lo, hi) for lo, hi, _ in tercile_groups([3, 3, 3])] == [(3, 3)]
+    assert tercile_groups([]) == []
+
+
+def test_popularity_stats_and_the_warning_on_a_model_that_never_hits_rare_targets():
+    from gramc.metrics import popularity_stats, popularity_warning
+
+    counts = np.array([0, 1, 1, 10, 12, 15, 40, 50, 60])
+    ranks = np.array([-1, -1, -1, 3, -1, 0, 0, 1, 20])  # no rare target found, 5 of 6 others in the top 20
+    st = popularity_stats(ranks, counts, k=10)
+    assert [g["train_count"] for g in st["groups"]] == [[0, 1], [10, 15], [40, 60]]
+    assert [g["users"] for g in st["groups"]] == [3, 3, 3]
+    assert [g["hit@10"] for g in st["groups"]] == pytest.approx([0.0, 2 / 3, 2 / 3])
+    assert st["groups"][2]["ndcg@10"] == pytest.approx((1.0 + 1 / np.log2(3)) / 3)
+    msg = popularity_warning(st, "gramc")
+    assert "gramc: hit@10 is 0.0000 for the 33% of users whose target was seen 0-1 times" in msg
+    assert "40+ times" in msg
+    assert popularity_warning(st, "pop") == ""  # popularity's own ranking is popular by design
+    # a model that finds rare targets at a fair rate, or too few rare targets to matter: no warning
+    assert popularity_warning(popularity_stats(np.array([1, -1, -1, 3, -1, 0, 0, 1, 20]), counts)) == ""
+    few = popularity_stats(np.array([-1] + [0] * 9), np.array([0] + [5] * 9))
+    assert few["groups"][0]["share"] == pytest.approx(0.1) and popularity_warning(few) == ""
+    assert popularity_warning({}) == ""
+

@@ -129,3 +129,49 @@ def repeat_warning(stats: dict[str, float], model: str = "model") -> str:
                 f"{top1:.0%} of users, but only {truth:.0%} of targets are; the model is spending its top "
                 f"slots on repeats{hint}")
     return ""
+
+
+def tercile_groups(values) -> list[tuple[int, int, np.ndarray]]:
+    """(smallest, largest, mask) per tercile of the integer `values`, low to high.
+
+    Each cut sits before the distinct value whose share of smaller values is closest to 1/3
+    (2/3), so ties stay in one group and a heavy tie cannot swallow its neighbours; a cut that
+    would leave a group empty is dropped (fewer than three groups).
+    """
+    values = np.asarray(values)
+    if len(values) == 0:
+        return []
+    distinct = np.unique(values)
+    below = np.searchsorted(np.sort(values), distinct, side="left") / len(values)
+    cuts = sorted({distinct[np.argmin(np.abs(below - q))] for q in (1 / 3, 2 / 3)} - {distinct[0]})
+    which = np.searchsorted(np.array(cuts), values, side="right")
+    return [(int(values[m].min()), int(values[m].max()), m) for g in range(len(cuts) + 1)
+            if (m := which == g).any()]
+
+
+def popularity_stats(ranks, target_counts, k: int = 10) -> dict:
+    """hit@k and ndcg@k per tercile of the target's training interactions (`target_counts`, one per
+    user): does the model retrieve rarely seen items at all? See `popularity_warning`."""
+    per = per_user_metrics(ranks, (k,))
+    n = max(len(per[f"hit@{k}"]), 1)
+    return {"k": k, "groups": [{"train_count": [lo, hi], "users": int(m.sum()), "share": float(m.sum() / n),
+                                f"hit@{k}": float(per[f"hit@{k}"][m].mean()),
+                                f"ndcg@{k}": float(per[f"ndcg@{k}"][m].mean())}
+                               for lo, hi, m in tercile_groups(target_counts)]}
+
+
+def popularity_warning(stats: dict, model: str = "model") -> str:
+    """A one-line warning when the rarest targets (a fifth of the users or more) are hit at under a
+    tenth of the rate of the most popular ones, else ''. Never for `pop`, popular by construction."""
+    groups, k = stats.get("groups", []), stats.get("k", 10)
+    if len(groups) < 2 or model == "pop":
+        return ""
+    tail, head = groups[0], groups[-1]
+    if tail["share"] >= 0.2 and head[f"hit@{k}"] > 0 and tail[f"hit@{k}"] < 0.1 * head[f"hit@{k}"]:
+        lo, hi = tail["train_count"]
+        return (f"{model}: hit@{k} is {tail[f'hit@{k}']:.4f} for the {tail['share']:.0%} of users whose target was "
+                f"seen {lo}-{hi} times in training, {head[f'hit@{k}']:.4f} for those whose target was seen "
+                f"{head['train_count'][0]}+ times: the model almost never ranks a rarely seen item in its top {k} "
+                "(a popularity bias; metrics.json 'popularity' has the groups, a baseline's the same)")
+    return ""
+

@@ -39,11 +39,12 @@ def _run(args: argparse.Namespace) -> int:
     for split, rec in recs.items():
         print(format_row(f"{args.model} {split}", rec))
     print(f"metrics written to {out / 'metrics.json'} (test) and {out / 'metrics_valid.json'}")
-    from ..metrics import repeat_warning
+    from ..metrics import popularity_warning, repeat_warning
 
-    warning = repeat_warning(recs["test"].get("repeats", {}), args.model)
-    if warning:
-        print(f"WARNING {warning}")
+    for warning in (repeat_warning(recs["test"].get("repeats", {}), args.model),
+                    popularity_warning(recs["test"].get("popularity", {}), args.model)):
+        if warning:
+            print(f"WARNING {warning}")
     return 0
 
 

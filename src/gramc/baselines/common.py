@@ -19,9 +19,9 @@ from tqdm import tqdm
 from ..config import Config
 from ..data.dataset import SeqDataset
 from ..data.source import load_dataset
-from ..data.splits import Sample, samples
+from ..data.splits import Sample, item_training_counts, samples
 from ..io import write_json
-from ..metrics import bootstrap_ci, per_user_metrics, ranks_from_scores, repeat_stats, summarize
+from ..metrics import bootstrap_ci, per_user_metrics, popularity_stats, ranks_from_scores, repeat_stats, summarize
 
 Scorer = Callable[[Sequence[Sample]], torch.Tensor]
 
@@ -87,6 +87,7 @@ def evaluate_scorer(ds: SeqDataset, cfg: Config, score: Scorer, model: str, out:
                     extra: dict | None = None) -> dict[str, dict]:
     """Rank all items for every user of each split; write metrics_<split>.json (+ metrics.json = test)."""
     records = {}
+    counts = np.array(item_training_counts(ds), dtype=np.int64)
     for split in splits:
         top: list = []
         ranks, smp = split_ranks(ds, split, max_his or cfg.data.max_his, score,
@@ -94,6 +95,7 @@ def evaluate_scorer(ds: SeqDataset, cfg: Config, score: Scorer, model: str, out:
         records[split] = metrics_record(ranks, split, model, cfg, extra)
         records[split]["repeats"] = repeat_stats(np.concatenate(top), [s.history for s in smp],
                                                  [s.target for s in smp])
+        records[split]["popularity"] = popularity_stats(ranks, counts[[s.target for s in smp]])
         if out is not None:
             write_json(Path(out) / f"metrics_{split}.json", records[split])
             # per-user ranks (0-based, -1 = miss) by user ID: what paired comparisons need

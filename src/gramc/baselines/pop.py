@@ -13,19 +13,14 @@ import torch
 
 from ..config import Config
 from ..data.dataset import SeqDataset
-from ..data.splits import Sample, training_sequences
+from ..data.splits import Sample, item_training_counts
 from ..runinfo import write_run_info
 from .common import evaluate_scorer
 
 
 def popularity_counts(ds: SeqDataset) -> torch.Tensor:
     """Interactions per item in the training sequences, float tensor [num_items]."""
-    counts = torch.zeros(ds.num_items, dtype=torch.float64)
-    for seq in training_sequences(ds):
-        if seq:
-            counts.index_add_(0, torch.as_tensor(seq, dtype=torch.long),
-                              torch.ones(len(seq), dtype=torch.float64))
-    return counts.float()
+    return torch.tensor(item_training_counts(ds), dtype=torch.float32)
 
 
 def run_pop(ds: SeqDataset, cfg: Config, out: str | Path | None,

@@ -31,6 +31,15 @@ def training_sequences(ds: SeqDataset) -> list[list[int]]:
     return [s[:-2] for s in ds.sequences]
 
 
+def item_training_counts(ds: SeqDataset) -> list[int]:
+    """Per item index, its interactions in the training part (`training_sequences`)."""
+    counts = [0] * ds.num_items
+    for s in training_sequences(ds):
+        for i in s:
+            counts[i] += 1
+    return counts
+
+
 def samples(ds: SeqDataset, split: Split, max_his: int) -> list[Sample]:
     """All samples of a split, users in dataset order, targets in time order."""
     out: list[Sample] = []

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ..cliargs import add_run_args
 from ..io import atomic_path, claim_output, pyplot, write_json
-from ..metrics import repeat_warning
+from ..metrics import popularity_warning, repeat_warning
 
 # the evaluator and the model are imported inside `_evaluate`, not here, for start-up time:
 # `gramc --help` and argument errors should not load torch
@@ -100,9 +100,10 @@ def _evaluate(args: argparse.Namespace) -> int:
         else:
             print(format_table(rec))
             print(f"wrote {out}/metrics.json, predictions.jsonl, metrics.png")
-        warning = repeat_warning(rec.get("repeats", {}), "gramc")
-        if warning:
-            print(f"WARNING {warning}", file=sys.stderr)
+        for warning in (repeat_warning(rec.get("repeats", {}), "gramc"),
+                        popularity_warning(rec.get("popularity", {}), "gramc")):
+            if warning:
+                print(f"WARNING {warning}", file=sys.stderr)
     leave_distributed()
     return 0 if res.invalid == 0 else 1
 

@@ -29,10 +29,10 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from ..config import Config
-from ..data.splits import Sample, samples as split_samples
+from ..data.splits import Sample, item_training_counts, samples as split_samples
 from ..errors import GramcError
 from ..ids.trie import Trie, trie_for
-from ..metrics import bootstrap_ci, per_user_metrics, ranks_from_lists, repeat_stats, summarize
+from ..metrics import bootstrap_ci, per_user_metrics, popularity_stats, ranks_from_lists, repeat_stats, summarize
 from ..model.inputs import Collator
 from ..runtime import rank_world, shard
 from ..train.precision import autocast
@@ -222,12 +222,14 @@ def evaluate_split(model, assets, cfg: Config, split: str, max_users: int = 0, b
     means = summarize(merged["ranks"], ks)
     means.pop("users")
     ci = bootstrap_ci(per_user_metrics(merged["ranks"], ks), n=cfg.eval.bootstrap, seed=cfg.run.seed)
+    counts = np.array(item_training_counts(assets.ds), dtype=np.int64)
     return EvalResult(split=split, metrics=means, ci=ci, users=merged["users"], targets=merged["targets"],
                       ranks=merged["ranks"], items=merged["items"], scores=merged["scores"],
                       invalid=int(merged["invalid"]), beams=beams or cfg.eval.beams,
                       length_penalty=cfg.eval.length_penalty, time_s=time.perf_counter() - t0,
                       extra={"world": world, "encode_s": round(float(merged.get("encode_s", 0.0)), 3),
                              "repeats": repeat_stats(merged["items"], [s.history for s in smp], merged["targets"]),
+                             "popularity": popularity_stats(merged["ranks"], counts[merged["targets"]]),
                              # eval.allow_capped: these cut-offs exceed the beam, so their hits are capped
                              **({"capped_ks": capped} if (capped := [k for k in ks if k > (beams or cfg.eval.beams)])
                                 else {})})
