@@ -1,7 +1,8 @@
-"""`gramc doctor [data|ids|flow|grad-sync|recipe|leakage|eval|all|prefix]`: measure what is wrong with a run.
+"""`gramc doctor [data|ids|flow|grad-sync|recipe|leakage|eval|all|prefix|search]`: measure what is wrong with a run.
 
     gramc doctor all --config FILE [key.sub=value ...] [--json]
     gramc doctor prefix --run RUN_DIR [--users N] [--rank-users N]   (a trained GRAM-C run)
+    gramc doctor search --run RUN_DIR [--users N] [--k 10]           (a trained run: search or model misses)
     gramc doctor data --data DIR --gcn GCN_DIR          gramc doctor ids --ids FILE --tokenizer PATH
 
 Every check prints its figure, pass / warn / fail and what to do (`gramc.checks.Report.table()`);
@@ -219,6 +220,24 @@ def _run_prefix(args: argparse.Namespace) -> int:
     return report.exit_code
 
 
+def _run_search(args: argparse.Namespace) -> int:
+    """`gramc doctor search --run DIR`: the trained run's own config and checkpoint, the search checks."""
+    from ..checks import Report
+    from ..model.runs import load_model_from_run
+    from .search import search_checks
+
+    t0 = time.perf_counter()
+    with contextlib.redirect_stdout(sys.stderr):  # keep stdout for the report (--json)
+        model, assets, cfg = load_model_from_run(args.run, args.checkpoint, args.overrides, progress=not args.quiet)
+    report = Report()
+    report.extend(search_checks(model, assets, cfg, split=args.split, users=args.users, k=args.k,
+                                progress=not args.quiet))
+    print(report.to_json() if args.json else report.table())
+    if not args.json and not args.quiet:
+        print(f"doctor search: {time.perf_counter() - t0:.1f}s", file=sys.stderr)
+    return report.exit_code
+
+
 def _run(args: argparse.Namespace) -> int:
     ctx = _Context(args)
     sections = SECTIONS if args.doctor_command == "all" else [args.doctor_command]
@@ -293,6 +312,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pr.add_argument("--json", action="store_true", help='print {"ok", "checks": [...]} instead of a table')
     pr.add_argument("--quiet", action="store_true", help="no progress bars or timings on stderr")
     pr.set_defaults(func=_run_prefix)
+    se = sub.add_parser("search", help="a trained run: are its misses the beam search's or the model's? "
+                                       "(each target's exact score against the search's k-th item)",
+                        description="Load a trained run, beam-search seeded samples as `gramc evaluate` does and "
+                                    "score each target teacher forced: a target that scores above the search's "
+                                    "k-th item but was not returned is a search error. See docs/doctor.md.")
+    add_run_args(se, "eval.beams=100")
+    se.add_argument("--split", choices=["valid", "test"], default="valid", help="samples to read (default valid)")
+    se.add_argument("--users", type=int, default=1000, help="samples drawn by run.seed; 0 = every user "
+                                                            "(default 1000)")
+    se.add_argument("--k", type=int, default=10, help="the cut-off (default 10)")
+    se.add_argument("--json", action="store_true", help='print {"ok", "checks": [...]} instead of a table')
+    se.add_argument("--quiet", action="store_true", help="no progress bars or timings on stderr")
+    se.set_defaults(func=_run_search)
     a = add("all", "every check the config makes possible")
     a.add_argument("--skip", action="append", choices=SECTIONS, default=[], metavar="SECTION",
                    help=f"a section to leave out (repeatable): {', '.join(SECTIONS)}")

@@ -1,0 +1,144 @@
+"""`gramc doctor search --run DIR`: when a trained model misses a target, is it the beam search or
+the model?
+
+Seeded samples of a split are ranked by the run's own beam search (`eval.beams` and the other eval
+settings), and each target's exact score is computed teacher forced: the score the search itself
+uses, the sum of the ID tokens' log-probabilities (end of sequence included) under `model.softmax`,
+divided by `n ** eval.length_penalty`. With s_k the score of the k-th item the search returned:
+
+* **hit**: the target is in the search's top k;
+* **search error**: it is not, yet it scores above s_k. An exhaustive ranking puts it above an item
+  the search returned, so a wider beam would rank it higher;
+* **model error**: it scores at or below s_k. At least k items score higher, so no search can
+  rank it in the top k: the model, not the search, has to change.
+
+Checks:
+
+* `search.consistency`: for the targets the search found, its score equals the teacher-forced one
+  (|difference| < 1e-3 nats). Fails otherwise: the two code paths score differently, a bug.
+* `search.errors`: the share of samples with a search error, and `model_error_gap`, the median
+  nats by which a model error's target falls short of the k-th item (`by_popularity`: the same per
+  tercile of the target's training interactions). Warns above 1% search errors: raise `eval.beams`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..checks import Check, failed, passed, warned
+from ..config import Config
+from ..data.splits import Sample, item_training_counts, samples as split_samples
+from ..eval.evaluate import encode_all_items, uses_global_items
+from ..eval.search import search_batch
+from ..ids.tokens import IGNORE_INDEX
+from ..ids.trie import trie_for
+from ..metrics import tercile_groups
+from ..model.inputs import Collator
+from .prefix import pick_samples
+
+TOLERANCE = 1e-3  # nats: the search's and the teacher-forced score of one item agree this well
+MAX_SEARCH_ERRORS = 0.01  # share of samples
+
+
+@dataclass
+class Outcome:
+    """Per sample: the target's teacher-forced score, the search's k-th score, the target's rank in
+    the search (-1: not returned) and, when returned, the search's own score of it."""
+
+    target_score: np.ndarray  # [N]
+    kth_score: np.ndarray  # [N], -inf when the search returned fewer than k items
+    rank: np.ndarray  # [N]
+    found_score: np.ndarray  # [N], NaN when not returned
+
+    def classes(self, k: int) -> np.ndarray:
+        """0 = hit, 1 = search error, 2 = model error, per sample."""
+        hit = (self.rank >= 0) & (self.rank < k)
+        return np.where(hit, 0, np.where(self.target_score > self.kth_score, 1, 2))
+
+
+@torch.no_grad()
+def outcomes(model, assets: Any, cfg: Config, smp: Sequence[Sample], k: int, progress: bool = False) -> Outcome:
+    """Beam-search `smp` as `gramc evaluate` does and score each target teacher forced."""
+    device = next(model.parameters()).device
+    trie = trie_for(assets.item_ids).to(device)
+    glob = uses_global_items(cfg)
+    search_collate = Collator(assets.cache, cfg, gcn_rows=assets.gcn_rows, items="global" if glob else "batch",
+                              dedupe=None if glob else False)
+    collate = Collator(assets.cache, cfg, gcn_rows=assets.gcn_rows)
+    items = encode_all_items(model, assets.cache, cfg, device, progress=False) if glob else None
+    lp = cfg.eval.length_penalty
+    parts: dict[str, list[np.ndarray]] = {"target": [], "kth": [], "rank": [], "found": []}
+    bs = max(1, cfg.eval.batch_size)
+    bar = tqdm(total=len(smp), desc=f"search (beams={cfg.eval.beams})", unit="user", disable=not progress,
+               leave=False, dynamic_ncols=True)
+    for s in range(0, len(smp), bs):
+        chunk = smp[s: s + bs]
+        res = search_batch(model, search_collate, chunk, trie, cfg, cfg.eval.beams, items=items)
+        found, scores = res.items.cpu().numpy(), res.scores.double().cpu().numpy()
+        batch = collate(chunk).to(device)
+        real = batch.labels != IGNORE_INDEX
+        nll = model.token_losses(batch).double().masked_fill(~real, 0.0).sum(1)
+        tokens = real.sum(1).double()
+        parts["target"].append((-nll / tokens.pow(lp) if lp else -nll).cpu().numpy())
+        parts["kth"].append(scores[:, k - 1] if scores.shape[1] >= k else np.full(len(chunk), -np.inf))
+        targets = np.array([c.target for c in chunk])
+        hit = found == targets[:, None]
+        rank = np.where(hit.any(1), hit.argmax(1), -1)
+        parts["rank"].append(rank)
+        parts["found"].append(np.where(rank >= 0, scores[np.arange(len(chunk)), rank.clip(min=0)], np.nan))
+        bar.update(len(chunk))
+    bar.close()
+    cat = {n: np.concatenate(v) for n, v in parts.items()}
+    kth = np.where(np.isfinite(cat["kth"]), cat["kth"], -np.inf)
+    return Outcome(cat["target"], kth, cat["rank"].astype(np.int64), cat["found"])
+
+
+def _shares(cls: np.ndarray, gap: np.ndarray) -> dict[str, float | None]:
+    """Share of each class, and the median nats a model error's target lacks to reach the k-th item."""
+    n = max(len(cls), 1)
+    out: dict[str, float | None] = {name: round(float((cls == c).sum() / n), 4)
+                                    for c, name in enumerate(("hit", "search_error", "model_error"))}
+    out["model_error_gap"] = round(float(np.median(gap[cls == 2])), 3) if (cls == 2).any() else None
+    return out
+
+
+def search_checks(model, assets: Any, cfg: Config, split: str = "valid", users: int = 1000, k: int = 10,
+                  seed: int | None = None, progress: bool = False) -> list[Check]:
+    """`search.consistency` and `search.errors` on `users` seeded samples of `split` (all when 0)."""
+    if k > cfg.eval.beams:
+        return [failed("search.k", k, f"k={k} exceeds eval.beams={cfg.eval.beams}: the search returns fewer items "
+                                      f"than the cut-off; pass eval.beams={k} or more")]
+    seed = cfg.run.seed if seed is None else seed
+    smp = pick_samples(split_samples(assets.ds, split, cfg.data.max_his), users, seed)
+    if not smp:
+        return [failed("search.samples", 0, f"the {split} split has no samples")]
+    model.eval()
+    out = outcomes(model, assets, cfg, smp, k, progress)
+    seen = np.isfinite(out.found_score)
+    gap = np.abs(out.found_score[seen] - out.target_score[seen])
+    worst = float(gap.max()) if seen.any() else 0.0
+    value = {"found": int(seen.sum()), "samples": len(smp), "max_abs_diff": round(worst, 6)}
+    checks = [passed("search.consistency", value) if worst < TOLERANCE else
+              failed("search.consistency", value, f"the beam search and the teacher-forced loss score the same "
+                                                  f"target {worst:.4f} nats apart: the two paths disagree "
+                                                  "(softmax, length penalty or exclusions); report this as a bug")]
+    cls = out.classes(k)
+    gap = out.kth_score - out.target_score  # > 0 for a model error: how far below the k-th item it scores
+    counts = np.array(item_training_counts(assets.ds))[[s.target for s in smp]]
+    value = {"k": k, "beams": cfg.eval.beams, "samples": len(smp), **_shares(cls, gap),
+             "by_popularity": [{"train_count": [lo, hi], "users": int(m.sum()), **_shares(cls[m], gap[m])}
+                               for lo, hi, m in tercile_groups(counts)]}
+    share = value["search_error"]
+    if share > MAX_SEARCH_ERRORS:
+        checks.append(warned("search.errors", value, f"for {share:.1%} of samples the target scores above the "
+                                                     f"search's {k}th item but was not returned: the beam prunes "
+                                                     f"targets the model ranks in its top {k}; raise eval.beams"))
+    else:
+        checks.append(passed("search.errors", value, f"misses are the model's ({value['model_error']:.1%} of "
+                                                     f"samples), not the search's ({share:.1%})"))
+    return checks

@@ -1,0 +1,82 @@
+"""`gramc doctor search`: are a trained run's misses the beam search's or the model's?"""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+from gramc.cli import main
+from gramc.data.splits import samples
+from gramc.doctor.search import Outcome, outcomes, search_checks
+
+import eval_fakes
+from eval_fakes import N_ITEMS, make_run
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return eval_fakes.setup(num_users=16, beams=2)
+
+
+def _by(checks, name):
+    return next(c for c in checks if c.name == name)
+
+
+def test_classes_follow_the_scores():
+    out = Outcome(target_score=np.array([-1.0, -2.0, -2.0, -1.5]), kth_score=np.array([-2.0, -1.0, -2.5, -np.inf]),
+                  rank=np.array([0, -1, 5, -1]), found_score=np.array([-1.0, np.nan, -2.0, np.nan]))
+    # hit; below the k-th: the model's; not in the top 2 but above its 2nd: the search's; fewer than k returned
+    assert out.classes(2).tolist() == [0, 2, 1, 1]
+
+
+def test_a_model_error_is_one_no_search_can_fix(tiny):
+    cfg, assets, model = tiny
+    smp = samples(assets.ds, "valid", cfg.data.max_his)
+    narrow = outcomes(model, assets, cfg, smp, k=2)
+    wide_cfg = copy.deepcopy(cfg)
+    wide_cfg.eval.beams = N_ITEMS  # full width: the search is exhaustive
+    wide = outcomes(model, assets, wide_cfg, smp, k=2)
+    assert (wide.rank >= 0).all() and (wide.classes(2) != 1).all()  # an exhaustive search makes no search error
+    np.testing.assert_allclose(wide.found_score, wide.target_score, atol=1e-4)  # the search's score is the loss's
+    cls = narrow.classes(2)
+    assert (wide.rank[cls == 2] >= 2).all()  # "model error": the exact ranking has 2 items above the target
+    assert (cls == 2).any() and np.array_equal(narrow.target_score, wide.target_score)
+
+
+def test_checks_on_a_real_model_and_on_a_search_that_scores_differently(tiny):
+    cfg, assets, model = tiny
+    checks = search_checks(model, assets, cfg, users=0, k=2)
+    cons, err = _by(checks, "search.consistency"), _by(checks, "search.errors")
+    assert cons.level == "pass" and cons.value["max_abs_diff"] < 1e-3
+    assert err.value["samples"] == 16 and sum(err.value[c] for c in ("hit", "search_error", "model_error")) \
+        == pytest.approx(1.0, abs=1e-3)
+    assert sum(g["users"] for g in err.value["by_popularity"]) == 16
+    # a random model over 40 items misses most targets, each scoring below the search's 2nd item
+    assert err.value["model_error"] > 0.5 and err.value["model_error_gap"] > 0
+
+    class Off(type(model)):  # the loss path scores every target 0.5 nats worse than the search does
+        def token_losses(self, batch, items=None):
+            loss = super().token_losses(batch, items).clone()
+            loss[:, 0] += 0.5  # the first ID token is every target's
+            return loss
+
+    off = copy.copy(model)
+    off.__class__ = Off
+    bad = _by(search_checks(off, assets, cfg, users=0, k=2), "search.consistency")
+    assert bad.value["found"] > 0 and bad.level == "fail" and "disagree" in bad.message
+    assert bad.value["max_abs_diff"] == pytest.approx(0.5, abs=1e-4)
+    (too_big,) = search_checks(model, assets, cfg, k=3)
+    assert too_big.level == "fail" and "eval.beams=3" in too_big.message
+
+
+def test_command_on_a_run_folder(tmp_path, capsys):
+    run = tmp_path / "run"
+    make_run(run)
+    rc = main(["doctor", "search", "--run", str(run), "--users", "12", "--k", "5", "--json", "--quiet"])
+    rep = json.loads(capsys.readouterr().out)
+    assert rc == 0 and {c["name"] for c in rep["checks"]} == {"search.consistency", "search.errors"}
+    err = next(c for c in rep["checks"] if c["name"] == "search.errors")
+    assert err["value"]["samples"] == 12 and err["value"]["k"] == 5 and err["value"]["beams"] == 8
+    assert main(["doctor", "search", "--run", str(tmp_path / "nope")]) == 2
