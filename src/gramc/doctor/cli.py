@@ -202,40 +202,38 @@ def run_sections(ctx: _Context, sections: list[str]) -> tuple[Any, dict[str, flo
     return report, seconds
 
 
-def _run_prefix(args: argparse.Namespace) -> int:
-    """`gramc doctor prefix --run DIR`: the trained run's own config, its checkpoint, the prefix checks."""
+def _run_trained(args: argparse.Namespace, name: str, checks: Callable[..., list]) -> int:
+    """`gramc doctor NAME --run DIR`: the trained run's own config and checkpoint, then `checks(model,
+    assets, cfg)` (the command's own options bound already); the report on stdout."""
     from ..checks import Report
     from ..model.runs import load_model_from_run
-    from .prefix import prefix_checks
 
     t0 = time.perf_counter()
     with contextlib.redirect_stdout(sys.stderr):  # keep stdout for the report (--json)
         model, assets, cfg = load_model_from_run(args.run, args.checkpoint, args.overrides, progress=not args.quiet)
     report = Report()
-    report.extend(prefix_checks(model, assets, cfg, split=args.split, users=args.users, rank_users=args.rank_users,
-                                beams=args.beams, progress=not args.quiet))
+    report.extend(checks(model, assets, cfg))
     print(report.to_json() if args.json else report.table())
     if not args.json and not args.quiet:
-        print(f"doctor prefix: {time.perf_counter() - t0:.1f}s", file=sys.stderr)
+        print(f"doctor {name}: {time.perf_counter() - t0:.1f}s", file=sys.stderr)
     return report.exit_code
+
+
+def _run_prefix(args: argparse.Namespace) -> int:
+    """`gramc doctor prefix --run DIR`: does the trained GRAM-C use its prefix, and for what?"""
+    from .prefix import prefix_checks
+
+    return _run_trained(args, "prefix", lambda model, assets, cfg: prefix_checks(
+        model, assets, cfg, split=args.split, users=args.users, rank_users=args.rank_users, beams=args.beams,
+        progress=not args.quiet))
 
 
 def _run_search(args: argparse.Namespace) -> int:
-    """`gramc doctor search --run DIR`: the trained run's own config and checkpoint, the search checks."""
-    from ..checks import Report
-    from ..model.runs import load_model_from_run
+    """`gramc doctor search --run DIR`: are the trained run's misses the search's or the model's?"""
     from .search import search_checks
 
-    t0 = time.perf_counter()
-    with contextlib.redirect_stdout(sys.stderr):  # keep stdout for the report (--json)
-        model, assets, cfg = load_model_from_run(args.run, args.checkpoint, args.overrides, progress=not args.quiet)
-    report = Report()
-    report.extend(search_checks(model, assets, cfg, split=args.split, users=args.users, k=args.k,
-                                progress=not args.quiet))
-    print(report.to_json() if args.json else report.table())
-    if not args.json and not args.quiet:
-        print(f"doctor search: {time.perf_counter() - t0:.1f}s", file=sys.stderr)
-    return report.exit_code
+    return _run_trained(args, "search", lambda model, assets, cfg: search_checks(
+        model, assets, cfg, split=args.split, users=args.users, k=args.k, progress=not args.quiet))
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -297,34 +295,33 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     recipe_args(r)
     add("leakage", "GCN/similar items trained on training interactions only; splits; inputs never hold the future")
     add("eval", "ID collisions, beams vs k, trie coverage, distributed sharding, metrics vs a reference")
-    pr = sub.add_parser("prefix", help="a trained GRAM-C run: does it use its prefix, and is that the "
-                                       "collaborative signal? (own vs no vs another user's prefix)",
-                        description="Load a trained run and compare each sample's target likelihood with its own "
-                                    "prefix, with none and with another user's; optionally the ranking with and "
-                                    "without the prefix. See docs/doctor.md.")
-    add_run_args(pr, "run.device=cpu")
-    pr.add_argument("--split", choices=["valid", "test"], default="valid", help="samples to read (default valid)")
-    pr.add_argument("--users", type=int, default=1000,
-                    help="samples drawn by run.seed for the likelihood checks; 0 = every user (default 1000)")
+    def trained(name: str, help_text: str, description: str, example: str, users_help: str,
+                func: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
+        c = sub.add_parser(name, help=help_text, description=description)
+        add_run_args(c, example)
+        c.add_argument("--split", choices=["valid", "test"], default="valid", help="samples to read (default valid)")
+        c.add_argument("--users", type=int, default=1000, help=users_help)
+        c.add_argument("--json", action="store_true", help='print {"ok", "checks": [...]} instead of a table')
+        c.add_argument("--quiet", action="store_true", help="no progress bars or timings on stderr")
+        c.set_defaults(func=func)
+        return c
+
+    pr = trained("prefix", "a trained GRAM-C run: does it use its prefix, and is that the collaborative signal? "
+                           "(own vs no vs another user's prefix)",
+                 "Load a trained run and compare each sample's target likelihood with its own prefix, with none "
+                 "and with another user's; optionally the ranking with and without the prefix. See docs/doctor.md.",
+                 "run.device=cpu", "samples drawn by run.seed for the likelihood checks; 0 = every user "
+                                   "(default 1000)", _run_prefix)
     pr.add_argument("--rank-users", type=int, default=0,
                     help="of those, the first N also beam-searched with and without the prefix (default 0: off)")
     pr.add_argument("--beams", type=int, default=0, help="beams of the ranking check (default eval.beams)")
-    pr.add_argument("--json", action="store_true", help='print {"ok", "checks": [...]} instead of a table')
-    pr.add_argument("--quiet", action="store_true", help="no progress bars or timings on stderr")
-    pr.set_defaults(func=_run_prefix)
-    se = sub.add_parser("search", help="a trained run: are its misses the beam search's or the model's? "
-                                       "(each target's exact score against the search's k-th item)",
-                        description="Load a trained run, beam-search seeded samples as `gramc evaluate` does and "
-                                    "score each target teacher forced: a target that scores above the search's "
-                                    "k-th item but was not returned is a search error. See docs/doctor.md.")
-    add_run_args(se, "eval.beams=100")
-    se.add_argument("--split", choices=["valid", "test"], default="valid", help="samples to read (default valid)")
-    se.add_argument("--users", type=int, default=1000, help="samples drawn by run.seed; 0 = every user "
-                                                            "(default 1000)")
+    se = trained("search", "a trained run: are its misses the beam search's or the model's? (each target's "
+                           "exact score against the search's k-th item)",
+                 "Load a trained run, beam-search seeded samples as `gramc evaluate` does and score each target "
+                 "teacher forced: a target that scores above the search's k-th item but was not returned is a "
+                 "search error. See docs/doctor.md.", "eval.beams=100",
+                 "samples drawn by run.seed; 0 = every user (default 1000)", _run_search)
     se.add_argument("--k", type=int, default=10, help="the cut-off (default 10)")
-    se.add_argument("--json", action="store_true", help='print {"ok", "checks": [...]} instead of a table')
-    se.add_argument("--quiet", action="store_true", help="no progress bars or timings on stderr")
-    se.set_defaults(func=_run_search)
     a = add("all", "every check the config makes possible")
     a.add_argument("--skip", action="append", choices=SECTIONS, default=[], metavar="SECTION",
                    help=f"a section to leave out (repeatable): {', '.join(SECTIONS)}")
