@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from ..checks import Check, failed, passed, warned
 from ..config import Config
 from ..data.splits import Sample, samples as split_samples
-from ..eval.evaluate import encode_all_items, uses_global_items
+from ..eval.evaluate import encode_all_items, search_collator, uses_global_items
 from ..eval.search import search_batch
 from ..ids.tokens import IGNORE_INDEX
 from ..ids.trie import trie_for
@@ -120,8 +120,7 @@ def ranking_check(model, assets: Any, cfg: Config, smp: Sequence[Sample], beams:
     device = next(model.parameters()).device
     trie = trie_for(assets.item_ids).to(device)
     glob = uses_global_items(cfg)
-    collate = Collator(assets.cache, cfg, gcn_rows=assets.gcn_rows, items="global" if glob else "batch",
-                       dedupe=None if glob else False)
+    collate = search_collator(assets, cfg)
     items = encode_all_items(model, assets.cache, cfg, device, progress=False) if glob else None
     targets = np.array([s.target for s in smp], dtype=np.int64)
     found: dict[str, list[np.ndarray]] = {"own": [], "none": []}

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from ..checks import Check, failed, passed, warned
 from ..config import Config
 from ..data.splits import Sample, item_training_counts, samples as split_samples
-from ..eval.evaluate import encode_all_items, uses_global_items
+from ..eval.evaluate import encode_all_items, search_collator, uses_global_items
 from ..eval.search import search_batch
 from ..ids.tokens import IGNORE_INDEX
 from ..ids.trie import trie_for
@@ -67,8 +67,7 @@ def outcomes(model, assets: Any, cfg: Config, smp: Sequence[Sample], k: int, pro
     device = next(model.parameters()).device
     trie = trie_for(assets.item_ids).to(device)
     glob = uses_global_items(cfg)
-    search_collate = Collator(assets.cache, cfg, gcn_rows=assets.gcn_rows, items="global" if glob else "batch",
-                              dedupe=None if glob else False)
+    search_collate = search_collator(assets, cfg)
     collate = Collator(assets.cache, cfg, gcn_rows=assets.gcn_rows)
     items = encode_all_items(model, assets.cache, cfg, device, progress=False) if glob else None
     lp = cfg.eval.length_penalty

@@ -93,6 +93,14 @@ def uses_global_items(cfg: Config) -> bool:
     return not (cfg.model.prefix.enabled and cfg.model.prefix.placement == "every_passage")
 
 
+def search_collator(assets, cfg: Config) -> Collator:
+    """The collator beam search reads: item passages encoded once for all users (`items="global"`)
+    unless the prefix enters every passage, then each batch's own, not deduplicated."""
+    glob = uses_global_items(cfg)
+    return Collator(assets.cache, cfg, gcn_rows=assets.gcn_rows, items="global" if glob else "batch",
+                    dedupe=None if glob else False)
+
+
 @torch.no_grad()
 def encode_all_items(model, cache, cfg: Config, device: torch.device, progress: bool = True,
                      only: Sequence[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -167,8 +175,7 @@ def evaluate_samples(model, assets, cfg: Config, smp: Sequence[Sample], beams: i
     trie = (trie if trie is not None else trie_for(assets.item_ids)).to(device)  # no copy when already there
     mine = shard(range(len(smp)), rank, world)
     glob = uses_global_items(cfg)
-    collate = Collator(assets.cache, cfg, gcn_rows=assets.gcn_rows, items="global" if glob else "batch",
-                       dedupe=False if not glob else None)
+    collate = search_collator(assets, cfg)
     show = progress and rank == 0
     t_encode = time.perf_counter()
     items_table = encode_all_items(model, assets.cache, cfg, device, show) if glob and mine else None
