@@ -2,6 +2,7 @@
 
     python bench/evidence_segments.py --data /work/ev2/data
         [--results bench/results/evidence_beauty.json] [--out bench/results/evidence_beauty_segments.json]
+    python bench/evidence_segments.py --part full --data /work/evidence_beauty/parent   # the full split's rows
 
 Reads every finished model's per-user test ranks (the rows of evidence_beauty.json say where they
 are) and the subset's dataset, splits the test users three ways and gives, inside each group,
@@ -15,7 +16,7 @@ GRAM (both seeds), of all GRAM-C runs pooled minus GRAM, and of GRAM's seed 2 mi
 
 The groups are many small comparisons: read a lone interval that excludes 0 with that in mind.
 Writes the JSON, a PNG beside it, and the section "Evidence on Beauty (by segment)" of
-docs/benchmarks.md.
+docs/benchmarks.md (`--part full`: "..._full" files and "Evidence on Beauty (by segment, full split)").
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from _docs import replace_section  # noqa: E402
 from evidence_beauty import per_user, ranks_path  # noqa: E402
 
 SECTION = "## Evidence on Beauty (by segment)"
+SECTIONS = {"subset": SECTION, "full": "## Evidence on Beauty (by segment, full split)"}
 METRICS = ("ndcg@10", "hit@10")
 KS = [10]
 CF_TOP = 50  # "LightGCN finds it": the test item within LightGCN's top 50
@@ -124,9 +126,13 @@ def segment(per: dict[str, dict[str, np.ndarray]], features: dict[str, np.ndarra
     return out
 
 
-def load(results: Path, ds: SeqDataset) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, np.ndarray], list[str]]:
-    """Per-user ndcg@10/hit@10 of every model with test ranks, the test users' features, the users."""
-    rows = read_json(results)["subset"]["models"]
+def load(results: Path, ds: SeqDataset, part: str = "subset"
+         ) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, np.ndarray], list[str]]:
+    """Per-user ndcg@10/hit@10 of every model of `part` (subset / full) with test ranks, the test users'
+    features, the users."""
+    rows = read_json(results).get(part, {}).get("models")
+    if not rows:
+        raise SystemExit(f"{results} has no {part!r} models")
     per, users = {}, None
     for name, row in rows.items():
         if not ranks_path(row).is_file():
@@ -174,6 +180,8 @@ def plot(res: dict[str, Any], path: Path) -> None:
         top.set_title(seg)
         top.set_ylabel("test ndcg@10")
         cmps = [c for c in rows[0]["paired"] if c.startswith("GRAM-C (all") or c == "gram-s2 - gram"]
+        if not any(c.startswith("GRAM-C (all") for c in cmps):  # one GRAM-C run (the full split): its own
+            cmps = [c for c in rows[0]["paired"] if c.startswith("gramc-")] + cmps
         for j, c in enumerate(cmps):
             x = np.arange(len(rows)) + (j - (len(cmps) - 1) / 2) * 0.15
             d = [r["paired"][c]["ndcg@10"] for r in rows]
@@ -196,8 +204,9 @@ def _ci(d: dict[str, float]) -> str:
 
 
 def render(res: dict[str, Any]) -> str:
-    lines = [SECTION, "",
-             f"Test users of the subset ({res['users']:,}), split three ways; inside each group ndcg@10 of "
+    part = res.get("part", "subset")
+    lines = [SECTIONS[part], "",
+             f"Test users of the {'subset' if part == 'subset' else 'full split'} ({res['users']:,}), split three ways; inside each group ndcg@10 of "
              "the baselines and GRAM, and the paired 95% interval of ndcg@10 differences (the same users, "
              f"{res['bootstrap']} resamples). No model is run: the ranks are those of the table above. "
              "Many small groups: one interval clear of 0 among them is weak evidence.", "",
@@ -224,22 +233,27 @@ def render(res: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", required=True, type=Path, help="the subset's dataset folder (WORK/data)")
+    ap.add_argument("--data", required=True, type=Path, help="the dataset folder the models were trained on "
+                    "(the subset's WORK/data; with --part full, the prepared full split)")
+    ap.add_argument("--part", choices=sorted(SECTIONS), default="subset", help="which rows of --results")
     ap.add_argument("--results", type=Path, default=ROOT / "bench" / "results" / "evidence_beauty.json")
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "evidence_beauty_segments.json")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="default bench/results/evidence_beauty_segments.json (_full.json with --part full)")
     ap.add_argument("--doc", type=Path, default=ROOT / "docs" / "benchmarks.md")
     ap.add_argument("--parent", type=Path, default=None,
                     help="the full split's dataset folder: the share of its test users in each group")
     ap.add_argument("--bootstrap", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
+    if a.out is None:
+        a.out = ROOT / "bench" / "results" / f"evidence_beauty_segments{'_full' if a.part == 'full' else ''}.json"
     ds = SeqDataset.load(a.data)
-    per, features, users = load(a.results, ds)
+    per, features, users = load(a.results, ds, a.part)
     parent = None
     if a.parent:
         full = SeqDataset.load(a.parent)
         parent = user_features(full, list(full.users), None)
-    res = {"users": len(users), "bootstrap": a.bootstrap, "seed": a.seed, "models": sorted(per),
+    res = {"part": a.part, "users": len(users), "bootstrap": a.bootstrap, "seed": a.seed, "models": sorted(per),
            "results_sha256": sha256_file(a.results), "data_fingerprint": ds.fingerprint(),
            "command": "python bench/evidence_segments.py " + " ".join(argv if argv is not None else sys.argv[1:]),
            "plot": str(a.out.with_suffix(".png")),
@@ -248,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     write_json(a.out, res)
     plot(res, a.out.with_suffix(".png"))
     body = render(res)
-    replace_section(SECTION, body, a.doc)
+    replace_section(SECTIONS[a.part], body, a.doc)
     print(body)
     return 0
 

@@ -110,3 +110,26 @@ def test_main_writes_json_plot_and_its_doc_section_only(tmp_path):
     assert "## Other\n\nkept" in text and bench.SECTION in text
     assert "| 5 | 3 (33%) | 33% |" in text and "+1.0000 [+1.0000, +1.0000]" in text
     assert "not in LightGCN's top" not in text  # an empty group is left out, not shown as nan
+
+
+def test_part_full_reads_the_full_rows_into_its_own_files_and_section(tmp_path):
+    bench = _bench()
+    data, results = _setup(tmp_path, [-1] * 6 + [0] * 3, [0] * 9)
+    ev = json.loads(results.read_text())
+    full = {k: v for k, v in ev["subset"]["models"].items() if k != "gram-s2"}  # one GRAM seed, as --full runs
+    results.write_text(json.dumps({"subset": {"models": {}}, "full": {"models": full}}))
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text("# Benchmarks\n\n## Evidence on Beauty (by segment)\n\nthe subset's, kept\n")
+    with pytest.raises(SystemExit, match="no 'subset' models"):
+        bench.main(["--data", str(data), "--results", str(results), "--doc", str(doc), "--out", str(tmp_path / "s.json")])
+    out = tmp_path / "seg_full.json"
+    assert bench.main(["--part", "full", "--data", str(data), "--results", str(results), "--out", str(out),
+                       "--doc", str(doc), "--bootstrap", "50"]) == 0
+    res = json.loads(out.read_text())
+    assert res["part"] == "full" and "gram-s2" not in res["models"]
+    hist = res["segments"]["history"]
+    assert hist[2]["paired"]["gramc-user_passage - GRAM (1 seed)"]["ndcg@10"]["mean"] == 1.0
+    assert out.with_suffix(".png").stat().st_size > 0
+    text = doc.read_text()
+    assert "the subset's, kept" in text and bench.SECTIONS["full"] in text
+    assert "Test users of the full split (9)" in text
