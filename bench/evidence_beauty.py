@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import gzip
 import json
 import os
 import platform
@@ -48,7 +49,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from gramc.config import Config, load_config  # noqa: E402
-from gramc.io import read_json, write_json  # noqa: E402
+from gramc.io import atomic_path, read_json, write_json  # noqa: E402
 from _docs import replace_section  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
@@ -375,14 +376,40 @@ def run_baseline(name: str, b: Bench) -> dict[str, Any]:
 
 
 def ranks_path(row: dict[str, Any]) -> Path:
+    """A row's per-user test ranks: in its run folder, else the committed copy `keep_ranks` made (run
+    folders are not committed: on a new machine only the copy is left to pair a new model against)."""
     out = Path(row["out"])
-    return out / "test" / "ranks.json" if row["kind"] == "generative" else out / "ranks_test.json"
+    own = out / "test" / "ranks.json" if row["kind"] == "generative" else out / "ranks_test.json"
+    return own if own.is_file() or not row.get("ranks_kept") else ROOT / row["ranks_kept"]  # relative to ROOT
+
+
+def read_ranks(path: Path) -> dict[str, Any]:
+    """{"users": [...], "ranks": [...]} from a run's ranks JSON or its gzip copy."""
+    if path.suffix == ".gz":
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            return json.load(f)
+    return read_json(path)
+
+
+def keep_ranks(b: Bench, part: dict[str, Any], mode: str) -> None:
+    """Copy each row's per-user test ranks, gzipped, to RESULTS_ranks/MODE/NAME.json.gz beside the results
+    file and note it in the row (`ranks_kept`, relative to the repository when inside it): committed with
+    the results, they let a later session pair a new model against finished ones, or recompute an
+    interval, without the run folders."""
+    for name, row in part.get("models", {}).items():
+        src = ranks_path(row)
+        if not src.is_file() or src.suffix == ".gz":
+            continue
+        dest = (b.results.parent / f"{b.results.stem}_ranks" / mode / f"{name}.json.gz").resolve()
+        with atomic_path(dest) as tmp, gzip.GzipFile(tmp, "wb", mtime=0) as f:
+            f.write(json.dumps(read_ranks(src), separators=(",", ":")).encode("utf-8"))
+        row["ranks_kept"] = str(dest.relative_to(ROOT) if dest.is_relative_to(ROOT) else dest)
 
 
 def per_user(row: dict[str, Any], ks: list[int]) -> tuple[list[str], dict[str, np.ndarray]]:
     from gramc.metrics import per_user_metrics
 
-    r = read_json(ranks_path(row))
+    r = read_ranks(ranks_path(row))
     return r["users"], per_user_metrics(np.array(r["ranks"]), ks)
 
 
@@ -686,7 +713,8 @@ def run_models(b: Bench, wanted: list[str] | None, log_cmd: str | None, lanes: a
 
 
 def summarise(b: Bench, part: dict[str, Any], best: str | None) -> None:
-    """Best placement, paired intervals, curves and the machine/budget notes of one mode's results."""
+    """Best placement, kept ranks, paired intervals, curves and the machine/budget notes of one mode's results."""
+    keep_ranks(b, part, "full" if b.full else "subset")
     if not b.full:
         try:
             part["best_placement"] = best_placement(b)

@@ -37,7 +37,7 @@ from gramc.data.splits import item_training_counts  # noqa: E402
 from gramc.io import atomic_path, pyplot, read_json, sha256_file, write_json  # noqa: E402
 from gramc.metrics import bootstrap_ci, paired_bootstrap_ci, tercile_groups  # noqa: E402
 from _docs import replace_section  # noqa: E402
-from evidence_beauty import per_user, ranks_path  # noqa: E402
+from evidence_beauty import per_user, ranks_path, read_ranks  # noqa: E402
 
 SECTION = "## Evidence on Beauty (by segment)"
 SECTIONS = {"subset": SECTION, "full": "## Evidence on Beauty (by segment, full split)"}
@@ -147,7 +147,7 @@ def load(results: Path, ds: SeqDataset, part: str = "subset"
         raise SystemExit(f"no model in {results} has per-user test ranks")
     cf = None
     if "lightgcn" in per:
-        r = read_json(ranks_path(rows["lightgcn"]))
+        r = read_ranks(ranks_path(rows["lightgcn"]))
         cf = dict(zip(r["users"], r["ranks"]))
     return per, user_features(ds, users, cf), users
 

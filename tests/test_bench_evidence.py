@@ -199,6 +199,19 @@ def test_lanes_run_models_in_parallel_children_and_merge_their_rows(setup):
     assert json.loads(path.read_text())["subset"]["paired"] == paired_before
     assert _records(tmp / "work-lanes") == before
 
+    # the summary keeps a gzip copy of every row's ranks: without the run folders' ranks (a new machine),
+    # the same intervals come back from the copies alone
+    rows = json.loads(path.read_text())["subset"]["models"]
+    assert all(Path(r["ranks_kept"]).is_file() for r in rows.values())
+    for r in rows.values():
+        own = Path(r["out"]) / ("test/ranks.json" if r["kind"] == "generative" else "ranks_test.json")
+        own.unlink()
+    full = json.loads(path.read_text())
+    full["subset"].pop("paired")
+    path.write_text(json.dumps(full))
+    assert bench.main(args + ["--render-only"]) == 0
+    assert json.loads(path.read_text())["subset"]["paired"] == paired_before
+
 
 def test_progress_reads_the_curves_of_finished_and_running_models(setup):
     tmp, args = setup
