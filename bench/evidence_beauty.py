@@ -401,8 +401,9 @@ def keep_ranks(b: Bench, part: dict[str, Any], mode: str) -> None:
         if not src.is_file() or src.suffix == ".gz":
             continue
         dest = (b.results.parent / f"{b.results.stem}_ranks" / mode / f"{name}.json.gz").resolve()
-        with atomic_path(dest) as tmp, gzip.GzipFile(tmp, "wb", mtime=0) as f:
-            f.write(json.dumps(read_ranks(src), separators=(",", ":")).encode("utf-8"))
+        if not dest.is_file() or dest.stat().st_mtime < src.stat().st_mtime:  # every summary calls this
+            with atomic_path(dest) as tmp, gzip.GzipFile(tmp, "wb", mtime=0) as f:
+                f.write(json.dumps(read_ranks(src), separators=(",", ":")).encode("utf-8"))
         row["ranks_kept"] = str(dest.relative_to(ROOT) if dest.is_relative_to(ROOT) else dest)
 
 

@@ -40,7 +40,9 @@ from _docs import replace_section  # noqa: E402
 from evidence_beauty import per_user, ranks_path, read_ranks  # noqa: E402
 
 SECTION = "## Evidence on Beauty (by segment)"
-SECTIONS = {"subset": SECTION, "full": "## Evidence on Beauty (by segment, full split)"}
+# --part: its doc section, how its text names it, its output files' suffix
+PARTS = {"subset": (SECTION, "subset", ""), "full": ("## Evidence on Beauty (by segment, full split)", "full split", "_full")}
+SECTIONS = {part: v[0] for part, v in PARTS.items()}
 METRICS = ("ndcg@10", "hit@10")
 KS = [10]
 CF_TOP = 50  # "LightGCN finds it": the test item within LightGCN's top 50
@@ -204,9 +206,9 @@ def _ci(d: dict[str, float]) -> str:
 
 
 def render(res: dict[str, Any]) -> str:
-    part = res.get("part", "subset")
-    lines = [SECTIONS[part], "",
-             f"Test users of the {'subset' if part == 'subset' else 'full split'} ({res['users']:,}), split three ways; inside each group ndcg@10 of "
+    section, label, _ = PARTS[res.get("part", "subset")]
+    lines = [section, "",
+             f"Test users of the {label} ({res['users']:,}), split three ways; inside each group ndcg@10 of "
              "the baselines and GRAM, and the paired 95% interval of ndcg@10 differences (the same users, "
              f"{res['bootstrap']} resamples). No model is run: the ranks are those of the table above. "
              "Many small groups: one interval clear of 0 among them is weak evidence.", "",
@@ -235,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", required=True, type=Path, help="the dataset folder the models were trained on "
                     "(the subset's WORK/data; with --part full, the prepared full split)")
-    ap.add_argument("--part", choices=sorted(SECTIONS), default="subset", help="which rows of --results")
+    ap.add_argument("--part", choices=sorted(PARTS), default="subset", help="which rows of --results")
     ap.add_argument("--results", type=Path, default=ROOT / "bench" / "results" / "evidence_beauty.json")
     ap.add_argument("--out", type=Path, default=None,
                     help="default bench/results/evidence_beauty_segments.json (_full.json with --part full)")
@@ -246,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
     if a.out is None:
-        a.out = ROOT / "bench" / "results" / f"evidence_beauty_segments{'_full' if a.part == 'full' else ''}.json"
+        a.out = ROOT / "bench" / "results" / f"evidence_beauty_segments{PARTS[a.part][2]}.json"
     ds = SeqDataset.load(a.data)
     per, features, users = load(a.results, ds, a.part)
     parent = None
