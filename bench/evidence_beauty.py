@@ -68,6 +68,9 @@ ABLATIONS = {  # one factor at a time, on the best placement
 # the same pair without them says whether the text already carries what the prefix would add.
 CONTROLS = {"nosim-gram": ["model.prefix.enabled=false", "model.similar_items=0"],
             "nosim-gramc": ["model.prefix.enabled=true", "model.similar_items=0"]}  # + the best placement
+# A row of the best placement's first seed trained again in a later session (renamed so when merged):
+# the first run's per-user ranks were lost with its machine, so later ablations pair with this one.
+RERUN = "-rerun"
 KS_SHOWN = (5, 10, 20)
 SECTION = "## Evidence on Beauty (results)"
 # published numbers on the full Beauty split (results-anchors.md): R@5, N@5, R@10, N@10
@@ -151,11 +154,15 @@ def ensure_subset(b: Bench) -> Path:
 
 
 def best_placement(b: Bench) -> str:
-    """The placement with the best validation ndcg@10 among phase 1's finished GRAM-C runs."""
+    """The placement with the best validation ndcg@10 among phase 1's finished GRAM-C runs; when their
+    run folders are gone (a new machine), the one the results file recorded from them."""
     vals = {}
     for p in b.placements:
         v = valid_selection(b.models_dir / f"gramc-{p}")
         if v is None or not (b.models_dir / f"gramc-{p}" / "test" / ".stage.json").is_file():
+            recorded = read_json(b.results).get("subset", {}).get("best_placement") if b.results.is_file() else None
+            if recorded in b.placements:
+                return recorded
             raise SystemExit(f"phase 2 needs every placement's run first; gramc-{p} has not finished "
                              f"(run: python bench/evidence_beauty.py --models gramc-{p})")
         vals[p] = v["value"]
@@ -431,7 +438,24 @@ def paired(rows: dict[str, dict], a: list[str], b: list[str], ks: list[int], n: 
             for k, v in m.items():
                 acc[k] = acc.get(k, 0) + v / len(group)
         means.append(acc)
-    return {"a": a, "b": b, "users": len(users), "diff": paired_bootstrap_ci(means[0], means[1], n=n, seed=seed)}
+    return {"a": a, "b": b, "users": len(users), "rows": row_stamps(rows, a + b),
+            "diff": paired_bootstrap_ci(means[0], means[1], n=n, seed=seed)}
+
+
+def row_stamps(rows: dict[str, dict], names: list[str]) -> dict[str, Any]:
+    """Each named row's test metrics: what a paired interval was computed from."""
+    return {n: dict(rows[n]["test"]["metrics"]) if n in rows else None for n in names}
+
+
+def carry_pairings(old: dict[str, Any], fresh: dict[str, Any], rows: dict[str, dict]) -> dict[str, Any]:
+    """The fresh paired intervals, plus each earlier one that cannot be recomputed (a run's per-user ranks
+    were lost with its machine) while every row it was computed from is unchanged; one whose rows were
+    rerun since is dropped, not kept stale."""
+    out = dict(fresh)
+    for key, rec in old.items():
+        if key not in fresh and rec.get("rows") and rec["rows"] == row_stamps(rows, rec["a"] + rec["b"]):
+            out[key] = {**rec, "carried": "per-user ranks gone; kept from an earlier summary of the same rows"}
+    return out
 
 
 def comparisons(rows: dict[str, dict], best: str | None, ks: list[int], n: int, seed: int) -> dict[str, Any]:
@@ -447,8 +471,9 @@ def comparisons(rows: dict[str, dict], best: str | None, ks: list[int], n: int, 
     if best:
         out["GRAM-C (best, 2 seeds) - GRAM (2 seeds)"] = paired(rows, ["gram", "gram-s2"],
                                                                 [f"gramc-{best}", f"gramc-{best}-s2"], ks, n, seed)
-        for abl in ABLATIONS:
-            out[f"{abl} - gramc-{best}"] = paired(rows, [f"gramc-{best}"], [abl], ks, n, seed)
+        for abl in ABLATIONS:  # against each run of the best placement's first seed that kept its ranks
+            for ref in (f"gramc-{best}", f"gramc-{best}{RERUN}"):
+                out[f"{abl} - {ref}"] = paired(rows, [ref], [abl], ks, n, seed)
         # the redundancy control: the prefix's gain when the passages carry no CF neighbours, and theirs to GRAM
         out["nosim-gramc - nosim-gram"] = paired(rows, ["nosim-gram"], ["nosim-gramc"], ks, n, seed)
         out["nosim-gram - gram"] = paired(rows, ["gram"], ["nosim-gram"], ks, n, seed)
@@ -560,7 +585,10 @@ def render(res: dict[str, Any]) -> str:
             d = c["diff"]
             cells = [f"{d[m]['mean']:+.4f} [{d[m]['lo']:+.4f}, {d[m]['hi']:+.4f}]"
                      for m in [f"ndcg@{k}" for k in KS_SHOWN] + ["hit@10"]]
-            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+            lines.append(f"| {label}{' (carried)' if c.get('carried') else ''} | " + " | ".join(cells) + " |")
+        if any(c.get("carried") for c in part.get("paired", {}).values()):
+            lines += ["", "*(carried)*: computed by an earlier summary from the same rows, whose per-user ranks "
+                      "were lost with that session's machine; kept because none of those rows was rerun since."]
         if part.get("best_placement"):
             lines += ["", f"Best placement by validation ndcg@10: `{part['best_placement']}`."]
         if part.get("curves"):
@@ -722,12 +750,13 @@ def summarise(b: Bench, part: dict[str, Any], best: str | None) -> None:
         except SystemExit:
             pass
     cfg = load_config(b.config, b.extra)
-    part["paired"] = comparisons(part["models"], part.get("best_placement") if not b.full else best,
-                                 list(cfg.eval.ks), cfg.eval.bootstrap, cfg.run.seed)
+    fresh = comparisons(part["models"], part.get("best_placement") if not b.full else best,
+                        list(cfg.eval.ks), cfg.eval.bootstrap, cfg.run.seed)
     if b.full and f"gramc-{best}" in part["models"]:
-        part["paired"] = {f"gramc-{best} - gram": paired(part["models"], ["gram"], [f"gramc-{best}"],
-                                                         list(cfg.eval.ks), cfg.eval.bootstrap, cfg.run.seed)}
-        part["paired"] = {k: v for k, v in part["paired"].items() if v is not None}
+        fresh = {f"gramc-{best} - gram": paired(part["models"], ["gram"], [f"gramc-{best}"],
+                                                list(cfg.eval.ks), cfg.eval.bootstrap, cfg.run.seed)}
+        fresh = {k: v for k, v in fresh.items() if v is not None}
+    part["paired"] = carry_pairings(part.get("paired", {}), fresh, part["models"])
     curves = b.results.with_name(b.results.stem + ("_full" if b.full else "") + "_curves.png")
     plot_curves(part["models"], curves)
     part["curves"] = str(curves)

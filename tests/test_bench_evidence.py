@@ -284,3 +284,53 @@ def test_a_run_early_stopping_stopped_trains_on_to_the_end_of_its_schedule(setup
     row = {"kind": "generative", "epochs_run": 12, "valid": {"epoch": 11}, "continued": rec | {"stopped_epoch": 7}}
     assert bench.epochs_cell(row) == "12 (best 12); stopped at 7, trained on"
     assert bench.epochs_cell({**row, "continued": None}) == "12 (best 12)" and bench.epochs_cell({"kind": "baseline"}) == "-"
+
+
+def test_best_placement_falls_back_to_the_recorded_one_when_the_run_folders_are_gone(tmp_path):
+    bench = _bench()
+    b = bench.Bench(parent=tmp_path / "parent", work=tmp_path / "work", config=ROOT / "configs" / "quickstart.yaml",
+                    ids_file="", tokenizer="train", fraction=0.5, subset_seed=0, kcore=0, threads=1,
+                    train_minutes=0, sasrec_minutes=0, eval_users=0, placements=("user_passage", "memory"),
+                    results=tmp_path / "ev.json")
+    with pytest.raises(SystemExit, match="gramc-user_passage has not finished"):
+        bench.best_placement(b)  # no run folders, no results file
+    b.results.write_text(json.dumps({"subset": {"best_placement": "every_passage"}}))
+    with pytest.raises(SystemExit, match="has not finished"):
+        bench.best_placement(b)  # recorded, but not one of this bench's placements
+    b.results.write_text(json.dumps({"subset": {"best_placement": "memory"}}))
+    assert bench.best_placement(b) == "memory"
+    assert bench.model_overrides("abl-items1", b, bench.best_placement(b))[:2] == [
+        "model.prefix.enabled=true", "model.prefix.placement=memory"]
+
+
+def test_a_pairing_whose_ranks_are_gone_is_carried_only_while_its_rows_are_unchanged():
+    bench = _bench()
+    rows = {n: {"test": {"metrics": {"ndcg@10": v}}} for n, v in (("gram", 0.01), ("gramc-memory", 0.02))}
+    rec = {"a": ["gram"], "b": ["gramc-memory"], "users": 9, "rows": bench.row_stamps(rows, ["gram", "gramc-memory"]),
+           "diff": {"ndcg@10": {"mean": 0.01}}}
+    old = {"gramc-memory - gram": rec, "unstamped": {k: v for k, v in rec.items() if k != "rows"}}
+    kept = bench.carry_pairings(old, {}, rows)
+    assert list(kept) == ["gramc-memory - gram"] and kept["gramc-memory - gram"]["carried"]
+    assert kept["gramc-memory - gram"]["diff"] == rec["diff"]
+    fresh = {"gramc-memory - gram": {**rec, "diff": {"ndcg@10": {"mean": 0.03}}}}
+    assert bench.carry_pairings(old, fresh, rows) == fresh  # what can be recomputed is
+    rows["gramc-memory"]["test"]["metrics"]["ndcg@10"] = 0.025  # gramc-memory rerun since
+    assert bench.carry_pairings(old, {}, rows) == {}
+    del rows["gram"]
+    assert bench.carry_pairings(old, {}, rows) == {}
+
+
+def test_ablations_pair_with_a_rerun_of_the_best_placement_when_the_first_run_lost_its_ranks(tmp_path):
+    bench = _bench()
+    rows = {}
+    for name, ranks in (("gramc-memory", None), ("gramc-memory-rerun", [1, -1, 3, -1]), ("abl-items1", [-1, -1, 0, -1])):
+        out = tmp_path / name
+        (out / "test").mkdir(parents=True)
+        if ranks is not None:  # 0-based; -1: the target was not in the beam
+            (out / "test" / "ranks.json").write_text(json.dumps({"users": ["a", "b", "c", "d"], "ranks": ranks}))
+        rows[name] = {"kind": "generative", "out": str(out), "test": {"metrics": {"ndcg@10": 0.1}}}
+    out = bench.comparisons(rows, "memory", [10], 50, 0)
+    assert list(out) == ["abl-items1 - gramc-memory-rerun"]
+    rec = out["abl-items1 - gramc-memory-rerun"]
+    assert rec["a"] == ["gramc-memory-rerun"] and rec["b"] == ["abl-items1"] and rec["users"] == 4
+    assert rec["diff"]["hit@10"]["mean"] == pytest.approx(-0.25)  # 1 hit against 2, of 4 users
