@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from gramc.checks import Report, check, failed, passed, warned
 from gramc.config import load_config
@@ -46,6 +47,8 @@ def test_run_info_records_config_versions_and_fingerprints(tmp_path):
     assert saved["seed"] == 11 and info["seed"] == 11
     assert saved["inputs"]["input"]["sha256"] == sha256_file(inp)
     assert "torch" in saved["versions"]
+    assert saved["versions"]["cpu"] not in ("", "unknown")  # float results depend on it
+    assert saved["versions"]["torch_cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     assert load_config(tmp_path / "run" / "config.yaml") == cfg
 
 

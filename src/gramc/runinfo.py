@@ -17,8 +17,25 @@ _PACKAGES = ["gramc", "torch", "transformers", "tokenizers", "sentencepiece", "n
              "scikit-learn", "safetensors"]
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo, else `platform.processor()`)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def package_versions() -> dict[str, str]:
-    out = {"python": sys.version.split()[0], "platform": platform.platform()}
+    """Interpreter, machine and library versions. The CPU, and the vector instructions torch uses where
+    the run loaded torch, are recorded because float results (so a trained model) differ between CPUs
+    at equal seeds, versions and data."""
+    out = {"python": sys.version.split()[0], "platform": platform.platform(), "cpu": cpu_model()}
+    torch = sys.modules.get("torch")  # not imported here: data-only stages do not load it
+    if torch is not None:
+        out["torch_cpu_capability"] = torch.backends.cpu.get_cpu_capability()
     for name in _PACKAGES:
         try:
             out[name] = metadata.version(name)
