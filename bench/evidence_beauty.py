@@ -382,12 +382,26 @@ def run_baseline(name: str, b: Bench) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 
 
-def ranks_path(row: dict[str, Any]) -> Path:
-    """A row's per-user test ranks: in its run folder, else the committed copy `keep_ranks` made (run
-    folders are not committed: on a new machine only the copy is left to pair a new model against)."""
+def ranks_path(row: dict[str, Any]) -> Path | None:
+    """A row's per-user test ranks: in its run folder while they are the row's own, else the committed
+    copy `keep_ranks` made (run folders are not committed: on a new machine only the copy is left to
+    pair a new model against); None when neither is there."""
     out = Path(row["out"])
     own = out / "test" / "ranks.json" if row["kind"] == "generative" else out / "ranks_test.json"
-    return own if own.is_file() or not row.get("ranks_kept") else ROOT / row["ranks_kept"]  # relative to ROOT
+    if own.is_file() and ranks_match(own, row):
+        return own
+    kept = ROOT / row["ranks_kept"] if row.get("ranks_kept") else None  # relative to ROOT
+    return kept if kept is not None and kept.is_file() else None
+
+
+def ranks_match(path: Path, row: dict[str, Any]) -> bool:
+    """Whether the ranks at `path` give the row's test ndcg@10: a later run in the same folder (a rerun
+    on a new machine) has other ranks, and must not stand in for the row's."""
+    from gramc.metrics import per_user_metrics
+
+    r = read_ranks(path)
+    want = row["test"]["metrics"]["ndcg@10"]
+    return len(r["ranks"]) > 0 and abs(float(per_user_metrics(np.array(r["ranks"]), [10])["ndcg@10"].mean()) - want) < 1e-9
 
 
 def read_ranks(path: Path) -> dict[str, Any]:
@@ -405,7 +419,7 @@ def keep_ranks(b: Bench, part: dict[str, Any], mode: str) -> None:
     interval, without the run folders."""
     for name, row in part.get("models", {}).items():
         src = ranks_path(row)
-        if not src.is_file() or src.suffix == ".gz":
+        if src is None or src.suffix == ".gz":
             continue
         dest = (b.results.parent / f"{b.results.stem}_ranks" / mode / f"{name}.json.gz").resolve()
         if not dest.is_file() or dest.stat().st_mtime < src.stat().st_mtime:  # every summary calls this
@@ -425,7 +439,7 @@ def paired(rows: dict[str, dict], a: list[str], b: list[str], ks: list[int], n: 
     """Paired bootstrap of mean-over-runs(b) - mean-over-runs(a), per user (same users in every run)."""
     from gramc.metrics import paired_bootstrap_ci
 
-    if not all(x in rows and ranks_path(rows[x]).is_file() for x in a + b):
+    if not all(x in rows and ranks_path(rows[x]) is not None for x in a + b):
         return None  # a model not run yet (or a baseline run before per-user ranks were kept)
     users, means = None, []
     for group in (a, b):

@@ -137,8 +137,8 @@ def load(results: Path, ds: SeqDataset, part: str = "subset"
         raise SystemExit(f"{results} has no {part!r} models")
     per, users = {}, None
     for name, row in rows.items():
-        if not ranks_path(row).is_file():
-            print(f"skipped {name}: no per-user test ranks at {ranks_path(row)}")
+        if ranks_path(row) is None:
+            print(f"skipped {name}: no per-user test ranks of its own in {row['out']} nor a kept copy")
             continue
         u, m = per_user(row, KS)
         if users is not None and u != users:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -328,9 +329,18 @@ def test_ablations_pair_with_a_rerun_of_the_best_placement_when_the_first_run_lo
         (out / "test").mkdir(parents=True)
         if ranks is not None:  # 0-based; -1: the target was not in the beam
             (out / "test" / "ranks.json").write_text(json.dumps({"users": ["a", "b", "c", "d"], "ranks": ranks}))
-        rows[name] = {"kind": "generative", "out": str(out), "test": {"metrics": {"ndcg@10": 0.1}}}
+        ndcg = sum(1 / math.log2(r + 2) for r in ranks if 0 <= r < 10) / 4 if ranks else 0.1
+        rows[name] = {"kind": "generative", "out": str(out), "test": {"metrics": {"ndcg@10": ndcg}}}
     out = bench.comparisons(rows, "memory", [10], 50, 0)
     assert list(out) == ["abl-items1 - gramc-memory-rerun"]
     rec = out["abl-items1 - gramc-memory-rerun"]
     assert rec["a"] == ["gramc-memory-rerun"] and rec["b"] == ["abl-items1"] and rec["users"] == 4
     assert rec["diff"]["hit@10"]["mean"] == pytest.approx(-0.25)  # 1 hit against 2, of 4 users
+
+    # a later run in gramc-memory's folder (a rerun on a new machine) does not stand in for its ranks
+    (tmp_path / "gramc-memory" / "test" / "ranks.json").write_text(
+        json.dumps({"users": ["a", "b", "c", "d"], "ranks": [0, 0, 0, 0]}))
+    assert bench.ranks_path(rows["gramc-memory"]) is None
+    assert list(bench.comparisons(rows, "memory", [10], 50, 0)) == ["abl-items1 - gramc-memory-rerun"]
+    rows["gramc-memory"]["test"]["metrics"]["ndcg@10"] = 1.0  # now they are its own
+    assert "abl-items1 - gramc-memory" in bench.comparisons(rows, "memory", [10], 50, 0)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from gramc.data.dataset import SeqDataset
+from gramc.metrics import per_user_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,7 +43,9 @@ def _setup(tmp: Path, gramc_ranks: list[int], cf_ranks: list[int]) -> tuple[Path
         path = out / "test" / "ranks.json" if gen else out / "ranks_test.json"
         path.parent.mkdir(parents=True)
         path.write_text(json.dumps({"users": USERS, "ranks": ranks}))
-        rows[name] = {"kind": "generative" if gen else "baseline", "out": str(out)}
+        ndcg = float(per_user_metrics(np.array(ranks), [10])["ndcg@10"].mean())  # as the bench's rows have it
+        rows[name] = {"kind": "generative" if gen else "baseline", "out": str(out),
+                      "test": {"metrics": {"ndcg@10": ndcg}}}
     results = tmp / "ev.json"
     results.write_text(json.dumps({"subset": {"models": rows}}))
     return tmp / "data", results
