@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import functools
 import gzip
 import json
 import os
@@ -397,11 +398,17 @@ def ranks_path(row: dict[str, Any]) -> Path | None:
 def ranks_match(path: Path, row: dict[str, Any]) -> bool:
     """Whether the ranks at `path` give the row's test ndcg@10: a later run in the same folder (a rerun
     on a new machine) has other ranks, and must not stand in for the row's."""
+    mean = _mean_ndcg10(str(path), path.stat().st_mtime_ns)
+    return mean is not None and abs(mean - row["test"]["metrics"]["ndcg@10"]) < 1e-9
+
+
+@functools.lru_cache(maxsize=None)
+def _mean_ndcg10(path: str, mtime_ns: int) -> float | None:
+    """Mean ndcg@10 of a ranks file, read once per version (a summary asks for each row's many times)."""
     from gramc.metrics import per_user_metrics
 
-    r = read_ranks(path)
-    want = row["test"]["metrics"]["ndcg@10"]
-    return len(r["ranks"]) > 0 and abs(float(per_user_metrics(np.array(r["ranks"]), [10])["ndcg@10"].mean()) - want) < 1e-9
+    ranks = read_ranks(Path(path))["ranks"]
+    return float(per_user_metrics(np.array(ranks), [10])["ndcg@10"].mean()) if ranks else None
 
 
 def read_ranks(path: Path) -> dict[str, Any]:
