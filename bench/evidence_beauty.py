@@ -511,13 +511,16 @@ def plot_curves(rows: dict[str, dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    curves = {name: row["curve"] for name, row in rows.items() if row.get("curve")}  # baselines have none
-    for i, (name, pts) in enumerate(curves.items()):
+    for ax in axes:  # 20 colours: the default cycle repeats after 10 runs, and there are more
+        ax.set_prop_cycle(color=plt.cm.tab20.colors)
+    for name, row in rows.items():
+        pts = row.get("curve") or []
+        if not pts:  # a baseline: no validation curve
+            continue
         style = "-" if name.startswith("gram") else ":"  # ablations and controls dotted
-        color = plt.cm.tab20(i % 20)  # the default cycle repeats after 10 runs, and there are more
         ep = [p["epoch"] + 1 for p in pts]
-        axes[0].plot(ep, [p.get("ndcg@10") for p in pts], style, color=color, marker="o", label=name)
-        axes[1].plot(ep, [p.get("valid_loss") for p in pts], style, color=color, marker="o", label=name)
+        axes[0].plot(ep, [p.get("ndcg@10") for p in pts], style, marker="o", label=name)
+        axes[1].plot(ep, [p.get("valid_loss") for p in pts], style, marker="o", label=name)
     axes[0].set(xlabel="epoch", ylabel="validation ndcg@10 (in-training users)", title="validation ndcg@10")
     axes[1].set(xlabel="epoch", ylabel="validation loss", title="validation loss")
     for ax in axes:
