@@ -498,6 +498,8 @@ def comparisons(rows: dict[str, dict], best: str | None, ks: list[int], n: int, 
         # the redundancy control: the prefix's gain when the passages carry no CF neighbours, and theirs to GRAM
         out["nosim-gramc - nosim-gram"] = paired(rows, ["nosim-gram"], ["nosim-gramc"], ks, n, seed)
         out["nosim-gram - gram"] = paired(rows, ["gram"], ["nosim-gram"], ks, n, seed)
+        for ref in (f"gramc-{best}", f"gramc-{best}{RERUN}"):  # what the neighbours in the text give GRAM-C
+            out[f"nosim-gramc - {ref}"] = paired(rows, [ref], ["nosim-gramc"], ks, n, seed)
         for base in BASELINES:  # does GRAM-C beat the baselines, and by how much does it fall short
             out[f"GRAM-C (best, 2 seeds) - {base}"] = paired(rows, [base], [f"gramc-{best}", f"gramc-{best}-s2"],
                                                               ks, n, seed)

@@ -146,6 +146,7 @@ def test_redundancy_control_trains_the_pair_without_similar_items_on_the_best_pl
     pair = res["paired"]["nosim-gramc - nosim-gram"]
     assert pair["a"] == ["nosim-gram"] and pair["b"] == ["nosim-gramc"] and pair["users"] == 60
     assert res["paired"]["nosim-gram - gram"]["a"] == ["gram"]
+    assert res["paired"][f"nosim-gramc - gramc-{best}"]["a"] == [f"gramc-{best}"]
     assert "| nosim-gramc |" in (tmp / "benchmarks.md").read_text()
 
 
