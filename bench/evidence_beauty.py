@@ -492,13 +492,15 @@ def comparisons(rows: dict[str, dict], best: str | None, ks: list[int], n: int, 
     if best:
         out["GRAM-C (best, 2 seeds) - GRAM (2 seeds)"] = paired(rows, ["gram", "gram-s2"],
                                                                 [f"gramc-{best}", f"gramc-{best}-s2"], ks, n, seed)
-        for abl in ABLATIONS:  # against each run of the best placement's first seed that kept its ranks
-            for ref in (f"gramc-{best}", f"gramc-{best}{RERUN}"):
+        refs = (f"gramc-{best}", f"gramc-{best}{RERUN}")  # the best placement's first seed, each run of it
+        for abl in ABLATIONS:  # against each of those runs that kept its ranks
+            for ref in refs:
                 out[f"{abl} - {ref}"] = paired(rows, [ref], [abl], ks, n, seed)
-        # the redundancy control: the prefix's gain when the passages carry no CF neighbours, and theirs to GRAM
+        # the redundancy control: the prefix's gain when the passages carry no CF neighbours, and what the
+        # neighbours give GRAM and GRAM-C
         out["nosim-gramc - nosim-gram"] = paired(rows, ["nosim-gram"], ["nosim-gramc"], ks, n, seed)
         out["nosim-gram - gram"] = paired(rows, ["gram"], ["nosim-gram"], ks, n, seed)
-        for ref in (f"gramc-{best}", f"gramc-{best}{RERUN}"):  # what the neighbours in the text give GRAM-C
+        for ref in refs:
             out[f"nosim-gramc - {ref}"] = paired(rows, [ref], ["nosim-gramc"], ks, n, seed)
         for base in BASELINES:  # does GRAM-C beat the baselines, and by how much does it fall short
             out[f"GRAM-C (best, 2 seeds) - {base}"] = paired(rows, [base], [f"gramc-{best}", f"gramc-{best}-s2"],
