@@ -284,6 +284,41 @@ def test_beams_sharing_a_memory_row_equal_separate_rows():
     assert (shared[:, 0] - shared[:, 1]).abs().max().item() > 1e-3
 
 
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float64, 1e-10)])
+def test_memory_as_cross_input_equals_projected_keys_values(dtype, tol):
+    """The folded cross-attention (memory passed as is) gives the logits and the gradients of the
+    projected keys/values, for a memory row with masked positions and several hypotheses per row."""
+    m = make_model(dtype=dtype)
+    m.set_dropout(0.0)
+    m.train()  # gradients too: training uses the folded form
+    ids, mask, _ = random_batch()
+    dec = torch.randint(0, VOCAB, (3, 2, 5))
+    grads, outs = [], []
+    for folded in (False, True):
+        m.zero_grad()
+        memory = m.encode(ids, mask)
+        logits, _ = m.decode(dec, memory if folded else m.cross_kv(memory), mask)
+        (logits.square().mean()).backward()
+        outs.append(logits.detach())
+        grads.append({n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None})
+    assert (outs[0] - outs[1]).abs().max().item() < tol * outs[0].abs().max().item()
+    assert grads[0].keys() == grads[1].keys() and "decoder.layers.0.cross_attn.k.weight" in grads[1]
+    for name, g in grads[0].items():
+        assert (g - grads[1][name]).abs().max().item() <= tol * max(1.0, g.abs().max().item()), name
+
+
+def test_folded_cross_attention_ignores_masked_memory():
+    """Masked memory positions change nothing, whatever they hold (here: huge values)."""
+    m = make_model()
+    memory, mask = _memory(m)
+    dec = torch.randint(0, VOCAB, (3, 1, 4))
+    noisy = memory.masked_fill(~mask[:, :, None], 1e4)
+    with torch.no_grad():
+        a, _ = m.decode(dec, memory, mask)
+        b, _ = m.decode(dec, noisy, mask)
+    assert torch.isfinite(b).all() and (a - b).abs().max().item() < 1e-5
+
+
 def test_cache_reorder_with_index_select():
     m = make_model()
     memory, mask = _memory(m)
@@ -312,6 +347,10 @@ def test_decode_checks_cache_and_memory_rows():
         m.decode(torch.zeros(3, 2, 1, dtype=torch.long), ckv, mask, cache, start=2)
     with pytest.raises(ValueError, match="B=2"):
         m.decode(torch.zeros(2, 2, 1, dtype=torch.long), ckv, mask)
+    with pytest.raises(ValueError, match="B=2"):
+        m.decode(torch.zeros(2, 2, 1, dtype=torch.long), memory, mask)
+    with pytest.raises(ValueError, match="positions"):
+        m.decode(torch.zeros(3, 2, 1, dtype=torch.long), memory[:, 1:], mask)
 
 
 def test_shift_right_replaces_ignored_labels():

@@ -13,7 +13,8 @@ from safetensors.torch import load_file
 from gramc.config import ConfigError, load_config
 from gramc.ids.tokens import IGNORE_INDEX
 from gramc.train.loader import host_loader
-from gramc.train.trainer import Trainer, TrainParts, bf16_enabled, count_target_tokens, fit, valid_loss_subset
+from gramc.train.precision import CpuBf16, arm_bf16, resolve_precision
+from gramc.train.trainer import Trainer, TrainParts, count_target_tokens, fit, valid_loss_subset
 from gramc.train.batching import Batcher
 from train_toy import build_model, collate, toy_config, toy_dataset, toy_samples
 
@@ -103,11 +104,41 @@ def test_valid_loss_subset_is_seeded_and_capped():
     assert valid_loss_subset(valid, 10_000, seed=3) == list(valid)
 
 
-def test_bf16_auto_is_off_on_cpu_and_config_values_are_strict():
+def test_bf16_auto_follows_the_cpu_and_config_values_are_strict():
     cpu = torch.device("cpu")
-    assert not bf16_enabled("auto", cpu) and bf16_enabled(True, cpu) and not bf16_enabled(False, cpu)
+    plain, avx, amx, arm = (CpuBf16(False, False, False), CpuBf16(False, True, False), CpuBf16(True, True, False),
+                            CpuBf16(False, False, True))
+    assert not resolve_precision("auto", cpu, plain).bf16
+    assert all(resolve_precision("auto", cpu, c).bf16 for c in (avx, amx, arm))
+    assert resolve_precision(True, cpu, plain).bf16 and not resolve_precision(False, cpu, amx).bf16
+    rec = resolve_precision("auto", cpu, avx).to_json()
+    assert rec["bf16"] and rec["cpu_bf16"] == {"amx_tile": False, "avx512_bf16": True, "arm_bf16": False}
+    assert "avx512_bf16" in rec["reason"] and "no native bf16" in resolve_precision("auto", cpu, plain).describe()
+    # the detection asks torch: this machine's answer is what `auto` uses
+    found = CpuBf16.detect()
+    assert found.avx512_bf16 == torch.cpu._is_avx512_bf16_supported()
+    assert resolve_precision("auto", cpu).bf16 == found.native
     assert load_config(None, []).train.bf16 == "auto"
     assert load_config(None, ["train.bf16=true"]).train.bf16 is True
+
+
+def test_arm_bf16_is_read_from_the_feature_list(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nFeatures\t: fp asimd sve bf16 i8mm\n", encoding="utf-8")
+    assert arm_bf16(info, "aarch64") and not arm_bf16(info, "x86_64")
+    info.write_text("processor\t: 0\nFeatures\t: fp asimd sve svebf16\n", encoding="utf-8")
+    assert not arm_bf16(info, "aarch64")
+    assert not arm_bf16(tmp_path / "missing", "aarch64")
+
+
+def test_run_info_records_the_precision_used(tmp_path):
+    for setting in (False, True):
+        cfg = toy_config(epochs=1, max_steps=1, bf16=setting)
+        fit(toy_parts(cfg.run.seed), cfg, tmp_path / f"run-{setting}")
+        rec = json.loads((tmp_path / f"run-{setting}" / "run_info.json").read_text())
+        assert rec["precision"]["setting"] is setting and rec["precision"]["bf16"] is setting
+        assert rec["precision"]["cpu_bf16"]["avx512_bf16"] == CpuBf16.detect().avx512_bf16
+        assert rec["cpu_allocator"]["applied"] in (True, False) and rec["cpu_allocator"]["why"]
     for bad in ("1", "sometimes", "0"):
         with pytest.raises(ConfigError, match="train.bf16"):
             load_config(None, [f"train.bf16={bad}"])

@@ -181,7 +181,8 @@ class TrainConfig:
     warmup: float = 0.05  # fraction of optimiser steps
     clip: float = 1.0
     # bf16 autocast of forward passes (training and validation loss; the loss itself is fp32):
-    # "auto" = on when training on CUDA (bf16-capable card), off on CPU; true = on any device; false = fp32
+    # "auto" = on where the hardware has native bf16 matmuls (a bf16-capable CUDA card; a CPU with AMX,
+    # AVX512-BF16 or Arm BF16), fp32 elsewhere; true = on any device; false = fp32
     bf16: Literal["auto", True, False] = "auto"
     num_workers: int = 0  # DataLoader worker processes collating training batches; 0 = in the training process
     log_every: int = 20  # optimiser steps

@@ -239,9 +239,9 @@ class GramC(nn.Module):
         memory, mask = self.memory(batch, items)
         labels = batch.labels
         if self.trie is not None:
-            hidden, _ = self.t5.decode_states(shift_right(labels)[:, None, :], self.t5.cross_kv(memory), mask)
+            hidden, _ = self.t5.decode_states(shift_right(labels)[:, None, :], memory, mask)
             return trie_token_losses(self.t5, hidden[:, 0], labels, self._trie_on(labels.device), IGNORE_INDEX)
-        logits, _ = self.t5.decode(shift_right(labels)[:, None, :], self.t5.cross_kv(memory), mask)
+        logits, _ = self.t5.decode(shift_right(labels)[:, None, :], memory, mask)
         logits = logits[:, 0].float()
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE_INDEX,
                                reduction="none")

@@ -41,6 +41,10 @@ from ..ids.tokens import IGNORE_INDEX, PAD_ID
 Cache = list[tuple[Tensor, Tensor]]
 # Cross-attention keys/values per decoder layer, each [B, H, M, d_kv].
 CrossKV = list[tuple[Tensor, Tensor]]
+# What the decoder cross-attends to: the projected keys/values of every layer (`T5.cross_kv`, for
+# many decoding steps over one memory), or the memory `[B, M, d]` itself, whose key and value
+# projections are then folded into the queries (`Attention.attend_memory`, for one teacher-forced pass).
+Cross = CrossKV | Tensor
 
 
 # ----------------------------------------------------------------------------------------------
@@ -120,6 +124,38 @@ class T5Dims:
 # ----------------------------------------------------------------------------------------------
 
 
+def dropout_mask(shape: torch.Size, p: float, device: torch.device) -> tuple[Tensor, float]:
+    """(keep mask `shape` bool, 1 / keep probability) for dropout rate `p`, drawn from torch's generator.
+
+    On the CPU, random numbers are what dropout costs: `bernoulli_` draws one 32-bit number per
+    element. Here each 32-bit draw gives two 16-bit uniforms, and an element is kept when its 16 bits
+    are at or above `round(p * 2**16)`: the keep probability is `1 - round(p * 2**16) / 2**16`
+    (within 1e-5 of `1 - p`), and the scale is exactly its inverse, so the expectation is unchanged.
+    """
+    n = math.prod(shape)
+    cut = round(p * 65536)
+    bits = torch.randint(-2**31, 2**31 - 1, ((n + 1) // 2,), dtype=torch.int32, device=device)
+    keep = bits.view(torch.int16)[:n].view(shape) >= cut - 32768
+    return keep, 65536 / (65536 - cut)
+
+
+def dropout(x: Tensor, p: float, training: bool) -> Tensor:
+    """`F.dropout`, with `dropout_mask`'s cheaper mask on the CPU."""
+    if not training or p == 0.0:
+        return x
+    if x.device.type != "cpu" or p >= 1.0:
+        return F.dropout(x, p, True)
+    keep, scale = dropout_mask(x.shape, p, x.device)
+    return x * keep.to(x.dtype).mul_(scale)
+
+
+class Dropout(nn.Dropout):
+    """`nn.Dropout` through `dropout` (same rate, same expectation, a cheaper mask on the CPU)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return dropout(x, self.p, self.training)
+
+
 class RMSNorm(nn.Module):
     """T5's layer norm: scale by the root mean square (no mean subtraction, no bias); stats in float32."""
 
@@ -146,7 +182,7 @@ class FeedForward(nn.Module):
         else:
             self.wi = nn.Linear(dims.d_model, dims.d_ff, bias=False)
         self.wo = nn.Linear(dims.d_ff, dims.d_model, bias=False)
-        self.dropout = nn.Dropout(dims.dropout_rate)
+        self.dropout = Dropout(dims.dropout_rate)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.gated:
@@ -213,7 +249,7 @@ class Attention(nn.Module):
         self.k = nn.Linear(dims.d_model, dims.inner_dim, bias=False)
         self.v = nn.Linear(dims.d_model, dims.inner_dim, bias=False)
         self.o = nn.Linear(dims.inner_dim, dims.d_model, bias=False)
-        self.attn_dropout = nn.Dropout(dims.dropout_rate)  # on attention weights; only its `p` is used (by SDPA)
+        self.attn_dropout = Dropout(dims.dropout_rate)  # on attention weights
 
     def split_heads(self, x: Tensor) -> Tensor:
         """`[N, S, H*d_kv] -> [N, H, S, d_kv]`."""
@@ -227,8 +263,42 @@ class Attention(nn.Module):
         """Heads `[N, H, Sq, d_kv]` against `[N, H, Sk, d_kv]` with additive `bias` -> merged `[N, Sq, d]`."""
         bias = bias.to(q.dtype)
         k, v = k.to(q.dtype), v.to(q.dtype)
-        dropout = self.attn_dropout.p if self.training else 0.0
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout, scale=1.0)
+        if self.training and self.attn_dropout.p > 0 and q.device.type == "cpu":
+            out = self.attend_explicit(q, k, v, bias)
+        else:
+            dropout_p = self.attn_dropout.p if self.training else 0.0
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p, scale=1.0)
+        return self.o(out.transpose(1, 2).flatten(2))
+
+    def attend_explicit(self, q: Tensor, k: Tensor, v: Tensor, bias: Tensor) -> Tensor:
+        """What `scaled_dot_product_attention` computes (scale 1, additive bias), written out: heads
+        `[N, H, Sq, d_kv]` -> `[N, H, Sq, d_kv]`. Used to train on the CPU, where SDPA with dropout
+        falls back to a path that upcasts bf16 to fp32 and draws its mask with `bernoulli_`: here
+        the matmuls stay in `q`'s dtype, the softmax is at least fp32, and dropout is `dropout`."""
+        acc = torch.promote_types(q.dtype, torch.float32)
+        scores = torch.matmul(q, k.transpose(-1, -2))
+        probs = torch.softmax(scores.to(acc) + bias.to(acc), dim=-1).to(q.dtype)
+        return torch.matmul(self.attn_dropout(probs), v)
+
+    def attend_memory(self, q: Tensor, memory: Tensor, bias: Tensor) -> Tensor:
+        """`attend(q, *project_kv(memory), bias)` without projecting the memory `[N, M, d]`.
+
+        Per head h, `q_h . (W_k,h x) = (W_k,h^T q_h) . x` and `sum_m p_m W_v,h x_m = W_v,h (sum_m p_m x_m)`:
+        the queries take the key projection and the attention-weighted memory takes the value
+        projection. That costs `2 H Q d` per memory position instead of `2 d H d_kv` (the two
+        projections), and builds no `[N, H, M, d_kv]` tensor: cheaper whenever the queries per memory
+        row are few, as in one teacher-forced pass (Q = the target length). Softmax in float32 at least.
+        """
+        N, H, Q, dk = q.shape
+        M, d = memory.shape[1], memory.shape[2]
+        dtype = q.dtype
+        memory = memory.to(dtype)
+        qk = torch.matmul(q, self.k.weight.to(dtype).view(H, dk, d))  # [N, H, Q, d]
+        scores = torch.matmul(qk.reshape(N, H * Q, d), memory.transpose(1, 2)).view(N, H, Q, M)
+        acc = torch.promote_types(dtype, torch.float32)
+        probs = self.attn_dropout(torch.softmax(scores.to(acc) + bias.to(acc), dim=-1).to(dtype))
+        ctx = torch.matmul(probs.view(N, H * Q, M), memory).view(N, H, Q, d)
+        out = torch.matmul(ctx, self.v.weight.to(dtype).view(H, dk, d).transpose(1, 2))  # [N, H, Q, d_kv]
         return self.o(out.transpose(1, 2).flatten(2))
 
 
@@ -246,7 +316,7 @@ class EncoderLayer(nn.Module):
         self.attn = Attention(dims)
         self.ff_norm = RMSNorm(dims.d_model, dims.layer_norm_epsilon)
         self.ff = FeedForward(dims)
-        self.dropout = nn.Dropout(dims.dropout_rate)
+        self.dropout = Dropout(dims.dropout_rate)
 
     def forward(self, x: Tensor, bias: Tensor) -> Tensor:
         h = self.attn_norm(x)
@@ -264,7 +334,7 @@ class Encoder(nn.Module):
         self.relative_bias = RelativeBias(dims, bidirectional=True)
         self.layers = nn.ModuleList(EncoderLayer(dims) for _ in range(dims.num_layers))
         self.final_norm = RMSNorm(dims.d_model, dims.layer_norm_epsilon)
-        self.dropout = nn.Dropout(dims.dropout_rate)
+        self.dropout = Dropout(dims.dropout_rate)
         self.gradient_checkpointing = False
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
@@ -291,11 +361,12 @@ class DecoderLayer(nn.Module):
         self.cross_attn = Attention(dims)
         self.ff_norm = RMSNorm(dims.d_model, dims.layer_norm_epsilon)
         self.ff = FeedForward(dims)
-        self.dropout = nn.Dropout(dims.dropout_rate)
+        self.dropout = Dropout(dims.dropout_rate)
 
     def forward(self, x: Tensor, self_bias: Tensor, past: tuple[Tensor, Tensor] | None,
-                cross: tuple[Tensor, Tensor], cross_bias: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        """`x [B, G, T, d]`; `past` (k, v) `[B*G, H, t, d_kv]` or None; `cross` (k, v) `[B, H, M, d_kv]`."""
+                cross: tuple[Tensor, Tensor] | Tensor, cross_bias: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """`x [B, G, T, d]`; `past` (k, v) `[B*G, H, t, d_kv]` or None; `cross` (k, v) `[B, H, M, d_kv]`
+        or the memory `[B, M, d]`."""
         B, G, T, d = x.shape
         # 1. causal self-attention over the cached and the new positions, one row per hypothesis
         h = self.self_norm(x).reshape(B * G, T, d)
@@ -307,7 +378,11 @@ class DecoderLayer(nn.Module):
         # 2. cross-attention: the G*T queries of memory row b share its keys/values (no copy per beam)
         h = self.cross_norm(x).reshape(B, G * T, d)
         q = self.cross_attn.split_heads(self.cross_attn.q(h))  # [B, H, G*T, d_kv]
-        x = x + self.dropout(self.cross_attn.attend(q, cross[0], cross[1], cross_bias)).view(B, G, T, d)
+        if isinstance(cross, Tensor):
+            out = self.cross_attn.attend_memory(q, cross, cross_bias)
+        else:
+            out = self.cross_attn.attend(q, cross[0], cross[1], cross_bias)
+        x = x + self.dropout(out).view(B, G, T, d)
         # 3. feed-forward
         return x + self.dropout(self.ff(self.ff_norm(x))), (k, v)
 
@@ -320,14 +395,16 @@ class Decoder(nn.Module):
         self.relative_bias = RelativeBias(dims, bidirectional=False)
         self.layers = nn.ModuleList(DecoderLayer(dims) for _ in range(dims.num_decoder_layers))
         self.final_norm = RMSNorm(dims.d_model, dims.layer_norm_epsilon)
-        self.dropout = nn.Dropout(dims.dropout_rate)
+        self.dropout = Dropout(dims.dropout_rate)
         self.gradient_checkpointing = False
 
-    def forward(self, x: Tensor, cross_kv: CrossKV, memory_mask: Tensor, cache: Cache | None,
+    def forward(self, x: Tensor, cross: Cross, memory_mask: Tensor, cache: Cache | None,
                 start: int) -> tuple[Tensor, Cache]:
         T = x.shape[2]
         device = x.device
         dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else x.dtype
+        if isinstance(cross, Tensor):  # the memory: cast once for every layer
+            cross = cross.to(dtype)
         query_pos = torch.arange(start, start + T, device=device)
         key_pos = torch.arange(start + T, device=device)
         causal = key_pos[None, :] <= query_pos[:, None]  # [T, start+T]
@@ -337,7 +414,8 @@ class Decoder(nn.Module):
         recompute = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
         new_cache: Cache = []
         for i, layer in enumerate(self.layers):
-            args = (x, self_bias, cache[i] if cache is not None else None, cross_kv[i], cross_bias)
+            args = (x, self_bias, cache[i] if cache is not None else None,
+                    cross if isinstance(cross, Tensor) else cross[i], cross_bias)
             x, kv = checkpoint(layer, *args, use_reentrant=False) if recompute else layer(*args)
             new_cache.append(kv)
         return self.dropout(self.final_norm(x)), new_cache
@@ -455,37 +533,40 @@ class T5(nn.Module):
         """
         return [layer.cross_attn.project_kv(memory) for layer in self.decoder.layers]
 
-    def decode(self, dec_ids: Tensor, cross_kv: CrossKV, memory_mask: Tensor, cache: Cache | None = None,
+    def decode(self, dec_ids: Tensor, cross: Cross, memory_mask: Tensor, cache: Cache | None = None,
                start: int = 0) -> tuple[Tensor, Cache]:
         """Decoder ids `[B, G, T]` -> (logits `[B, G, T, V]`, cache): `logits(decode_states(...))`."""
-        hidden, new_cache = self.decode_states(dec_ids, cross_kv, memory_mask, cache, start)
+        hidden, new_cache = self.decode_states(dec_ids, cross, memory_mask, cache, start)
         return self.logits(hidden), new_cache
 
-    def decode_states(self, dec_ids: Tensor, cross_kv: CrossKV, memory_mask: Tensor, cache: Cache | None = None,
+    def decode_states(self, dec_ids: Tensor, cross: Cross, memory_mask: Tensor, cache: Cache | None = None,
                       start: int = 0) -> tuple[Tensor, Cache]:
         """Decoder ids `[B, G, T]` (G hypotheses per memory row) -> (final states `[B, G, T, d]`, cache).
 
-        `cross_kv` from `cross_kv(memory)` (`B` rows), `memory_mask [B, M]` bool. `cache` is None or
-        the cache returned by the previous call, holding `start` positions; the returned cache holds
-        `start + T`. Cache rows are `B*G` (row `b*G + g`) and can be reordered between calls with
-        `reorder_cache(cache, idx)` (`index_select(0, idx)` on every tensor); `G` may change between
-        calls as long as the cache rows match `B*G`.
+        `cross`: `cross_kv(memory)` (`B` rows), for many calls over one memory, or the memory
+        `[B, M, d]` itself, for one pass (see `Cross`; both give the same states). `memory_mask [B, M]`
+        bool. `cache` is None or the cache returned by the previous call, holding `start` positions;
+        the returned cache holds `start + T`. Cache rows are `B*G` (row `b*G + g`) and can be
+        reordered between calls with `reorder_cache(cache, idx)` (`index_select(0, idx)` on every
+        tensor); `G` may change between calls as long as the cache rows match `B*G`.
         """
         if dec_ids.dim() != 3:
             raise ValueError(f"T5.decode: expected dec_ids [B, G, T], got shape {tuple(dec_ids.shape)}")
         B, G, T = dec_ids.shape
-        if memory_mask.dim() != 2 or memory_mask.shape[0] != B or cross_kv[0][0].shape[0] != B:
-            raise ValueError(f"T5.decode: memory_mask {tuple(memory_mask.shape)} and cross_kv rows "
-                             f"{cross_kv[0][0].shape[0]} must both have B={B} rows")
-        if memory_mask.shape[1] != cross_kv[0][0].shape[2]:
-            raise ValueError(f"T5.decode: memory_mask has {memory_mask.shape[1]} positions, cross_kv has "
-                             f"{cross_kv[0][0].shape[2]}")
+        rows, positions = (cross.shape[0], cross.shape[1]) if isinstance(cross, Tensor) else \
+            (cross[0][0].shape[0], cross[0][0].shape[2])
+        if memory_mask.dim() != 2 or memory_mask.shape[0] != B or rows != B:
+            raise ValueError(f"T5.decode: memory_mask {tuple(memory_mask.shape)} and the cross-attention "
+                             f"memory's {rows} rows must both have B={B} rows")
+        if memory_mask.shape[1] != positions:
+            raise ValueError(f"T5.decode: memory_mask has {memory_mask.shape[1]} positions, the cross-attention "
+                             f"memory has {positions}")
         if cache is not None and (cache[0][0].shape[0] != B * G or cache[0][0].shape[2] != start):
             raise ValueError(f"T5.decode: cache holds {cache[0][0].shape[0]} rows x {cache[0][0].shape[2]} "
                              f"positions, expected B*G={B * G} rows x start={start} positions")
         if cache is None and start != 0:
             raise ValueError(f"T5.decode: start={start} but no cache was given")
-        return self.decoder(self.shared(dec_ids), cross_kv, memory_mask.bool(), cache, start)
+        return self.decoder(self.shared(dec_ids), cross, memory_mask.bool(), cache, start)
 
     def logits(self, hidden: Tensor) -> Tensor:
         """Decoder states -> vocabulary logits (tied: `hidden * d_model**-0.5 @ shared.T`; untied: `lm_head`)."""
@@ -505,7 +586,7 @@ class T5(nn.Module):
     def forward(self, input_ids: Tensor, mask: Tensor, labels: Tensor) -> Tensor:
         """Single-passage seq2seq: logits `[P, T, V]` for `labels [P, T]` (teacher forcing, start token 0)."""
         memory = self.encode(input_ids, mask)
-        logits, _ = self.decode(shift_right(labels)[:, None, :], self.cross_kv(memory), mask)
+        logits, _ = self.decode(shift_right(labels)[:, None, :], memory, mask)
         return logits[:, 0]
 
     # -- Hugging Face weights --------------------------------------------------------------------

@@ -53,13 +53,19 @@ def decay_groups(model: nn.Module) -> DecayGroups:
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
-    """torch AdamW (decoupled decay, betas 0.9/0.999) over two groups: decay and no decay."""
+    """torch AdamW (decoupled decay, betas 0.9/0.999) over two groups: decay and no decay.
+
+    Fused (one kernel over all parameters) where every parameter is a float tensor on the CPU or
+    a CUDA device: on the CPU it updates the tiny preset in 2.8 ms instead of 23 ms, the small
+    preset in 31 ms instead of 144 ms (docs/benchmarks.md, "Training speed on the CPU")."""
     groups = decay_groups(model)
     params = dict(model.named_parameters())
+    trained = [p for p in params.values() if p.requires_grad]
+    fused = bool(trained) and all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in trained)
     return torch.optim.AdamW(
         [{"params": [params[n] for n in groups.decay], "weight_decay": cfg.weight_decay},
          {"params": [params[n] for n in groups.no_decay], "weight_decay": 0.0}],
-        lr=cfg.lr, eps=cfg.eps, betas=(0.9, 0.999))
+        lr=cfg.lr, eps=cfg.eps, betas=(0.9, 0.999), fused=fused or None)
 
 
 def warmup_steps(total_steps: int, warmup: float) -> int:

@@ -23,8 +23,9 @@ On a GPU: training batches are collated by a `torch.utils.data.DataLoader` over 
 (`train.num_workers` worker processes, pinned memory, `non_blocking` copies), so collation overlaps
 compute and the copy overlaps the previous step; target tokens are counted on the host before the
 copy; loss, token and gradient-norm figures stay on the device and are read (one host sync) only at
-logging steps; fp32 matmuls use TF32 during training steps; forward passes run under bf16 autocast
-when `train.bf16` says so ("auto": on CUDA), the loss itself in fp32.
+logging steps; fp32 matmuls use TF32 during training steps. On any device, forward passes run under
+bf16 autocast when `train.bf16` says so ("auto": where the GPU or CPU multiplies bf16 natively, see
+`precision`), the loss itself in fp32.
 """
 
 from __future__ import annotations
@@ -52,14 +53,14 @@ from ..data.splits import Sample
 from ..errors import GramcError
 from ..io import read_jsonl, write_json, write_text
 from ..runinfo import write_run_info
-from ..runtime import DistInfo, barrier as _barrier, init_distributed
+from ..runtime import DistInfo, barrier as _barrier, init_distributed, keep_freed_memory
 from ..seeding import seed_everything
 from .batching import Batcher
 from .evaluation import announce_final_eval, final_test, say as _print, skip_final_test
 from .evaluation import validation_loss, valid_loss_subset
 from .loader import HostStep, count_target_tokens, host_loader, num_samples, to_device  # noqa: F401
 from .optim import build_optimizer, build_scheduler
-from .precision import autocast, bf16_enabled, tf32_matmuls
+from .precision import autocast, resolve_precision, tf32_matmuls
 
 Fault = Literal["double_reduce", "module_call"]
 FAULTS = ("double_reduce", "module_call")
@@ -155,6 +156,7 @@ class Trainer:
             # parameters in the graph even when dropped), so no unused-parameter search is needed.
             ids = [self.info.device.index] if self.info.device.type == "cuda" else None
             self.ddp = DDP(self.model, device_ids=ids, find_unused_parameters=False)
+        self.precision = resolve_precision(cfg.bf16, self.info.device)
         self.optimizer = build_optimizer(self.model, cfg)
         self.scheduler = build_scheduler(self.optimizer, total_steps, cfg.warmup)
         self.total_steps = total_steps
@@ -172,7 +174,7 @@ class Trainer:
 
     @property
     def bf16(self) -> bool:
-        return bf16_enabled(self.cfg.bf16, self.info.device)
+        return self.precision.bf16
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         return autocast(self.info.device, self.bf16)
@@ -511,6 +513,8 @@ def fit(parts: TrainParts, cfg: Config, run_dir: str | Path, resume: bool = Fals
     differs per rank, on purpose); a resume then restores every rank's RNG state from the checkpoint.
     """
     info = info or init_distributed(cfg.run.device)
+    if info.device.type == "cpu":
+        keep_freed_memory()
     seed_everything(cfg.run.seed, info.rank)
     run = start_run(parts, cfg, Path(run_dir), resume, fault, stop_after, after_sync, info)
     state = run.state
@@ -560,7 +564,10 @@ def start_run(parts: TrainParts, cfg: Config, run_dir: Path, resume: bool, fault
             run_dir.mkdir(parents=True, exist_ok=True)
             write_run_info(run_dir, cfg, parts.inputs,
                            extra={"world_size": info.world, "total_steps": total,
-                                  "train_samples": len(parts.train_samples)})
+                                  "train_samples": len(parts.train_samples),
+                                  "precision": trainer.precision.to_json(),
+                                  "cpu_allocator": keep_freed_memory() if info.device.type == "cpu" else None})
+    _print(info, f"precision: {trainer.precision.describe()}")
     log = JsonlLog(run_dir / "log.jsonl", info.is_main, keep_until_step=state.step if resume else None)
     subset = valid_loss_subset(parts.valid_samples, tc.valid_loss_samples, cfg.run.seed)
     return TrainRun(parts, cfg, info, run_dir, trainer, batcher, state, log, total, metric, subset, stop_after,
