@@ -9,6 +9,11 @@ LightGCN (its own `gcn.seed`) are the same.
     .venv/bin/python bench/quickstart_seeds.py --seeds 1,2,3 --variants gramc,gram --jobs 2 --threads 1
     .venv/bin/python bench/quickstart_seeds.py --seeds 1,2,3 --variants gramc,gramc-trie --paired gramc-trie,gramc \
         --results bench/results/quickstart_softmax.json --section "## Quickstart: trie vs vocab softmax"
+    .venv/bin/python bench/quickstart_seeds.py --seeds 1,2,3 --variants gramc,gramc-fp32 --paired gramc,gramc-fp32 \
+        --results bench/results/quickstart_bf16.json --section "## Quickstart: bf16 vs fp32 training"
+
+(`gramc` trains with `train.bf16=auto`: bf16 autocast where the CPU has native bf16, so the last
+command pairs bf16 against fp32 on such a processor and two fp32 runs elsewhere.)
 
 `--paired A,B` also evaluates each run's best checkpoint on every test user with predictions
 (`gramc evaluate`) and reports, per seed, the paired bootstrap 95% interval of A - B (same users).
@@ -38,7 +43,8 @@ from _docs import replace_section  # noqa: E402  (bench/ is on sys.path when run
 RESULTS = ROOT / "bench" / "results" / "quickstart_seeds.json"
 PLOT = ROOT / "bench" / "results" / "quickstart_seeds.png"
 SECTION = "## Quickstart quality"
-VARIANTS = {"gramc": [], "gram": ["model.prefix.enabled=false"], "gramc-trie": ["model.softmax=trie"]}
+VARIANTS = {"gramc": [], "gram": ["model.prefix.enabled=false"], "gramc-trie": ["model.softmax=trie"],
+            "gramc-fp32": ["train.bf16=false"]}
 
 
 def run_one(variant: str, seed: int, work: Path, threads: int, extra: list[str], paired: bool = False) -> dict:

@@ -17,6 +17,13 @@ the whole vocabulary) and `model.softmax=trie` (the loss over the trie children 
 prefix, logits only for those; arms named `sample-trie`, `sequence-trie`), same initial weights,
 each with its own AdamW; `speedup_vs_vocab` compares the two on the same batches.
 
+`--dtypes fp32 bf16` runs every arm in fp32 and under bf16 autocast on the same batches
+(`speedup_vs_fp32`); bf16 pays only where the processor multiplies bf16 natively (AMX,
+AVX512-BF16, Arm BF16), which the first printed line says along with the processor's name.
+`--baseline OLD.json` takes the fp32 rows of this script run at an earlier commit (same machine,
+same batches) as the reference of `speedup_vs_baseline`: how much faster training got. The
+optimiser is gramc's (`build_optimizer`) and the allocator is set as `fit` sets it.
+
 Per arm: samples/s, encoder tokens/s (real and padded positions), share of the step spent
 outside forward/backward (collation + optimiser), and the fraction of encoded passages that are
 all padding. Measured after warm-up steps, arms interleaved step by step. The CPU may be shared
@@ -26,11 +33,15 @@ other jobs' load does not inflate; wall-clock figures are reported beside them.
     .venv/bin/python bench/train_throughput.py            # writes bench/results/train_throughput.json
     .venv/bin/python bench/train_throughput.py --presets tiny --batch-size 16 --arms sample sequence \
         --softmax vocab trie --out bench/results/train_throughput_trie.json
+    .venv/bin/python bench/train_throughput.py --presets tiny small --batch-size 32 8 --dtypes fp32 bf16 \
+        --arms sequence --steps 6 --baseline bench/results/train_speed_cpu_baseline.json \
+        --out bench/results/train_speed_cpu.json           # the CPU speed figures of docs/benchmarks.md
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import sys
@@ -211,16 +222,20 @@ def run_step(arm: str, model, opt, samples, collate, dtype: str) -> tuple[Step, 
 
 
 def build_model(cfg, softmax: str, vocab_size: int, table, trie):
-    """(GramC with `model.softmax=softmax`, its AdamW); the same initial weights for every mode."""
+    """(GramC with `model.softmax=softmax`, gramc's AdamW as training builds it); the same initial
+    weights for every mode."""
     import copy
 
+    from gramc.config import TrainConfig
     from gramc.model.gramc import GramC
+    from gramc.train.optim import build_optimizer
 
     mcfg = copy.deepcopy(cfg.model)
     mcfg.softmax = softmax
     torch.manual_seed(0)
     model = GramC(mcfg, MAX_HIS, vocab_size, table, trie if softmax == "trie" else None)
-    return model, torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01, eps=1e-6)
+    opt = build_optimizer(model, TrainConfig(lr=1e-3, weight_decay=0.01, eps=1e-6))
+    return model, opt
 
 
 def bf16_probe() -> dict:
@@ -238,32 +253,63 @@ def bf16_probe() -> dict:
     return out
 
 
+def relative_to_fp32(results: list[dict], preset: str) -> None:
+    """`speedup_vs_fp32`: each row of `preset` against the fp32 row of the same arm (same batches)."""
+    rows = [r for r in results if r["preset"] == preset]
+    for r in rows:
+        ref = next((x for x in rows if x["arm"] == r["arm"] and x["dtype"] == "fp32"), None)
+        if ref is not None and r["dtype"] != "fp32":
+            r["speedup_vs_fp32"] = r["samples_per_s"] / ref["samples_per_s"]
+            r["wall"]["speedup_vs_fp32"] = r["wall"]["samples_per_s"] / ref["wall"]["samples_per_s"]
+
+
+def load_baseline(path: str) -> dict:
+    """An earlier results JSON of this script: its command, machine, and fp32 rows by (preset, arm)."""
+    old = json.loads(Path(path).read_text(encoding="utf-8"))
+    rows = {(r["preset"], r["arm"], r["batch_size"]): r for r in old["results"] if r["dtype"] == "fp32"}
+    return {"file": str(path), "command": old.get("command"), "machine": old.get("machine"),
+            "git_commit": old.get("git_commit"), "rows": rows}
+
+
+def relative_to_baseline(results: list[dict], rows: dict) -> None:
+    """`speedup_vs_baseline`: each row against the baseline's fp32 row of the same preset, feed and
+    batch size (a trie arm against the baseline's vocab arm of its feed)."""
+    for r in results:
+        ref = rows.get((r["preset"], r.get("feed", r["arm"]), r["batch_size"]))
+        if ref is not None:
+            r["speedup_vs_baseline"] = r["samples_per_s"] / ref["samples_per_s"]
+            r["wall"]["speedup_vs_baseline"] = r["wall"]["samples_per_s"] / ref["wall"]["samples_per_s"]
+
+
 def plot_results(report: dict, path: str | Path) -> None:
-    """Bar chart: samples per CPU-second of each feed, per preset x dtype, speed-ups on the bars."""
+    """Bar chart per preset: samples per CPU-second of each arm and dtype, with the speed-up over the
+    baseline's fp32 (when given) or over this run's fp32 on the bars."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    groups = sorted({(r["preset"], r["dtype"]) for r in report["results"]}, key=lambda g: (g[0] != "tiny", g))
-    arms = [a for a in ["gram", "sample", "sample-trie", "sequence", "sequence-trie"]
-            if any(r["arm"] == a for r in report["results"])]
-    colours = {"gram": "#999999", "sample": "#4c72b0", "sequence": "#dd8452", "sample-trie": "#8fa8d6",
-               "sequence-trie": "#f0b48a"}
-    fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.6), squeeze=False)
-    for ax, (preset, dtype) in zip(axes[0], groups):
-        rows = {r["arm"]: r for r in report["results"] if r["preset"] == preset and r["dtype"] == dtype}
-        vals = [rows[a]["samples_per_s"] if a in rows else 0.0 for a in arms]
-        bars = ax.bar(arms, vals, color=[colours[a] for a in arms])
-        for bar, a in zip(bars, arms):
-            ratio = rows.get(a, {}).get("speedup_vs_gram", rows.get(a, {}).get("speedup_vs_vocab"))
+    presets = sorted({r["preset"] for r in report["results"]}, key=lambda p: p != "tiny")
+    fig, axes = plt.subplots(1, len(presets), figsize=(5.2 * len(presets), 3.8), squeeze=False)
+    for ax, preset in zip(axes[0], presets):
+        rows = [r for r in report["results"] if r["preset"] == preset]
+        before = [{**r, "dtype": "fp32", "before": True} for r in (report.get("baseline") or {}).get("rows", [])
+                  if r["preset"] == preset]
+        rows = before + rows
+        labels = [f"{r['arm']}\n{r['dtype']}" + ("\n(before)" if r.get("before") else "") for r in rows]
+        colours = ["#999999" if r.get("before") else "#dd8452" if r["dtype"] == "bf16" else "#4c72b0" for r in rows]
+        bars = ax.bar(labels, [r["samples_per_s"] for r in rows], color=colours)
+        for bar, r in zip(bars, rows):
+            ratio = r.get("speedup_vs_baseline", r.get("speedup_vs_fp32"))
             if ratio is not None:
-                ax.annotate(f"{ratio:.1f}x", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                            ha="center", va="bottom", fontsize=9)
-        ax.tick_params(axis="x", labelsize=8)
-        ax.set_title(f"{preset}, {dtype}, batch {rows['gram']['batch_size'] if 'gram' in rows else '?'}")
+                ax.annotate(f"{ratio:.2f}x", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                            ha="center", va="bottom", fontsize=8)
+        ax.tick_params(axis="x", labelsize=7)
+        ax.set_title(f"{preset}, batch {rows[-1]['batch_size']}", fontsize=9)
         ax.set_ylabel("training samples / CPU-second")
-    fig.suptitle("GRAM-C feed vs GRAM feed (Beauty, max_his 20, 128-token passages)", fontsize=10)
+    ref = "over the baseline's fp32" if report.get("baseline") else "over fp32"
+    fig.suptitle(f"{report['machine']['cpu']}, {report['machine']['threads']} thread(s): speed-up {ref}",
+                 fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -293,6 +339,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--arms", nargs="+", default=["gram", "sample", "sequence"], choices=["gram", "sample", "sequence"])
     p.add_argument("--softmax", nargs="+", default=["vocab"], choices=["vocab", "trie"],
                    help="output normalisations of the gramc arms (model.softmax)")
+    p.add_argument("--baseline", default="",
+                   help="a results JSON of this script from an earlier commit: each arm's fp32 row there is the "
+                        "reference of speedup_vs_baseline (same machine and batches)")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "train_throughput.json"))
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -312,6 +361,15 @@ def main(argv: list[str] | None = None) -> int:
     from gramc.model.inputs import Collator, PassageCache
     from gramc.train.batching import global_micro_batches, make_units
 
+    from gramc.runinfo import cpu_model, git_commit
+    from gramc.runtime import keep_freed_memory
+    from gramc.train.precision import CpuBf16
+
+    native = CpuBf16.detect()
+    allocator = keep_freed_memory()  # as `fit` does on the CPU
+    print(f"processor: {cpu_model()}; torch {torch.__version__} ({torch.backends.cpu.get_cpu_capability()}), "
+          f"{args.threads} thread(s); native bf16: {native.native} ({native}); allocator: {allocator['why']}",
+          flush=True)
     probe = bf16_probe()
     print(f"bf16 matmul probe (1024x512 @ 512x1024, CPU s): {probe}", flush=True)
     t0 = time.perf_counter()
@@ -352,22 +410,23 @@ def main(argv: list[str] | None = None) -> int:
             feeds = {"gram": (smp_batches, gram_feed, "vocab"),
                      "sample": (smp_batches, Collator(cache, cfg, gcn_rows, dedupe=False), None),
                      "sequence": (seq_batches, Collator(cache, cfg, gcn_rows, dedupe=True), None)}
-            arms = []
+            arms = []  # (name, batches, collate, softmax, feed)
             for a in args.arms:
                 batches, collate, only = feeds[a]
                 for sm in ([only] if only else args.softmax):
                     if sm in models:
-                        arms.append((a if sm == "vocab" else f"{a}-{sm}", batches, collate, sm))
+                        arms.append((a if sm == "vocab" else f"{a}-{sm}", batches, collate, sm, a))
+            kinds = {name: (sm, a) for name, _, _, sm, a in arms}
             # arms interleaved step by step, so that they share whatever load the machine has
             wall = {a: ArmResult(a, preset, dtype, bsz) for a, *_ in arms}
             cpu = {a: ArmResult(a, preset, dtype, bsz) for a, *_ in arms}
             t_cfg = time.perf_counter()
             for k in range(n_batches):
-                for arm, batches, collate, sm in arms:
+                for arm, batches, collate, sm, feed in arms:
                     # warm-up rounds (one-time kernel/allocator set-up) use a single sample
                     fed = batches[k][:1] if k < args.warmup else batches[k]
                     model, opt = models[sm]
-                    w, c, loss = run_step(arm.split("-")[0], model, opt, fed, collate, dtype)
+                    w, c, loss = run_step(feed, model, opt, fed, collate, dtype)
                     tag = " (warm-up)" if k < args.warmup else ""
                     print(f"  {arm:8s} step {k}{tag}: wall {w.collate_s + w.fwdbwd_s + w.opt_s:6.2f} s, "
                           f"cpu {c.collate_s + c.fwdbwd_s + c.opt_s:6.2f} s (collate {c.collate_s:.3f}, "
@@ -379,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
                     break
             for arm, *_ in arms:
                 res = cpu[arm].summary()
-                res["softmax"] = arm.split("-")[1] if "-" in arm else "vocab"
+                res["softmax"], res["feed"] = kinds[arm]
                 res["clock"] = "process CPU time"
                 res["wall"] = {k: v for k, v in wall[arm].summary().items()
                                if k in ("samples_per_s", "step_s", "share_outside_fwd_bwd",
@@ -396,33 +455,46 @@ def main(argv: list[str] | None = None) -> int:
                 if base is not None:
                     r["speedup_vs_gram"] = r["samples_per_s"] / base["samples_per_s"]
                     r["wall"]["speedup_vs_gram"] = r["wall"]["samples_per_s"] / base["wall"]["samples_per_s"]
-                vocab = next((v for v in mine if v["arm"] == r["arm"].split("-")[0]), None)
+                vocab = next((v for v in mine if v["feed"] == r["feed"] and v["softmax"] == "vocab"), None)
                 if r["softmax"] != "vocab" and vocab is not None:
                     r["speedup_vs_vocab"] = r["samples_per_s"] / vocab["samples_per_s"]
                     r["wall"]["speedup_vs_vocab"] = r["wall"]["samples_per_s"] / vocab["wall"]["samples_per_s"]
+        relative_to_fp32(results, preset)
+    baseline = load_baseline(args.baseline) if args.baseline else None
+    if baseline is not None:
+        relative_to_baseline(results, baseline["rows"])
 
     report = {
         "command": "python bench/train_throughput.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": {"cpu": platform.processor() or platform.machine(), "threads": args.threads,
-                    "torch": torch.__version__, "note": "CPU shared with other jobs; indicative figures"},
+        "date": time.strftime("%Y-%m-%d"),
+        "git_commit": git_commit(),
+        "machine": {"cpu": cpu_model(), "arch": platform.machine(), "threads": args.threads,
+                    "torch": torch.__version__, "capability": torch.backends.cpu.get_cpu_capability()},
         "data": {"dataset": "amazon-beauty", "items": ds.num_items, "train_samples": len(train),
                  "max_his": MAX_HIS, "passage_len": PASSAGE_LEN, "similar_items": SIMILAR,
                  "cache_build_s": t_cache, "truncation": trunc},
         "bf16_matmul_probe": probe,
+        "native_bf16": {"native": native.native, **dataclasses.asdict(native)},
+        "cpu_allocator": allocator,
+        "baseline": None if baseline is None else {
+            **{k: v for k, v in baseline.items() if k != "rows"},
+            "rows": [{"preset": k[0], "arm": k[1], "batch_size": k[2], "samples_per_s": r["samples_per_s"]}
+                     for k, r in baseline["rows"].items()]},
         "targets": {"share_outside_fwd_bwd": "< 0.10", "padding_passage_fraction": "0",
                     "speedup_sample": ">= 2.5", "speedup_sequence": ">= 5"},
         "results": results,
     }
     write_json(args.out, report)
     plot_results(report, Path(args.out).with_suffix(".png"))
-    print(f"\n{'preset':6s} {'dtype':5s} {'arm':9s} {'samples/CPU-s':>13s} {'enc tok/CPU-s':>13s} "
-          f"{'outside':>8s} {'pad psg':>8s} {'speed-up':>8s} {'wall speed-up':>13s}")
+    refs = ("speedup_vs_gram", "speedup_vs_vocab", "speedup_vs_fp32", "speedup_vs_baseline")
+    print(f"\n{'preset':6s} {'dtype':5s} {'arm':18s} {'samples/CPU-s':>13s} {'enc tok/CPU-s':>13s} "
+          f"{'outside':>8s} {'pad psg':>8s}  speed-ups (CPU time; wall in brackets)")
     for r in results:
-        ref = "speedup_vs_gram" if "speedup_vs_gram" in r else "speedup_vs_vocab"
-        print(f"{r['preset']:6s} {r['dtype']:5s} {r['arm']:9s} {r['samples_per_s']:13.2f} "
+        ups = ", ".join(f"{k[len('speedup_'):]} {r[k]:.2f}x ({r['wall'].get(k, float('nan')):.2f}x)"
+                        for k in refs if k in r)
+        print(f"{r['preset']:6s} {r['dtype']:5s} {r['arm']:18s} {r['samples_per_s']:13.2f} "
               f"{r['encoder_real_tokens_per_s']:13.0f} {100 * r['share_outside_fwd_bwd']:7.1f}% "
-              f"{100 * r['padding_passage_fraction']:7.1f}% {r.get(ref, 1.0):7.2f}x "
-              f"{r['wall'].get(ref, 1.0):12.2f}x" + ("" if ref == "speedup_vs_gram" else "  (vs vocab)"))
+              f"{100 * r['padding_passage_fraction']:7.1f}%  {ups}")
     print(f"wrote {args.out} and {Path(args.out).with_suffix('.png')}")
     return 0
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from gramc.ids.tokens import IGNORE_INDEX
-from gramc.model.t5 import T5, T5Dims, reorder_cache, relative_position_bucket, shift_right
+from gramc.model.t5 import (T5, T5Dims, dropout, dropout_mask, key_mask_bias, reorder_cache, relative_position_bucket,
+                            shift_right)
 
 VOCAB = 97
 
@@ -419,6 +420,72 @@ def test_dropout_only_in_training():
                                                                  if hasattr(a, "attn_dropout")):
                 module.p = 0.0
         assert not torch.equal(m(ids, mask, labels), m(ids, mask, labels))
+
+
+@pytest.mark.parametrize("p", [0.1, 0.3, 0.5])
+def test_cpu_dropout_mask_keeps_the_rate_and_the_expectation(p):
+    """The 16-bit mask keeps 1 - p of the elements (binomial 5-sigma band over 10^6 draws) and
+    rescales by the exact inverse of its keep probability, so E[dropout(x)] = x."""
+    torch.manual_seed(0)
+    n = 1_000_000
+    keep, scale = dropout_mask(torch.Size([n]), p, torch.device("cpu"))
+    q = 1 - round(p * 65536) / 65536
+    assert abs(q - (1 - p)) < 1e-5 and scale == pytest.approx(1 / q, rel=1e-12)
+    assert abs(keep.float().mean().item() - q) < 5 * (q * (1 - q) / n) ** 0.5
+    out = dropout(torch.ones(n), p, training=True)
+    values = out.unique().tolist()
+    assert len(values) == 2 and values[0] == 0.0 and values[1] == pytest.approx(scale, rel=1e-6)
+    assert abs(out.mean().item() - 1.0) < 5 * ((1 - q) / (q * n)) ** 0.5
+    # every bit pattern is used: neighbouring elements (the two halves of one 32-bit draw) are independent
+    pairs = keep[: n // 2 * 2].view(-1, 2).float()
+    assert abs((pairs[:, 0] * pairs[:, 1]).mean().item() - q * q) < 5 * (q * q * (1 - q * q) / (n // 2)) ** 0.5
+    # off in evaluation, and seeded by torch's generator (a resumed run replays it)
+    x = torch.randn(64, 32)
+    assert dropout(x, p, training=False) is x
+    torch.manual_seed(5)
+    a = dropout(x, p, True)
+    torch.manual_seed(5)
+    assert torch.equal(a, dropout(x, p, True))
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-6), (torch.float64, 1e-12)])
+def test_written_out_attention_equals_sdpa(dtype, tol):
+    """`attend_explicit` (the CPU training path) computes what `scaled_dot_product_attention` does,
+    masked keys and a fully masked row included; with dropout its mask is `dropout`'s."""
+    m = make_model(dtype=dtype)
+    attn = m.encoder.layers[0].attn
+    g = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(3, 4, 6, 8, generator=g, dtype=dtype) for _ in range(3))
+    allowed = torch.rand(3, 1, 1, 6, generator=g) > 0.3
+    allowed[1] = False
+    bias = key_mask_bias(torch.randn(1, 4, 6, 6, generator=g, dtype=dtype), allowed, dtype)
+    attn.attn_dropout.p = 0.0
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=1.0)
+    assert (attn.attend_explicit(q, k, v, bias) - ref).abs().max().item() < tol
+    attn.attn_dropout.p = 0.5
+    attn.train()
+    torch.manual_seed(1)
+    dropped = attn.attend_explicit(q, k, v, bias)
+    torch.manual_seed(1)
+    probs = torch.softmax(torch.matmul(q, k.transpose(-1, -2)) + bias, -1)
+    keep, scale = dropout_mask(probs.shape, 0.5, probs.device)
+    assert (dropped - torch.matmul(probs * keep * scale, v)).abs().max().item() < tol
+
+
+def test_cpu_training_attention_takes_the_written_out_path(monkeypatch):
+    """Training with dropout on the CPU goes through `attend_explicit`; evaluation through SDPA."""
+    m = make_model()
+    ids, mask, labels = random_batch()
+    calls = []
+    real = m.encoder.layers[0].attn.attend_explicit.__func__
+    monkeypatch.setattr(type(m.encoder.layers[0].attn), "attend_explicit",
+                        lambda self, *a: calls.append(1) or real(self, *a))
+    with torch.no_grad():
+        m(ids, mask, labels)
+        assert not calls
+        m.train()
+        m(ids, mask, labels)
+    assert len(calls) == m.dims.num_layers + m.dims.num_decoder_layers  # self-attention of both stacks
 
 
 def test_gradient_checkpointing_gives_the_same_gradients():
