@@ -253,6 +253,16 @@ def bf16_probe() -> dict:
     return out
 
 
+def profile_rounds(rows: int):
+    """`torch.profiler` over the measured rounds when `--profile N` asks for its top N ops (CPU time
+    then includes the profiler's overhead), else a context that does nothing."""
+    if not rows:
+        return _Null()
+    from torch.profiler import ProfilerActivity, profile
+
+    return profile(activities=[ProfilerActivity.CPU])
+
+
 def relative_to_fp32(results: list[dict], preset: str) -> None:
     """`speedup_vs_fp32`: each row of `preset` against the fp32 row of the same arm (same batches)."""
     rows = [r for r in results if r["preset"] == preset]
@@ -339,6 +349,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--arms", nargs="+", default=["gram", "sample", "sequence"], choices=["gram", "sample", "sequence"])
     p.add_argument("--softmax", nargs="+", default=["vocab"], choices=["vocab", "trie"],
                    help="output normalisations of the gramc arms (model.softmax)")
+    p.add_argument("--allocator", choices=["keep", "system"], default="keep",
+                   help="keep: glibc keeps freed memory, as training on the CPU does (gramc.runtime."
+                        "keep_freed_memory); system: the C library's defaults")
+    p.add_argument("--profile", type=int, default=0, metavar="N",
+                   help="print the N ops with the most CPU time over the measured rounds (torch.profiler)")
     p.add_argument("--baseline", default="",
                    help="a results JSON of this script from an earlier commit: each arm's fp32 row there is the "
                         "reference of speedup_vs_baseline (same machine and batches)")
@@ -366,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     from gramc.train.precision import CpuBf16
 
     native = CpuBf16.detect()
-    allocator = keep_freed_memory()  # as `fit` does on the CPU
+    allocator = keep_freed_memory() if args.allocator == "keep" else {"applied": False, "why": "system default"}
     print(f"processor: {cpu_model()}; torch {torch.__version__} ({torch.backends.cpu.get_cpu_capability()}), "
           f"{args.threads} thread(s); native bf16: {native.native} ({native}); allocator: {allocator['why']}",
           flush=True)
@@ -421,7 +436,10 @@ def main(argv: list[str] | None = None) -> int:
             wall = {a: ArmResult(a, preset, dtype, bsz) for a, *_ in arms}
             cpu = {a: ArmResult(a, preset, dtype, bsz) for a, *_ in arms}
             t_cfg = time.perf_counter()
+            profiler = profile_rounds(args.profile)
             for k in range(n_batches):
+                if k == args.warmup:
+                    profiler.__enter__()
                 for arm, batches, collate, sm, feed in arms:
                     # warm-up rounds (one-time kernel/allocator set-up) use a single sample
                     fed = batches[k][:1] if k < args.warmup else batches[k]
@@ -436,6 +454,10 @@ def main(argv: list[str] | None = None) -> int:
                         cpu[arm].steps.append(c)
                 if k >= args.warmup and time.perf_counter() - t_cfg > args.max_seconds:
                     break
+            profiler.__exit__(None, None, None)
+            if args.profile:
+                print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.profile),
+                      flush=True)
             for arm, *_ in arms:
                 res = cpu[arm].summary()
                 res["softmax"], res["feed"] = kinds[arm]
