@@ -359,6 +359,10 @@ def main(argv: list[str] | None = None) -> int:
                         "reference of speedup_vs_baseline (same machine and batches)")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "train_throughput.json"))
     args = p.parse_args(argv)
+    baseline = load_baseline(args.baseline) if args.baseline else None
+    if baseline is not None and (baseline["machine"] or {}).get("threads") != args.threads:
+        raise SystemExit(f"--baseline {args.baseline} ran with {(baseline['machine'] or {}).get('threads')} "
+                         f"thread(s), this run with {args.threads}: compare like with like")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
@@ -482,7 +486,6 @@ def main(argv: list[str] | None = None) -> int:
                     r["speedup_vs_vocab"] = r["samples_per_s"] / vocab["samples_per_s"]
                     r["wall"]["speedup_vs_vocab"] = r["wall"]["samples_per_s"] / vocab["wall"]["samples_per_s"]
         relative_to_fp32(results, preset)
-    baseline = load_baseline(args.baseline) if args.baseline else None
     if baseline is not None:
         relative_to_baseline(results, baseline["rows"])
 

@@ -227,7 +227,7 @@ class GramC(nn.Module):
         flat = src[row, offset.clamp(0, w - 1)]
         flat = torch.where(valid, flat, torch.zeros_like(flat))
         states = torch.cat([user_states.reshape(b * lu, d), row_states.reshape(r * li, d).to(user_states.dtype)])
-        memory = states[flat.reshape(-1)].reshape(b, m, d)
+        memory = states.index_select(0, flat.reshape(-1)).reshape(b, m, d)  # backward: index_add_
         memory = memory + self.passage_pos(seg).to(memory.dtype)
         memory = memory * valid.unsqueeze(-1).to(memory.dtype)
         return memory, valid
