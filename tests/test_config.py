@@ -124,3 +124,34 @@ def test_unknown_baseline_is_reported_with_the_other_problems():
     with pytest.raises(ConfigError, match=r"2 config problems") as e:
         load_config(None, ["pipeline.baselines=[pop,bert4rec]", "train.lr=0"])
     assert "unknown baseline 'bert4rec'" in str(e.value) and "train.lr" in str(e.value)
+
+
+@pytest.mark.parametrize("text,key,lines", [
+    ("train:\n  lr: 0.001\n  epochs: 3\n  lr: 0.5\n", "lr", (2, 4)),
+    ("train:\n  lr: 0.001\nmodel:\n  preset: tiny\ntrain:\n  lr: 0.5\n", "train", (1, 5)),
+])
+def test_a_key_given_twice_is_an_error_naming_it_and_both_lines(tmp_path, text, key, lines):
+    path = tmp_path / "cfg.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        load_config(path, [])
+    msg = str(err.value)
+    assert f"key '{key}' is given twice, at lines {lines[0]} and {lines[1]}" in msg and str(path) in msg
+
+
+def test_a_run_config_with_a_key_given_twice_is_refused(tmp_path):
+    from gramc.model.runs import RunError, run_config
+
+    (tmp_path / "config.yaml").write_text("run:\n  seed: 1\n  seed: 2\n", encoding="utf-8")
+    with pytest.raises(RunError, match="'seed' is given twice, at lines 2 and 3"):
+        run_config(tmp_path)
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", ".nan", ".inf", "1e999", "nan"])
+def test_numbers_must_be_finite(tmp_path, value):
+    with pytest.raises(ConfigError, match="config key 'train.lr' must be a finite number"):
+        load_config(None, [f"train.lr={value}"])
+    path = tmp_path / "cfg.yaml"
+    path.write_text(f"train:\n  weight_decay: {value}\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="config key 'train.weight_decay' must be a finite number"):
+        load_config(path, [])

@@ -147,3 +147,51 @@ def test_readme_says_which_commands_take_a_config(capsys):
     for words in checked:
         usage = _help(words, capsys)
         assert "--config" not in usage and "key.sub=value" not in usage, words
+
+
+def test_ctrl_c_is_one_line_with_the_resume_hint_where_a_run_can_resume(monkeypatch, capsys):
+    import gramc.data.cli as data_cli
+    import gramc.recipes.cli as recipes_cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(recipes_cli, "_train", interrupted)
+    monkeypatch.setattr(data_cli, "_stats", interrupted)
+    assert main(["train", "train.epochs=1"]) == 130
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("gramc train: interrupted (Ctrl-C)") and "gramc train --resume" in err and "\n" not in err
+    assert main(["data", "stats", "somewhere"]) == 130
+    assert capsys.readouterr().err.strip() == "gramc data: interrupted (Ctrl-C)"
+
+
+@pytest.mark.parametrize("error", [PermissionError(13, "Permission denied", "/runs/x/log.jsonl"),
+                                   OSError(28, "No space left on device", "/runs/x/checkpoints/last"),
+                                   OSError(30, "Read-only file system", "/mnt/ro/run")])
+def test_os_errors_are_one_line_naming_the_path(monkeypatch, capsys, error):
+    import gramc.data.cli as data_cli
+
+    def fail(args):
+        raise error
+
+    monkeypatch.setattr(data_cli, "_stats", fail)
+    assert main(["data", "stats", "somewhere"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(f"gramc data: error: {error.strerror}: {error.filename}")
+
+
+def test_a_closed_pipe_ends_quietly(tmp_path):
+    """`gramc data stats DIR | head -1`: the reader is gone when the output comes; no traceback follows,
+    and the exit status is the shell's for SIGPIPE (141), as for other Unix tools."""
+    import subprocess
+    import sys
+
+    assert main(["data", "prepare", "--synthetic", "--out", str(tmp_path / "data")]) == 0
+    proc = subprocess.Popen([sys.executable, "-m", "gramc", "data", "stats", str(tmp_path / "data"), "--top", "5000"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader leaves before the command writes (it is still importing torch)
+    err = proc.stderr.read().decode()
+    rc = proc.wait(timeout=120)
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
+    assert rc == 141 and err == ""

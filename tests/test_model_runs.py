@@ -50,3 +50,20 @@ def test_checkpoint_folder(run):
     assert checkpoint_folder(run, str(last / "model.safetensors")) == last == checkpoint_folder(run, str(last))
     with pytest.raises(RunError, match="neither best, last"):
         checkpoint_folder(run, str(run / "elsewhere"))
+
+
+def test_weights_with_non_finite_values_are_refused_naming_the_tensor(tmp_path):
+    import torch
+    from safetensors.torch import save_model
+
+    from gramc.checkpoint import CheckpointError, load_weights
+
+    torch.manual_seed(0)
+    good = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
+    save_model(good, str(tmp_path / "model.safetensors"))
+    load_weights(tmp_path, torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2)))  # finite: loads
+    with torch.no_grad():
+        good[1].bias[0] = float("nan")
+    save_model(good, str(tmp_path / "model.safetensors"))
+    with pytest.raises(CheckpointError, match=r"model.safetensors holds non-finite values .*'1.bias'"):
+        load_weights(tmp_path, torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2)))

@@ -201,3 +201,55 @@ def test_pipeline_eval_users_is_the_one_final_evaluation_count(tmp_path):
     cfg = load_config(None, [f"run.out={tmp_path}", "pipeline.eval_users=5", "train.final_eval_users=7"])
     with pytest.raises(ConfigError, match="pipeline.eval_users"):
         build_stages(cfg, progress=False)
+
+
+class Poisoned(torch.nn.Module):
+    """The toy model, whose training loss turns NaN from its `at`-th training forward on."""
+
+    def __init__(self, inner: torch.nn.Module, at: int) -> None:
+        super().__init__()
+        self.inner, self.at, self.calls = inner, at, 0
+
+    def forward(self, batch):
+        loss, tokens = self.inner(batch)
+        if self.training:
+            self.calls += 1
+            if self.calls >= self.at:
+                loss = loss * float("nan")
+        return loss, tokens
+
+
+@pytest.mark.parametrize("clip", [0.0, 1.0])
+def test_a_non_finite_step_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, clip):
+    """The loss turns NaN at step 3 (2 micro-batches a step): that step is not applied, training
+    stops with a named error, the last checkpoint (step 2) holds the finite weights it had, and
+    log.jsonl is strict JSON (no NaN / Infinity tokens)."""
+    from gramc.train.trainer import NonFiniteStep
+
+    cfg = toy_config(epochs=3, clip=clip, save_every=1)
+    parts = toy_parts(cfg.run.seed)
+    parts.model = Poisoned(parts.model, at=5)
+    run = tmp_path / "run"
+    with pytest.raises(NonFiniteStep, match=r"step 3 .*gradient norm is nan.*not applied.*--resume"):
+        fit(parts, cfg, run)
+    state = json.loads((run / "checkpoints" / "last" / "state.json").read_text())
+    weights = load_file(str(run / "checkpoints" / "last" / "model.safetensors"))
+    assert state["step"] == 2 and all(torch.isfinite(w).all() for w in weights.values())
+    assert all(torch.isfinite(p).all() for p in parts.model.parameters())  # the poisoned step changed nothing
+
+    def strict(token):
+        raise ValueError(f"log.jsonl holds {token}")
+
+    lines = (run / "log.jsonl").read_text().splitlines()
+    assert lines and all(json.loads(line, parse_constant=strict) for line in lines)
+    assert max(r["step"] for r in map(json.loads, lines)) <= state["step"]
+
+
+def test_log_lines_write_non_finite_numbers_as_null(tmp_path):
+    from gramc.train.trainer import JsonlLog
+
+    log = JsonlLog(tmp_path / "log.jsonl", True)
+    log.write({"kind": "valid", "step": 3, "valid_loss": float("nan"), "ndcg@10": float("inf"),
+               "loss": torch.tensor(1.5)})
+    assert json.loads((tmp_path / "log.jsonl").read_text()) == {"kind": "valid", "step": 3, "valid_loss": None,
+                                                                "ndcg@10": None, "loss": 1.5}

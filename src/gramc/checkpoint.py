@@ -182,6 +182,11 @@ def load_weights(folder: str | Path, model: nn.Module) -> None:
     if missing or unexpected:
         raise CheckpointError(f"{folder / 'model.safetensors'} does not fit the model: missing "
                               f"{sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")
+    poisoned = [n for n, t in model.state_dict().items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if poisoned:
+        raise CheckpointError(f"{path} holds non-finite values (NaN or infinity) in {len(poisoned)} tensor(s), e.g. "
+                              f"{poisoned[:3]}: a model with them scores nothing; use an earlier checkpoint or "
+                              f"train again")
     if hasattr(model, "check_checkpoint"):  # e.g. GramC: trained with the same model.softmax
         with safe_open(str(folder / "model.safetensors"), framework="pt") as f:
             meta = f.metadata() or {}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import os
 import sys
 
 from .errors import GramcError
@@ -43,14 +44,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# commands that write a run whose training resumes from its last checkpoint
+_RESUMABLE = ("train", "pipeline", "quickstart")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    name = f"gramc {args.command}"
     try:
         rc = args.func(args)
+        sys.stdout.flush()  # here, so that a closed pipe is caught below and not at exit
     except GramcError as e:  # the one exit path for every gramc error: no traceback
-        print(f"gramc {args.command}: error: {e}", file=sys.stderr)
+        print(f"{name}: error: {e}", file=sys.stderr)
         return e.exit_code
+    except KeyboardInterrupt:
+        hint = ("; a training run resumes from its last checkpoint with `gramc train --resume RUN_FOLDER`, "
+                "and `gramc pipeline` / `gramc quickstart` continue where they stopped when run again"
+                if args.command in _RESUMABLE else "")
+        print(f"\n{name}: interrupted (Ctrl-C){hint}", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # the reader went away (`... | head -1`): stop quietly, as Unix tools do
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so that flushing stdout at exit raises nothing more
+        return 141
+    except OSError as e:  # permission denied, disk full, read-only folder, ...
+        where = f": {e.filename}" if e.filename else ""
+        print(f"{name}: error: {e.strerror or e}{where} (nothing already written was removed; free the space "
+              f"or fix the permissions, then run the command again)", file=sys.stderr)
+        return 1
     return int(rc or 0)
 
 

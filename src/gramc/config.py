@@ -8,6 +8,8 @@ of its own. Unknown keys and values of the wrong type are errors that name the k
 from __future__ import annotations
 
 import dataclasses
+import io
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -418,11 +420,13 @@ def _coerce(value: Any, tp: Any, key: str, problems: list[str] | None = None) ->
     if tp is float:
         if isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
             try:
-                return float(value)
+                value = float(value)
             except ValueError:
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"config key '{key}' must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"config key '{key}' must be a finite number, got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -452,6 +456,34 @@ def _build(cls: type, values: dict, prefix: str = "", problems: list[str] | None
     if problems is None:
         check_problems(collect)
     return cls(**kwargs)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error (PyYAML keeps
+    the last one silently, so a config could say one thing and do another)."""
+
+
+def _unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict:
+    first: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        line = key_node.start_mark.line + 1
+        if key in first:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key {key!r} is given twice, at lines {first[key]} and {line}", key_node.start_mark)
+        first[key] = line
+    return loader.construct_mapping(node, deep=True)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
+def read_yaml(text: str, name: str = "<text>") -> Any:
+    """YAML text (from file `name`) -> Python values, refusing duplicate keys (`yaml.YAMLError`
+    names the key and both lines)."""
+    stream = io.StringIO(text)
+    stream.name = name  # what PyYAML's error marks call the source
+    return yaml.load(stream, Loader=_UniqueKeyLoader)
 
 
 def _parse_override(text: str) -> tuple[list[str], Any]:
@@ -493,7 +525,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not p.is_file():
             raise ConfigError(f"config file '{p}' does not exist")
         try:
-            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+            loaded = read_yaml(p.read_text(encoding="utf-8"), str(p))
         except (yaml.YAMLError, UnicodeDecodeError) as e:
             raise ConfigError(f"config file '{p}' is not valid YAML: {e}") from e
         if loaded is None:

@@ -21,7 +21,7 @@ from typing import Sequence
 import yaml
 
 from ..checkpoint import CheckpointError, load_weights, verify_assets
-from ..config import Config, absolute_paths, apply_overrides, from_dict
+from ..config import Config, absolute_paths, apply_overrides, from_dict, read_yaml
 from ..errors import GramcError
 from ..runtime import resolve_device
 from .assets import Assets
@@ -43,7 +43,7 @@ def run_config(run_dir: str | Path, overrides: Sequence[str] = ()) -> Config:
     if not path.is_file():
         raise RunError(f"{run_dir} is not a gramc run folder (no config.yaml); train one with `gramc train`")
     try:
-        tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        tree = read_yaml(path.read_text(encoding="utf-8"), str(path)) or {}
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise RunError(f"{path} is damaged ({e}); it is not a readable run config") from e
     tree.setdefault("run", {})["out"] = str(run_dir)

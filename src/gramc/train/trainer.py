@@ -82,6 +82,10 @@ class TrainError(GramcError, RuntimeError):
     exit_code = 1
 
 
+class NonFiniteStep(TrainError):
+    """An optimiser step's loss or gradient is not finite: the step was not applied."""
+
+
 # --------------------------------------------------------------------------------------------
 # Seeding
 # --------------------------------------------------------------------------------------------
@@ -237,6 +241,10 @@ class Trainer:
             grad_norm = torch.nn.utils.clip_grad_norm_(grads, self.cfg.clip)
         else:
             grad_norm = total_norm(grads)
+        if not bool(torch.isfinite(grad_norm)):  # the same on every rank: gradients are synchronised
+            self.optimizer.zero_grad(set_to_none=True)
+            raise NonFiniteStep(f"the gradient norm is {float(grad_norm)} (loss {float(loss_total)}): "
+                                "the step was not applied")
         lr = self.optimizer.param_groups[0]["lr"]
         self.optimizer.step()
         self.scheduler.step()
@@ -303,7 +311,7 @@ class JsonlLog:
             # resuming: drop records of steps the checkpoint does not contain (they will be redone),
             # and a torn last line a crash left (read_jsonl says so)
             kept = [r for r in read_jsonl(path, repair=True) if r.get("step", 0) <= keep_until_step]
-            write_text(path, "".join(json.dumps(r, default=float) + "\n" for r in kept))
+            write_text(path, "".join(json_line(r) for r in kept))
         elif enabled and keep_until_step is None:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text("", encoding="utf-8")
@@ -311,7 +319,15 @@ class JsonlLog:
     def write(self, record: dict[str, Any]) -> None:
         if self.enabled:
             with open(self.path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(record, default=float) + "\n")
+                f.write(json_line(record))
+
+
+def json_line(record: dict[str, Any]) -> str:
+    """One strict JSON line: a non-finite number (which JSON cannot hold) is written as null."""
+    def finite(v: Any) -> Any:
+        v = float(v) if isinstance(v, torch.Tensor) else v
+        return None if isinstance(v, float) and not math.isfinite(v) else v
+    return json.dumps({k: finite(v) for k, v in record.items()}, allow_nan=False, default=float) + "\n"
 
 
 def model_scalars(model: nn.Module) -> dict[str, float]:
@@ -463,7 +479,13 @@ class TrainRun:
                 self.audited = True
                 announce_final_eval(self)
                 window = StepWindow()
-            stats = self.trainer.train_step(micro, host.tokens)
+            try:
+                stats = self.trainer.train_step(micro, host.tokens)
+            except NonFiniteStep as err:
+                raise NonFiniteStep(f"step {state.step + 1} (epoch {epoch}): {err}. Training stopped; the run folder "
+                                    f"keeps its last checkpoint ({self.ckpt_dir / 'last'}, if one was saved) and "
+                                    f"log. Lower train.lr or train.clip, or check the data, then `gramc train "
+                                    f"--resume {self.run_dir}` or start again") from None
             state.step, state.step_in_epoch = state.step + 1, i + 1
             loss_sum, tokens = loss_sum + stats.loss_sum, tokens + stats.token_count
             window.add(stats, data_s)
