@@ -493,6 +493,18 @@ def test_python_api_refuses_str_and_int_histories(asset_runs):
     assert len(rec.recommend([first], k=3)) == 3
 
 
+def test_python_api_names_a_history_of_the_wrong_type(asset_runs):
+    from gramc.errors import GramcError
+    from gramc.serve.recommend import HistoryTypeError, Recommender
+
+    rec = Recommender.from_run(asset_runs / "A")
+    for bad in (None, 42, 3.5):
+        with pytest.raises(HistoryTypeError, match="a history is a list of item IDs") as err:
+            rec.recommend(bad)
+        assert isinstance(err.value, GramcError) and type(bad).__name__ in str(err.value)
+    assert len(rec.recommend((rec.assets.ds.item_ids[0],), k=2)) == 2  # a tuple is a history too
+
+
 def test_run_configs_store_absolute_paths(tmp_path, monkeypatch):
     from gramc.config import absolute_paths
     from gramc.model.runs import run_config

@@ -38,17 +38,24 @@ class Recommendation:
     title: str
 
 
+class HistoryTypeError(GramcError, TypeError):
+    """A history is not a list of item-ID strings."""
+
+
 def check_history(history: Sequence[str], example: str) -> None:
-    """TypeError unless `history` is a sequence of item-ID strings (oldest first)."""
+    """HistoryTypeError unless `history` is a sequence of item-ID strings (oldest first)."""
     if isinstance(history, (str, bytes)):
-        raise TypeError(f"a history is a list of item IDs, not one string (a str would be read "
-                        f"character by character): pass [{history!r}] or {str(history).split(',')!r}")
+        raise HistoryTypeError(f"a history is a list of item IDs, not one string (a str would be read "
+                               f"character by character): pass [{history!r}] or {str(history).split(',')!r}")
+    if not isinstance(history, (list, tuple)) and not (hasattr(history, "__iter__") and hasattr(history, "__len__")):
+        raise HistoryTypeError(f"a history is a list of item IDs (oldest first, such as [{example!r}]), got "
+                               f"{type(history).__name__} {history!r}")
     for x in history:
         if not isinstance(x, str):
             hint = (f"; to use dataset indices, map them with rec.assets.ds.item_ids[i] (e.g. {example!r})"
                     if isinstance(x, int) or type(x).__name__.startswith("int") else "")
-            raise TypeError(f"a history holds item IDs as strings (such as {example!r}), got "
-                            f"{type(x).__name__} {x!r}{hint}")
+            raise HistoryTypeError(f"a history holds item IDs as strings (such as {example!r}), got "
+                                   f"{type(x).__name__} {x!r}{hint}")
 
 
 class Recommender:
