@@ -170,3 +170,34 @@ def test_utf8_byte_order_mark_is_ignored(tmp_path):
     p = tmp_path / "x.inter"
     p.write_bytes("\ufeffuser_id:token\titem_id:token\nu\ta\n".encode("utf-8"))
     assert read_recbole_inter(p).sequences == [["a"]]
+
+
+BAD_CHARS = [("\u00a0", "NO-BREAK SPACE"), ("\u2009", "THIN SPACE"), ("\u200b", "ZERO WIDTH SPACE"),
+             ("\x07", "a control character")]
+
+
+@pytest.mark.parametrize("ch,name", BAD_CHARS)
+def test_ids_with_whitespace_or_control_characters_are_refused_in_every_reader(tmp_path, ch, name):
+    """One ID with a Unicode space or a control character in it: each reader names file:line and the
+    character, instead of splitting it into two items or keeping an ID that looks like another."""
+    bad = f"B{ch}X"
+    cases = [
+        (read_gram_sequences, write(tmp_path / "seq.txt", f"u1 A B C\nu2 A {bad} C\n"), 2),
+        (read_gram_sequences, write(tmp_path / "seq_user.txt", f"u1 A B C\nu{ch}2 A B C\n"), 2),
+        (read_recbole_inter, write(tmp_path / "x.inter", "user_id:token\titem_id:token\ttimestamp:float\n"
+                                                        f"u1\tA\t1\nu1\t{bad}\t2\n"), 3),
+        (read_amazon_reviews, write(tmp_path / "r.json", json.dumps({"reviewerID": "u1", "asin": bad,
+                                                                      "unixReviewTime": 1}) + "\n"), 1),
+        (read_gram_item_text, write(tmp_path / "items.txt", f"A title: a\n{bad} title: b\n"), 2),
+        (read_recbole_item, write(tmp_path / "x.item", f"item_id:token\ttitle:token\nA\ta\n{bad}\tb\n"), 3),
+        (read_amazon_meta, write(tmp_path / "meta.json", str({"asin": bad, "title": "b"}) + "\n"), 1),
+    ]
+    for reader, path, line in cases:
+        with pytest.raises(DataError, match=rf"{path.name}:{line}: .*ID .* contains {name}") as err:
+            reader(path) if reader is not read_amazon_reviews else reader(path, k=1)
+        assert "whitespace or control characters" in str(err.value), reader.__name__
+
+
+def test_plain_spaces_and_tabs_still_separate_gram_sequences(tmp_path):
+    seqs = read_gram_sequences(write(tmp_path / "seq.txt", "u1 A  B C\nu2 B C D \n"))
+    assert seqs.users == ["u1", "u2"] and seqs.sequences == [["A", "B", "C"], ["B", "C", "D"]]

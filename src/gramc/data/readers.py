@@ -21,6 +21,7 @@ import csv
 import gzip
 import json
 import re
+import unicodedata
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,6 +108,24 @@ def _content_lines(path: Path) -> Iterator[tuple[int, str]]:
         raise DataError(f"{path}: file has no data lines")
 
 
+def check_id(path: Path, n: int, kind: str, value: str) -> str:
+    """`value` if it is a usable user or item ID: no whitespace (Unicode spaces such as U+00A0
+    included) and no control or invisible format characters, which would split one ID into several
+    or make two IDs look alike; else a DataError naming the file, line and character."""
+    for ch in value:
+        if ch.isspace() or unicodedata.category(ch) in ("Cc", "Cf", "Zs", "Zl", "Zp"):
+            raise DataError(f"{path}:{n}: {kind} ID {value!r} contains {unicodedata.name(ch, 'a control character')} "
+                            f"(U+{ord(ch):04X}); IDs may not contain whitespace or control characters")
+    return value
+
+
+def _line_ids(path: Path, n: int, line: str) -> list[str]:
+    """The fields of a whitespace-separated sequence line, split on spaces and tabs only: any other
+    whitespace (e.g. a non-breaking space) stays inside its field, where `check_id` refuses it."""
+    return [check_id(path, n, "user" if i == 0 else "item", part)
+            for i, part in enumerate(p for p in re.split(r"[ \t]+", line.strip(" \t\r\n")) if p)]
+
+
 # --------------------------------------------------------------------------------------------
 # Sequence sources
 # --------------------------------------------------------------------------------------------
@@ -132,7 +151,7 @@ def read_gram_sequences(path: str | Path) -> Sequences:
     seen: dict[str, int] = {}
     first: tuple[int, frozenset[str]] | None = None
     for n, line in _content_lines(path):
-        parts = line.split()
+        parts = _line_ids(path, n, line)
         if len(parts) < 2:
             raise DataError(f"{path}:{n}: expected `USER item_1 ... item_n` (a user and at least one item), "
                             f"got {line.strip()[:80]!r}")
@@ -257,7 +276,8 @@ def read_recbole_inter(path: str | Path) -> Sequences:
         if not rec["user_id"] or not rec["item_id"]:
             raise DataError(f"{path}:{n}: empty user_id or item_id")
         t = rec.get("timestamp")
-        interactions.append(Interaction(str(rec["user_id"]), str(rec["item_id"]), float(t or 0.0), n))
+        interactions.append(Interaction(check_id(path, n, "user", str(rec["user_id"])),
+                                        check_id(path, n, "item", str(rec["item_id"])), float(t or 0.0), n))
     return group_sequences(interactions)
 
 
@@ -268,7 +288,8 @@ def read_amazon_reviews(path: str | Path, k: int = 5) -> Sequences:
     for n, line in _content_lines(path):
         try:
             obj = json.loads(line)
-            interactions.append(Interaction(str(obj["reviewerID"]), str(obj["asin"]),
+            interactions.append(Interaction(check_id(path, n, "user", str(obj["reviewerID"])),
+                                            check_id(path, n, "item", str(obj["asin"])),
                                             float(obj["unixReviewTime"]), n))
         except json.JSONDecodeError as e:
             raise DataError(f"{path}:{n}: not a JSON object ({e.msg})") from e
@@ -318,6 +339,7 @@ def _canonical(fields: dict[str, Any]) -> dict[str, Any]:
 
 def _put(items: dict[str, dict[str, Any]], where: dict[str, int], path: Path, n: int, iid: str,
          fields: dict[str, Any]) -> None:
+    check_id(path, n, "item", iid)
     if iid in items:
         raise DataError(f"{path}:{n}: duplicate item {iid!r} (first on line {where[iid]})")
     where[iid] = n
