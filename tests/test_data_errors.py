@@ -177,3 +177,37 @@ def test_undetectable_format_asks_for_format_flag(tmp_path):
     p.write_text("just-one-token\n")
     with pytest.raises(DataError, match=r"weird.txt: cannot tell the sequence format.*--format"):
         detect_sequence_format(p)
+
+
+@pytest.mark.parametrize("compress", ["gzip", "bz2", "lzma"])
+def test_compressed_input_is_read_by_its_magic_bytes_whatever_its_name(tmp_path, compress):
+    import bz2
+    import lzma
+
+    text = b"u1 a b c d\nu2 a x b\n"
+    data = {"gzip": gzip.compress, "bz2": bz2.compress, "lzma": lzma.compress}[compress](text)
+    p = tmp_path / "user_sequence.txt"  # compressed data under a plain-text name
+    p.write_bytes(data)
+    assert read_gram_sequences(p).sequences == [["a", "b", "c", "d"], ["a", "x", "b"]]
+    p.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError, match=r"user_sequence.txt: (truncated|corrupt) (gzip|bzip2|xz) file"):
+        read_gram_sequences(p)
+
+
+@pytest.mark.parametrize("head,name", [(b"PK\x03\x04rest-of-zip", "zip"), (b"(\xb5/\xfdzstd-frame", "zstd")])
+def test_archives_gramc_cannot_read_are_named(tmp_path, head, name):
+    p = tmp_path / "user_sequence.txt"
+    p.write_bytes(head)
+    with pytest.raises(DataError, match=rf"user_sequence.txt: is a {name} file; .* extract it first"):
+        read_gram_sequences(p)
+
+
+def test_a_named_pipe_is_refused_saying_what_it_is(tmp_path):
+    import os
+
+    fifo = tmp_path / "seq.fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(DataError, match=r"seq.fifo: is a named pipe or a process substitution .* regular file"):
+        read_gram_sequences(fifo)
+    with pytest.raises(DataError, match=r"nope.txt: file not found"):
+        read_gram_sequences(tmp_path / "nope.txt")

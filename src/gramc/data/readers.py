@@ -17,10 +17,13 @@ order of the lines in the file.
 from __future__ import annotations
 
 import ast
+import bz2
 import csv
 import gzip
 import json
+import lzma
 import re
+import stat
 import unicodedata
 import zlib
 from dataclasses import dataclass, field
@@ -59,24 +62,67 @@ class Interaction:
 # --------------------------------------------------------------------------------------------
 
 
-def iter_lines(path: str | Path) -> Iterator[tuple[int, str]]:
-    """(line number, text without the newline) for every line; .gz read transparently.
+# compressed formats by their first bytes: (name, opener over the raw file); None = not read here
+_MAGIC: list[tuple[bytes, str, Any]] = [
+    (b"\x1f\x8b", "gzip", lambda f: gzip.GzipFile(fileobj=f, mode="rb")),
+    (b"BZh", "bzip2", lambda f: bz2.BZ2File(f, mode="rb")),
+    (b"\xfd7zXZ\x00", "xz", lambda f: lzma.LZMAFile(f, mode="rb")),
+    (b"(\xb5/\xfd", "zstd", None),
+    (b"PK\x03\x04", "zip", None),
+]
 
-    Non-UTF-8 bytes, a truncated or corrupt gzip stream and an empty file are DataErrors that
-    name the file (and the line for bad bytes). A byte-based tqdm bar (of the file on disk)
-    shows progress on large files. A UTF-8 byte-order mark is ignored.
-    """
-    path = Path(path)
+
+def _regular_file(path: Path) -> None:
+    """DataError unless `path` is a regular file, saying what it is instead."""
     if path.is_dir():
         raise DataError(f"{path}: is a folder; a file is expected here")
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    if stat.S_ISREG(mode):
+        return
+    what = ("a named pipe or a process substitution such as <(cmd)" if stat.S_ISFIFO(mode) else
+            "a socket" if stat.S_ISSOCK(mode) else "a character device" if stat.S_ISCHR(mode) else
+            "a block device" if stat.S_ISBLK(mode) else "not a regular file")
+    raise DataError(f"{path}: is {what}; gramc reads an input more than once (its format, then its data), "
+                    f"so give a regular file (e.g. `cmd > file.txt` first)")
+
+
+def _compression(path: Path, head: bytes) -> tuple[str, Any]:
+    """(format name, opener) from the file's first bytes; ("text", None) for anything else. A file
+    named `.gz` must be gzip: anything else there is a damaged download."""
+    for magic, name, opener in _MAGIC:
+        if head.startswith(magic):
+            if opener is None:
+                raise DataError(f"{path}: is a {name} file; gramc reads plain text, gzip, bzip2 or xz: "
+                                f"extract it first")
+            return name, opener
+    if path.name.endswith(".gz"):
+        raise DataError(f"{path}: corrupt gzip file (it does not start with gzip's bytes 1f 8b: "
+                        f"{head[:4]!r}); download it again")
+    return "text", None
+
+
+def iter_lines(path: str | Path) -> Iterator[tuple[int, str]]:
+    """(line number, text without the newline) for every line; gzip, bzip2 and xz read transparently,
+    recognised by their first bytes whatever the file is called.
+
+    Non-UTF-8 bytes, a truncated or corrupt compressed stream, an empty file and anything but a
+    regular file are DataErrors that name the file (and the line for bad bytes). A byte-based tqdm
+    bar (of the file on disk) shows progress on large files. A UTF-8 byte-order mark is ignored.
+    """
+    path = Path(path)
+    _regular_file(path)
     n = 0
     size = path.stat().st_size
+    kind = "text"
     try:
         with open(path, "rb") as disk, tqdm(total=size, unit="B", unit_scale=True, desc=f"reading {path.name}",
                                             leave=False, disable=size < (16 << 20)) as bar:
-            f = gzip.GzipFile(fileobj=disk, mode="rb") if path.name.endswith(".gz") else disk
+            kind, opener = _compression(path, disk.read(6))
+            disk.seek(0)
+            f = opener(disk) if opener is not None else disk
             done = 0
             for n, raw in enumerate(f, 1):
                 if n % 4096 == 0:
@@ -90,9 +136,11 @@ def iter_lines(path: str | Path) -> Iterator[tuple[int, str]]:
                                     f"at column {e.start + 1}); re-encode the file as UTF-8") from e
                 yield n, text.rstrip("\r\n")
     except EOFError as e:
-        raise DataError(f"{path}: truncated gzip file (ended after line {n}); download it again") from e
-    except (gzip.BadGzipFile, zlib.error) as e:
-        raise DataError(f"{path}: corrupt gzip file ({e})") from e
+        raise DataError(f"{path}: truncated {kind} file (ended after line {n}); download it again") from e
+    except (gzip.BadGzipFile, zlib.error, lzma.LZMAError, OSError) as e:
+        if isinstance(e, OSError) and kind == "text":
+            raise
+        raise DataError(f"{path}: corrupt {kind} file ({e})") from e
     if n == 0:
         raise DataError(f"{path}: file is empty")
 
