@@ -211,3 +211,17 @@ def test_a_named_pipe_is_refused_saying_what_it_is(tmp_path):
         read_gram_sequences(fifo)
     with pytest.raises(DataError, match=r"nope.txt: file not found"):
         read_gram_sequences(tmp_path / "nope.txt")
+
+
+def test_an_unclosed_quote_is_reported_where_it_opens(tmp_path):
+    """RecBole files are tab-separated CSV: a quote left open used to swallow the lines after it."""
+    from gramc.data.readers import read_recbole_item
+
+    p = tmp_path / "x.item"
+    p.write_text('item_id:token\ttitle:token\nA1\tfine\nA2\t"opens and never closes\nA3\tthird\nA4\tfourth\n',
+                 encoding="utf-8")
+    with pytest.raises(DataError, match=r"x.item:3: malformed CSV .*opens a quote .* never closes it"):
+        read_recbole_item(p)
+    p.write_text('item_id:token\ttitle:token\nA1\t"a ""quoted"" title"\nA2\tPrada "Candy" Spray\n', encoding="utf-8")
+    assert {k: v["title"] for k, v in read_recbole_item(p).items()} == {"A1": 'a "quoted" title',
+                                                                         "A2": 'Prada "Candy" Spray'}

@@ -167,6 +167,20 @@ def test_resume_refuses_a_changed_config_naming_the_keys(tmp_path, capsys):
     assert rc == 2 and "train.lr" in err and "model.dropout" in err and "train.epochs" in err
 
 
+def test_resume_with_best_but_no_last_never_trains_from_step_0(tmp_path, capsys):
+    """checkpoints/last gone, checkpoints/best there: --resume refuses, says how to resume from best
+    (naming its step), and leaves every file of the run as it was."""
+    run = tmp_path / "run"
+    _fake_run(run)
+    (run / "checkpoints" / "last").rename(run / "checkpoints" / "best")
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    rc = main(["train", "--resume", str(run)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "checkpoints/last is missing" in err and "best: step 7" in err
+    assert f"cp -r {run / 'checkpoints' / 'best'} {run / 'checkpoints' / 'last'}" in err
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
 def test_resume_of_a_finished_run_with_more_epochs_trains_on(tmp_path, capsys):
     from gramc.train.trainer import TrainParts, fit
 

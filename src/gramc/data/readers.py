@@ -277,12 +277,14 @@ def _recbole_rows(path: Path) -> Iterator[tuple[int, list[tuple[str, str]], list
             numbered.append(n)
             yield line + "\n"
 
-    reader = csv.reader(text_lines(), delimiter="\t")
+    reader = csv.reader(text_lines(), delimiter="\t", strict=True)  # strict: an unclosed quote is an error
     cols: list[tuple[str, str]] | None = None
     rows = 0
+    begun = 0  # lines read before the current record: it starts on the next one
     try:
         for row in reader:
             n = numbered[-1]
+            begun = len(numbered)
             if cols is None:
                 cols = _header_types(path, n, row)
                 continue
@@ -292,7 +294,11 @@ def _recbole_rows(path: Path) -> Iterator[tuple[int, list[tuple[str, str]], list
             rows += 1
             yield n, cols, row
     except csv.Error as e:
-        raise DataError(f"{path}:{numbered[-1] if numbered else 1}: malformed CSV ({e})") from e
+        # a quote left open swallows the lines after it: the record, and the quote, start here
+        start = numbered[begun] if begun < len(numbered) else (numbered[-1] if numbered else 1)
+        unclosed = "end of data" in str(e) or "EOF" in str(e)
+        raise DataError(f"{path}:{start}: malformed CSV ({e})" + ("; a field that opens a quote (\") on this line "
+                                                                  "never closes it" if unclosed else "")) from e
     if not rows:
         raise DataError(f"{path}: has a header but no data rows")
 

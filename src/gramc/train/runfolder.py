@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import json
+
 import time
 from pathlib import Path
 
@@ -113,8 +115,25 @@ def open_run(cfg: Config, resume: bool, overwrite: bool) -> tuple[Config, bool]:
         claim_run(cfg, overwrite, is_main=launch().is_main)
         return cfg, False
     resume_config(saved_config(out), cfg)
-    if not (out / "checkpoints" / "last").is_dir():
+    ckpts = out / "checkpoints"
+    if not (ckpts / "last").is_dir():
+        others = sorted(p.name for p in ckpts.iterdir() if p.is_dir()) if ckpts.is_dir() else []
+        if others:  # never train from step 0 over a run that has checkpoints
+            step = _checkpoint_step(ckpts / others[0])
+            raise RunFolderError(
+                f"{ckpts / 'last'} is missing but {', '.join(str(ckpts / o) for o in others)} "
+                f"{'is' if len(others) == 1 else 'are'} there ({others[0]}: step {step}); --resume starts from "
+                f"checkpoints/last only. To resume from {others[0]}, copy it: `cp -r {ckpts / others[0]} "
+                f"{ckpts / 'last'}`, then run the same command again")
         if launch().is_main:
             print(f"{out} has no checkpoint yet (stopped before its first save): training it from step 0")
         return cfg, False
     return cfg, True
+
+
+def _checkpoint_step(folder: Path) -> str:
+    """The step a checkpoint folder holds (its state.json), or '?' when it cannot be read."""
+    try:
+        return str(json.loads((folder / "state.json").read_text(encoding="utf-8")).get("step", "?"))
+    except (OSError, ValueError):
+        return "?"
