@@ -25,6 +25,9 @@ class ConfigError(GramcError, ValueError):
     """A configuration key is unknown, has the wrong type, or an invalid value."""
 
 
+MAX_BOOTSTRAP = 100_000  # eval.bootstrap: checked when the config loads, not after a whole search
+
+
 def check_problems(problems: list[str]) -> None:
     """Raise one ConfigError listing every problem (none: return)."""
     if problems:
@@ -349,7 +352,9 @@ class Config:
                   "that K to eval.ks or choose another train.select_metric")
         check(ev.length_penalty >= 0, "eval.length_penalty", "must be >= 0")
         check(ev.batch_size >= 1 and ev.item_batch_size >= 1, "eval.batch_size/eval.item_batch_size", "must be >= 1")
-        check(ev.bootstrap >= 0, "eval.bootstrap", "must be >= 0")
+        check(0 <= ev.bootstrap <= MAX_BOOTSTRAP, "eval.bootstrap",
+              f"must be between 0 and {MAX_BOOTSTRAP:,} (a 95% interval is stable to 3 digits from about "
+              f"10,000 resamples; more only costs time)")
         check(ev.predictions_top >= 1, "eval.predictions_top", "must be >= 1")
         check(b.sasrec_dim % max(1, b.sasrec_heads) == 0 and b.sasrec_heads >= 1, "baseline.sasrec_heads",
               "must be >= 1 and divide baseline.sasrec_dim")

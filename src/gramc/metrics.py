@@ -33,6 +33,11 @@ def summarize(ranks: np.ndarray, ks=DEFAULT_KS) -> dict[str, float]:
     return out
 
 
+# resamples x users drawn at once; above it they come in chunks (the intervals of every run so far
+# fit in one chunk, so their numbers are unchanged)
+BOOTSTRAP_CHUNK = 1 << 25
+
+
 def bootstrap_ci(per_user: dict[str, np.ndarray], n: int = 1000, seed: int = 0,
                  alpha: float = 0.05) -> dict[str, tuple[float, float]]:
     """Percentile bootstrap confidence intervals of each metric's mean (users resampled)."""
@@ -43,11 +48,16 @@ def bootstrap_ci(per_user: dict[str, np.ndarray], n: int = 1000, seed: int = 0,
     m = len(per_user[names[0]]) if names else 0
     if m == 0:
         return {k: (0.0, 0.0) for k in names}
-    idx = rng.integers(0, m, size=(n, m))
+    means: dict[str, list[np.ndarray]] = {k: [] for k in names}
+    rows = n if n * m <= BOOTSTRAP_CHUNK else max(1, BOOTSTRAP_CHUNK // m)  # bounded memory: 16 bytes an entry
+    for start in range(0, n, rows):
+        idx = rng.integers(0, m, size=(min(rows, n - start), m))
+        for k in names:
+            means[k].append(per_user[k][idx].mean(axis=1))
     out = {}
     for k in names:
-        means = per_user[k][idx].mean(axis=1)
-        out[k] = (float(np.quantile(means, alpha / 2)), float(np.quantile(means, 1 - alpha / 2)))
+        every = np.concatenate(means[k])
+        out[k] = (float(np.quantile(every, alpha / 2)), float(np.quantile(every, 1 - alpha / 2)))
     return out
 
 
