@@ -81,3 +81,20 @@ def test_trie_softmax_run_evaluates_in_its_mode_and_refuses_the_other(tmp_path, 
     rc = main(["evaluate", "--run", str(d), "--split", "valid", "--max-users", "2", "model.softmax=vocab"])
     err = capsys.readouterr().err
     assert rc == 2 and "model.softmax=trie" in err and "model.softmax=vocab" in err
+
+
+def test_evaluate_out_never_replaces_a_users_own_metrics_json(run, tmp_path, capsys):
+    """A folder holding somebody's metrics.json (and no run_info.json gramc wrote) is not an
+    evaluation folder: --out there is refused and the file stays as it was."""
+    mine = tmp_path / "analysis"
+    mine.mkdir()
+    (mine / "metrics.json").write_text('{"mine": true}')
+    rc = main(["evaluate", "--run", str(run), "--split", "valid", "--beams", "6", "--max-users", "5", "--out", str(mine)])
+    assert rc == 2 and "already holds files gramc did not write" in capsys.readouterr().err
+    assert (mine / "metrics.json").read_text() == '{"mine": true}' and sorted(p.name for p in mine.iterdir()) == ["metrics.json"]
+    # gramc's own evaluation folder is rewritten as before
+    own = tmp_path / "own"
+    for _ in range(2):
+        assert main(["evaluate", "--run", str(run), "--split", "valid", "--beams", "6", "--max-users", "5",
+                     "--out", str(own)]) == 0
+    assert json.loads((own / "metrics.json").read_text())["split"] == "valid"

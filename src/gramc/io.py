@@ -216,7 +216,7 @@ MARKERS: dict[str, tuple[str, ...]] = {
     "run": ("run_info.json", "checkpoints", "log.jsonl"),
     "stage": (".stage.json", ".stage.pending.json"),
     "pipeline": ("pipeline_run_info.json", "pipeline.json"),
-    "eval": ("metrics.json", "run_info.json"),
+    "eval": ("run_info.json",),  # a metrics.json alone may be anybody's
     "ids": ("ids.txt", "ids_check.json", "tokenizer"),
     "tokenizer": ("tokenizer.json",),
 }
