@@ -19,7 +19,10 @@ head)), but its API is shaped for generative recommendation:
 Reading order: dimensions (`T5Dims`), building blocks (norm, feed-forward, relative position
 bias, attention), the two stacks, then `T5` with its public API and the Hugging Face weight mapping.
 Attention uses `torch.nn.functional.scaled_dot_product_attention` with an additive float bias
-(relative positions + masks) and `scale=1.0` (T5 folds the 1/sqrt(d) into its initialisation).
+(relative positions + masks) and `scale=1.0` (T5 folds the 1/sqrt(d) into its initialisation),
+except when training on the CPU, where it is written out (`Attention.attend_explicit`) with a
+cheaper dropout mask (`dropout_mask`); a teacher-forced pass may hand the decoder the memory itself
+instead of its projected keys/values (`Cross`, `Attention.attend_memory`).
 Masked keys get the dtype's most negative value rather than -inf, so fully masked rows give a
 uniform (finite) attention instead of NaN.
 """
@@ -275,10 +278,13 @@ class Attention(nn.Module):
         `[N, H, Sq, d_kv]` -> `[N, H, Sq, d_kv]`. Used to train on the CPU, where SDPA with dropout
         falls back to a path that upcasts bf16 to fp32 and draws its mask with `bernoulli_`: here
         the matmuls stay in `q`'s dtype, the softmax is at least fp32, and dropout is `dropout`."""
-        acc = torch.promote_types(q.dtype, torch.float32)
-        scores = torch.matmul(q, k.transpose(-1, -2))
-        probs = torch.softmax(scores.to(acc) + bias.to(acc), dim=-1).to(q.dtype)
-        return torch.matmul(self.attn_dropout(probs), v)
+        return torch.matmul(self.weights(torch.matmul(q, k.transpose(-1, -2)), bias, q.dtype), v)
+
+    def weights(self, scores: Tensor, bias: Tensor, dtype: torch.dtype) -> Tensor:
+        """Attention weights from raw scores: softmax of `scores + bias` in float32 at least, cast to
+        `dtype`, then attention dropout (when training)."""
+        acc = torch.promote_types(dtype, torch.float32)
+        return self.attn_dropout(torch.softmax(scores.to(acc) + bias.to(acc), dim=-1).to(dtype))
 
     def attend_memory(self, q: Tensor, memory: Tensor, bias: Tensor) -> Tensor:
         """`attend(q, *project_kv(memory), bias)` without projecting the memory `[N, M, d]`.
@@ -295,8 +301,7 @@ class Attention(nn.Module):
         memory = memory.to(dtype)
         qk = torch.matmul(q, self.k.weight.to(dtype).view(H, dk, d))  # [N, H, Q, d]
         scores = torch.matmul(qk.reshape(N, H * Q, d), memory.transpose(1, 2)).view(N, H, Q, M)
-        acc = torch.promote_types(dtype, torch.float32)
-        probs = self.attn_dropout(torch.softmax(scores.to(acc) + bias.to(acc), dim=-1).to(dtype))
+        probs = self.weights(scores, bias, dtype)
         ctx = torch.matmul(probs.view(N, H * Q, M), memory).view(N, H, Q, d)
         out = torch.matmul(ctx, self.v.weight.to(dtype).view(H, dk, d).transpose(1, 2))  # [N, H, Q, d_kv]
         return self.o(out.transpose(1, 2).flatten(2))
