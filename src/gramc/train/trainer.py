@@ -22,8 +22,9 @@ rank 0 writes the run folder.
 On a GPU: training batches are collated by a `torch.utils.data.DataLoader` over the epoch's plan
 (`train.num_workers` worker processes, pinned memory, `non_blocking` copies), so collation overlaps
 compute and the copy overlaps the previous step; target tokens are counted on the host before the
-copy; loss, token and gradient-norm figures stay on the device and are read (one host sync) only at
-logging steps; fp32 matmuls use TF32 during training steps. On any device, forward passes run under
+copy; loss and token figures stay on the device and are read only at logging steps, while the
+gradient norm's finiteness is read every step (one scalar sync before the optimiser applies it, so
+that a NaN or infinite step is never applied); fp32 matmuls use TF32 during training steps. On any device, forward passes run under
 bf16 autocast when `train.bf16` says so ("auto": where the GPU or CPU multiplies bf16 natively, see
 `precision`), the loss itself in fp32.
 """
