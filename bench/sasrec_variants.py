@@ -79,7 +79,7 @@ def _test_repeats(folder: Path, info: dict) -> dict:
     model = SASRec(ds.num_items, cfg.baseline)
     model.load_state_dict(torch.load(folder / "sasrec.pt", map_location="cpu")["state_dict"])
     rec = evaluate_scorer(ds, cfg, make_scorer(model, torch.device("cpu")), "sasrec", None,
-                          max_his=cfg.baseline.sasrec_max_len, splits=("test",))["test"]
+                          history_window=cfg.baseline.sasrec_max_len, splits=("test",))["test"]
     old = read_json(folder / "metrics.json")["metrics"]["hit@10"]
     if abs(rec["metrics"]["hit@10"] - old) > 1e-9:
         raise SystemExit(f"{folder}: its sasrec.pt gives test hit@10 {rec['metrics']['hit@10']}, metrics.json {old}")

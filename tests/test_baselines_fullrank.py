@@ -24,16 +24,22 @@ def test_popularity_counts_only_training_part(tmp_path):
     # training parts s[:-2]: [0,0,1], [0,2], [1]; items 3 and 4 appear only as valid/test targets
     ds = _ds([[0, 0, 1, 3, 4], [0, 2, 4, 3], [1, 3, 4]], 5)
     assert popularity_counts(ds).tolist() == [3.0, 2.0, 1.0, 0.0, 0.0]
-    cfg = load_config(None, ["eval.ks=[1,2,3]", "train.select_metric=mrr", "eval.bootstrap=50"])
+    cfg = load_config(None, ["eval.ks=[1,2,3]", "train.select_metric=mrr", "eval.bootstrap=50", "eval.ties=worst"])
     recs = run_pop(ds, cfg, tmp_path)
-    # test targets 4, 3, 4 all score 0 and tie with 2 other zero-count items: rank 4 -> misses
+    # test targets 4, 3, 4 all score 0, below 3 items and tied with the other zero-count item
     assert recs["test"]["metrics"]["hit@3"] == 0.0
+    assert recs["test"]["protocol"]["ties"] == "worst place"
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["split"] == "test" and saved["users"] == 3 and "ci" in saved
     assert (tmp_path / "metrics_valid.json").is_file() and (tmp_path / "run_info.json").is_file()
     ranks = json.loads((tmp_path / "ranks_test.json").read_text())
     # every score >= 0 = the targets' 0: all 5 items rank before or tie, so rank 4 for each user
     assert ranks["users"] == ["u0", "u1", "u2"] and ranks["ranks"] == [4, 4, 4]
+    # random ties: 3 items strictly above, then place 3 or 4
+    cfg.eval.ties = "random"
+    assert set(run_pop(ds, cfg, None)["test"]["metrics"]) and \
+        set(json.loads(json.dumps(run_pop(ds, cfg, tmp_path / "r")["test"]["protocol"]))["ties"].split()) >= {"random"}
+    assert set(json.loads((tmp_path / "r" / "ranks_test.json").read_text())["ranks"]) <= {3, 4}
 
 
 def test_popularity_ranks_known_table():
@@ -261,3 +267,39 @@ def test_sasrec_config_rejects_bad_decay():
         load_config(None, ["baseline.sasrec_heads=3"])
     with pytest.raises(ConfigError, match="sasrec_temperature"):
         load_config(None, ["baseline.sasrec_temperature=-0.1"])
+
+
+def test_each_baselines_recorded_protocol_is_what_its_scorer_read(tmp_path, monkeypatch):
+    """SASRec reads baseline.sasrec_max_len items, not data.max_his; pop and LightGCN read none;
+    exclusion removes every earlier item, also those older than the window."""
+    import gramc.baselines.sasrec as sasrec_mod
+
+    seqs = [[(u + j) % 30 for j in range(14)] for u in range(40)]
+    ds = _ds(seqs, 30)
+    cfg = load_config(None, ["baseline.sasrec_dim=16", "baseline.sasrec_layers=1", "baseline.sasrec_epochs=1",
+                             "baseline.sasrec_max_len=8", "data.max_his=3", "eval.ks=[1,5]", "eval.bootstrap=0",
+                             "train.select_metric=hit@5", "run.device=cpu", "eval.exclude_history=true"])
+    read: list[int] = []
+    make = sasrec_mod.make_scorer
+
+    def spy(model, device, sub_batch=256):
+        score = make(model, device, sub_batch)
+
+        def wrapped(chunk):
+            read.extend(min(len(s.history), model.max_len) for s in chunk)
+            out = score(chunk)
+            for r, s in enumerate(chunk):  # every earlier item must come out of the ranking
+                out[r, [i for i in s.seen if i != s.target]] = 1e9
+            return out
+        return wrapped
+
+    monkeypatch.setattr(sasrec_mod, "make_scorer", spy)
+    recs = sasrec_mod.run_sasrec(ds, cfg, tmp_path)
+    for split in ("valid", "test"):
+        proto = recs[split]["protocol"]
+        assert proto["history_window"] == max(read) == 8
+        assert proto["exclude_history"] == "every earlier item" and proto["ties"].startswith("random")
+    # the history items scored 1e9 were removed: the ranks are those of the model's own scores
+    assert recs["test"]["metrics"]["hit@5"] > 0
+    pop = run_pop(ds, cfg, tmp_path / "pop")
+    assert pop["test"]["protocol"]["history_window"] is None

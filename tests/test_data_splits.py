@@ -23,7 +23,10 @@ def test_exact_samples():
 
 def test_max_his_keeps_most_recent():
     ds = _ds()
-    assert samples(ds, "test", 2) == [Sample(0, (2, 3), 4), Sample(1, (5, 6), 7)]
+    assert samples(ds, "test", 2) == [Sample(0, (2, 3), 4, (0, 1, 2, 3)), Sample(1, (5, 6), 7)]
+    # every earlier item stays known (eval.exclude_history removes them all), also past the window
+    assert [s.seen for s in samples(ds, "test", 2)] == [(0, 1, 2, 3), (5, 6)]
+    assert [s.seen for s in samples(ds, "valid", 1)] == [(0, 1, 2), (5,)]
     assert samples(ds, "train", 1) == [Sample(0, (0,), 1), Sample(0, (1,), 2)]
 
 

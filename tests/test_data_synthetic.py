@@ -88,8 +88,8 @@ def _validation_hit10(ds: SeqDataset) -> tuple[float, float]:
     pop_scores = np.tile(pop, (len(valid), 1))
     # Markov: transition counts from the last history item, popularity breaks ties
     markov_scores = np.stack([trans[x.history[-1]] for x in valid]) + pop / (pop.max() + 1.0)
-    pop_hit = summarize(ranks_from_scores(pop_scores, targets), ks=(10,))["hit@10"]
-    markov_hit = summarize(ranks_from_scores(markov_scores, targets), ks=(10,))["hit@10"]
+    pop_hit = summarize(ranks_from_scores(pop_scores, targets, ties="worst"), ks=(10,))["hit@10"]
+    markov_hit = summarize(ranks_from_scores(markov_scores, targets, ties="worst"), ks=(10,))["hit@10"]
     return markov_hit, pop_hit
 
 

@@ -74,6 +74,25 @@ def test_narrow_beam_finds_the_best_items_and_excludes_history():
         assert int(best[b]) not in got and len(got) == len(targets) - 1
 
 
+def test_excluded_items_take_no_beam_so_a_narrow_search_still_returns_k_items():
+    targets = random_catalog(60, seed=7, first=6, deeper=4, max_levels=4)
+    trie = Trie.build(targets)
+    model = tiny_t5(7)
+    mem, mask = memory(3, 6, 32, 7)
+    ref = score_sequences(model, mem, mask, targets)
+    order = ref.argsort(1, descending=True)
+    excl = order[:, :8]  # more excluded items than beams, the model's very best ones
+    res = beam_search(model, mem, mask, trie, beams=5, exclude=excl)
+    for b in range(3):
+        got = res.items[b].tolist()
+        assert -1 not in got and not set(got) & set(excl[b].tolist())
+        torch.testing.assert_close(res.scores[b], ref[b, res.items[b]], atol=1e-5, rtol=0)
+    # with a beam as wide as the catalogue, the excluded search is the exhaustive ranking without them
+    wide = beam_search(model, mem, mask, trie, beams=60, exclude=excl)
+    for b in range(3):
+        assert wide.items[b][:10].tolist() == order[b, 8:18].tolist()
+
+
 def _hf_topk(hf, mem, mask, trie, beams, lp, early):
     from transformers.modeling_outputs import BaseModelOutput
 

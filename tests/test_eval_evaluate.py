@@ -71,13 +71,16 @@ def test_batched_evaluation_equals_per_user_search(placement, enabled):
 def test_exclude_history_removes_history_items_but_never_the_target():
     cfg, assets, model = setup(num_users=8, beams=40)
     cfg.eval.exclude_history = True
+    cfg.data.max_his = 3  # shorter than most sequences: items older than the window are excluded too
     res = evaluate_split(model, assets, cfg, "test", progress=False)
     smp = samples(assets.ds, "test", cfg.data.max_his)
+    assert any(len(s.seen) > len(s.history) for s in smp)
     for s, row, r in zip(smp, res.items, res.ranks):
         got = set(row[row >= 0].tolist())
-        assert not (got & (set(s.history) - {s.target}))
+        earlier = set(assets.ds.sequences[s.user][:-1]) - {s.target}
+        assert not (got & earlier)
         assert r >= 0  # beams = catalogue size: the target is always found
-        assert len(got) == 40 - len(set(s.history) - {s.target})
+        assert len(got) == 40 - len(earlier)
 
 
 def test_merge_shards_checks_coverage():
@@ -114,3 +117,24 @@ def test_ddp_evaluation_with_three_processes_counts_each_user_once(tmp_path):
     assert got["ranks"] == single.ranks.tolist()
     assert got["items"] == single.items.tolist()
     assert got["metrics"] == pytest.approx(single.metrics)
+
+
+def test_recorded_protocol_is_what_the_search_read(monkeypatch):
+    import gramc.eval.evaluate as ev
+
+    cfg, assets, model = setup(num_users=6, beams=12)
+    cfg.eval.exclude_history = True
+    read, excluded = [], []
+    search = ev.search_batch
+
+    def spy(model, collate, chunk, *a, **k):
+        read.extend(len(s.history) for s in chunk)
+        res = search(model, collate, chunk, *a, **k)
+        excluded.extend(bool(set(row.tolist()) & (set(s.seen) - {s.target})) for s, row in zip(chunk, res.items))
+        return res
+
+    monkeypatch.setattr(ev, "search_batch", spy)
+    rec = evaluate_split(model, assets, cfg, "test", progress=False).to_json()
+    assert rec["protocol"]["history_window"] == max(read) == cfg.data.max_his
+    assert rec["protocol"]["exclude_history"] == "every earlier item" and not any(excluded)
+    assert rec["protocol"]["ranking"].endswith("12 beams")

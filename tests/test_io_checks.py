@@ -74,11 +74,32 @@ def test_metrics_on_hand_computed_ranks():
     assert m["users"] == 5
 
 
-def test_full_ranking_ties_count_against_target_and_exclusion():
+def test_full_ranking_worst_ties_and_exclusion():
     scores = np.array([[0.1, 0.9, 0.5], [1.0, 1.0, 1.0]])
-    assert list(ranks_from_scores(scores, [2, 0])) == [1, 2]
+    assert list(ranks_from_scores(scores, [2, 0], ties="worst")) == [1, 2]
     ex = np.array([[False, True, False], [False, False, False]])
-    assert list(ranks_from_scores(scores, [2, 0], exclude=ex)) == [0, 2]
+    assert list(ranks_from_scores(scores, [2, 0], exclude=ex, ties="worst")) == [0, 2]
+
+
+def test_random_ties_are_uniform_seeded_per_key_and_leave_strict_order_alone():
+    n_items, users = 5, 20000
+    const = np.zeros((users, n_items))  # a constant scorer: every place equally likely, none favoured
+    ranks = ranks_from_scores(const, np.zeros(users, dtype=int), keys=np.arange(users), seed=3)
+    counts = np.bincount(ranks, minlength=n_items) / users
+    assert counts.shape == (n_items,) and np.all(np.abs(counts - 1 / n_items) < 0.015), counts
+    # the same key gets the same place whatever the chunk, another seed other places
+    again = np.concatenate([ranks_from_scores(const[:7], np.zeros(7, dtype=int), keys=np.arange(7), seed=3),
+                            ranks_from_scores(const[7:20], np.zeros(13, dtype=int), keys=np.arange(7, 20), seed=3)])
+    assert np.array_equal(again, ranks[:20])
+    assert not np.array_equal(ranks_from_scores(const, np.zeros(users, dtype=int), keys=np.arange(users), seed=4),
+                              ranks)
+    # only ties move: items strictly above always stay above, strictly below stay below
+    scores = np.array([[0.1, 0.9, 0.5, 0.5, 0.5, 0.0]] * 400)
+    r = ranks_from_scores(scores, np.full(400, 2), keys=np.arange(400), seed=1)
+    assert set(r.tolist()) == {1, 2, 3}
+    ex = np.zeros_like(scores, dtype=bool)
+    ex[:, 1] = True
+    assert set(ranks_from_scores(scores, np.full(400, 2), exclude=ex, keys=np.arange(400)).tolist()) == {0, 1, 2}
 
 
 def test_bootstrap_ci_brackets_mean():

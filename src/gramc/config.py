@@ -215,7 +215,10 @@ class EvalConfig:
     length_penalty: float = 0.0  # 0 = raw sum of log-probabilities; GRAM used 1.0
     ks: list[int] = field(default_factory=lambda: [1, 5, 10, 20, 50])
     batch_size: int = 64  # users per beam-search batch
-    exclude_history: bool = False  # never recommend an item already in the user's history
+    exclude_history: bool = False  # never recommend an item the user had before (every one, not just the window)
+    # full ranking (baselines, fusion's collaborative candidates): a target tied with other items takes
+    # a seeded random place among them (run.seed, per user), or "worst", the last place
+    ties: Literal["random", "worst"] = "random"
     bootstrap: int = 1000  # bootstrap resamples for confidence intervals
     unknown_history: Literal["error", "skip"] = "error"  # for `gramc recommend`
     # when the search may stop: heuristic = HF early_stopping=False bounded by the best running

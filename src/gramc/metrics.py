@@ -80,12 +80,42 @@ def paired_bootstrap_ci(per_user_a: dict[str, np.ndarray], per_user_b: dict[str,
             for k in names if k in ci}
 
 
-def ranks_from_scores(scores, targets, exclude=None):
+TIES = ("random", "worst")  # how full ranking places a target tied with other items
+
+
+def tie_uniforms(keys, seed: int) -> np.ndarray:
+    """One uniform draw in [0, 1) per integer key, a fixed function of (seed, key) (SplitMix64).
+
+    Keys are user indices: a user gets the same draw whatever the chunk it is ranked in."""
+    with np.errstate(over="ignore"):
+        x = np.asarray(keys, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+        x = x + np.uint64(seed % (1 << 64)) * np.uint64(0xBF58476D1CE4E5B9) + np.uint64(0x94D049BB133111EB)
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        x = x ^ (x >> np.uint64(31))
+    return (x >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+def place_among_ties(above, tied, keys, seed: int, ties: str = "random") -> np.ndarray:
+    """0-based rank of a target with `above` items scoring higher and `tied` others scoring the same.
+
+    "random": each of the tied + 1 places with equal probability (seeded per key, `tie_uniforms`),
+    so a constant scorer ranks the target uniformly, as a random list would; "worst": every tied
+    item ahead of the target (a conservative bound)."""
+    above, tied = np.asarray(above, dtype=np.int64), np.asarray(tied, dtype=np.int64)
+    if ties == "worst":
+        return above + tied
+    if ties != "random":
+        raise ValueError(f"ties must be one of {TIES}, got {ties!r}")
+    return above + np.floor(tie_uniforms(keys, seed) * (tied + 1)).astype(np.int64)
+
+
+def ranks_from_scores(scores, targets, exclude=None, keys=None, seed: int = 0, ties: str = "random"):
     """0-based rank of each target under full ranking of `scores` [users, items] (torch or numpy).
 
-    Ties count against the target (items with a score >= the target's, other than the target,
-    rank before it), so a constant scorer gets no credit. `exclude`: optional boolean mask of
-    the same shape whose True entries are removed from the ranking (never the target itself).
+    Ties with the target are broken by `place_among_ties` (`ties`, drawn from `seed` and `keys`, one
+    integer per row, e.g. user indices; default the row numbers). `exclude`: optional boolean mask
+    of the same shape whose True entries are removed from the ranking (never the target itself).
     """
     import torch
 
@@ -96,8 +126,10 @@ def ranks_from_scores(scores, targets, exclude=None):
         ex[torch.arange(len(t)), t] = False
         s[ex] = float("-inf")
     target_score = s[torch.arange(len(t)), t].unsqueeze(1)
-    ahead = (s >= target_score).sum(dim=1) - 1
-    return ahead.numpy()
+    above = (s > target_score).sum(dim=1).numpy()
+    tied = (s == target_score).sum(dim=1).numpy() - 1
+    keys = np.arange(len(t)) if keys is None else np.asarray(keys)
+    return place_among_ties(above, tied, keys, seed, ties)
 
 
 def ranks_from_lists(items, targets) -> np.ndarray:

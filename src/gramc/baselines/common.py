@@ -32,8 +32,11 @@ def load_data(cfg: Config) -> SeqDataset:
 
 
 def split_ranks(ds: SeqDataset, split: str, max_his: int, score: Scorer, exclude_history: bool = False,
-                batch_users: int = 1024, desc: str = "", top: list | None = None) -> tuple[np.ndarray, list[Sample]]:
-    """0-based rank of each sample's target among all items (ties count against the target).
+                batch_users: int = 1024, desc: str = "", top: list | None = None, ties: str = "random",
+                seed: int = 0) -> tuple[np.ndarray, list[Sample]]:
+    """0-based rank of each sample's target among all items (`ranks_from_scores`: `ties` drawn from
+    `seed` per user). `max_his`: the history window the scorer reads; `exclude_history` removes
+    every earlier item (`Sample.seen`), also those older than the window.
 
     `top`: if given, each chunk's top-10 item indices are appended to it (for `repeat_stats`).
     """
@@ -52,17 +55,27 @@ def split_ranks(ds: SeqDataset, split: str, max_his: int, score: Scorer, exclude
         if exclude_history:
             exclude = torch.zeros_like(scores, dtype=torch.bool)
             for r, s in enumerate(chunk):
-                exclude[r, list(s.history)] = True
+                exclude[r, list(s.seen)] = True
         targets = [s.target for s in chunk]
-        ranks[start:start + len(chunk)] = ranks_from_scores(scores, targets, exclude)
+        ranks[start:start + len(chunk)] = ranks_from_scores(scores, targets, exclude, keys=[s.user for s in chunk],
+                                                            seed=seed, ties=ties)
         if top is not None:
             masked = scores if exclude is None else scores.masked_fill(exclude, float("-inf"))
             top.append(masked.topk(min(10, scores.shape[1]), dim=1).indices.numpy())
     return ranks, smp
 
 
+def full_ranking_protocol(cfg: Config, history_window: int | None) -> dict:
+    """What a full-ranking evaluation did, as recorded in its metrics.json: the history window the
+    scorer read (None: it reads no history), which items were removed, how ties were placed."""
+    return {"ranking": "full", "history_window": history_window,
+            "exclude_history": "every earlier item" if cfg.eval.exclude_history else False,
+            "ties": f"random (seed {cfg.run.seed}, per user)" if cfg.eval.ties == "random" else "worst place",
+            "ks": list(cfg.eval.ks), "bootstrap": cfg.eval.bootstrap}
+
+
 def metrics_record(ranks: np.ndarray, split: str, model: str, cfg: Config,
-                   extra: dict | None = None) -> dict:
+                   extra: dict | None = None, history_window: int | None = None) -> dict:
     """metrics.json record in the schema of `gramc evaluate` (means, bootstrap CIs, protocol)."""
     ks = list(cfg.eval.ks)
     means = summarize(ranks, ks)
@@ -74,8 +87,7 @@ def metrics_record(ranks: np.ndarray, split: str, model: str, cfg: Config,
         "users": users,
         "metrics": means,
         "ci": {k: [lo, hi] for k, (lo, hi) in ci.items()},
-        "protocol": {"ranking": "full", "exclude_history": cfg.eval.exclude_history,
-                     "max_his": cfg.data.max_his, "ks": ks, "bootstrap": cfg.eval.bootstrap},
+        "protocol": full_ranking_protocol(cfg, history_window),
     }
     if extra:
         rec.update(extra)
@@ -83,16 +95,20 @@ def metrics_record(ranks: np.ndarray, split: str, model: str, cfg: Config,
 
 
 def evaluate_scorer(ds: SeqDataset, cfg: Config, score: Scorer, model: str, out: str | Path | None,
-                    max_his: int | None = None, splits: Sequence[str] = ("valid", "test"),
+                    history_window: int | None = None, splits: Sequence[str] = ("valid", "test"),
                     extra: dict | None = None) -> dict[str, dict]:
-    """Rank all items for every user of each split; write metrics_<split>.json (+ metrics.json = test)."""
+    """Rank all items for every user of each split; write metrics_<split>.json (+ metrics.json = test).
+
+    `history_window`: the most recent items of each history the scorer is given (None: it reads no
+    history; its samples then carry `data.max_his` items it ignores). The protocol records it."""
     records = {}
     counts = np.array(item_training_counts(ds), dtype=np.int64)
     for split in splits:
         top: list = []
-        ranks, smp = split_ranks(ds, split, max_his or cfg.data.max_his, score,
-                                 exclude_history=cfg.eval.exclude_history, desc=f"{model} {split}", top=top)
-        records[split] = metrics_record(ranks, split, model, cfg, extra)
+        ranks, smp = split_ranks(ds, split, history_window or cfg.data.max_his, score,
+                                 exclude_history=cfg.eval.exclude_history, desc=f"{model} {split}", top=top,
+                                 ties=cfg.eval.ties, seed=cfg.run.seed)
+        records[split] = metrics_record(ranks, split, model, cfg, extra, history_window)
         records[split]["repeats"] = repeat_stats(np.concatenate(top), [s.history for s in smp],
                                                  [s.target for s in smp])
         records[split]["popularity"] = popularity_stats(ranks, counts[[s.target for s in smp]])

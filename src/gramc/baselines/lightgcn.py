@@ -20,8 +20,6 @@ from ..graph.lightgcn import final_embeddings, train_lightgcn
 from ..runinfo import write_run_info
 from .common import Scorer, evaluate_scorer
 
-FULL_HISTORY = 10**9  # LightGCN reads no history window; eval.exclude_history removes every earlier item
-
 
 def make_scorer(gcn_dir: Path, ds: SeqDataset) -> Scorer:
     """user·item dot products of the saved final embeddings, rows matched to `ds` by ID."""
@@ -40,5 +38,5 @@ def run_lightgcn(ds: SeqDataset, cfg: Config, out: str | Path, inputs: dict | No
     if not ((gcn_dir / META_FILE).is_file() and (gcn_dir / MODEL_FILE).is_file()):
         train_lightgcn(ds, cfg.gcn, gcn_dir, run_cfg=cfg, inputs=inputs)
     write_run_info(out, cfg, {**(inputs or {}), "gcn_model": gcn_dir / MODEL_FILE})
-    return evaluate_scorer(ds, cfg, make_scorer(gcn_dir, ds), "lightgcn", out, max_his=FULL_HISTORY,
+    return evaluate_scorer(ds, cfg, make_scorer(gcn_dir, ds), "lightgcn", out,
                            extra={"gcn_dir": str(gcn_dir)})

@@ -1,7 +1,8 @@
 """Popularity baseline: every user gets the items ranked by their training interaction count.
 
 Counts come from the training part of each sequence only (s[:-2]), so the validation and test
-items never inform the ranking. Ties are broken against the target by the shared metrics code.
+items never inform the ranking. Ties (items with equal counts) are placed by the shared metrics
+code (`eval.ties`).
 """
 
 from __future__ import annotations

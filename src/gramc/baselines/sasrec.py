@@ -233,7 +233,8 @@ def train_sasrec(ds: SeqDataset, cfg: Config, out: str | Path | None = None,
             count += int(keep.sum())
             if budget and (time.time() - t0) / 60.0 >= budget:
                 break  # out of time: validate this (partial) epoch, then stop
-        ranks, _ = split_ranks(ds, "valid", b.sasrec_max_len, make_scorer(model, device), batch_users=2048)
+        ranks, _ = split_ranks(ds, "valid", b.sasrec_max_len, make_scorer(model, device), batch_users=2048,
+                               exclude_history=cfg.eval.exclude_history, ties=cfg.eval.ties, seed=cfg.run.seed)
         val = summarize(ranks, val_ks)
         row = {"epoch": epoch, "train_loss": total / max(count, 1), "valid_hit@10": val["hit@10"],
                "valid_ndcg@10": val["ndcg@10"], "lr": opt.param_groups[0]["lr"],
@@ -291,7 +292,7 @@ def run_sasrec(ds: SeqDataset, cfg: Config, out: str | Path | None, inputs: dict
     best = max(log, key=lambda r: r["valid_ndcg@10"])
     extra = {"best_epoch": best["epoch"], "epochs_run": len(log), "train_seconds": round(time.time() - t0, 1)}
     recs = evaluate_scorer(ds, cfg, make_scorer(model, device), "sasrec", out,
-                           max_his=cfg.baseline.sasrec_max_len, extra=extra)
+                           history_window=cfg.baseline.sasrec_max_len, extra=extra)
     if out is not None:
         torch_save({"state_dict": model.state_dict(), "num_items": ds.num_items}, Path(out) / "sasrec.pt")
         plot_curve(log, Path(out) / "curves.png")

@@ -24,6 +24,13 @@ class Sample:
     user: int  # user index
     history: tuple[int, ...]  # item indices, chronological (oldest first), at most max_his
     target: int  # item index
+    # valid/test samples whose history window cut items off: every item before the target
+    earlier: tuple[int, ...] | None = None
+
+    @property
+    def seen(self) -> tuple[int, ...]:
+        """Every item the user had before the target, as far as known (`eval.exclude_history` removes them)."""
+        return self.history if self.earlier is None else self.earlier
 
 
 def training_sequences(ds: SeqDataset) -> list[list[int]]:
@@ -46,10 +53,10 @@ def samples(ds: SeqDataset, split: Split, max_his: int) -> list[Sample]:
     for u, s in enumerate(ds.sequences):
         if len(s) < MIN_LEN:
             continue
-        if split == "test":
-            out.append(Sample(u, tuple(s[:-1][-max_his:]), s[-1]))
-        elif split == "valid":
-            out.append(Sample(u, tuple(s[:-2][-max_his:]), s[-2]))
+        if split in ("valid", "test"):
+            before = s[:-1] if split == "test" else s[:-2]
+            out.append(Sample(u, tuple(before[-max_his:]), s[len(before)],
+                              tuple(before) if len(before) > max_his else None))
         elif split == "train":
             items = s[:-2]
             for j in range(1, len(items)):

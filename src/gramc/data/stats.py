@@ -61,8 +61,9 @@ def sequential_signal(ds: SeqDataset, k: int = 10) -> tuple[float, float]:
     """Validation hit@k of a first-order Markov model and of popularity, both fit on s[:-2].
 
     Markov scores an item by its transition count from the last history item, with training
-    popularity (scaled below 1) breaking ties; ties with the target count against it, as in
-    gramc.metrics.ranks_from_scores (tests check both agree). Ranks are computed from the
+    popularity (scaled below 1) breaking ties; ties with the target count against it, as
+    gramc.metrics.ranks_from_scores with ties="worst" (tests check both agree): a conservative
+    diagnostic, not a model comparison. Ranks are computed from the
     sparse transition rows, so this stays fast on real catalogues. A large ratio means the
     data has sequential structure.
     """

@@ -92,16 +92,31 @@ def _length(step: int, length_penalty: float) -> float:
     return float(step + 1) ** length_penalty if length_penalty != 0 else 1.0
 
 
+def _excluded_eos(ctok: torch.Tensor, cnode: torch.Tensor, trie: Trie, exclude: torch.Tensor) -> torch.Tensor:
+    """`[B, g, C]` True at the eos continuations that would finish an item of `exclude [B, H]`."""
+    is_eos = ctok == trie.eos_id
+    leaf = trie.item_at_leaf[cnode.clamp(min=0)].masked_fill(~is_eos, -1)
+    node_item = leaf.amax(-1)  # a node has at most one eos child: its item, -1 if none
+    banned = (node_item.unsqueeze(-1) == exclude.to(ctok.device).unsqueeze(1)).any(-1) & (node_item >= 0)
+    return is_eos & banned.unsqueeze(-1)
+
+
 def _expand(decoder: StepDecoder, hidden: torch.Tensor, run: torch.Tensor, nodes: torch.Tensor, trie: Trie,
-            width: int, softmax: Softmax) -> _Step:
-    """Score every allowed continuation of every beam (`hidden [B, g, d]`); keep the best `width`."""
+            width: int, softmax: Softmax, exclude: torch.Tensor | None = None) -> _Step:
+    """Score every allowed continuation of every beam (`hidden [B, g, d]`); keep the best `width`.
+
+    A continuation that would finish an excluded item scores -inf: it takes no place in the step's
+    top `width`, so the search looks past excluded items instead of spending beams on them."""
     B, g = nodes.shape
     ctok, cnode = trie.allowed(nodes, trim=True)  # [B, g, C]
     C = ctok.shape[-1]
     live = (nodes.reshape(-1) >= 0).nonzero().squeeze(1)  # the LM head runs for live beams only
     logp = torch.full((B * g, C), NEG_INF, device=run.device)
     logp[live] = token_log_probs(decoder, hidden.reshape(B * g, -1)[live], ctok.view(B * g, C)[live], softmax)
-    cand = (run.unsqueeze(-1) + logp.view(B, g, C)).view(B, g * C)
+    logp = logp.view(B, g, C)
+    if exclude is not None and exclude.numel():
+        logp = logp.masked_fill(_excluded_eos(ctok, cnode, trie, exclude), NEG_INF)
+    cand = (run.unsqueeze(-1) + logp).view(B, g * C)
     top, idx = cand.topk(min(width, g * C), dim=1)  # sorted, best first
     tok = ctok.view(B, -1).gather(1, idx)
     nxt = cnode.view(B, -1).gather(1, idx)
@@ -131,14 +146,6 @@ def _bound(early_stopping: EarlyStopping, st: _Step, run: torch.Tensor, step: in
     return run[:, 0] / _length(step, lp)
 
 
-def _blocked(st: _Step, exclude: torch.Tensor | None) -> torch.Tensor:
-    """eos continuations that may not become hypotheses: no item, or an item of `exclude [B, H]`."""
-    blocked = st.eos & (st.item < 0)
-    if exclude is not None and exclude.numel():
-        blocked |= st.eos & (st.item.unsqueeze(-1) == exclude.to(st.item.device).unsqueeze(1)).any(-1)
-    return blocked
-
-
 @torch.no_grad()
 def beam_search(decoder: StepDecoder, memory: torch.Tensor | None, memory_mask: torch.Tensor, trie: Trie,
                 beams: int = 50, length_penalty: float = 0.0, early_stopping: EarlyStopping = "heuristic",
@@ -148,7 +155,8 @@ def beam_search(decoder: StepDecoder, memory: torch.Tensor | None, memory_mask: 
 
     `memory [B, M, d]` / `memory_mask [B, M]`: each user's fused encoder memory (pass `cross_kv`
     instead of `memory` when it is already computed). `exclude [B, H]`: item indices (-1 pad) a
-    user may not be recommended (their finishing eos is blocked; off unless given). `softmax`:
+    user may not be recommended (their finishing eos scores -inf, so they take no beam; off unless
+    given). `softmax`:
     the model's output normalisation (`model.softmax`).
     """
     if beams < 1:
@@ -174,11 +182,12 @@ def beam_search(decoder: StepDecoder, memory: torch.Tensor | None, memory_mask: 
         g = nodes.shape[1]
         hidden, cache = decoder.decode_states(tokens.unsqueeze(-1), ckv, memory_mask, cache, start=step)
         steps += 1
-        st = _expand(decoder, hidden[:, :, -1], run, nodes, trie, 2 * G, softmax)
+        st = _expand(decoder, hidden[:, :, -1], run, nodes, trie, 2 * G, softmax, exclude)
         invalid += int((st.eos & (st.item < 0)).sum())
 
-        # finished hypotheses: eos continuations ranked within the first `beams`
-        add = st.eos & ~_blocked(st, exclude) & active.unsqueeze(1)
+        # finished hypotheses: eos continuations ranked within the first `beams` (an excluded item's
+        # eos scored -inf in _expand and is no candidate at all)
+        add = st.eos & (st.item >= 0) & active.unsqueeze(1)
         if early_stopping == "finished":
             add &= ~(fin_scores > NEG_INF).all(1, keepdim=True)
         fin_scores, fin_items = _finish(st, fin_scores, fin_items, add, G, _length(step, lp))

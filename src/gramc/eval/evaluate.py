@@ -88,6 +88,15 @@ class EvalResult:
 
 
 
+def search_protocol(cfg: Config, beams: int) -> dict[str, Any]:
+    """What a generative evaluation did, as recorded in its metrics.json (the baselines record the
+    same keys, `gramc.baselines.common.full_ranking_protocol`)."""
+    return {"ranking": f"trie-constrained beam search, {beams} beams", "history_window": cfg.data.max_his,
+            "exclude_history": "every earlier item" if cfg.eval.exclude_history else False,
+            "ties": "none: items ordered by their exact scores", "ks": list(cfg.eval.ks),
+            "bootstrap": cfg.eval.bootstrap}
+
+
 def uses_global_items(cfg: Config) -> bool:
     """Item passages can be encoded once for all users unless the prefix enters every passage."""
     return not (cfg.model.prefix.enabled and cfg.model.prefix.placement == "every_passage")
@@ -234,7 +243,8 @@ def evaluate_split(model, assets, cfg: Config, split: str, max_users: int = 0, b
                       ranks=merged["ranks"], items=merged["items"], scores=merged["scores"],
                       invalid=int(merged["invalid"]), beams=beams or cfg.eval.beams,
                       length_penalty=cfg.eval.length_penalty, time_s=time.perf_counter() - t0,
-                      extra={"world": world, "encode_s": round(float(merged.get("encode_s", 0.0)), 3),
+                      extra={"protocol": search_protocol(cfg, beams or cfg.eval.beams), "world": world,
+                             "encode_s": round(float(merged.get("encode_s", 0.0)), 3),
                              "repeats": repeat_stats(merged["items"], [s.history for s in smp], merged["targets"]),
                              "popularity": popularity_stats(merged["ranks"], counts[merged["targets"]]),
                              # eval.allow_capped: these cut-offs exceed the beam, so their hits are capped

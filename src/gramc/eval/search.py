@@ -19,14 +19,15 @@ from .beam import BeamResult, beam_search
 
 
 def history_exclusions(chunk: Sequence[Sample], spare_target: bool = True) -> torch.Tensor:
-    """`[B, H]` history items (-1 pad) each user may not be recommended (`eval.exclude_history`).
+    """`[B, H]` items (-1 pad) each user may not be recommended (`eval.exclude_history`): every item
+    before the target (`Sample.seen`), also those older than the history window the model reads.
 
     `spare_target`: a sample's own target is never excluded (evaluation: a repeated purchase stays
     findable); a recommendation request has no target and excludes its whole history."""
-    width = max(1, max(len(c.history) for c in chunk))
+    width = max(1, max(len(c.seen) for c in chunk))
     exclude = torch.full((len(chunk), width), -1, dtype=torch.long)
     for r, c in enumerate(chunk):
-        h = [i for i in c.history if not (spare_target and i == c.target)]
+        h = [i for i in c.seen if not (spare_target and i == c.target)]
         exclude[r, : len(h)] = torch.tensor(h, dtype=torch.long)
     return exclude
 

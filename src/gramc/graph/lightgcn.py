@@ -34,7 +34,7 @@ from ..config import Config, ConfigError, GcnConfig, check_problems, to_dict
 from ..data.dataset import DataError, SeqDataset
 from ..data.splits import MIN_LEN, Split, samples, training_sequences
 from ..io import atomic_dir, atomic_path, claim_output, pyplot, sha256_file, torch_save, write_json
-from ..metrics import ranks_from_scores, summarize
+from ..metrics import place_among_ties, ranks_from_scores, summarize
 from ..runinfo import write_run_info
 from ..runtime import resolve_device
 from .artifacts import EMBEDDINGS_FILE, MAPPING_FILE, META_FILE, MODEL_FILE, SIMILAR_FILE
@@ -225,12 +225,13 @@ def _split_positions(split: Split) -> int:
 
 def score_ranks(user_emb: torch.Tensor, item_emb: torch.Tensor, ds: SeqDataset, split: Split,
                 user_rows: np.ndarray | None = None, item_rows: np.ndarray | None = None,
-                exclude_history: bool = False, chunk: int = 2048) -> np.ndarray:
+                exclude_history: bool = False, chunk: int = 2048, ties: str = "random", seed: int = 0) -> np.ndarray:
     """0-based full-ranking rank of each evaluated user's target under scores user·item.
 
     Users are those of `samples(ds, split)` (sequences of >= 3 items), in dataset order.
     `user_rows`/`item_rows` map dataset indices to embedding rows (identity when None).
     With `exclude_history`, items the user had before the target are removed from the ranking.
+    Ties: `ranks_from_scores` (`ties`, drawn from `seed` per user index).
     """
     back = _split_positions(split)
     evaluated = [u for u, s in enumerate(ds.sequences) if len(s) >= MIN_LEN]
@@ -246,33 +247,36 @@ def score_ranks(user_emb: torch.Tensor, item_emb: torch.Tensor, ds: SeqDataset, 
             exclude = torch.zeros_like(scores, dtype=torch.bool)
             for r, u in enumerate(us):
                 exclude[r, ds.sequences[u][:-back]] = True
-        out[start:start + len(us)] = ranks_from_scores(scores, targets, exclude)
+        out[start:start + len(us)] = ranks_from_scores(scores, targets, exclude, keys=us, seed=seed, ties=ties)
     return out
 
 
-def popularity_ranks(ds: SeqDataset, split: Split) -> np.ndarray:
+def popularity_ranks(ds: SeqDataset, split: Split, ties: str = "random", seed: int = 0) -> np.ndarray:
     """Ranks under training-interaction popularity, same tie rule as `ranks_from_scores`.
 
-    One score vector for everyone, so rank = (#items with count >= the target's) - 1, found by
+    One score vector for everyone, so the items above and tied with the target are found by
     binary search instead of materialising a users x items matrix.
     """
     _, items = interaction_pairs(training_sequences(ds))
     counts = np.bincount(items, minlength=ds.num_items)
     back = _split_positions(split)
-    targets = np.array([s[-back] for s in ds.sequences if len(s) >= MIN_LEN], dtype=np.int64)
+    users = np.array([u for u, s in enumerate(ds.sequences) if len(s) >= MIN_LEN], dtype=np.int64)
+    targets = np.array([ds.sequences[u][-back] for u in users], dtype=np.int64)
     ordered = np.sort(counts)
-    return (len(ordered) - np.searchsorted(ordered, counts[targets], side="left") - 1).astype(np.int64)
+    above = len(ordered) - np.searchsorted(ordered, counts[targets], side="right")
+    tied = np.searchsorted(ordered, counts[targets], side="right") - np.searchsorted(ordered, counts[targets]) - 1
+    return place_among_ties(above, tied, users, seed, ties)
 
 
 def lightgcn_ranks(gcn_dir: str | Path, ds: SeqDataset, split: Split, max_his: int = 20,
-                   exclude_history: bool = False) -> np.ndarray:
+                   exclude_history: bool = False, ties: str = "random", seed: int = 0) -> np.ndarray:
     """0-based rank of each user's target (users of `samples(ds, split, max_his)`), full ranking.
 
     Scores are user·item dot products of the final, un-normalised embeddings saved by
     `train_lightgcn` (model trained on s[:-2], also for the test split: the published protocol).
     """
     users, items = final_embeddings(gcn_dir, ds)
-    ranks = score_ranks(users, items, ds, split, exclude_history=exclude_history)
+    ranks = score_ranks(users, items, ds, split, exclude_history=exclude_history, ties=ties, seed=seed)
     assert len(ranks) == len(samples(ds, split, max_his))
     return ranks
 
@@ -367,7 +371,7 @@ def train_lightgcn(ds: SeqDataset, cfg: GcnConfig, out_dir: str | Path, *, run_c
             bar.set_postfix(epoch=epoch, loss=f"{value:.4f}", refresh=False)
         loss_curve.append(total / steps)
         if (cfg.eval_every and epoch % cfg.eval_every == 0) or epoch == cfg.epochs:
-            valid_curve.append({"epoch": epoch, **_valid_point(model, adj, ds)})
+            valid_curve.append({"epoch": epoch, **_valid_point(model, adj, ds, cfg.seed)})
             bar.set_postfix(epoch=epoch, loss=f"{loss_curve[-1]:.4f}", r10=f"{valid_curve[-1]['recall@10']:.4f}")
             point = valid_curve[-1]
             if not cfg.keep_best or best is None or point["ndcg@10"] > best[0]["ndcg@10"]:
@@ -425,7 +429,7 @@ def _write_folder(out: Path, ds: SeqDataset, cfg: GcnConfig, run_cfg: Config | N
     torch_save({"user": user_final, "item": item_final, "users": list(ds.users), "items": list(ds.item_ids)},
                out / MODEL_FILE)
 
-    pop = summarize(popularity_ranks(ds, "valid"), ks=(10, 20))
+    pop = summarize(popularity_ranks(ds, "valid", seed=cfg.seed), ks=(10, 20))
     meta: dict[str, Any] = {
         "format": 1,
         "model": "LightGCN (He et al., SIGIR 2020): normalised bipartite graph, layer-mean readout, BPR",
@@ -450,11 +454,11 @@ def _write_folder(out: Path, ds: SeqDataset, cfg: GcnConfig, run_cfg: Config | N
     return meta
 
 
-def _valid_point(model: LightGCN, adj, ds: SeqDataset) -> dict[str, float]:
+def _valid_point(model: LightGCN, adj, ds: SeqDataset, seed: int) -> dict[str, float]:
     model.eval()
     with torch.no_grad():
         u, i = (x.float().cpu() for x in model.split(model.propagate(adj)))
-    m = summarize(score_ranks(u, i, ds, "valid"), ks=(10, 20))
+    m = summarize(score_ranks(u, i, ds, "valid", seed=seed), ks=(10, 20))
     return {"recall@10": m["hit@10"], "ndcg@10": m["ndcg@10"], "recall@20": m["hit@20"], "ndcg@20": m["ndcg@20"],
             "users": m["users"]}
 

@@ -268,7 +268,7 @@ def _build_evaluate(p: Plan, folder: Path) -> dict:
 
 
 # ---- baselines ------------------------------------------------------------------------------
-_BASELINE_KEYS = ("eval.ks", "eval.exclude_history", "eval.bootstrap", "run.seed", "data.max_his")
+_BASELINE_KEYS = ("eval.ks", "eval.exclude_history", "eval.ties", "eval.bootstrap", "run.seed", "data.max_his")
 BASELINE_READS = {
     "pop": Reads(keys=_BASELINE_KEYS, after=("data",), when=("pipeline.baselines",)),
     "sasrec": Reads(keys=(*_BASELINE_KEYS, "baseline", "run.device"), after=("data",), when=("pipeline.baselines",)),

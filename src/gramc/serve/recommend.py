@@ -99,8 +99,9 @@ class Recommender:
         cfg = self.cfg
         smp = []
         for h in histories:
-            idx = self.item_indices(h)[-cfg.data.max_his:]
-            smp.append(Sample(user=0, history=tuple(idx), target=idx[-1]))  # target: unused placeholder
+            idx = self.item_indices(h)  # the model reads the last data.max_his; exclusion removes every one
+            smp.append(Sample(user=0, history=tuple(idx[-cfg.data.max_his:]), target=idx[-1],  # target: unused
+                              earlier=tuple(idx) if len(idx) > cfg.data.max_his else None))
         collate = Collator(self.assets.cache, cfg, gcn_rows=self.assets.gcn_rows, dedupe=True)
         beams = max(k, cfg.eval.beams)
         ds = self.assets.ds
