@@ -29,7 +29,10 @@ KILLS = 12
 
 
 def _litter(path: Path) -> list[str]:
-    return sorted(p.name for p in path.parent.iterdir() if p.name.startswith(f".{path.name}."))
+    """What killed writes left beside `path` (its lock file `.<name>.lock` stays by design: it holds
+    no lock once its process is gone, docs/runs.md)."""
+    return sorted(p.name for p in path.parent.iterdir()
+                  if p.name.startswith(f".{path.name}.") and p.name != f".{path.name}.lock")
 
 
 def kill_loop(path: Path, write: Callable[[int], None], read: Callable[[], int], seed: int) -> dict:

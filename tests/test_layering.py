@@ -6,7 +6,7 @@ ties the two modules together: it only moves the cost to the first call).
 
 Layers, bottom to top (a module may import its own layer and the layers below it):
 
-    base      gramc (the package), errors < config < metrics < io < runinfo < checks < runtime
+    base      gramc (the package), errors < config < metrics < io < lock < runinfo < checks < runtime
               < checkpoint < cliargs   (shared building blocks; within base, only leftwards)
     data < ids < graph < model < train < eval < doctor < serve      (the pipeline's stages)
     recipes   composition of stages into a product (GRAM-C training: model + train + eval)
@@ -35,8 +35,8 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
-BASE = ["gramc", "gramc.errors", "gramc.config", "gramc.metrics", "gramc.io", "gramc.runinfo", "gramc.checks",
-        "gramc.runtime", "gramc.seeding", "gramc.checkpoint", "gramc.cliargs"]
+BASE = ["gramc", "gramc.errors", "gramc.config", "gramc.metrics", "gramc.io", "gramc.lock", "gramc.runinfo",
+        "gramc.checks", "gramc.runtime", "gramc.seeding", "gramc.checkpoint", "gramc.cliargs"]
 STAGES = ["data", "ids", "graph", "model", "train", "eval", "doctor", "serve"]
 ORDER = ["base", *STAGES, "recipes", "pipeline", "cli"]
 # what each layer may import: itself and everything below it in ORDER; baselines is a side branch

@@ -29,3 +29,10 @@ class AssetMismatchError(GramcError):
 class MissingAssetError(GramcError):
     """An asset an existing run needs (tokenizer, IDs, GCN table, similar items) is missing; loading a
     run never rebuilds one. The message names the file and the command that builds it."""
+
+
+class OutputBusyError(GramcError):
+    """Another process is writing this output (it holds its lock, gramc.lock); the message names
+    that process. Exit 75 (EX_TEMPFAIL): the same command may succeed later."""
+
+    exit_code = 75

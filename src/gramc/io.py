@@ -236,9 +236,14 @@ def holds_marker(folder: str | Path, *kinds: str) -> bool:
     return any((folder / m).exists() for k in kinds for m in MARKERS[k])
 
 
+def is_lock_name(name: str) -> bool:
+    """`.<name>.lock`: the lock file of an output beside it (gramc.lock); it stays after the lock ends."""
+    return name.startswith(".") and name.endswith(".lock")
+
+
 def _gramc_hidden(name: str) -> bool:
-    """Dot-names gramc itself writes: stage records and write temporaries."""
-    return name in (".stage.json", ".stage.pending.json") or name.endswith((".tmp", ".old"))
+    """Dot-names gramc itself writes: stage records, write temporaries and output locks."""
+    return name in (".stage.json", ".stage.pending.json") or name.endswith((".tmp", ".old")) or is_lock_name(name)
 
 
 def claim_output(path: str | Path, kinds: str | Iterable[str], inputs: Iterable[str | Path | None] = (),
@@ -267,8 +272,8 @@ def claim_output(path: str | Path, kinds: str | Iterable[str], inputs: Iterable[
         return target
     if not target.is_dir():
         raise OwnershipError(f"{what} {path} is a file; a folder is written there (give a folder path)")
-    if not any(target.iterdir()):
-        return target
+    if all(is_lock_name(p.name) for p in target.iterdir()):
+        return target  # empty, but for the lock files of outputs written inside it
     if holds_marker(target, *kinds):
         if own is None:
             return target

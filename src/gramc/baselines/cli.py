@@ -4,11 +4,33 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..cliargs import add_config_args, config_from_args
+from ..config import Config
+from ..lock import output_lock
+
+if TYPE_CHECKING:
+    from ..data.dataset import SeqDataset
 
 # Each command imports the code it runs inside its own function, not here, for start-up time:
 # `gramc --help` and argument errors then load neither torch nor the other stages.
+
+
+def _run_model(model: str, ds: SeqDataset, cfg: Config, out: Path) -> dict:
+    """Run baseline `model` on `ds` and write its metrics into `out`; its records per split."""
+    inputs = {"data": cfg.data.path} if cfg.data.path else {}
+    if model == "pop":
+        from .pop import run_pop
+
+        return run_pop(ds, cfg, out, inputs)
+    if model == "sasrec":
+        from .sasrec import run_sasrec
+
+        return run_sasrec(ds, cfg, out, inputs)
+    from .lightgcn import run_lightgcn
+
+    return run_lightgcn(ds, cfg, out, inputs)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -20,21 +42,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.data:
         cfg.data.path = args.data
     out = Path(args.out)
-    claim_output(out, ("eval", "stage"), inputs=[cfg.data.path, cfg.gcn.out], what="--out")
-    ds = load_data(cfg)
-    inputs = {"data": cfg.data.path} if cfg.data.path else {}
-    if args.model == "pop":
-        from .pop import run_pop
-
-        recs = run_pop(ds, cfg, out, inputs)
-    elif args.model == "sasrec":
-        from .sasrec import run_sasrec
-
-        recs = run_sasrec(ds, cfg, out, inputs)
-    else:
-        from .lightgcn import run_lightgcn
-
-        recs = run_lightgcn(ds, cfg, out, inputs)
+    with output_lock(out, "--out"):  # one writer per output folder
+        claim_output(out, ("eval", "stage"), inputs=[cfg.data.path, cfg.gcn.out], what="--out")
+        recs = _run_model(args.model, load_data(cfg), cfg, out)
     print("| split | hit@5 | ndcg@5 | hit@10 | ndcg@10 |\n|---|---|---|---|---|")
     for split, rec in recs.items():
         print(format_row(f"{args.model} {split}", rec))

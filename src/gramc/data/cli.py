@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from ..cliargs import add_config_args, config_from_args
+from ..lock import output_lock
 from .dataset import DataError, SeqDataset
 from .readers import ITEM_FORMATS, SEQUENCE_FORMATS
 
@@ -18,14 +19,15 @@ def _prepare(args: argparse.Namespace) -> int:
     from .prepare import prepare, prepare_synthetic
 
     cfg = config_from_args(args)
-    if args.synthetic:
-        if args.sequences or args.items:
-            raise DataError("--synthetic takes no --sequences/--items (settings come from data.synthetic.*)")
-        ds = prepare_synthetic(args.out, cfg)
-    else:
-        if not args.sequences:
-            raise DataError("give --sequences FILE (and usually --items FILE), or --synthetic")
-        ds = prepare(args.sequences, args.items, args.out, cfg, args.format, args.item_format)
+    if args.synthetic and (args.sequences or args.items):
+        raise DataError("--synthetic takes no --sequences/--items (settings come from data.synthetic.*)")
+    if not args.synthetic and not args.sequences:
+        raise DataError("give --sequences FILE (and usually --items FILE), or --synthetic")
+    with output_lock(args.out, "--out"):  # one writer per output folder
+        if args.synthetic:
+            ds = prepare_synthetic(args.out, cfg)
+        else:
+            ds = prepare(args.sequences, args.items, args.out, cfg, args.format, args.item_format)
     dropped = {k: v for k, v in ds.meta.get("dropped", {}).items() if not k.endswith("_examples")}
     print(f"wrote {args.out}: {ds.num_users:,} users, {ds.num_items:,} items, "
           f"{ds.num_interactions:,} interactions; dropped: {json.dumps(dropped)}")
@@ -39,7 +41,8 @@ def _subset(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     spec = SubsetSpec(fraction=args.fraction or 0.0, users=args.users or 0,
                       seed=cfg.run.seed if args.seed is None else args.seed, kcore=args.kcore)
-    ds = write_subset(args.data, args.out, spec, cfg)
+    with output_lock(args.out, "--out"):  # one writer per output folder
+        ds = write_subset(args.data, args.out, spec, cfg)
     sub = ds.meta["subset"]
     print(f"wrote {args.out}: {ds.num_users:,} of {sub['parent']['users']:,} users (seed {spec.seed}), "
           f"{ds.num_items:,} of {sub['parent']['items']:,} items, {ds.num_interactions:,} interactions; "

@@ -8,7 +8,8 @@ settings) and the checkpoint's model.safetensors; prints a metrics table with bo
 confidence intervals and writes, atomically, into `--out` (default RUN_DIR/eval/SPLIT-CHECKPOINT):
 metrics.json (`split, users, metrics, ci, beams, length_penalty, invalid, checkpoint, time_s`),
 predictions.jsonl (user, target, top items with scores, 1-based hit rank, 0 = miss), metrics.png
-and run_info.json. Works under `torchrun` (users sharded over processes, rank 0 writes).
+and run_info.json, holding the output folder's lock (gramc.lock: a second writer of the same --out
+is refused). Works under `torchrun` (users sharded over processes, rank 0 locks and writes).
 """
 
 from __future__ import annotations
@@ -17,9 +18,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from ..cliargs import add_run_args
+from ..config import Config
 from ..io import atomic_path, claim_output, pyplot, write_json
+from ..lock import output_lock
 from ..metrics import popularity_warning, repeat_warning
 
 # the evaluator and the model are imported inside `_evaluate`, not here, for start-up time:
@@ -65,7 +69,6 @@ def plot_metrics(rec: dict, path: Path) -> None:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from ..model.runs import checkpoint_folder, load_model_from_run, run_config
-    from ..runinfo import write_run_info
     from ..runtime import init_distributed, launch, leave_distributed, rank_world
     from .evaluate import evaluate_split
 
@@ -82,30 +85,40 @@ def _evaluate(args: argparse.Namespace) -> int:
     main = rank_world()[0] == 0
     # a RunError (e.g. a checkpoint trained with the other model.softmax) is printed by gramc.cli.main
     model, assets, cfg = load_model_from_run(args.run, args.checkpoint, overrides, progress=main)
-    res = evaluate_split(model, assets, cfg, args.split, max_users=args.max_users, progress=main)
-    res.checkpoint = str(folder)
-    rec = res.to_json()
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-        write_run_info(out, cfg, inputs={"checkpoint": folder / "model.safetensors"},
-                       extra={"split": args.split, "max_users": args.max_users})
-        write_json(out / "metrics.json", rec)
-        with atomic_path(out / "predictions.jsonl") as tmp:
-            with open(tmp, "w", encoding="utf-8") as f:
-                for p in res.predictions(assets.ds.item_ids, assets.ds.users, top=cfg.eval.predictions_top):
-                    f.write(json.dumps(p) + "\n")
-        plot_metrics(rec, out / "metrics.png")
-        if args.json:
-            print(json.dumps(rec, indent=2))
-        else:
-            print(format_table(rec))
-            print(f"wrote {out}/metrics.json, predictions.jsonl, metrics.png")
-        for warning in (repeat_warning(rec.get("repeats", {}), "gramc"),
-                        popularity_warning(rec.get("popularity", {}), "gramc")):
-            if warning:
-                print(f"WARNING {warning}", file=sys.stderr)
+    # the inputs are checked (a refusal up to here leaves no trace, not even the lock file): lock the
+    # output, evaluate and write, so that no other command writes `out` meanwhile (the run is only read)
+    with output_lock(out, "--out"):
+        res = evaluate_split(model, assets, cfg, args.split, max_users=args.max_users, progress=main)
+        res.checkpoint = str(folder)
+        if main:
+            _write_outputs(out, args, cfg, folder, res, assets)
     leave_distributed()
     return 0 if res.invalid == 0 else 1
+
+
+def _write_outputs(out: Path, args: argparse.Namespace, cfg: Config, folder: Path, res: Any, assets: Any) -> None:
+    """Write metrics.json, predictions.jsonl, metrics.png and run_info.json into `out`; print the table."""
+    from ..runinfo import write_run_info
+
+    rec = res.to_json()
+    out.mkdir(parents=True, exist_ok=True)
+    write_run_info(out, cfg, inputs={"checkpoint": folder / "model.safetensors"},
+                   extra={"split": args.split, "max_users": args.max_users})
+    write_json(out / "metrics.json", rec)
+    with atomic_path(out / "predictions.jsonl") as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            for p in res.predictions(assets.ds.item_ids, assets.ds.users, top=cfg.eval.predictions_top):
+                f.write(json.dumps(p) + "\n")
+    plot_metrics(rec, out / "metrics.png")
+    if args.json:
+        print(json.dumps(rec, indent=2))
+    else:
+        print(format_table(rec))
+        print(f"wrote {out}/metrics.json, predictions.jsonl, metrics.png")
+    for warning in (repeat_warning(rec.get("repeats", {}), "gramc"),
+                    popularity_warning(rec.get("popularity", {}), "gramc")):
+        if warning:
+            print(f"WARNING {warning}", file=sys.stderr)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

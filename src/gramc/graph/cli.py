@@ -16,6 +16,7 @@ from pathlib import Path
 from ..cliargs import add_config_args, config_from_args
 from ..config import Config
 from ..data.dataset import SeqDataset
+from ..lock import output_lock
 
 # Each command imports the code it runs inside its own function, not here, for start-up time:
 # `gramc --help` and argument errors then load neither torch nor the other stages.
@@ -38,7 +39,8 @@ def _train(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     ds, inputs = _dataset(args, cfg)
     out = Path(args.out) if args.out else gcn_folder(cfg)
-    meta = train_lightgcn(ds, cfg.gcn, out, run_cfg=cfg, inputs=inputs)
+    with output_lock(out, "--out"):  # one writer per GCN folder
+        meta = train_lightgcn(ds, cfg.gcn, out, run_cfg=cfg, inputs=inputs)
     v, p = meta["valid"], meta["popularity_valid"]
     if meta["interactions"]["leaks_valid_or_test"]:
         print(f"WARNING: trained on gcn.interactions={cfg.gcn.interactions}, which includes validation/test "

@@ -9,6 +9,7 @@ from pathlib import Path
 from ..cliargs import add_config_args, config_from_args
 from ..config import Config
 from ..data.dataset import DataError, SeqDataset
+from ..lock import output_lock
 
 # Each command imports the code it runs inside its own function, not here, for start-up time:
 # `gramc --help` and argument errors then load neither torch nor the other stages.
@@ -49,15 +50,21 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _build(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)
+    if args.tokenizer:
+        cfg.ids.tokenizer = args.tokenizer
+    out = Path(args.out)
+    with output_lock(out, "--out"):  # one writer per ID file (and its tokenizer folder beside it)
+        return _build_into(args, cfg, out)
+
+
+def _build_into(args: argparse.Namespace, cfg: Config, out: Path) -> int:
+    """Build the item IDs (and a tokenizer, if asked) and write them to `out`; the report's exit code."""
     from ..data.text import item_texts
     from ..io import claim_file, claim_output
     from .build import build_ids, save_built_ids
     from .tokenizer import resolve_tokenizer
 
-    cfg = config_from_args(args)
-    if args.tokenizer:
-        cfg.ids.tokenizer = args.tokenizer
-    out = Path(args.out)
     ds, inputs = _dataset(args, cfg)
     given = [*inputs.values(), cfg.ids.embedding_file, cfg.ids.tokenizer if Path(cfg.ids.tokenizer).exists() else None]
     claim_file(out, given, what="--out")

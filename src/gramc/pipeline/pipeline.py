@@ -32,6 +32,7 @@ from typing import Any, Callable, Sequence
 
 from ..config import Config, ConfigError, to_dict
 from ..io import claim_output, read_json, write_json
+from ..lock import output_lock
 
 # Each stage's builder imports its stage's code inside its own function, for start-up time: a
 # pipeline whose stages are up to date (or `--stages prepare`) loads neither torch nor the model.
@@ -479,8 +480,18 @@ def pipeline_inputs(cfg: Config) -> list[str]:
 
 def run_pipeline(cfg: Config, stages: Sequence[str] | None = None, progress: bool = True,
                  log: Callable[[str], None] = print) -> list[StageResult]:
-    """Run (or skip) every stage in order; `stages` restricts to those names (plus nothing else)."""
+    """Run (or skip) every stage in order; `stages` restricts to those names (plus nothing else).
+
+    The pipeline root's lock (gramc.lock) is held throughout, and each stage's folder's while it
+    runs: a second pipeline into the same root, or a command writing a stage's folder, is refused."""
     root = Path(cfg.run.out)
+    with output_lock(root, "pipeline folder (run.out)"):
+        return _run_stages(cfg, root, stages, progress, log)
+
+
+def _run_stages(cfg: Config, root: Path, stages: Sequence[str] | None, progress: bool,
+                log: Callable[[str], None]) -> list[StageResult]:
+    """run_pipeline's work, under the root's lock."""
     claim_output(root, "pipeline", inputs=pipeline_inputs(cfg), what="pipeline folder (run.out)")
     root.mkdir(parents=True, exist_ok=True)
     from ..runinfo import write_run_info

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..config import Config, ConfigError, load_config
 from ..io import read_json
+from ..lock import output_lock
 from .pipeline import run_pipeline
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[3] / "configs" / "quickstart.yaml"
@@ -32,9 +33,10 @@ def quickstart_config(config: str | None, overrides: list[str], out: str | None)
 def run_quickstart(cfg: Config, progress: bool = True) -> dict:
     """Run the pipeline into cfg.run.out; copy the report to its top; return the headline figures."""
     root = Path(cfg.run.out)
-    run_pipeline(cfg, progress=progress)
-    for f in (root / "report").glob("report*"):
-        shutil.copy2(f, root / f.name)
+    with output_lock(root, "quickstart folder (--out)"):  # also over the copy (run_pipeline's lock is this one)
+        run_pipeline(cfg, progress=progress)
+        for f in (root / "report").glob("report*"):
+            shutil.copy2(f, root / f.name)
     test = read_json(root / "eval" / "metrics.json")["metrics"]
     out = {"gramc": test}
     for name in cfg.pipeline.baselines:

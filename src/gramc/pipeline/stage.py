@@ -18,6 +18,7 @@ from typing import Any, Callable, Optional
 from ..config import Config, flatten, to_dict
 from ..errors import GramcError
 from ..io import atomic_dir, claim_output, read_json, sha256_file, sha256_text, write_json
+from ..lock import output_lock
 
 STAGE_FILE = ".stage.json"
 PENDING_FILE = ".stage.pending.json"
@@ -179,7 +180,14 @@ def run_stage(stage: Stage, log: Callable[[str], None] = print) -> StageResult:
     """Skip the stage when its record matches, else build it and write the record last.
 
     A stage folder is only ever replaced when it holds nothing but what this pipeline wrote there
-    (its `.stage.json` lists the files); anything else is refused (gramc.io.claim_output)."""
+    (its `.stage.json` lists the files); anything else is refused (gramc.io.claim_output). The
+    stage folder's lock (gramc.lock) is held meanwhile: no other command writes it."""
+    with output_lock(stage.folder, f"[{stage.name}] stage folder"):
+        return _run_locked(stage, log)
+
+
+def _run_locked(stage: Stage, log: Callable[[str], None]) -> StageResult:
+    """run_stage's work, under the stage folder's lock."""
     fp = stage.fingerprint
     if stage_done(stage.folder, fp):
         log(f"[{stage.name}] up to date ({stage.folder}), skipped")

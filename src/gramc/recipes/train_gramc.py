@@ -3,8 +3,8 @@ validation by beam search (gramc.eval), tied together from one Config.
 
 * `gramc_parts(cfg, info) -> TrainParts`: assets, model, collator, samples, the `evaluate` and
   `audit` callbacks `fit` calls;
-* `train(cfg, resume=False, ...) -> TrainResult`: `gramc train` end to end (run folder claimed or
-  resumed, process group joined, parts built, `fit`).
+* `train(cfg, resume=False, ...) -> TrainResult`: `gramc train` end to end (run folder locked,
+  claimed or resumed, process group joined, parts built, `fit`).
 
 This module is the only place where training meets evaluation: `gramc.train` trains any module
 with `forward(batch) -> (loss_sum, n_target_tokens)` and takes evaluation as a callback.
@@ -22,6 +22,7 @@ from ..config import Config
 from ..data.splits import samples
 from ..eval.evaluate import evaluate_split
 from ..ids.trie import trie_for
+from ..lock import output_lock
 from ..model.assets import Assets
 from ..model.gramc import GramC
 from ..model.inputs import Collator
@@ -68,9 +69,13 @@ def train(cfg: Config, resume: bool = False, fault: Optional[Fault] = None, stop
           after_sync: Optional[Callable[[dict[str, torch.Tensor]], None]] = None,
           overwrite: bool = False) -> TrainResult:
     """Train GRAM-C as `cfg` says into `cfg.run.out` (resume=True: continue that run folder; a
-    fresh run into a folder holding one is refused unless overwrite=True: see train.runfolder)."""
-    cfg, resume = open_run(cfg, resume, overwrite)
-    info = init_distributed(cfg.run.device)
-    parts = gramc_parts(cfg, info)
-    return fit(parts, cfg, cfg.run.out, resume=resume, fault=fault, stop_after=stop_after,
-               after_sync=after_sync, info=info)
+    fresh run into a folder holding one is refused unless overwrite=True: see train.runfolder).
+
+    The run folder's lock (gramc.lock) is held from the check of the folder to the last write, so
+    no other process trains into it, resumes it or moves it aside meanwhile."""
+    with output_lock(cfg.run.out, "run folder (run.out)"):
+        cfg, resume = open_run(cfg, resume, overwrite)
+        info = init_distributed(cfg.run.device)
+        parts = gramc_parts(cfg, info)
+        return fit(parts, cfg, cfg.run.out, resume=resume, fault=fault, stop_after=stop_after,
+                   after_sync=after_sync, info=info)

@@ -2,7 +2,8 @@
 
 * `claim_run(cfg, overwrite)`: a fresh `gramc train` into `run.out` that already holds a run is
   refused unless `overwrite`, which moves the old run aside to `<run.out>.replaced-<time>` (never
-  deletes it). A folder with files gramc did not write is refused (gramc.io.claim_output).
+  deletes it), and only under the run's lock (gramc.lock). A folder with files gramc did not write
+  is refused (gramc.io.claim_output).
 * `resume_config(saved, new)`: `--resume` refuses a config that differs from the run's own
   config.yaml except in `RESUMABLE_KEYS` (budgets, logging, evaluation speed), naming the keys.
 * `open_run(cfg, resume, overwrite)`: both checks, and the paths of the config made absolute
@@ -19,6 +20,7 @@ from pathlib import Path
 from ..config import Config, absolute_paths, flatten, to_dict
 from ..errors import GramcError
 from ..io import claim_output, holds_marker
+from ..lock import output_lock
 from ..model.runs import RunError, run_config
 from ..runtime import launch
 
@@ -66,7 +68,10 @@ def claim_run(cfg: Config, overwrite: bool = False, is_main: bool = True) -> Pat
             f"into another run.out, or pass --overwrite to move it aside (kept as {out.name}.replaced-<time>)")
     aside = out.with_name(f"{out.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
     if is_main:
-        out.rename(aside)
+        # only under the run's lock: never from under a process still writing the run (a no-op
+        # inside `train`, which holds it already)
+        with output_lock(out, "run folder (run.out)"):
+            out.rename(aside)
         print(f"--overwrite: previous run moved to {aside}")
     return aside
 
