@@ -208,6 +208,17 @@ class TrainConfig:
 
 
 @dataclass
+class FusionConfig:
+    """Fused ranking (gramc.eval.fusion): beam items + a collaborative scorer's top K, scored exactly."""
+
+    enabled: bool = False
+    scorer: Literal["lightgcn"] = "lightgcn"  # LightGCN fold-in over the history the model reads
+    candidates: int = 50  # the collaborative scorer's top K added to the beam's items
+    weight: Optional[float] = None  # collaborative weight in [0, 1]; null = tuned on validation users
+    tune_users: int = 1000  # seeded validation users (run.seed) the weight is tuned on; 0 = all
+
+
+@dataclass
 class EvalConfig:
     """Trie-constrained beam search and metrics."""
 
@@ -231,6 +242,7 @@ class EvalConfig:
     # beams < max(ks) caps hit@k / ndcg@k for k > beams (a target past the beam list counts as a
     # miss): an error unless this says the capped figures are wanted
     allow_capped: bool = False
+    fusion: FusionConfig = field(default_factory=FusionConfig)
 
 
 @dataclass
@@ -298,6 +310,10 @@ class Config:
 
         d, m, tr, ev, g, b = self.data, self.model, self.train, self.eval, self.gcn, self.baseline
         check(d.max_his >= 1, "data.max_his", "must be >= 1")
+        check(ev.fusion.candidates >= 1, "eval.fusion.candidates", "must be >= 1")
+        check(ev.fusion.tune_users >= 0, "eval.fusion.tune_users", "must be >= 0 (0 = every validation user)")
+        check(ev.fusion.weight is None or 0.0 <= ev.fusion.weight <= 1.0, "eval.fusion.weight",
+              "must be between 0 and 1, or null (tuned on validation users)")
         check(d.kcore >= 0, "data.kcore", "must be >= 0 (0 = off)")
         s = d.synthetic
         check(s.num_users >= 1 and s.num_items >= 2 and s.num_topics >= 1, "data.synthetic.num_users/num_items/num_topics",

@@ -36,6 +36,7 @@ from ..metrics import bootstrap_ci, per_user_metrics, popularity_stats, ranks_fr
 from ..model.inputs import Collator
 from ..runtime import rank_world, shard
 from ..train.precision import autocast
+from .fusion import Collaborative, candidates_batch, fused_order, target_ranks, tune_weight
 from .search import search_batch
 
 
@@ -63,6 +64,7 @@ class EvalResult:
     time_s: float
     checkpoint: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    plain_ranks: np.ndarray | None = None  # fused evaluation: the ranks of the beam search alone
 
     @property
     def num_users(self) -> int:
@@ -172,10 +174,13 @@ def length_order(smp: Sequence[Sample], positions: Sequence[int]) -> np.ndarray:
 
 
 def evaluate_samples(model, assets, cfg: Config, smp: Sequence[Sample], beams: int | None = None,
-                     progress: bool = True, trie: Trie | None = None) -> dict[str, Any]:
+                     progress: bool = True, trie: Trie | None = None,
+                     collab: Collaborative | None = None) -> dict[str, Any]:
     """Beam-search this process's share of `smp`; return its per-sample arrays (keys: index, users,
-    targets, ranks, items, scores, invalid, encode_s = seconds spent encoding item passages). Indices refer to positions in `smp`. `trie`: the item
-    trie already on the model's device (the trainer moves it once per run); None = build it here."""
+    targets, ranks, items, scores, invalid, encode_s = seconds spent encoding item passages). Indices
+    refer to positions in `smp`. `trie`: the item trie already on the model's device (the trainer
+    moves it once per run); None = build it here. `collab`: also the fused ranker's candidates and
+    their generative and collaborative scores (keys cand, gen, cf; `gramc.eval.fusion`)."""
     rank, world = rank_world()
     beams = beams or cfg.eval.beams
     device = next(model.parameters()).device
@@ -193,6 +198,7 @@ def evaluate_samples(model, assets, cfg: Config, smp: Sequence[Sample], beams: i
     out_items = np.full((n, beams), -1, dtype=np.int64)
     out_scores = np.full((n, beams), -np.inf, dtype=np.float32)
     invalid = 0
+    fused: dict[str, list] = {"pos": [], "cand": [], "gen": [], "cf": []}
     bs = max(1, cfg.eval.batch_size)
     order = length_order(smp, mine)
     bar = tqdm(total=n, desc=f"beam search (beams={beams}, softmax={cfg.model.softmax})", unit="user",
@@ -200,7 +206,14 @@ def evaluate_samples(model, assets, cfg: Config, smp: Sequence[Sample], beams: i
     for s in range(0, n, bs):
         pos = order[s: s + bs]
         chunk = [smp[mine[p]] for p in pos]
-        res = search_batch(model, collate, chunk, trie, cfg, beams, items=items_table)
+        if collab is None:
+            res = search_batch(model, collate, chunk, trie, cfg, beams, items=items_table)
+        else:
+            c = candidates_batch(model, collate, chunk, trie, cfg, beams, collab, assets.cache.target_table,
+                                 items=items_table)
+            res = c.beam
+            for key, value in (("pos", pos), ("cand", c.items), ("gen", c.gen), ("cf", c.cf)):
+                fused[key].append(np.asarray(value.cpu()) if torch.is_tensor(value) else value)
         out_items[pos] = res.items.cpu().numpy()
         out_scores[pos] = res.scores.float().cpu().numpy()
         invalid += res.invalid
@@ -210,17 +223,47 @@ def evaluate_samples(model, assets, cfg: Config, smp: Sequence[Sample], beams: i
         model.train()
     targets = np.array([smp[i].target for i in mine], dtype=np.int64)
     ranks = ranks_from_lists(out_items, targets)
-    return {"index": np.array(mine, dtype=np.int64), "users": np.array([smp[i].user for i in mine], dtype=np.int64),
-            "targets": targets, "ranks": ranks, "items": out_items, "scores": out_scores, "invalid": invalid,
-            "encode_s": encode_s}
+    out = {"index": np.array(mine, dtype=np.int64), "users": np.array([smp[i].user for i in mine], dtype=np.int64),
+           "targets": targets, "ranks": ranks, "items": out_items, "scores": out_scores, "invalid": invalid,
+           "encode_s": encode_s}
+    if collab is not None:  # back in sample order, like the other arrays
+        width = beams + cfg.eval.fusion.candidates
+        for key, fill, dtype in (("cand", -1, np.int64), ("gen", -np.inf, np.float32), ("cf", -np.inf, np.float32)):
+            arr = np.full((n, width), fill, dtype=dtype)
+            for pos, part in zip(fused["pos"], fused[key]):
+                arr[pos, : part.shape[1]] = part
+            out[key] = arr
+    return out
+
+
+def fusion_weight(model, assets, cfg: Config, collab: Collaborative, beams: int, progress: bool = True,
+                  trie: Trie | None = None) -> tuple[float, dict[str, Any]]:
+    """`eval.fusion.weight`, or the weight tuned on `eval.fusion.tune_users` seeded validation users
+    (`gramc.eval.fusion.tune_weight`); and what to record about it."""
+    f = cfg.eval.fusion
+    if f.weight is not None:
+        return f.weight, {"weight": f.weight, "tuned": False}
+    t0 = time.perf_counter()
+    smp = split_samples(assets.ds, "valid", cfg.data.max_his)  # type: ignore[arg-type]
+    if 0 < f.tune_users < len(smp):
+        keep = np.sort(np.random.default_rng(cfg.run.seed).choice(len(smp), f.tune_users, replace=False))
+        smp = [smp[i] for i in keep]
+    _, world = rank_world()
+    local = evaluate_samples(model, assets, cfg, smp, beams=beams, progress=progress, trie=trie, collab=collab)
+    merged = merge_shards(_gather(local, world), len(smp))
+    weight, curve = tune_weight(merged["cand"], merged["gen"], merged["cf"], merged["targets"])
+    return weight, {"weight": weight, "tuned": True, "tune_users": len(smp), "tune_seed": cfg.run.seed,
+                    "valid_ndcg@10_by_weight": curve, "tune_seconds": round(time.perf_counter() - t0, 1)}
 
 
 def evaluate_split(model, assets, cfg: Config, split: str, max_users: int = 0, beams: int | None = None,
-                   progress: bool = True, trie: Trie | None = None) -> EvalResult:
+                   progress: bool = True, trie: Trie | None = None, fused: bool = False) -> EvalResult:
     """Evaluate `split` ("valid" or "test"): metrics, per-user ranks and predictions.
 
     Every process of a DDP group must call it (each evaluates its own share); all of them return
-    the same, complete result. `max_users` > 0 keeps the first users of the split.
+    the same, complete result. `max_users` > 0 keeps the first users of the split. `fused`: rank
+    with `gramc.eval.fusion` (`eval.fusion.*`); the result's metrics are the fused ones, and
+    `extra["unfused"]` / `plain_ranks` hold the beam search's own.
     """
     if split not in ("valid", "test"):
         raise EvalError(f"split must be 'valid' or 'test', got {split!r}")
@@ -232,18 +275,38 @@ def evaluate_split(model, assets, cfg: Config, split: str, max_users: int = 0, b
         raise EvalError(f"the {split} split has no users (sequences need at least 3 items)")
     _, world = rank_world()
     model = getattr(model, "module", model)  # a DDP wrapper: search with the module itself
-    local = evaluate_samples(model, assets, cfg, smp, beams=beams, progress=progress, trie=trie)
-    merged = merge_shards(_gather(local, world), len(smp))
+    beams = beams or cfg.eval.beams
     ks = list(cfg.eval.ks)
+    collab = Collaborative.for_run(cfg, assets) if fused else None
+    extra: dict[str, Any] = {"protocol": search_protocol(cfg, beams)}
+    if collab is not None:
+        weight, extra["fusion"] = fusion_weight(model, assets, cfg, collab, beams, progress, trie)
+        t0 = time.perf_counter()  # the split's own time; tuning is timed apart
+    local = evaluate_samples(model, assets, cfg, smp, beams=beams, progress=progress, trie=trie, collab=collab)
+    merged = merge_shards(_gather(local, world), len(smp))
+    plain_ranks = None
+    if collab is not None:
+        plain_ranks = merged["ranks"]
+        plain = summarize(plain_ranks, ks)
+        plain.pop("users")
+        extra["unfused"] = {"metrics": plain, "ci": {k: list(v) for k, v in bootstrap_ci(
+            per_user_metrics(plain_ranks, ks), n=cfg.eval.bootstrap, seed=cfg.run.seed).items()}}
+        merged["items"], merged["scores"] = fused_order(merged["cand"], merged["gen"], merged["cf"], weight)
+        merged["ranks"] = target_ranks(merged["items"], merged["targets"])
+        extra["fusion"].update(scorer=cfg.eval.fusion.scorer, candidates=cfg.eval.fusion.candidates,
+                               target_is_candidate=float((merged["cand"] == merged["targets"][:, None]).any(1).mean()))
+        extra["protocol"]["ranking"] += (f" + {cfg.eval.fusion.scorer} top {cfg.eval.fusion.candidates}, fused "
+                                         f"(weight {weight:g})")
     means = summarize(merged["ranks"], ks)
     means.pop("users")
     ci = bootstrap_ci(per_user_metrics(merged["ranks"], ks), n=cfg.eval.bootstrap, seed=cfg.run.seed)
     counts = np.array(item_training_counts(assets.ds), dtype=np.int64)
     return EvalResult(split=split, metrics=means, ci=ci, users=merged["users"], targets=merged["targets"],
                       ranks=merged["ranks"], items=merged["items"], scores=merged["scores"],
-                      invalid=int(merged["invalid"]), beams=beams or cfg.eval.beams,
+                      invalid=int(merged["invalid"]), beams=beams,
                       length_penalty=cfg.eval.length_penalty, time_s=time.perf_counter() - t0,
-                      extra={"protocol": search_protocol(cfg, beams or cfg.eval.beams), "world": world,
+                      plain_ranks=plain_ranks,
+                      extra={**extra, "world": world,
                              "encode_s": round(float(merged.get("encode_s", 0.0)), 3),
                              "repeats": repeat_stats(merged["items"], [s.history for s in smp], merged["targets"]),
                              "popularity": popularity_stats(merged["ranks"], counts[merged["targets"]]),
