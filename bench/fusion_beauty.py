@@ -39,12 +39,22 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import evidence_beauty as ev  # noqa: E402
 from gramc.config import load_config  # noqa: E402
-from gramc.io import atomic_path, read_json, write_json  # noqa: E402
+from gramc.io import atomic_path, pyplot, read_json, write_json  # noqa: E402
+from gramc.metrics import bootstrap_ci, paired_bootstrap_ci, per_user_metrics, summarize, tercile_groups  # noqa: E402
+from _docs import replace_section  # noqa: E402
 
 BASELINES = ("pop", "lightgcn", "sasrec")
 GENERATIVE = ("gram", "gram-s2", "gramc-user_passage", "gramc-user_passage-s2")
 FAIR = ["eval.exclude_history=true", "eval.ties=random"]
 RESULTS = ROOT / "bench" / "results" / "fusion_beauty.json"
+SECTION = "## Fused ranking on Beauty (issue 29)"
+KS = (5, 10, 20)
+SEEDS = {"gram": ("gram", "gram-s2"), "gramc": ("gramc-user_passage", "gramc-user_passage-s2")}
+# paired comparisons: (b, a) = b minus a, each side the per-user mean over its runs
+PAIRS = [("gramc-fused-lightgcn", "gramc"), ("gram-fused-lightgcn", "gram"),
+         ("gramc-fused-lightgcn", "sasrec"), ("gramc-fused-lightgcn", "lightgcn"),
+         ("gram-fused-lightgcn", "sasrec"), ("gram-fused-lightgcn", "lightgcn"),
+         ("gramc-fused-lightgcn", "gram-fused-lightgcn"), ("gramc", "gram"), ("sasrec", "lightgcn")]
 
 
 def bench_of(work: Path) -> "ev.Bench":
@@ -102,6 +112,141 @@ def run_model(b: "ev.Bench", name: str, plain_timing: bool) -> dict[str, Any]:
     return rec
 
 
+def collect(b: "ev.Bench") -> dict[str, dict[str, Any]]:
+    """Every row's per-user ranks (run by run) in one user order, with the targets' training counts."""
+    runs: dict[str, dict[str, Any]] = {}
+    for name in BASELINES:
+        folder = b.models_dir / "reference-fair" / "baselines" / name
+        r = read_json(folder / "ranks_test.json")
+        runs[name] = {"users": r["users"], "ranks": r["ranks"], "record": read_json(folder / "metrics.json")}
+    for family, names in SEEDS.items():
+        for name in names:
+            path = b.models_dir / name / "fair" / "metrics.json"
+            if not path.is_file():
+                continue
+            rec = read_json(path)
+            seed = "" if name == names[0] else "-s2"
+            runs[family + seed] = {"users": rec["users"], "ranks": rec["plain_ranks"], "counts": rec["target_counts"],
+                                   "record": rec}
+            runs[f"{family}-fused-lightgcn{seed}"] = {"users": rec["users"], "ranks": rec["fused_ranks"],
+                                                      "record": rec}
+    order = next(r["users"] for r in runs.values() if "counts" in r)
+    for name, r in runs.items():  # every row in the generative runs' user order
+        if r["users"] != order:
+            pos = {u: i for i, u in enumerate(r["users"])}
+            r["ranks"] = [r["ranks"][pos[u]] for u in order]
+            r["users"] = order
+    return runs
+
+
+def group(runs: dict[str, dict[str, Any]], row: str) -> list[str]:
+    """The runs of a row: a baseline alone, a generative row with each seed it has."""
+    return [n for n in (row, f"{row}-s2") if n in runs]
+
+
+def row_means(runs, names: list[str]) -> dict[str, np.ndarray]:
+    per = [per_user_metrics(np.array(runs[n]["ranks"]), KS) for n in names]
+    return {k: sum(p[k] for p in per) / len(per) for k in per[0]}
+
+
+def summarise(runs: dict[str, dict[str, Any]], seed: int, n_boot: int = 1000) -> dict[str, Any]:
+    rows = [r for r in ("pop", "lightgcn", "sasrec", "gram", "gramc", "gram-fused-lightgcn", "gramc-fused-lightgcn")
+            if group(runs, r)]
+    counts = np.array(next(r["counts"] for r in runs.values() if "counts" in r))
+    terciles = tercile_groups(counts)
+    table = {}
+    for row in rows:
+        names = group(runs, row)
+        per = row_means(runs, names)
+        table[row] = {"runs": names, "users": len(per["mrr"]),
+                      "metrics": {k: float(v.mean()) for k, v in per.items()},
+                      "ci": {k: list(v) for k, v in bootstrap_ci(per, n=n_boot, seed=seed).items()},
+                      "seeds": {n: summarize(np.array(runs[n]["ranks"]), KS)["ndcg@10"] for n in names},
+                      "segments": [{"train_count": [lo, hi], "users": int(m.sum()),
+                                    "ndcg@10": float(per["ndcg@10"][m].mean()), "hit@10": float(per["hit@10"][m].mean())}
+                                   for lo, hi, m in terciles]}
+    paired = {}
+    for bname, aname in PAIRS:
+        if group(runs, bname) and group(runs, aname):
+            d = paired_bootstrap_ci(row_means(runs, group(runs, aname)), row_means(runs, group(runs, bname)),
+                                    n=n_boot, seed=seed)
+            paired[f"{bname} - {aname}"] = {k: d[k] for k in ("ndcg@10", "hit@10", "ndcg@20")}
+    fusion = {n: {"weight": r["record"]["fused"]["fusion"]["weight"],
+                  "target_is_candidate": r["record"]["fused"]["fusion"]["target_is_candidate"],
+                  "tune_seconds": r["record"]["fused"]["fusion"].get("tune_seconds"),
+                  "fused_pass_seconds": r["record"]["fused_pass_seconds"],
+                  "plain_pass_seconds": r["record"].get("plain_pass_seconds"),
+                  "plain_ranks_identical": r["record"].get("plain_ranks_identical")}
+              for n, r in runs.items() if "fused" in n}
+    return {"rows": table, "paired": paired, "fusion": fusion, "protocol": {
+        "users": "every test user of the subset", "exclude_history": "every earlier item, every model",
+        "ties": f"random, seeded per user (run.seed {seed}), full ranking", "generative_history_window": 20,
+        "sasrec_history_window": runs["sasrec"]["record"]["protocol"]["history_window"],
+        "checkpoint": "best by validation ndcg@10 during training (1,000 validation users, no exclusion)",
+        "fusion": "beam 50 + LightGCN fold-in top 50; weight tuned on 1,000 seeded validation users"}}
+
+
+def render(res: dict[str, Any], cmd: str) -> str:
+    f = lambda x: f"{x:.4f}"  # noqa: E731
+    lines = [SECTION, "", f"`{cmd}` (AMD EPYC, 1 thread per process). Protocol: "
+             + "; ".join(f"{k}: {v}" for k, v in res["protocol"].items()) + ".", "",
+             "| row | runs | ndcg@10 [95% CI] | hit@10 | ndcg@5 | ndcg@20 | seeds' ndcg@10 |", "|---|---|---|---|---|---|---|"]
+    for row, r in res["rows"].items():
+        m, ci = r["metrics"], r["ci"]["ndcg@10"]
+        lines.append(f"| {row} | {len(r['runs'])} | {f(m['ndcg@10'])} [{f(ci[0])}, {f(ci[1])}] | {f(m['hit@10'])} | "
+                     f"{f(m['ndcg@5'])} | {f(m['ndcg@20'])} | {', '.join(f(v) for v in r['seeds'].values())} |")
+    lines += ["", "Paired differences (per user, the same test users; a row with two seeds is their per-user mean):", "",
+              "| b - a | ndcg@10 [95% CI] | hit@10 [95% CI] |", "|---|---|---|"]
+    for name, d in res["paired"].items():
+        n, h = d["ndcg@10"], d["hit@10"]
+        lines.append(f"| {name} | {n['mean']:+.4f} [{n['lo']:+.4f}, {n['hi']:+.4f}] | "
+                     f"{h['mean']:+.4f} [{h['lo']:+.4f}, {h['hi']:+.4f}] |")
+    first = next(iter(res["rows"].values()))["segments"]
+    lines += ["", "ndcg@10 by tercile of the target's training interactions:", "",
+              "| row | " + " | ".join(f"{s['train_count'][0]}-{s['train_count'][1]} ({s['users']} users)" for s in first)
+              + " |", "|---|" + "---|" * len(first)]
+    for row, r in res["rows"].items():
+        lines.append(f"| {row} | " + " | ".join(f(s["ndcg@10"]) for s in r["segments"]) + " |")
+    lines += ["", "Fusion per run (weight tuned on validation; seconds of one 1-thread process):", "",
+              "| run | weight | target among candidates | tuning s | fused pass s (tuning incl.) | plain pass s |",
+              "|---|---|---|---|---|---|"]
+    for n, x in res["fusion"].items():
+        lines.append(f"| {n} | {x['weight']} | {x['target_is_candidate']:.3f} | {x['tune_seconds']} | "
+                     f"{x['fused_pass_seconds']} | {x['plain_pass_seconds'] or ''} |")
+    lines += ["", "Plot: `bench/results/fusion_beauty.png`. Per-user ranks: `bench/results/fusion_beauty_ranks/`."]
+    return "\n".join(lines) + "\n"
+
+
+def plot(res: dict[str, Any], path: Path) -> None:
+    plt = pyplot()
+    if plt is None:
+        return
+    rows = list(res["rows"])
+    fig, ax = plt.subplots(1, 2, figsize=(12, 4))
+    m = [res["rows"][r]["metrics"]["ndcg@10"] for r in rows]
+    lo = [m[i] - res["rows"][r]["ci"]["ndcg@10"][0] for i, r in enumerate(rows)]
+    hi = [res["rows"][r]["ci"]["ndcg@10"][1] - m[i] for i, r in enumerate(rows)]
+    ax[0].barh(rows, m, xerr=[lo, hi], color="tab:blue")
+    ax[0].set_xlabel("test ndcg@10 (95% CI), history excluded")
+    segs = res["rows"][rows[0]]["segments"]
+    width = 0.8 / len(rows)
+    for i, r in enumerate(rows):
+        ax[1].bar(np.arange(len(segs)) + i * width, [s["ndcg@10"] for s in res["rows"][r]["segments"]], width, label=r)
+    ax[1].set_xticks(np.arange(len(segs)) + 0.4, [f"{s['train_count'][0]}-{s['train_count'][1]}" for s in segs])
+    ax[1].set_xlabel("target's training interactions (terciles)"), ax[1].set_ylabel("ndcg@10"), ax[1].legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+def keep_ranks(runs: dict[str, dict[str, Any]], folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, r in runs.items():
+        with atomic_path(folder / f"{name}.json.gz") as tmp, gzip.GzipFile(tmp, "wb", mtime=0) as f:
+            f.write(json.dumps({"users": r["users"], "ranks": r["ranks"]}, separators=(",", ":")).encode())
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("stage", choices=("baselines", "models", "summary"))
@@ -123,6 +268,16 @@ def main(argv: list[str] | None = None) -> int:
             print(name, "fused", {k: round(v, 4) for k, v in rec["fused"]["metrics"].items() if "@10" in k},
                   "plain", {k: round(v, 4) for k, v in rec["fused"]["unfused"]["metrics"].items() if "@10" in k},
                   "weight", rec["fused"]["fusion"]["weight"], flush=True)
+    else:
+        runs = collect(b)
+        res = summarise(runs, load_config(b.config, []).run.seed)
+        cmd = "python bench/fusion_beauty.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        results = Path(a.results)
+        write_json(results, {"command": cmd, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **res})
+        keep_ranks(runs, results.with_name(results.stem + "_ranks"))
+        plot(res, results.with_suffix(".png"))
+        replace_section(SECTION, render(res, cmd), ROOT / "docs" / "benchmarks.md")
+        print(render(res, cmd))
     return 0
 
 

@@ -94,3 +94,30 @@ def test_recommend_and_evaluate_give_the_same_lists_for_the_same_user(run, exclu
             assert not {ids[i] for i in s.seen} & {r.item_id for r in got}
         compared += 1
     assert compared >= 8
+
+
+def test_fused_recommend_gives_the_fused_lists_of_evaluate(run, monkeypatch):
+    import copy
+
+    from gramc.data.splits import samples
+    from gramc.eval.evaluate import evaluate_split
+    from gramc.eval.fusion import Collaborative
+
+    d, cfg, assets, _ = run
+    table = torch.randn(assets.ds.num_items, 8, generator=torch.Generator().manual_seed(3))
+    monkeypatch.setattr(Collaborative, "for_run", classmethod(lambda cls, c, a: Collaborative(table)))
+    rec = Recommender.from_run(d, overrides=["eval.fusion.enabled=true", "eval.fusion.weight=0.5",
+                                             "eval.exclude_history=true", "eval.fusion.candidates=7"])
+    ecfg = copy.deepcopy(rec.cfg)
+    res = evaluate_split(rec.model, rec.assets, ecfg, "test", max_users=10, progress=False, fused=True)
+    ids = rec.assets.ds.item_ids
+    compared = 0
+    for s, items, scores in zip(samples(rec.assets.ds, "test", ecfg.data.max_his)[:10], res.items, res.scores):
+        if s.target in s.seen:
+            continue
+        k = ecfg.eval.beams  # the search's width; the fused list holds up to 7 more candidates
+        got = rec.recommend([ids[i] for i in s.seen], k=k)
+        assert [r.item_id for r in got] == [ids[i] for i in items if i >= 0][:k]
+        assert [r.score for r in got] == pytest.approx([float(x) for x in scores if x > float("-inf")][:k], abs=1e-4)
+        compared += 1
+    assert compared >= 6 and rec.fusion["weight"] == 0.5

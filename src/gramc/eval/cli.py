@@ -88,7 +88,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     # the inputs are checked (a refusal up to here leaves no trace, not even the lock file): lock the
     # output, evaluate and write, so that no other command writes `out` meanwhile (the run is only read)
     with output_lock(out, "--out"):
-        res = evaluate_split(model, assets, cfg, args.split, max_users=args.max_users, progress=main)
+        res = evaluate_split(model, assets, cfg, args.split, max_users=args.max_users, progress=main,
+                             fused=cfg.eval.fusion.enabled)
         res.checkpoint = str(folder)
         if main:
             _write_outputs(out, args, cfg, folder, res, assets)
@@ -114,6 +115,11 @@ def _write_outputs(out: Path, args: argparse.Namespace, cfg: Config, folder: Pat
         print(json.dumps(rec, indent=2))
     else:
         print(format_table(rec))
+        if "fusion" in rec:
+            f, plain = rec["fusion"], rec["unfused"]["metrics"]
+            how = f"tuned on {f['tune_users']} validation users" if f["tuned"] else "eval.fusion.weight"
+            print(f"fused with {f['scorer']} (top {f['candidates']}, weight {f['weight']:g}, {how}): ndcg@10 "
+                  f"{plain['ndcg@10']:.4f} -> {rec['metrics']['ndcg@10']:.4f} (the beam search alone -> fused)")
         print(f"wrote {out}/metrics.json, predictions.jsonl, metrics.png")
     for warning in (repeat_warning(rec.get("repeats", {}), "gramc"),
                     popularity_warning(rec.get("popularity", {}), "gramc")):

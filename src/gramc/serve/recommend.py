@@ -21,6 +21,8 @@ from typing import Sequence
 from ..errors import GramcError
 from ..config import Config
 from ..data.splits import Sample
+from ..eval.evaluate import fusion_weight
+from ..eval.fusion import Collaborative, candidates_batch, fused_order
 from ..eval.search import search_batch
 from ..ids.trie import trie_for
 from ..model.inputs import Collator
@@ -67,6 +69,12 @@ class Recommender:
         self.cfg = cfg
         self.device = next(model.parameters()).device
         self.trie = trie_for(assets.item_ids).to(self.device)
+        self.collab, self.fusion = None, None  # eval.fusion: the scorer, and the weight with its record
+        if cfg.eval.fusion.enabled:
+            self.collab = Collaborative.for_run(cfg, assets)
+            weight, record = fusion_weight(model, assets, cfg, self.collab, cfg.eval.beams, progress=False,
+                                           trie=self.trie)
+            self.fusion = {**record, "weight": weight}
 
     @classmethod
     def from_run(cls, run_dir: str | Path, checkpoint: str = "best", overrides: Sequence[str] = (),
@@ -109,8 +117,17 @@ class Recommender:
         bs = max(1, cfg.eval.batch_size)
         for s in range(0, len(smp), bs):
             # the search of `gramc evaluate`; no target to spare: the whole history may be excluded
-            res = search_batch(self.model, collate, smp[s: s + bs], self.trie, cfg, beams, spare_target=False)
-            for items, scores in zip(res.items.tolist(), res.scores.tolist()):
+            chunk = smp[s: s + bs]
+            if self.collab is None:
+                res = search_batch(self.model, collate, chunk, self.trie, cfg, beams, spare_target=False)
+                ranked = zip(res.items.tolist(), res.scores.tolist())
+            else:  # the fused ranking of `gramc evaluate` with eval.fusion on
+                c = candidates_batch(self.model, collate, chunk, self.trie, cfg, beams, self.collab,
+                                     self.assets.cache.target_table, spare_target=False)
+                items, scores = fused_order(c.items.cpu().numpy(), c.gen.cpu().numpy(), c.cf.cpu().numpy(),
+                                            self.fusion["weight"])
+                ranked = zip(items.tolist(), scores.tolist())
+            for items, scores in ranked:
                 recs = [Recommendation(ds.item_ids[i], float(sc), str(ds.item_fields[i].get("title", "")))
                         for i, sc in zip(items, scores) if i >= 0]
                 out.append(recs[:k])
