@@ -80,3 +80,25 @@ def test_command_on_a_run_folder(tmp_path, capsys):
     err = next(c for c in rep["checks"] if c["name"] == "search.errors")
     assert err["value"]["samples"] == 12 and err["value"]["k"] == 5 and err["value"]["beams"] == 8
     assert main(["doctor", "search", "--run", str(tmp_path / "nope")]) == 2
+
+
+def test_fusion_check_says_whether_the_target_was_a_candidate_and_whether_fusion_lifted_it(tiny, monkeypatch):
+    import torch
+
+    from gramc.eval.fusion import Collaborative
+
+    cfg, assets, model = tiny
+    cfg = copy.deepcopy(cfg)
+    cfg.eval.fusion.enabled, cfg.eval.fusion.weight, cfg.eval.fusion.candidates = True, 1.0, 3
+    smp = samples(assets.ds, "valid", cfg.data.max_his)
+    # a collaborative scorer that knows every validation target: with weight 1 fusion lifts them all
+    oracle = Collaborative(torch.eye(N_ITEMS))
+    targets = {s.history: s.target for s in smp}
+    monkeypatch.setattr(oracle, "scores", lambda chunk: torch.stack(
+        [torch.nn.functional.one_hot(torch.tensor(targets[s.history]), N_ITEMS).float() for s in chunk]))
+    monkeypatch.setattr(Collaborative, "for_run", classmethod(lambda cls, c, a: oracle))
+    fus = _by(search_checks(model, assets, cfg, users=0, k=2), "search.fusion")
+    v = fus.value
+    assert v["target_is_candidate"] == 1.0 and v["fused_hit"] == 1.0
+    assert v["lifted"] == pytest.approx(1.0 - v["beam_hit"], abs=1e-3) and v["pushed_out"] == 0.0
+    assert sum(g["users"] for g in v["by_popularity"]) == 16 and "lifted" in fus.message

@@ -19,6 +19,11 @@ Checks:
 * `search.errors`: the share of samples with a search error, and `model_error_gap`, the median
   nats by which a model error's target falls short of the k-th item (`by_popularity`: the same per
   tercile of the target's training interactions). Warns above 1% search errors: raise `eval.beams`.
+* `search.fusion` (with `eval.fusion.enabled`): how the fused ranker changes the same samples. Was
+  the target a candidate at all (from the beam or from the collaborative top K), did fusion lift it
+  into the top k the beam missed, or push out a hit of the beam; overall and per popularity tercile.
+  The weight is `eval.fusion.weight`, or tuned as `gramc evaluate` tunes it (on validation users:
+  when the doctor reads the validation split, the tuned weight has seen some of these samples).
 """
 
 from __future__ import annotations
@@ -33,7 +38,8 @@ from tqdm.auto import tqdm
 from ..checks import Check, failed, passed, warned
 from ..config import Config
 from ..data.splits import Sample, item_training_counts, samples as split_samples
-from ..eval.evaluate import encode_all_items, search_collator, uses_global_items
+from ..eval.evaluate import encode_all_items, evaluate_samples, fusion_weight, search_collator, uses_global_items
+from ..eval.fusion import Collaborative, fused_order, target_ranks
 from ..eval.search import search_batch
 from ..ids.tokens import IGNORE_INDEX
 from ..ids.trie import trie_for
@@ -140,4 +146,35 @@ def search_checks(model, assets: Any, cfg: Config, split: str = "valid", users: 
     else:
         checks.append(passed("search.errors", value, f"misses are the model's ({value['model_error']:.1%} of "
                                                      f"samples), not the search's ({share:.1%})"))
+    if cfg.eval.fusion.enabled:
+        checks.append(fusion_check(model, assets, cfg, smp, k, counts, progress))
     return checks
+
+
+def _fusion_shares(cand: np.ndarray, plain: np.ndarray, fused: np.ndarray, k: int) -> dict[str, float]:
+    n = max(len(plain), 1)
+    hit_p, hit_f = (plain >= 0) & (plain < k), (fused >= 0) & (fused < k)
+    return {"target_is_candidate": round(float(cand.sum() / n), 4), "beam_hit": round(float(hit_p.sum() / n), 4),
+            "fused_hit": round(float(hit_f.sum() / n), 4), "lifted": round(float((hit_f & ~hit_p).sum() / n), 4),
+            "pushed_out": round(float((hit_p & ~hit_f).sum() / n), 4)}
+
+
+def fusion_check(model, assets: Any, cfg: Config, smp: Sequence[Sample], k: int, counts: np.ndarray,
+                 progress: bool = False) -> Check:
+    """`search.fusion`: for these samples, candidates, beam hits and fused hits at k, per tercile."""
+    collab = Collaborative.for_run(cfg, assets)
+    weight, record = fusion_weight(model, assets, cfg, collab, cfg.eval.beams, progress)
+    out = evaluate_samples(model, assets, cfg, smp, progress=progress, collab=collab)
+    fused = target_ranks(fused_order(out["cand"], out["gen"], out["cf"], weight)[0], out["targets"])
+    cand = (out["cand"] == out["targets"][:, None]).any(1)
+    value = {"k": k, "weight": weight, "tuned": record["tuned"], "samples": len(smp),
+             **_fusion_shares(cand, out["ranks"], fused, k),
+             "by_popularity": [{"train_count": [lo, hi], "users": int(m.sum()),
+                                **_fusion_shares(cand[m], out["ranks"][m], fused[m], k)}
+                               for lo, hi, m in tercile_groups(counts)]}
+    missing = 1 - value["target_is_candidate"]
+    return passed("search.fusion", value, f"fusion: hit@{k} {value['beam_hit']:.1%} (beam) -> {value['fused_hit']:.1%} "
+                                          f"(fused, weight {weight:g}): {value['lifted']:.1%} of samples lifted into "
+                                          f"the top {k}, {value['pushed_out']:.1%} pushed out; for {missing:.1%} the "
+                                          f"target was no candidate (neither the beam's nor the collaborative top "
+                                          f"{cfg.eval.fusion.candidates})")
