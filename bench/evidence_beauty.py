@@ -578,6 +578,10 @@ def render(res: dict[str, Any]) -> str:
         lines += [f"### {'Subset' if mode == 'subset' else 'Full Beauty split'}: {part.get('data_note', '')}", "",
                   f"Training budget: {part.get('budget', '-')}; {part.get('machine', '')}. Test metrics on every "
                   "test user listed, 95% bootstrap CIs in brackets.", "",
+                  "Protocol of these rows, as they ran: history **not** excluded (eval.exclude_history=false for "
+                  "every model), full-ranking ties counted against the target, GRAM / GRAM-C reading 20 history "
+                  "items and SASRec-CE 50. Every model under one fair protocol (history excluded, random ties): "
+                  "\"Fused ranking on Beauty (issue 29)\" below.", "",
                   "```", *part.get("commands", []), "```", "",
                   "| model | " + " | ".join(f"hit@{k} | ndcg@{k}" for k in KS_SHOWN) + " | users | valid ndcg@10 (users) | "
                   "epochs (best) | train min | train stage min | test eval min |",
