@@ -195,6 +195,8 @@ def render(res: dict[str, Any], cmd: str) -> str:
         m, ci = r["metrics"], r["ci"]["ndcg@10"]
         lines.append(f"| {row} | {len(r['runs'])} | {f(m['ndcg@10'])} [{f(ci[0])}, {f(ci[1])}] | {f(m['hit@10'])} | "
                      f"{f(m['ndcg@5'])} | {f(m['ndcg@20'])} | {', '.join(f(v) for v in r['seeds'].values())} |")
+    for name, (r5, n5, r10, n10) in ev.PUBLISHED.items():  # another split and protocol: their own rows
+        lines.append(f"| {name}: full Beauty split, history not excluded | - | {n10:.4f} | {r10:.4f} | {n5:.4f} | - | - |")
     lines += ["", "Paired differences (per user, the same test users; a row with two seeds is their per-user mean):", "",
               "| b - a | ndcg@10 [95% CI] | hit@10 [95% CI] |", "|---|---|---|"]
     for name, d in res["paired"].items():
