@@ -98,3 +98,23 @@ def test_evaluate_out_never_replaces_a_users_own_metrics_json(run, tmp_path, cap
         assert main(["evaluate", "--run", str(run), "--split", "valid", "--beams", "6", "--max-users", "5",
                      "--out", str(own)]) == 0
     assert json.loads((own / "metrics.json").read_text())["split"] == "valid"
+
+
+def test_evaluate_fuses_when_eval_fusion_is_on_and_keeps_the_beams_own_metrics(run, tmp_path, capsys, monkeypatch):
+    import torch
+
+    from gramc.eval.fusion import Collaborative
+
+    d = run
+    monkeypatch.setattr(Collaborative, "for_run", classmethod(lambda cls, c, a: Collaborative(
+        torch.randn(a.ds.num_items, 8, generator=torch.Generator().manual_seed(0)))))
+    out = tmp_path / "fused"
+    assert main(["evaluate", "--run", str(d), "--split", "test", "--out", str(out), "eval.fusion.enabled=true",
+                 "eval.fusion.weight=0.5", "eval.fusion.candidates=5"]) == 0
+    printed = capsys.readouterr().out
+    rec = json.loads((out / "metrics.json").read_text())
+    assert rec["fusion"]["weight"] == 0.5 and not rec["fusion"]["tuned"] and "unfused" in rec
+    assert "(weight 0.5)" in rec["protocol"]["ranking"] and "fused with lightgcn" in printed
+    plain = tmp_path / "plain"
+    assert main(["evaluate", "--run", str(d), "--split", "test", "--out", str(plain)]) == 0
+    assert json.loads((plain / "metrics.json").read_text())["metrics"] == rec["unfused"]["metrics"]
