@@ -20,7 +20,10 @@ evaluation and the doctor read it without importing the trainer.
 
 from __future__ import annotations
 
+import errno
+import os
 import random
+import re
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,7 +31,7 @@ from typing import Any, Optional
 
 import numpy as np
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_model, save_model
 from torch import nn
 
@@ -113,7 +116,18 @@ def save_model_file(path: str | Path, model: nn.Module) -> None:
     """Write the weights to `path` with the model's `checkpoint_metadata()` (if it has one) in the header."""
     module = getattr(model, "module", model)  # a DDP wrapper: the module's metadata
     meta = module.checkpoint_metadata() if hasattr(module, "checkpoint_metadata") else None
-    save_model(model, str(path), metadata=meta)
+    try:
+        save_model(model, str(path), metadata=meta)
+    except SafetensorError as e:  # safetensors reports I/O failures (a full disk) as its own error
+        raise os_error(e, path) from e
+
+
+def os_error(e: Exception, path: str | Path) -> OSError:
+    """The OSError a library's I/O failure stands for ("... (os error 28)" -> ENOSPC), naming `path`,
+    so that `gramc.cli.main` reports it in one line as it does every OSError."""
+    found = re.search(r"os error (\d+)", str(e))
+    code = int(found.group(1)) if found else errno.EIO
+    return OSError(code, os.strerror(code), str(path))
 
 
 def copy_checkpoint(src: str | Path, dst: str | Path) -> None:
