@@ -54,7 +54,8 @@ SEEDS = {"gram": ("gram", "gram-s2"), "gramc": ("gramc-user_passage", "gramc-use
 PAIRS = [("gramc-fused-lightgcn", "gramc"), ("gram-fused-lightgcn", "gram"),
          ("gramc-fused-lightgcn", "sasrec"), ("gramc-fused-lightgcn", "lightgcn"),
          ("gram-fused-lightgcn", "sasrec"), ("gram-fused-lightgcn", "lightgcn"),
-         ("gramc-fused-lightgcn", "gram-fused-lightgcn"), ("gramc", "gram"), ("sasrec", "lightgcn")]
+         ("gramc-fused-lightgcn", "gram-fused-lightgcn"), ("gramc", "gram"), ("sasrec", "lightgcn"),
+         ("gramc-fused-lightgcn", "lightgcn-foldin"), ("lightgcn-foldin", "lightgcn")]
 
 
 def bench_of(work: Path) -> "ev.Bench":
@@ -130,6 +131,7 @@ def collect(b: "ev.Bench") -> dict[str, dict[str, Any]]:
                                    "record": rec}
             runs[f"{family}-fused-lightgcn{seed}"] = {"users": rec["users"], "ranks": rec["fused_ranks"],
                                                       "record": rec}
+    runs["lightgcn-foldin"] = foldin_ranks(b)
     order = next(r["users"] for r in runs.values() if "counts" in r)
     for name, r in runs.items():  # every row in the generative runs' user order
         if r["users"] != order:
@@ -137,6 +139,31 @@ def collect(b: "ev.Bench") -> dict[str, dict[str, Any]]:
             r["ranks"] = [r["ranks"][pos[u]] for u in order]
             r["users"] = order
     return runs
+
+
+def foldin_ranks(b: "ev.Bench") -> dict[str, Any]:
+    """The fused ranker's collaborative scorer alone (LightGCN fold-in over the 20 history items the
+    generative models read), full ranking under the same protocol: is fusion more than its scorer?"""
+    from gramc.data.dataset import SeqDataset
+    from gramc.data.splits import samples
+    from gramc.eval.fusion import Collaborative
+    from gramc.graph.lightgcn import final_embeddings
+    from gramc.metrics import ranks_from_scores
+
+    cfg = load_config(b.config, ev.common_overrides(b, b.models_dir / "gram") + FAIR)
+    ds = SeqDataset.load(b.data)
+    collab = Collaborative(final_embeddings(b.models_dir / "gcn", ds)[1])
+    smp = samples(ds, "test", cfg.data.max_his)
+    ranks = []
+    for s in range(0, len(smp), 1024):
+        chunk = smp[s: s + 1024]
+        exclude = torch.zeros(len(chunk), ds.num_items, dtype=torch.bool)
+        for r, x in enumerate(chunk):
+            exclude[r, list(x.seen)] = True
+        ranks += ranks_from_scores(collab.scores(chunk), [x.target for x in chunk], exclude,
+                                   keys=[x.user for x in chunk], seed=cfg.run.seed, ties=cfg.eval.ties).tolist()
+    return {"users": [ds.users[x.user] for x in smp], "ranks": ranks,
+            "record": {"protocol": {"history_window": cfg.data.max_his}}}
 
 
 def group(runs: dict[str, dict[str, Any]], row: str) -> list[str]:
@@ -150,7 +177,7 @@ def row_means(runs, names: list[str]) -> dict[str, np.ndarray]:
 
 
 def summarise(runs: dict[str, dict[str, Any]], seed: int, n_boot: int = 1000) -> dict[str, Any]:
-    rows = [r for r in ("pop", "lightgcn", "sasrec", "gram", "gramc", "gram-fused-lightgcn", "gramc-fused-lightgcn")
+    rows = [r for r in ("pop", "lightgcn", "lightgcn-foldin", "sasrec", "gram", "gramc", "gram-fused-lightgcn", "gramc-fused-lightgcn")
             if group(runs, r)]
     counts = np.array(next(r["counts"] for r in runs.values() if "counts" in r))
     terciles = tercile_groups(counts)
