@@ -137,10 +137,15 @@ def test_outputs_follow_the_contract(trained):
 
 
 def test_learns_well_above_popularity(trained):
-    _, _, meta = trained
+    from gramc.graph.lightgcn import popularity_ranks
+
+    ds, _, meta = trained
     assert meta["valid"]["recall@10"] > 1.8 * meta["popularity_valid"]["recall@10"]
-    # popularity's equal counts now take random places among their ties (eval.ties), not the last:
-    # its ndcg@10 here rose to 0.078 and LightGCN's margin is 1.80x on that fairer footing
+    # the margin as first calibrated: popularity with its ties counted against it
+    worst = summarize(popularity_ranks(ds, "valid", ties="worst"), ks=(10,))
+    assert meta["valid"]["ndcg@10"] > 1.8 * worst["ndcg@10"]
+    # and on the fairer footing gcn_meta.json reports (ties at random places: popularity scores more)
+    assert meta["popularity_valid"]["ndcg@10"] >= worst["ndcg@10"]
     assert meta["valid"]["ndcg@10"] > 1.7 * meta["popularity_valid"]["ndcg@10"]
 
 
