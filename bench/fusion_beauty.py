@@ -86,6 +86,7 @@ FUSION = ["eval.fusion.candidates=50", "eval.fusion.weight=null", "eval.fusion.t
 def run_model(b: "ev.Bench", name: str, plain_timing: bool) -> dict[str, Any]:
     """The best checkpoint of run `name`: test split, history excluded, beam search and fused ranking in one
     pass (the weight tuned on 1,000 seeded validation users first); `plain_timing` also times a plain pass."""
+    from gramc.data.splits import item_training_counts
     from gramc.eval.evaluate import evaluate_split
     from gramc.model.runs import load_model_from_run
 
@@ -107,8 +108,7 @@ def run_model(b: "ev.Bench", name: str, plain_timing: bool) -> dict[str, Any]:
         rec["plain_ranks_identical"] = bool(np.array_equal(plain.ranks, res.plain_ranks))
     rec.update(fused=res.to_json(), users=[assets.ds.users[u] for u in res.users],
                plain_ranks=[int(r) for r in res.plain_ranks], fused_ranks=[int(r) for r in res.ranks],
-               target_counts=[int(c) for c in np.bincount(
-                   [i for s in assets.ds.sequences for i in s[:-2]], minlength=assets.ds.num_items)[res.targets]])
+               target_counts=[int(c) for c in np.array(item_training_counts(assets.ds))[res.targets]])
     write_json(out / "metrics.json", rec)
     return rec
 

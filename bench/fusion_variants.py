@@ -25,9 +25,9 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from gramc.data.splits import samples  # noqa: E402
 from gramc.eval.evaluate import evaluate_samples  # noqa: E402
-from gramc.eval.fusion import GRID, Collaborative, fused_order, target_ranks  # noqa: E402
+from gramc.eval.fusion import GRID, Collaborative, fused_order  # noqa: E402
 from gramc.io import write_json  # noqa: E402
-from gramc.metrics import per_user_metrics, ranks_from_scores  # noqa: E402
+from gramc.metrics import per_user_metrics, ranks_from_lists, ranks_from_scores  # noqa: E402
 from gramc.model.runs import load_model_from_run  # noqa: E402
 
 
@@ -63,7 +63,7 @@ def main() -> int:
     rules = {"zscore": lambda w: fused_order(cand, gen, cf, w)[0], "rrf": lambda w: rrf_order(cand, gen, cf, w)}
     res: dict = {"run": a.run, "users": len(smp), "beam_alone": ndcg10(out["ranks"])}
     for name, rule in rules.items():
-        curve = {f"{w:.2f}": ndcg10(target_ranks(rule(w), tgt)) for w in GRID}
+        curve = {f"{w:.2f}": ndcg10(ranks_from_lists(rule(w), tgt)) for w in GRID}
         best = max(curve, key=curve.get)
         res[name] = {"best_weight": float(best), "best": curve[best], "curve": curve}
     scores = collab.scores(smp)

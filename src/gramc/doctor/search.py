@@ -39,11 +39,11 @@ from ..checks import Check, failed, passed, warned
 from ..config import Config
 from ..data.splits import Sample, item_training_counts, samples as split_samples
 from ..eval.evaluate import encode_all_items, evaluate_samples, fusion_weight, search_collator, uses_global_items
-from ..eval.fusion import Collaborative, fused_order, target_ranks
+from ..eval.fusion import Collaborative, fused_order
 from ..eval.search import search_batch
 from ..ids.tokens import IGNORE_INDEX
 from ..ids.trie import trie_for
-from ..metrics import tercile_groups
+from ..metrics import ranks_from_lists, tercile_groups
 from ..model.inputs import Collator
 from .prefix import pick_samples
 
@@ -165,7 +165,7 @@ def fusion_check(model, assets: Any, cfg: Config, smp: Sequence[Sample], k: int,
     collab = Collaborative.for_run(cfg, assets)
     weight, record = fusion_weight(model, assets, cfg, collab, cfg.eval.beams, progress)
     out = evaluate_samples(model, assets, cfg, smp, progress=progress, collab=collab)
-    fused = target_ranks(fused_order(out["cand"], out["gen"], out["cf"], weight)[0], out["targets"])
+    fused = ranks_from_lists(fused_order(out["cand"], out["gen"], out["cf"], weight)[0], out["targets"])
     cand = (out["cand"] == out["targets"][:, None]).any(1)
     value = {"k": k, "weight": weight, "tuned": record["tuned"], "samples": len(smp),
              **_fusion_shares(cand, out["ranks"], fused, k),

@@ -36,7 +36,7 @@ from ..metrics import bootstrap_ci, per_user_metrics, popularity_stats, ranks_fr
 from ..model.inputs import Collator
 from ..runtime import rank_world, shard
 from ..train.precision import autocast
-from .fusion import Collaborative, candidates_batch, fused_order, target_ranks, tune_weight
+from .fusion import Collaborative, candidates_batch, fused_order, tune_weight
 from .search import search_batch
 
 
@@ -292,7 +292,7 @@ def evaluate_split(model, assets, cfg: Config, split: str, max_users: int = 0, b
         extra["unfused"] = {"metrics": plain, "ci": {k: list(v) for k, v in bootstrap_ci(
             per_user_metrics(plain_ranks, ks), n=cfg.eval.bootstrap, seed=cfg.run.seed).items()}}
         merged["items"], merged["scores"] = fused_order(merged["cand"], merged["gen"], merged["cf"], weight)
-        merged["ranks"] = target_ranks(merged["items"], merged["targets"])
+        merged["ranks"] = ranks_from_lists(merged["items"], merged["targets"])
         extra["fusion"].update(scorer=cfg.eval.fusion.scorer, candidates=cfg.eval.fusion.candidates,
                                target_is_candidate=float((merged["cand"] == merged["targets"][:, None]).any(1).mean()))
         extra["protocol"]["ranking"] += (f" + {cfg.eval.fusion.scorer} top {cfg.eval.fusion.candidates}, fused "

@@ -35,7 +35,7 @@ from ..graph.artifacts import MODEL_FILE, gcn_folder
 from ..graph.lightgcn import final_embeddings
 from ..ids.tokens import IGNORE_INDEX
 from ..ids.trie import Trie
-from ..metrics import per_user_metrics
+from ..metrics import per_user_metrics, ranks_from_lists
 from ..model.softmax import token_log_probs, trie_log_probs
 from ..model.t5 import shift_right
 from ..train.precision import autocast
@@ -172,18 +172,13 @@ def fused_order(cand: np.ndarray, gen: np.ndarray, cf: np.ndarray, weight: float
     return np.take_along_axis(np.where(np.isfinite(score), cand, -1), order, 1), np.take_along_axis(score, order, 1)
 
 
-def target_ranks(items: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    hit = items == targets[:, None]
-    return np.where(hit.any(1), hit.argmax(1), -1).astype(np.int64)
-
-
 def tune_weight(cand: np.ndarray, gen: np.ndarray, cf: np.ndarray, targets: np.ndarray,
                 grid: Sequence[float] = GRID) -> tuple[float, dict[str, float]]:
     """The grid weight with the best mean ndcg@10 over these users (ties: the smaller weight), and
     the mean at every weight."""
     curve = {}
     for w in grid:
-        ranks = target_ranks(fused_order(cand, gen, cf, w)[0], targets)
+        ranks = ranks_from_lists(fused_order(cand, gen, cf, w)[0], targets)
         curve[f"{w:.2f}"] = float(per_user_metrics(ranks, (10,))[TUNE_METRIC].mean())
     best = max(grid, key=lambda w: (curve[f"{w:.2f}"], -w))
     return float(best), curve
