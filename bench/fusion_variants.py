@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from gramc.data.splits import samples  # noqa: E402
 from gramc.eval.evaluate import evaluate_samples  # noqa: E402
-from gramc.eval.fusion import GRID, Collaborative, fused_order  # noqa: E402
+from gramc.eval.fusion import GRID, Collaborative, Fusion, fused_order  # noqa: E402
 from gramc.io import write_json  # noqa: E402
 from gramc.metrics import per_user_metrics, ranks_from_lists, ranks_from_scores  # noqa: E402
 from gramc.model.runs import load_model_from_run  # noqa: E402
@@ -58,8 +58,8 @@ def main() -> int:
     smp = [smp[i] for i in keep]
     collab = Collaborative.for_run(cfg, assets)
     t0 = time.perf_counter()
-    out = evaluate_samples(model, assets, cfg, smp, collab=collab, progress=True)
-    cand, gen, cf, tgt = out["cand"], out["gen"], out["cf"], out["targets"]
+    out = evaluate_samples(model, assets, cfg, smp, fusion=Fusion(("lightgcn",), collab), progress=True)
+    cand, gen, cf, tgt = out["cand"], out["gen"], out["cf"][..., 0], out["targets"]
     rules = {"zscore": lambda w: fused_order(cand, gen, cf, w)[0], "rrf": lambda w: rrf_order(cand, gen, cf, w)}
     res: dict = {"run": a.run, "users": len(smp), "beam_alone": ndcg10(out["ranks"])}
     for name, rule in rules.items():

@@ -94,11 +94,15 @@ def test_fusion_check_says_whether_the_target_was_a_candidate_and_whether_fusion
     # a collaborative scorer that knows every validation target: with weight 1 fusion lifts them all
     oracle = Collaborative(torch.eye(N_ITEMS))
     targets = {s.history: s.target for s in smp}
-    monkeypatch.setattr(oracle, "scores", lambda chunk: torch.stack(
+    monkeypatch.setattr(oracle, "scores", lambda chunk, *memory: torch.stack(
         [torch.nn.functional.one_hot(torch.tensor(targets[s.history]), N_ITEMS).float() for s in chunk]))
     monkeypatch.setattr(Collaborative, "for_run", classmethod(lambda cls, c, a: oracle))
-    fus = _by(search_checks(model, assets, cfg, users=0, k=2), "search.fusion")
+    checks = search_checks(model, assets, cfg, users=0, k=2)
+    fus = _by(checks, "search.fusion")
     v = fus.value
     assert v["target_is_candidate"] == 1.0 and v["fused_hit"] == 1.0
     assert v["lifted"] == pytest.approx(1.0 - v["beam_hit"], abs=1e-3) and v["pushed_out"] == 0.0
     assert sum(g["users"] for g in v["by_popularity"]) == 16 and "lifted" in fus.message
+    alone = _by(checks, "search.scorers").value  # the oracle alone ranks every target first
+    assert alone["lightgcn"] == {"recall@2": 1.0, "recall@3": 1.0}
+    assert all(g["lightgcn"]["recall@2"] == 1.0 for g in alone["by_popularity"] if g["users"])

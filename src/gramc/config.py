@@ -150,6 +150,29 @@ class PrefixConfig:
 
 
 @dataclass
+class DenseConfig:
+    """The dense retrieval head (gramc.model.dense): user and item vectors scored by a dot product."""
+
+    enabled: bool = False
+    # what an item's vector is projected from: "text" = its passage encoding (mean over real tokens),
+    # "gcn" = its LightGCN row, "both" = the sum of the two projections
+    item: Literal["text", "gcn", "both"] = "text"
+    dim: int = 128  # size of the shared user/item space
+    temperature: float = 0.05  # logits = cosine(user, item) / temperature
+    weight: float = 1.0  # the dense loss's weight beside the generation loss (per target token)
+    negatives: int = 32  # uniformly drawn catalogue items added to each batch's own items as negatives
+    logq: bool = True  # subtract log of each candidate's sampling probability (popularity-sampled in-batch items)
+
+    def problems(self) -> list[str]:
+        return [f"config key '{key}' {what}" for ok, key, what in [
+            (self.dim >= 1, "model.dense.dim", "must be >= 1"),
+            (self.temperature > 0, "model.dense.temperature", "must be > 0"),
+            (self.weight >= 0, "model.dense.weight", "must be >= 0"),
+            (self.negatives >= 0, "model.dense.negatives", "must be >= 0"),
+        ] if not ok]
+
+
+@dataclass
 class ModelConfig:
     """Backbone and input construction of GRAM-C."""
 
@@ -167,6 +190,24 @@ class ModelConfig:
     # "trie" = softmax over the trie children of the target's prefix only (training and search)
     softmax: Literal["vocab", "trie"] = "vocab"
     prefix: PrefixConfig = field(default_factory=PrefixConfig)
+    dense: DenseConfig = field(default_factory=DenseConfig)
+
+
+@dataclass
+class IndexingConfig:
+    """The item-indexing task: extra training samples whose only passage is one item's own passage
+    without its ID, and whose target is that item's ID."""
+
+    enabled: bool = False
+    ratio: float = 0.25  # indexing samples per ordinary training sample
+    # which items: "train" = items with a training interaction; "catalogue" = every item of the
+    # dataset (an item's text is not an interaction, and the trie already holds every item)
+    items: Literal["train", "catalogue"] = "catalogue"
+
+    def problems(self) -> list[str]:
+        return [f"config key '{key}' {what}" for ok, key, what in [
+            (self.ratio > 0, "train.indexing.ratio", "must be > 0 (set train.indexing.enabled=false to turn it off)"),
+        ] if not ok]
 
 
 @dataclass
@@ -205,6 +246,7 @@ class TrainConfig:
     # validation-loss samples (a subset drawn once with run.seed, the same at every validation and in
     # the final evaluation); 0 = all
     valid_loss_samples: int = 0
+    indexing: IndexingConfig = field(default_factory=IndexingConfig)
 
 
 @dataclass
@@ -212,9 +254,13 @@ class FusionConfig:
     """Fused ranking (gramc.eval.fusion): beam items + a collaborative scorer's top K, scored exactly."""
 
     enabled: bool = False
-    scorer: Literal["lightgcn"] = "lightgcn"  # LightGCN fold-in over the history the model reads
-    candidates: int = 50  # the collaborative scorer's top K added to the beam's items
-    weight: Optional[float] = None  # collaborative weight in [0, 1]; null = tuned on validation users
+    # the scorers fused with generation: "lightgcn" = LightGCN fold-in over the history the model
+    # reads; "dense" = the model's dense head (model.dense); "both" = the two together
+    scorer: Literal["lightgcn", "dense", "both"] = "lightgcn"
+    candidates: int = 50  # each scorer's top K added to the beam's items
+    # weight of the scorers in [0, 1] (split equally between them with "both"); null = tuned on
+    # validation users (with "both": every split of the weight between the two, in steps of 0.05)
+    weight: Optional[float] = None
     tune_users: int = 1000  # seeded validation users (run.seed) the weight is tuned on; 0 = all
 
 
@@ -326,7 +372,12 @@ class Config:
         check(self.ids.vocab_size >= 100, "ids.vocab_size", "must be >= 100")
         check(self.ids.svd_dim >= 1 and self.ids.text_tokens >= 1, "ids.svd_dim/ids.text_tokens", "must be >= 1")
         check(self.ids.threads >= 0, "ids.threads", "must be >= 0 (0 = library default)")
-        problems += g.problems()
+        problems += g.problems() + m.dense.problems() + tr.indexing.problems()
+        check(not (m.dense.enabled and m.prefix.enabled and m.prefix.placement == "every_passage"),
+              "model.dense.enabled", "needs item passages that do not depend on the user: not possible with "
+              "model.prefix.placement=every_passage")
+        check(ev.fusion.scorer == "lightgcn" or m.dense.enabled or not ev.fusion.enabled, "eval.fusion.scorer",
+              f"is {ev.fusion.scorer!r} but the model has no dense head (model.dense.enabled=false)")
         check(g.similar_k != 0, "gcn.similar_k", "must be >= 1")  # negative ones: g.problems()
         check(m.prefix.num_items >= 1, "model.prefix.num_items", "must be >= 1")
         check(m.prefix.hidden >= 0, "model.prefix.hidden", "must be >= 0 (0 = d_model)")

@@ -10,6 +10,7 @@ SASRec, popularity, similar items) must see only `training_sequences` = s[:-2].
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from typing import Literal
 
@@ -19,9 +20,12 @@ Split = Literal["train", "valid", "test"]
 MIN_LEN = 3  # a user needs at least one training target, a validation and a test item
 
 
+INDEXING_USER = -1  # the user of an item-indexing sample (`indexing_samples`): there is none
+
+
 @dataclass(frozen=True)
 class Sample:
-    user: int  # user index
+    user: int  # user index; INDEXING_USER for an item-indexing sample
     history: tuple[int, ...]  # item indices, chronological (oldest first), at most max_his
     target: int  # item index
     # valid/test samples whose history window cut items off: every item before the target
@@ -31,6 +35,11 @@ class Sample:
     def seen(self) -> tuple[int, ...]:
         """Every item the user had before the target, as far as known (`eval.exclude_history` removes them)."""
         return self.history if self.earlier is None else self.earlier
+
+    @property
+    def indexing(self) -> bool:
+        """An item-indexing sample: read the target item's own passage, generate its ID."""
+        return self.user == INDEXING_USER
 
 
 def training_sequences(ds: SeqDataset) -> list[list[int]]:
@@ -63,4 +72,20 @@ def samples(ds: SeqDataset, split: Split, max_his: int) -> list[Sample]:
                 out.append(Sample(u, tuple(items[:j][-max_his:]), items[j]))
         else:
             raise ValueError(f"unknown split {split!r}; expected train, valid or test")
+    return out
+
+
+def indexing_samples(ds: SeqDataset, items: Literal["train", "catalogue"], count: int, seed: int) -> list[Sample]:
+    """`count` item-indexing samples (no user, no history; the target is the item): the items of the
+    training part ("train") or of the whole dataset ("catalogue"), in a seeded order, repeated
+    until `count` are drawn, so that every item is drawn once before any is drawn twice."""
+    if items not in ("train", "catalogue"):
+        raise ValueError(f"indexing items must be 'train' or 'catalogue', got {items!r}")
+    pool = [i for i, c in enumerate(item_training_counts(ds)) if c > 0] if items == "train" else list(range(ds.num_items))
+    out: list[Sample] = []
+    rng = random.Random(seed)
+    while pool and len(out) < count:
+        order = list(pool)
+        rng.shuffle(order)
+        out += [Sample(INDEXING_USER, (), i) for i in order[: count - len(out)]]
     return out

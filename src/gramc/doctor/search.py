@@ -24,6 +24,10 @@ Checks:
   into the top k the beam missed, or push out a hit of the beam; overall and per popularity tercile.
   The weight is `eval.fusion.weight`, or tuned as `gramc evaluate` tunes it (on validation users:
   when the doctor reads the validation split, the tuned weight has seen some of these samples).
+* `search.scorers` (with `eval.fusion.enabled`): each fused scorer (LightGCN fold-in, the dense
+  head) ranking the whole catalogue by itself: its recall of the target at k and at
+  `eval.fusion.candidates`, overall and per popularity tercile. It says whether a scorer reaches the
+  rare targets the beam cannot.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from ..checks import Check, failed, passed, warned
 from ..config import Config
 from ..data.splits import Sample, item_training_counts, samples as split_samples
 from ..eval.evaluate import encode_all_items, evaluate_samples, fusion_weight, search_collator, uses_global_items
-from ..eval.fusion import Collaborative, fused_order
+from ..eval.fusion import Fusion, fused_order, weight_text
 from ..eval.search import search_batch
 from ..ids.tokens import IGNORE_INDEX
 from ..ids.trie import trie_for
@@ -147,7 +151,7 @@ def search_checks(model, assets: Any, cfg: Config, split: str = "valid", users: 
         checks.append(passed("search.errors", value, f"misses are the model's ({value['model_error']:.1%} of "
                                                      f"samples), not the search's ({share:.1%})"))
     if cfg.eval.fusion.enabled:
-        checks.append(fusion_check(model, assets, cfg, smp, k, counts, progress))
+        checks += fusion_checks(model, assets, cfg, smp, k, counts, progress)
     return checks
 
 
@@ -159,12 +163,32 @@ def _fusion_shares(cand: np.ndarray, plain: np.ndarray, fused: np.ndarray, k: in
             "pushed_out": round(float((hit_p & ~hit_f).sum() / n), 4)}
 
 
-def fusion_check(model, assets: Any, cfg: Config, smp: Sequence[Sample], k: int, counts: np.ndarray,
-                 progress: bool = False) -> Check:
-    """`search.fusion`: for these samples, candidates, beam hits and fused hits at k, per tercile."""
-    collab = Collaborative.for_run(cfg, assets)
-    weight, record = fusion_weight(model, assets, cfg, collab, cfg.eval.beams, progress)
-    out = evaluate_samples(model, assets, cfg, smp, progress=progress, collab=collab)
+def _recall(ranks: np.ndarray, k: int) -> float:
+    return round(float(((ranks >= 0) & (ranks < k)).mean()), 4) if len(ranks) else 0.0
+
+
+def scorers_check(alone: np.ndarray, names: Sequence[str], k: int, depth: int, counts: np.ndarray) -> Check:
+    """`search.scorers`: each scorer's recall of the target at k and at `depth` (its candidates),
+    ranking the whole catalogue alone, overall and per popularity tercile."""
+    def shares(m: np.ndarray) -> dict[str, dict[str, float]]:
+        return {name: {f"recall@{k}": _recall(alone[m, s], k), f"recall@{depth}": _recall(alone[m, s], depth)}
+                for s, name in enumerate(names)}
+
+    groups = tercile_groups(counts)
+    value = {"k": k, "candidates": depth, **shares(np.ones(len(alone), dtype=bool)),
+             "by_popularity": [{"train_count": [lo, hi], "users": int(m.sum()), **shares(m)} for lo, hi, m in groups]}
+    rare = value["by_popularity"][0]
+    said = "; ".join(f"{n}: recall@{depth} {value[n][f'recall@{depth}']:.1%} overall, "
+                     f"{rare[n][f'recall@{depth}']:.1%} on the rarest third of targets" for n in names)
+    return passed("search.scorers", value, f"each scorer alone over the whole catalogue: {said}")
+
+
+def fusion_checks(model, assets: Any, cfg: Config, smp: Sequence[Sample], k: int, counts: np.ndarray,
+                  progress: bool = False) -> list[Check]:
+    """`search.fusion` (candidates, beam hits and fused hits at k, per tercile) and `search.scorers`."""
+    fusion = Fusion.for_run(cfg, assets)
+    weight, record = fusion_weight(model, assets, cfg, fusion, cfg.eval.beams, progress)
+    out = evaluate_samples(model, assets, cfg, smp, progress=progress, fusion=fusion)
     fused = ranks_from_lists(fused_order(out["cand"], out["gen"], out["cf"], weight)[0], out["targets"])
     cand = (out["cand"] == out["targets"][:, None]).any(1)
     value = {"k": k, "weight": weight, "tuned": record["tuned"], "samples": len(smp),
@@ -173,8 +197,9 @@ def fusion_check(model, assets: Any, cfg: Config, smp: Sequence[Sample], k: int,
                                 **_fusion_shares(cand[m], out["ranks"][m], fused[m], k)}
                                for lo, hi, m in tercile_groups(counts)]}
     missing = 1 - value["target_is_candidate"]
-    return passed("search.fusion", value, f"fusion: hit@{k} {value['beam_hit']:.1%} (beam) -> {value['fused_hit']:.1%} "
-                                          f"(fused, weight {weight:g}): {value['lifted']:.1%} of samples lifted into "
-                                          f"the top {k}, {value['pushed_out']:.1%} pushed out; for {missing:.1%} the "
-                                          f"target was no candidate (neither the beam's nor the collaborative top "
-                                          f"{cfg.eval.fusion.candidates})")
+    depth = cfg.eval.fusion.candidates
+    said = (f"fusion: hit@{k} {value['beam_hit']:.1%} (beam) -> {value['fused_hit']:.1%} (fused, weight "
+            f"{weight_text(weight, fusion.names)}): {value['lifted']:.1%} of samples lifted into the top {k}, "
+            f"{value['pushed_out']:.1%} pushed out; for {missing:.1%} the target was no candidate (neither the "
+            f"beam's nor a scorer's top {depth})")
+    return [passed("search.fusion", value, said), scorers_check(out["alone"], fusion.names, k, depth, counts)]

@@ -36,7 +36,7 @@ from ..metrics import bootstrap_ci, per_user_metrics, popularity_stats, ranks_fr
 from ..model.inputs import Collator
 from ..runtime import rank_world, shard
 from ..train.precision import autocast
-from .fusion import Collaborative, candidates_batch, fused_order, tune_weight
+from .fusion import Fusion, candidates_batch, fused_order, tune_weight, weight_text
 from .search import search_batch
 
 
@@ -65,6 +65,7 @@ class EvalResult:
     checkpoint: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
     plain_ranks: np.ndarray | None = None  # fused evaluation: the ranks of the beam search alone
+    alone_ranks: dict[str, np.ndarray] | None = None  # fused evaluation: the ranks under each scorer alone
 
     @property
     def num_users(self) -> int:
@@ -175,12 +176,13 @@ def length_order(smp: Sequence[Sample], positions: Sequence[int]) -> np.ndarray:
 
 def evaluate_samples(model, assets, cfg: Config, smp: Sequence[Sample], beams: int | None = None,
                      progress: bool = True, trie: Trie | None = None,
-                     collab: Collaborative | None = None) -> dict[str, Any]:
+                     fusion: Fusion | None = None) -> dict[str, Any]:
     """Beam-search this process's share of `smp`; return its per-sample arrays (keys: index, users,
     targets, ranks, items, scores, invalid, encode_s = seconds spent encoding item passages). Indices
     refer to positions in `smp`. `trie`: the item trie already on the model's device (the trainer
-    moves it once per run); None = build it here. `collab`: also the fused ranker's candidates and
-    their generative and collaborative scores (keys cand, gen, cf; `gramc.eval.fusion`)."""
+    moves it once per run); None = build it here. `fusion`: also the fused ranker's candidates, their
+    generative and scorer scores, and each target's rank under each scorer alone (keys cand, gen,
+    cf `[n, C, S]`, alone `[n, S]`; `gramc.eval.fusion`)."""
     rank, world = rank_world()
     beams = beams or cfg.eval.beams
     device = next(model.parameters()).device
@@ -198,7 +200,8 @@ def evaluate_samples(model, assets, cfg: Config, smp: Sequence[Sample], beams: i
     out_items = np.full((n, beams), -1, dtype=np.int64)
     out_scores = np.full((n, beams), -np.inf, dtype=np.float32)
     invalid = 0
-    fused: dict[str, list] = {"pos": [], "cand": [], "gen": [], "cf": []}
+    scorers = fusion.bind(model, items_table) if fusion is not None else None
+    fused: dict[str, list] = {"pos": [], "cand": [], "gen": [], "cf": [], "alone": []}
     bs = max(1, cfg.eval.batch_size)
     order = length_order(smp, mine)
     bar = tqdm(total=n, desc=f"beam search (beams={beams}, softmax={cfg.model.softmax})", unit="user",
@@ -206,13 +209,13 @@ def evaluate_samples(model, assets, cfg: Config, smp: Sequence[Sample], beams: i
     for s in range(0, n, bs):
         pos = order[s: s + bs]
         chunk = [smp[mine[p]] for p in pos]
-        if collab is None:
+        if scorers is None:
             res = search_batch(model, collate, chunk, trie, cfg, beams, items=items_table)
         else:
-            c = candidates_batch(model, collate, chunk, trie, cfg, beams, collab, assets.cache.target_table,
+            c = candidates_batch(model, collate, chunk, trie, cfg, beams, scorers, assets.cache.target_table,
                                  items=items_table)
             res = c.beam
-            for key, value in (("pos", pos), ("cand", c.items), ("gen", c.gen), ("cf", c.cf)):
+            for key, value in (("pos", pos), ("cand", c.items), ("gen", c.gen), ("cf", c.cf), ("alone", c.alone)):
                 fused[key].append(np.asarray(value.cpu()) if torch.is_tensor(value) else value)
         out_items[pos] = res.items.cpu().numpy()
         out_scores[pos] = res.scores.float().cpu().numpy()
@@ -226,34 +229,45 @@ def evaluate_samples(model, assets, cfg: Config, smp: Sequence[Sample], beams: i
     out = {"index": np.array(mine, dtype=np.int64), "users": np.array([smp[i].user for i in mine], dtype=np.int64),
            "targets": targets, "ranks": ranks, "items": out_items, "scores": out_scores, "invalid": invalid,
            "encode_s": encode_s}
-    if collab is not None:  # back in sample order, like the other arrays
-        width = beams + cfg.eval.fusion.candidates
-        for key, fill, dtype in (("cand", -1, np.int64), ("gen", -np.inf, np.float32), ("cf", -np.inf, np.float32)):
-            arr = np.full((n, width), fill, dtype=dtype)
+    if fusion is not None:  # back in sample order, like the other arrays
+        width, n_s = beams + cfg.eval.fusion.candidates * len(fusion.names), len(fusion.names)
+        for key, fill, dtype, shape in (("cand", -1, np.int64, (width,)), ("gen", -np.inf, np.float32, (width,)),
+                                        ("cf", -np.inf, np.float32, (width, n_s)), ("alone", -1, np.int64, (n_s,))):
+            arr = np.full((n,) + shape, fill, dtype=dtype)
             for pos, part in zip(fused["pos"], fused[key]):
                 arr[pos, : part.shape[1]] = part
             out[key] = arr
     return out
 
 
-def fusion_weight(model, assets, cfg: Config, collab: Collaborative, beams: int, progress: bool = True,
-                  trie: Trie | None = None) -> tuple[float, dict[str, Any]]:
-    """`eval.fusion.weight`, or the weight tuned on `eval.fusion.tune_users` seeded validation users
-    (`gramc.eval.fusion.tune_weight`); and what to record about it."""
+def fusion_weight(model, assets, cfg: Config, fusion: Fusion, beams: int, progress: bool = True,
+                  trie: Trie | None = None) -> tuple[float | list[float], dict[str, Any]]:
+    """`eval.fusion.weight` (split equally between two scorers), or the weights tuned on
+    `eval.fusion.tune_users` seeded validation users (`gramc.eval.fusion.tune_weight`); and what to
+    record about them. One scorer: a float; two: a list, in `fusion.names` order."""
     f = cfg.eval.fusion
     if f.weight is not None:
-        return f.weight, {"weight": f.weight, "tuned": False}
+        weight = f.weight if len(fusion.names) == 1 else fusion.weights(f.weight)
+        return weight, {"weight": weight, "tuned": False}
     t0 = time.perf_counter()
     smp = split_samples(assets.ds, "valid", cfg.data.max_his)  # type: ignore[arg-type]
     if 0 < f.tune_users < len(smp):
         keep = np.sort(np.random.default_rng(cfg.run.seed).choice(len(smp), f.tune_users, replace=False))
         smp = [smp[i] for i in keep]
     _, world = rank_world()
-    local = evaluate_samples(model, assets, cfg, smp, beams=beams, progress=progress, trie=trie, collab=collab)
+    local = evaluate_samples(model, assets, cfg, smp, beams=beams, progress=progress, trie=trie, fusion=fusion)
     merged = merge_shards(_gather(local, world), len(smp))
     weight, curve = tune_weight(merged["cand"], merged["gen"], merged["cf"], merged["targets"])
     return weight, {"weight": weight, "tuned": True, "tune_users": len(smp), "tune_seed": cfg.run.seed,
                     "valid_ndcg@10_by_weight": curve, "tune_seconds": round(time.perf_counter() - t0, 1)}
+
+
+def alone_record(ranks: np.ndarray, ks: Sequence[int], cfg: Config) -> dict[str, Any]:
+    """Metrics and intervals of one scorer ranking the whole catalogue by itself."""
+    means = summarize(ranks, ks)
+    means.pop("users")
+    return {"metrics": means, "ci": {k: list(v) for k, v in bootstrap_ci(per_user_metrics(ranks, ks),
+                                                                       n=cfg.eval.bootstrap, seed=cfg.run.seed).items()}}
 
 
 def evaluate_split(model, assets, cfg: Config, split: str, max_users: int = 0, beams: int | None = None,
@@ -277,15 +291,15 @@ def evaluate_split(model, assets, cfg: Config, split: str, max_users: int = 0, b
     model = getattr(model, "module", model)  # a DDP wrapper: search with the module itself
     beams = beams or cfg.eval.beams
     ks = list(cfg.eval.ks)
-    collab = Collaborative.for_run(cfg, assets) if fused else None
+    fusion = Fusion.for_run(cfg, assets) if fused else None
     extra: dict[str, Any] = {"protocol": search_protocol(cfg, beams)}
-    if collab is not None:
-        weight, extra["fusion"] = fusion_weight(model, assets, cfg, collab, beams, progress, trie)
+    if fusion is not None:
+        weight, extra["fusion"] = fusion_weight(model, assets, cfg, fusion, beams, progress, trie)
         t0 = time.perf_counter()  # the split's own time; tuning is timed apart
-    local = evaluate_samples(model, assets, cfg, smp, beams=beams, progress=progress, trie=trie, collab=collab)
+    local = evaluate_samples(model, assets, cfg, smp, beams=beams, progress=progress, trie=trie, fusion=fusion)
     merged = merge_shards(_gather(local, world), len(smp))
-    plain_ranks = None
-    if collab is not None:
+    plain_ranks, alone_ranks = None, None
+    if fusion is not None:
         plain_ranks = merged["ranks"]
         plain = summarize(plain_ranks, ks)
         plain.pop("users")
@@ -293,10 +307,14 @@ def evaluate_split(model, assets, cfg: Config, split: str, max_users: int = 0, b
             per_user_metrics(plain_ranks, ks), n=cfg.eval.bootstrap, seed=cfg.run.seed).items()}}
         merged["items"], merged["scores"] = fused_order(merged["cand"], merged["gen"], merged["cf"], weight)
         merged["ranks"] = ranks_from_lists(merged["items"], merged["targets"])
-        extra["fusion"].update(scorer=cfg.eval.fusion.scorer, candidates=cfg.eval.fusion.candidates,
-                               target_is_candidate=float((merged["cand"] == merged["targets"][:, None]).any(1).mean()))
+        extra["fusion"].update(scorer=cfg.eval.fusion.scorer, scorers=list(fusion.names),
+                               candidates=cfg.eval.fusion.candidates,
+                               target_is_candidate=float((merged["cand"] == merged["targets"][:, None]).any(1).mean()),
+                               alone={name: alone_record(merged["alone"][:, s], ks, cfg)
+                                      for s, name in enumerate(fusion.names)})
+        alone_ranks = {name: merged["alone"][:, s] for s, name in enumerate(fusion.names)}
         extra["protocol"]["ranking"] += (f" + {cfg.eval.fusion.scorer} top {cfg.eval.fusion.candidates}, fused "
-                                         f"(weight {weight:g})")
+                                         f"(weight {weight_text(weight, fusion.names)})")
     means = summarize(merged["ranks"], ks)
     means.pop("users")
     ci = bootstrap_ci(per_user_metrics(merged["ranks"], ks), n=cfg.eval.bootstrap, seed=cfg.run.seed)
@@ -305,7 +323,7 @@ def evaluate_split(model, assets, cfg: Config, split: str, max_users: int = 0, b
                       ranks=merged["ranks"], items=merged["items"], scores=merged["scores"],
                       invalid=int(merged["invalid"]), beams=beams,
                       length_penalty=cfg.eval.length_penalty, time_s=time.perf_counter() - t0,
-                      plain_ranks=plain_ranks,
+                      plain_ranks=plain_ranks, alone_ranks=alone_ranks,
                       extra={**extra, "world": world,
                              "encode_s": round(float(merged.get("encode_s", 0.0)), 3),
                              "repeats": repeat_stats(merged["items"], [s.history for s in smp], merged["targets"]),

@@ -39,9 +39,11 @@ MODEL_FILE = "gcn_model.pt"
 
 
 def gcn_needed(cfg: Config) -> bool:
-    """Whether GRAM-C reads a GCN folder: the prefix is on, or similar items come from the GCN."""
+    """Whether GRAM-C reads a GCN folder: the prefix is on, similar items come from the GCN, or the
+    dense head's item vectors read LightGCN rows."""
     m = cfg.model
-    return m.prefix.enabled or (m.similar_items > 0 and m.similar_source == "gcn")
+    return (m.prefix.enabled or (m.similar_items > 0 and m.similar_source == "gcn")
+            or (m.dense.enabled and m.dense.item != "text"))
 
 
 def gcn_folder(cfg: Config, root: str | Path | None = None) -> Path:

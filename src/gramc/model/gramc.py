@@ -27,6 +27,7 @@ from ..config import Config, ModelConfig
 from ..ids.tokens import IGNORE_INDEX
 from ..ids.trie import Trie, trie_for
 from .inputs import Batch
+from .dense import DenseHead, DenseTables
 from .prefix import CollaborativePrefix, PrefixNormStats
 from .softmax import check_softmax, trie_token_losses
 from .t5 import T5, T5Dims, shift_right
@@ -57,7 +58,7 @@ class GramC(nn.Module):
     """GRAM (late fusion of user and item passages) + an optional collaborative prefix."""
 
     def __init__(self, cfg: ModelConfig, max_his: int, vocab_size: int, gcn_table: torch.Tensor | None,
-                 trie: Trie | None = None) -> None:
+                 trie: Trie | None = None, dense: DenseTables | None = None) -> None:
         super().__init__()
         if max_his < 1:
             raise ValueError(f"GramC: max_his must be >= 1, got {max_his}")
@@ -79,6 +80,12 @@ class GramC(nn.Module):
                 raise ValueError("model.prefix.enabled is true but no GCN table was given "
                                  "(train one with `gramc gcn train` or set model.prefix.enabled=false)")
             self.prefix = CollaborativePrefix(cfg.prefix, gcn_table, d)
+        self.dense: DenseHead | None = None
+        if cfg.dense.enabled:
+            if dense is None:
+                raise ValueError("model.dense.enabled is true but the item tables of the dense head were not given "
+                                 "(GramC.from_config reads them from the assets)")
+            self.dense = DenseHead(cfg.dense, d, dense.num_items, dense.gcn_table, dense.gcn_rows, dense.counts)
 
     @staticmethod
     def prefix_table(cfg: Config, assets: "Assets") -> torch.Tensor | None:
@@ -89,7 +96,8 @@ class GramC(nn.Module):
     def from_config(cls, cfg: Config, assets: "Assets") -> "GramC":
         table = cls.prefix_table(cfg, assets)
         trie = trie_for(assets.item_ids) if cfg.model.softmax == "trie" else None
-        return cls(cfg.model, cfg.data.max_his, assets.tokenizer.vocab_size, table, trie)
+        dense = DenseTables.from_assets(cfg.model.dense, assets) if cfg.model.dense.enabled else None
+        return cls(cfg.model, cfg.data.max_his, assets.tokenizer.vocab_size, table, trie, dense)
 
     @property
     def softmax(self) -> str:
@@ -149,6 +157,13 @@ class GramC(nn.Module):
         `items`: precomputed `(states, mask)` of all items (`item_states(*cache.all_items())`) for a
         batch collated with `items="global"` (then `batch.history` holds dataset item indices).
         """
+        memory, mask, _ = self.memory_and_rows(batch, items)
+        return memory, mask
+
+    def memory_and_rows(self, batch: Batch, items: tuple[torch.Tensor, torch.Tensor] | None = None
+                        ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """`memory(batch, items)` and the encoded item rows it was gathered from: `(states [P, L, d],
+        mask [P, L])`, one per row of `batch.item_input` (empty with precomputed `items`)."""
         pre = self._prefix(batch)
         in_passage = pre is not None and self.placement in ("user_passage", "every_passage")
         user_states = self.t5.encode(batch.user_input, batch.user_mask, *(pre if in_passage else (None, None)))
@@ -179,7 +194,8 @@ class GramC(nn.Module):
         if pre is not None and self.placement == "memory":
             memory = torch.cat([memory, pre[0].to(memory.dtype)], 1)
             mask = torch.cat([mask, pre[1]], 1)
-        return memory, mask
+        rows = (row_states, row_mask) if items is None and not batch.global_items else (row_states[:0], row_mask[:0])
+        return memory, mask, rows
 
     def memory_width(self, batch: Batch, with_prefix: bool) -> int:
         """Memory slots before a `memory`-placed prefix, from the batch's host counts: the most real
@@ -237,15 +253,41 @@ class GramC(nn.Module):
     def token_losses(self, batch: Batch, items: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """Per-token cross-entropy `[B, T]` (0 where labels == IGNORE_INDEX), under `model.softmax`."""
         memory, mask = self.memory(batch, items)
-        labels = batch.labels
+        return self._token_losses(self._decode(batch.labels, memory, mask), batch.labels)
+
+    def _decode(self, labels: torch.Tensor, memory: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced decoder states `[B, T, d]` for `labels [B, T]`."""
+        hidden, _ = self.t5.decode_states(shift_right(labels)[:, None, :], memory, mask)
+        return hidden[:, 0]
+
+    def _token_losses(self, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if self.trie is not None:
-            hidden, _ = self.t5.decode_states(shift_right(labels)[:, None, :], memory, mask)
-            return trie_token_losses(self.t5, hidden[:, 0], labels, self._trie_on(labels.device), IGNORE_INDEX)
-        logits, _ = self.t5.decode(shift_right(labels)[:, None, :], memory, mask)
-        logits = logits[:, 0].float()
+            return trie_token_losses(self.t5, hidden, labels, self._trie_on(labels.device), IGNORE_INDEX)
+        logits = self.t5.logits(hidden).float()
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE_INDEX,
                                reduction="none")
         return loss.view_as(labels)
+
+    def dense_users(self, memory: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The dense head's unit user vectors `[B, dim]`: the decoder's state at the first target
+        position over `memory` (or its `t5.cross_kv`), the state that predicts the first ID token."""
+        start = torch.zeros(mask.shape[0], 1, 1, dtype=torch.long, device=mask.device)
+        hidden, _ = self.t5.decode_states(start, memory, mask)
+        return self.dense.users(hidden[:, 0, 0])
+
+    def dense_losses(self, batch: Batch, hidden: torch.Tensor, rows: tuple[torch.Tensor, torch.Tensor]
+                     ) -> torch.Tensor:
+        """The dense head's per-sample loss `[B]` (0 for item-indexing samples), from the teacher-forced
+        states `hidden [B, T, d]` (position 0 is `dense_users`' state) and the batch's encoded rows."""
+        real = batch.users >= 0
+        if not bool(real.any()):
+            return hidden.new_zeros(hidden.shape[0], dtype=torch.float32)
+        items = self.dense.items(rows[0], rows[1], batch.item_index)
+        history = torch.where(batch.history >= 0, batch.item_index[batch.history.clamp(min=0)],
+                              torch.full_like(batch.history, -1))
+        loss = self.dense.loss(self.dense.users(hidden[real, 0]), items, batch.item_index, batch.targets[real],
+                               history[real], self.cfg.dense.negatives)
+        return torch.zeros(hidden.shape[0], dtype=loss.dtype, device=loss.device).masked_scatter(real, loss)
 
     def _trie_on(self, device: torch.device) -> Trie:
         """The training trie on `device`, moved once."""
@@ -257,10 +299,18 @@ class GramC(nn.Module):
         """(sum of token cross-entropy over labels != IGNORE_INDEX, number of those tokens).
 
         Not averaged: the trainer divides by the global token count (all ranks, all accumulation
-        steps), so every target token weighs the same whatever the batching.
+        steps), so every target token weighs the same whatever the batching. With the dense head,
+        each sample's dense loss is added once per target token of the sample, times
+        `model.dense.weight`.
         """
-        loss = self.token_losses(batch)
-        return loss.sum(), (batch.labels != IGNORE_INDEX).sum()
+        memory, mask, rows = self.memory_and_rows(batch)
+        hidden = self._decode(batch.labels, memory, mask)
+        loss = self._token_losses(hidden, batch.labels)
+        tokens = batch.labels != IGNORE_INDEX
+        total = loss.sum()
+        if self.dense is not None:  # per target token, as the generation loss: weight * mean dense loss
+            total = total + self.cfg.dense.weight * (self.dense_losses(batch, hidden, rows) * tokens.sum(1)).sum()
+        return total, tokens.sum()
 
     # ---- audit ------------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zlib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Literal, Protocol, Sequence
@@ -34,7 +35,8 @@ from ..data.splits import Sample
 from ..ids.tokens import EOS_ID, IGNORE_INDEX
 from ..io import torch_save
 
-CACHE_VERSION = 2  # 2: separators glued to the preceding ID as in GRAM's string
+CACHE_VERSION = 3  # the file's layout (3: `own_len`)
+TOKENS_VERSION = 2  # what the passage tokens are (2: separators glued to the preceding ID as in GRAM's string)
 
 USER_HEAD = "What would user purchase after"
 USER_SEP = ";"
@@ -88,7 +90,8 @@ class PassageCache:
     """Every item passage, ID and target tokenised once, stored as padded tensors.
 
     `item_table[i, :item_len[i]]` is item i's passage (ends with eos), `target_table[i]` its
-    target (ID tokens + eos, IGNORE_INDEX padded). The user passage is assembled per sample from the
+    target (ID tokens + eos, IGNORE_INDEX padded); `item_table[i, own_len[i]:item_len[i]]` is the
+    passage without the item's own ID (`bare_passage`, what the item-indexing task reads). The user passage is assembled per sample from the
     cached ID tokens (`user_passage`), which is list concatenation, not tokenisation.
     """
 
@@ -107,6 +110,7 @@ class PassageCache:
     text_cut: torch.Tensor
     similar_kept: torch.Tensor
     similar_cut: torch.Tensor
+    own_len: torch.Tensor  # int64 [num_items]: tokens of the passage's leading "item: <own ID>;" (0 without id_linking)
     fingerprint: str = ""
 
     @property
@@ -120,7 +124,7 @@ class PassageCache:
                             similar: Sequence[Sequence[int]] | None, cfg: ModelConfig) -> str:
         """sha256 of everything the cached tensors depend on (tokenizer, IDs, texts, config)."""
         h = hashlib.sha256()
-        h.update(f"v{CACHE_VERSION}|{getattr(tokenizer, 'fingerprint', '')}".encode())
+        h.update(f"v{TOKENS_VERSION}|{getattr(tokenizer, 'fingerprint', '')}".encode())
         settings = {"passage_len": cfg.passage_len, "user_passage_len": cfg.user_passage_len,
                     "similar_items": cfg.similar_items, "id_linking": cfg.id_linking,
                     "target_len": cfg.target_len}
@@ -165,6 +169,7 @@ class PassageCache:
         text_cut = torch.zeros(n, dtype=torch.long)
         sim_kept = torch.zeros(n, dtype=torch.long)
         sim_cut = torch.zeros(n, dtype=torch.long)
+        own_len = torch.zeros(n, dtype=torch.long)
         for i in tqdm(range(n), desc="tokenise item passages", unit="item", disable=not progress,
                       mininterval=1.0):
             text = [t for t in (text_tokens[i] if text_tokens is not None else enc(texts[i])) if t not in drop
@@ -172,6 +177,7 @@ class PassageCache:
             neigh = list(similar[i][:k]) if k > 0 else []
             own = glued(i, FIELD_SEP if (neigh or text) else "") if cfg.id_linking else ()
             out = list(item_head + own)
+            own_len[i] = len(out)
             if len(out) > budget:
                 raise ValueError(f"model.passage_len={cfg.passage_len} cannot hold item {i}'s own ID "
                                  f"({len(out)} tokens + eos); raise model.passage_len")
@@ -216,7 +222,7 @@ class PassageCache:
                    user_sep=tuple(enc(USER_SEP)), user_tail=tuple(enc(USER_TAIL)),
                    user_passage_len=cfg.user_passage_len, passage_len=cfg.passage_len,
                    text_kept=text_kept, text_cut=text_cut, similar_kept=sim_kept, similar_cut=sim_cut,
-                   fingerprint=cls.compute_fingerprint(tokenizer, item_ids, texts, similar, cfg))
+                   own_len=own_len, fingerprint=cls.compute_fingerprint(tokenizer, item_ids, texts, similar, cfg))
 
     # ---- persistence ------------------------------------------------------------------------
 
@@ -279,6 +285,10 @@ class PassageCache:
         out += self.user_tail
         out.append(EOS_ID)
         return out, sum(len(self.id_tokens[i]) for i in kept), cut
+
+    def bare_passage(self, item: int) -> list[int]:
+        """Item `item`'s passage without its own ID (similar items, text, eos)."""
+        return self.item_table[item, int(self.own_len[item]): int(self.item_len[item])].tolist()
 
     def item_rows(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Padded passages of the given items, trimmed to their longest: (input [P, L], mask [P, L])."""
@@ -431,10 +441,33 @@ class Collator:
             if len(gcn_rows) != cache.num_items:
                 raise ValueError(f"gcn_rows has {len(gcn_rows)} entries for {cache.num_items} items")
         self.gcn_rows = gcn_rows.long() if gcn_rows is not None else None
+        # the dense head's training candidates: every sample's target is an item row, plus uniform draws
+        self.dense = cfg.model.dense.enabled and items == "batch"
+        self.negatives = cfg.model.dense.negatives if self.dense else 0
+        self.seed = cfg.run.seed
 
     def _ordered(self, history: Sequence[int]) -> list[int]:
         h = list(history[-self.max_his:])
         return h[::-1] if self.order == "recent_first" else h
+
+    def _extra_items(self, samples: Sequence[Sample]) -> list[int]:
+        """Items the dense head needs as rows besides the histories: the targets of the samples it
+        trains on, then `model.dense.negatives` uniform draws (seeded by the batch's content, so a
+        batch gets the same draws on every rank, in every run and on resume)."""
+        if not self.dense:
+            return []
+        extra = [s.target for s in samples if not s.indexing]
+        if self.negatives:
+            key = zlib.crc32(repr([(s.user, s.target) for s in samples]).encode())
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + key)
+            extra += torch.randint(self.cache.num_items, (self.negatives,), generator=g).tolist()
+        return extra
+
+    def _user_passage(self, s: Sample) -> list[int]:
+        """The user passage of a sample; an item-indexing sample reads its item's passage without its ID."""
+        if s.indexing:
+            return self.cache.bare_passage(s.target)
+        return self.cache.user_passage(s.history[-self.max_his:], self.order)[0]
 
     def __call__(self, samples: Sequence[Sample]) -> Batch:
         if not samples:
@@ -444,7 +477,7 @@ class Collator:
         hists = [self._ordered(s.history) for s in samples]
 
         # user passages
-        users = [cache.user_passage(s.history[-self.max_his:], self.order)[0] for s in samples]
+        users = [self._user_passage(s) for s in samples]
         lu = max(len(u) for u in users)
         user_input = torch.zeros(b, lu, dtype=torch.long)
         for r, u in enumerate(users):
@@ -468,6 +501,8 @@ class Collator:
                 for r, h in enumerate(hists):
                     history[r, : len(h)] = torch.tensor([distinct.setdefault(i, len(distinct)) for i in h],
                                                         dtype=torch.long)
+                for i in self._extra_items(samples):
+                    distinct.setdefault(i, len(distinct))
                 row_items = torch.tensor(list(distinct), dtype=torch.long)
                 owner = torch.full((len(distinct),), -1, dtype=torch.long)
             else:
@@ -477,6 +512,9 @@ class Collator:
                     history[r, : len(h)] = torch.arange(len(items_flat), len(items_flat) + len(h))
                     items_flat += h
                     owners += [r] * len(h)
+                extra = self._extra_items(samples)
+                items_flat += extra
+                owners += [-1] * len(extra)
                 row_items = torch.tensor(items_flat, dtype=torch.long)
                 owner = torch.tensor(owners, dtype=torch.long)
             item_input, item_mask = cache.item_rows(row_items)

@@ -21,8 +21,8 @@ from typing import Sequence
 from ..errors import GramcError
 from ..config import Config
 from ..data.splits import Sample
-from ..eval.evaluate import fusion_weight
-from ..eval.fusion import Collaborative, candidates_batch, fused_order
+from ..eval.evaluate import encode_all_items, fusion_weight, search_collator
+from ..eval.fusion import Fusion, candidates_batch, fused_order
 from ..eval.search import search_batch
 from ..ids.trie import trie_for
 from ..model.inputs import Collator
@@ -69,12 +69,15 @@ class Recommender:
         self.cfg = cfg
         self.device = next(model.parameters()).device
         self.trie = trie_for(assets.item_ids).to(self.device)
-        self.collab, self.fusion = None, None  # eval.fusion: the scorer, and the weight with its record
+        # eval.fusion: the scorers (with every item encoded once when the dense head scores), the weight
+        self.scorers, self.items, self.fusion = None, None, None
         if cfg.eval.fusion.enabled:
-            self.collab = Collaborative.for_run(cfg, assets)
-            weight, record = fusion_weight(model, assets, cfg, self.collab, cfg.eval.beams, progress=False,
-                                           trie=self.trie)
+            fusion = Fusion.for_run(cfg, assets)
+            weight, record = fusion_weight(model, assets, cfg, fusion, cfg.eval.beams, progress=False, trie=self.trie)
             self.fusion = {**record, "weight": weight}
+            if fusion.needs_item_table:
+                self.items = encode_all_items(model, assets.cache, cfg, self.device, progress=False)
+            self.scorers = fusion.bind(model, self.items)
 
     @classmethod
     def from_run(cls, run_dir: str | Path, checkpoint: str = "best", overrides: Sequence[str] = (),
@@ -110,7 +113,8 @@ class Recommender:
             idx = self.item_indices(h)  # the model reads the last data.max_his; exclusion removes every one
             smp.append(Sample(user=0, history=tuple(idx[-cfg.data.max_his:]), target=idx[-1],  # target: unused
                               earlier=tuple(idx) if len(idx) > cfg.data.max_his else None))
-        collate = Collator(self.assets.cache, cfg, gcn_rows=self.assets.gcn_rows, dedupe=True)
+        collate = (Collator(self.assets.cache, cfg, gcn_rows=self.assets.gcn_rows, dedupe=True) if self.items is None
+                   else search_collator(self.assets, cfg))
         beams = max(k, cfg.eval.beams)
         ds = self.assets.ds
         out: list[list[Recommendation]] = []
@@ -118,12 +122,12 @@ class Recommender:
         for s in range(0, len(smp), bs):
             # the search of `gramc evaluate`; no target to spare: the whole history may be excluded
             chunk = smp[s: s + bs]
-            if self.collab is None:
+            if self.scorers is None:
                 res = search_batch(self.model, collate, chunk, self.trie, cfg, beams, spare_target=False)
                 ranked = zip(res.items.tolist(), res.scores.tolist())
             else:  # the fused ranking of `gramc evaluate` with eval.fusion on
-                c = candidates_batch(self.model, collate, chunk, self.trie, cfg, beams, self.collab,
-                                     self.assets.cache.target_table, spare_target=False)
+                c = candidates_batch(self.model, collate, chunk, self.trie, cfg, beams, self.scorers,
+                                     self.assets.cache.target_table, items=self.items, spare_target=False)
                 items, scores = fused_order(c.items.cpu().numpy(), c.gen.cpu().numpy(), c.cf.cpu().numpy(),
                                             self.fusion["weight"])
                 ranked = zip(items.tolist(), scores.tolist())

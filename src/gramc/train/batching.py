@@ -7,6 +7,9 @@ A *unit* is the smallest group of training samples that always travels together:
   whole user sequences, so the collator encodes each item passage once per batch.
 * ``batching="sample"``: one sample per unit.
 
+An item-indexing sample (``Sample.indexing``) is always a unit of its own, so the shuffle mixes
+them among the users' units.
+
 Each epoch the units are shuffled with a generator seeded by ``seed + epoch`` (the same order on
 every rank), packed in that order into micro-batches of at most ``batch_size`` targets, and the
 *global* list of micro-batches is dealt round-robin to the ranks: rank ``r`` gets global
@@ -46,6 +49,9 @@ def make_units(samples: Sequence[Sample], batching: Literal["sequence", "sample"
     units: list[Unit] = []
     current: list[Sample] = []
     for s in samples:
+        if s.indexing:  # an item-indexing sample travels alone
+            units.append((s,))
+            continue
         if current and (s.user != current[-1].user or len(current) == batch_size):
             units.append(tuple(current))
             current = []
