@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 import torch
 
+from gramc.model.dense import DenseTables
 from gramc.model.gramc import GramC
 from gramc.model.inputs import PassageCache
 from test_model_fakes import VOCAB, FakeIds, FakeTokenizer, make_dataset, make_similar, make_texts, tiny_config
@@ -15,9 +16,12 @@ GCN_DIM = 16
 
 
 def setup(placement: str = "user_passage", enabled: bool = True, num_users: int = 10, seed: int = 0,
-          beams: int = 12):
-    """(cfg, assets, model): `assets` has what evaluation reads (ds, item_ids, cache, gcn_rows)."""
+          beams: int = 12, dense: str | None = None):
+    """(cfg, assets, model): `assets` has what evaluation reads (ds, item_ids, cache, gcn_rows).
+    `dense`: also a dense head whose item vectors read "text", "gcn" or "both"."""
     cfg = tiny_config()
+    if dense is not None:
+        cfg.model.dense.enabled, cfg.model.dense.item = True, dense
     cfg.model.prefix.enabled = enabled
     cfg.model.prefix.placement = placement
     cfg.model.prefix.dropout = 0.0
@@ -34,7 +38,9 @@ def setup(placement: str = "user_passage", enabled: bool = True, num_users: int 
     table = torch.randn(N_ITEMS + 1, GCN_DIM, generator=g)
     table[0] = 0
     torch.manual_seed(seed)
-    model = GramC(cfg.model, cfg.data.max_his, VOCAB, table if enabled else None).eval()
+    tables = DenseTables(N_ITEMS, torch.arange(N_ITEMS, dtype=torch.float32), table, torch.arange(1, N_ITEMS + 1))
+    model = GramC(cfg.model, cfg.data.max_his, VOCAB, table if enabled else None,
+                  dense=tables if dense is not None else None).eval()
     assets = SimpleNamespace(ds=ds, item_ids=ids, cache=cache,
                              gcn_rows=torch.arange(1, N_ITEMS + 1) if enabled else None)
     return cfg, assets, model

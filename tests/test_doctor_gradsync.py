@@ -12,7 +12,8 @@ from __future__ import annotations
 import pytest
 
 from gramc.checks import Report
-from gramc.doctor.gradsync import GRAD_TOL, grad_sync_checks, plan_steps, run_grad_sync_modes, sync_config
+from gramc.doctor.gradsync import (DEFAULT_STEPS, GRAD_TOL, grad_sync_checks, make_bundle, plan_steps,
+                                   run_grad_sync_modes, sync_config)
 from gramc.model.assets import Assets
 from doctor_setup import tiny_config
 
@@ -88,3 +89,19 @@ def test_plan_and_config_helpers():
         plan_steps(list(range(5)), 2, 2, 3)
     cfg = sync_config(tiny_config("/tmp/unused", "model.dropout=0.3", "train.bf16=true"))
     assert cfg.model.dropout == 0 and cfg.model.prefix.prefix_dropout == 0 and not cfg.train.bf16
+
+
+@pytest.mark.slow
+def test_the_dense_head_and_indexing_samples_are_synchronised_exactly_once(tmp_path):
+    """Two processes equal one with the dense head on (its loss reads every rank's own item rows and
+    negatives) and item-indexing samples among the training samples' rows."""
+    cfg = tiny_config(tmp_path / "run", "model.dense.enabled=true", "model.dense.item=both",
+                      "model.dense.negatives=3", "train.indexing.enabled=true", "train.indexing.ratio=1.0")
+    assets = Assets.from_config(cfg, progress=False)
+    plan = make_bundle(cfg, assets, 2, DEFAULT_STEPS)["plan"]
+    assert any(s.indexing for step in plan for rank in step for s in rank)
+    rep = Report(run_grad_sync_modes(cfg, [None], nproc=2, quiet=True, assets=assets)["none"])
+    assert rep.ok, rep.table()
+    ratio = rep.by_name("grad_sync.ratio").value
+    assert ratio["max_abs_ratio_minus_1"] <= GRAD_TOL and ratio["rel_err"] <= GRAD_TOL
+    assert rep.by_name("grad_sync.no_grad_params").value["count"] == 0

@@ -79,6 +79,79 @@ def test_a_candidate_the_beam_missed_gets_the_score_the_beam_would_give_it(monke
     assert res.plain_ranks is not None and res.extra["unfused"]["metrics"].keys() == res.metrics.keys()
 
 
+def dense_brute_force(cfg, assets, model, split):
+    """Per user: every item's dense score, each item's vector from its own passage encoded alone
+    (excluded items: -inf)."""
+    collate = Collator(assets.cache, cfg, assets.gcn_rows, dedupe=False)
+    items = []
+    with torch.no_grad():
+        for i in range(N_ITEMS):
+            ids, mask = assets.cache.item_rows(torch.tensor([i]))
+            states, smask = model.item_states(ids, mask)
+            items.append(model.dense.items(states, smask, torch.tensor([i]))[0])
+        items = torch.stack(items)
+        out = []
+        for s in samples(assets.ds, split, cfg.data.max_his):
+            mem, mask = model.memory(collate([s]))
+            d = model.dense.scores(model.dense_users(mem, mask), items)[0].numpy().astype(np.float64)
+            if cfg.eval.exclude_history:
+                d[[i for i in s.seen if i != s.target]] = -np.inf
+            out.append(d)
+    return np.stack(out)
+
+
+def test_fusion_with_the_dense_head_and_lightgcn_equals_brute_force(monkeypatch):
+    cfg, assets, model = setup(num_users=6, beams=N_ITEMS, dense="both")
+    cfg.eval.exclude_history = True
+    cfg.eval.fusion.scorer, cfg.eval.fusion.candidates, cfg.eval.fusion.weight = "both", N_ITEMS, 0.6
+    collab = fake_collab(monkeypatch)
+    res = evaluate_split(model, assets, cfg, "test", progress=False, fused=True)
+    gen, cf = brute_force(cfg, assets, model, collab, "test")
+    dense = dense_brute_force(cfg, assets, model, "test")
+    assert res.extra["fusion"]["weight"] == [0.3, 0.3] and res.extra["fusion"]["scorers"] == ["lightgcn", "dense"]
+    want = fused_scores(gen, np.stack([cf, dense], -1), [0.3, 0.3])
+    for u in range(len(want)):
+        n = int(np.isfinite(want[u]).sum())
+        order = np.argsort(-want[u], kind="stable")[:n]
+        np.testing.assert_array_equal(res.items[u][:n], order)
+        np.testing.assert_allclose(res.scores[u][:n], want[u][order], atol=1e-4)
+    # each scorer alone: the target's place in its full ranking, exclusions applied
+    targets = res.targets
+    for name, scores in (("lightgcn", cf), ("dense", dense)):
+        above = (scores > scores[np.arange(len(targets)), targets][:, None]).sum(1)
+        np.testing.assert_array_equal(res.alone_ranks[name], above)
+        assert res.extra["fusion"]["alone"][name]["metrics"].keys() == res.metrics.keys()
+
+
+def test_the_dense_scorer_alone_proposes_its_own_top_k(monkeypatch):
+    cfg, assets, model = setup(num_users=6, beams=3, dense="text")
+    cfg.eval.fusion.scorer, cfg.eval.fusion.candidates, cfg.eval.fusion.weight = "dense", 5, 1.0
+    res = evaluate_split(model, assets, cfg, "test", progress=False, fused=True)
+    dense = dense_brute_force(cfg, assets, model, "test")
+    for u in range(len(dense)):
+        got = res.items[u][res.items[u] >= 0]
+        assert set(np.argsort(-dense[u], kind="stable")[:5].tolist()) <= set(got.tolist())
+        # weight 1: the dense head's order alone
+        np.testing.assert_array_equal(got[:5], np.argsort(-dense[u], kind="stable")[:5])
+
+
+def test_two_scorers_are_tuned_jointly():
+    # the second scorer ranks every target first, the first ranks it last
+    cand = np.array([[0, 1, 2]] * 5)
+    gen = np.array([[-1.0, -2.0, -3.0]] * 5)
+    cf = np.stack([np.array([[5.0, 0.1, 0.0]] * 5), np.array([[0.0, 0.1, 5.0]] * 5)], -1)
+    w, curve = tune_weight(cand, gen, cf, np.array([2] * 5))
+    assert len(curve) == 231 and isinstance(w, list) and w[1] > w[0]
+    assert curve[",".join(f"{x:.2f}" for x in w)] == max(curve.values()) > curve["0.00,0.00"]
+
+
+def test_the_dense_scorer_needs_a_dense_head(monkeypatch):
+    cfg, assets, model = setup(num_users=4, beams=4)
+    cfg.eval.fusion.scorer = "dense"
+    with pytest.raises(FusionError, match="dense head"):
+        evaluate_split(model, assets, cfg, "test", progress=False, fused=True)
+
+
 def test_weight_zero_and_one_are_the_two_scorers_alone():
     gen = np.array([[-1.0, -2.0, -3.0, -np.inf]])
     cf = np.array([[0.1, 0.5, 0.3, 9.0]])

@@ -91,10 +91,13 @@ def _weights(run: Path) -> dict[str, torch.Tensor]:
     return load_file(str(run / "checkpoints" / "last" / "model.safetensors"))
 
 
-@pytest.mark.parametrize("bf16", ["false", "true"])
-def test_gramc_resume_equals_uninterrupted(tmp_path, assets_dir, bf16):
+DENSE = ("model.dense.enabled=true", "model.dense.item=both", "model.dense.negatives=4", "train.indexing.enabled=true")
+
+
+@pytest.mark.parametrize("bf16,extra", [("false", ()), ("true", ()), ("false", DENSE)], ids=["fp32", "bf16", "dense"])
+def test_gramc_resume_equals_uninterrupted(tmp_path, assets_dir, bf16, extra):
     cfg = tiny_cfg(assets_dir, "train.epochs=2", "train.max_steps=4", "train.batch_size=8",
-                   "model.dropout=0.2", "model.prefix.prefix_dropout=0.3", f"train.bf16={bf16}")
+                   "model.dropout=0.2", "model.prefix.prefix_dropout=0.3", f"train.bf16={bf16}", *extra)
 
     def parts():
         p = gramc_parts(cfg, DistInfo())
@@ -106,6 +109,7 @@ def test_gramc_resume_equals_uninterrupted(tmp_path, assets_dir, bf16):
     fit(parts(), cfg, tmp_path / "cut", resume=True)
     a, b = _weights(tmp_path / "full"), _weights(tmp_path / "cut")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert any(k.startswith("dense.") for k in a) == bool(extra)
 
 
 @pytest.mark.slow  # 2 x 30 optimiser steps of the tiny T5

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from .dataset import SeqDataset
 
@@ -72,6 +72,15 @@ def samples(ds: SeqDataset, split: Split, max_his: int) -> list[Sample]:
                 out.append(Sample(u, tuple(items[:j][-max_his:]), items[j]))
         else:
             raise ValueError(f"unknown split {split!r}; expected train, valid or test")
+    return out
+
+
+def training_samples(ds: SeqDataset, max_his: int, indexing: Any, seed: int) -> list[Sample]:
+    """A run's training samples: every interaction sample (`samples(ds, "train")`), then, with
+    `train.indexing.enabled`, `round(ratio * their number)` item-indexing samples."""
+    out = samples(ds, "train", max_his)
+    if indexing.enabled:
+        out += indexing_samples(ds, indexing.items, round(indexing.ratio * len(out)), seed)
     return out
 
 

@@ -142,7 +142,7 @@ def _recipe_dataset(ctx: _Context) -> Any:
 
 
 def _recipe(ctx: _Context) -> list:
-    from ..data.splits import samples
+    from ..data.splits import samples, training_samples
     from ..runtime import launch
     from .recipe import load_recipe, recipe_checks, truncation_shares
 
@@ -151,7 +151,8 @@ def _recipe(ctx: _Context) -> list:
     if ctx.has_assets:
         a = ctx.assets
         trunc = truncation_shares(a.cache, samples(a.ds, "train", ctx.cfg.data.max_his), ctx.cfg)
-    train = samples(_recipe_dataset(ctx), "train", ctx.cfg.data.max_his)
+    c = ctx.cfg
+    train = training_samples(_recipe_dataset(ctx), c.data.max_his, c.train.indexing, c.run.seed)
     return recipe_checks(ctx.cfg, load_recipe(getattr(ctx.args, "recipe", None) or "gram-beauty"), world, trunc,
                          train)
 

@@ -45,10 +45,11 @@ import torch.distributed as dist
 
 from ..checks import Check, check, failed, passed
 from ..config import Config, dump_yaml, load_config
-from ..data.splits import samples
+from ..data.splits import training_samples
 from ..ids.trie import trie_for
 from ..io import write_json
 from ..model.assets import Assets
+from ..model.dense import DenseTables
 from ..model.gramc import GramC
 from ..model.inputs import Collator
 from ..runtime import DistInfo, init_distributed, leave_distributed, rank_world
@@ -108,18 +109,20 @@ def _spread(x: torch.Tensor) -> float:
 def _build_model(cfg: Config, bundle: dict[str, Any], device: torch.device) -> torch.nn.Module:
     table = bundle["gcn_table"] if cfg.model.prefix.enabled else None
     with seeded(cfg.run.seed):  # the same initial weights for the reference and every DDP run
-        model = GramC(cfg.model, cfg.data.max_his, bundle["vocab_size"], table, bundle.get("trie"))
+        model = GramC(cfg.model, cfg.data.max_his, bundle["vocab_size"], table, bundle.get("trie"), bundle.get("dense"))
     return model.double().to(device)
 
 
 def make_bundle(cfg: Config, assets: Any, world: int, steps: int) -> dict[str, Any]:
     """What a worker needs from the assets: passage cache, GCN table and rows, vocabulary size, and
     the planned samples (`plan[step][rank]`)."""
-    plan = plan_steps(samples(assets.ds, "train", cfg.data.max_his), steps, world, cfg.train.batch_size)
+    train = training_samples(assets.ds, cfg.data.max_his, cfg.train.indexing, cfg.run.seed)
+    plan = plan_steps(train, steps, world, cfg.train.batch_size)
     table = GramC.prefix_table(cfg, assets)
     trie = trie_for(assets.item_ids) if cfg.model.softmax == "trie" else None  # the trie softmax's
+    dense = DenseTables.from_assets(cfg.model.dense, assets) if cfg.model.dense.enabled else None
     return {"cache": assets.cache, "gcn_rows": assets.gcn_rows, "gcn_table": table,
-            "vocab_size": assets.tokenizer.vocab_size, "plan": plan, "trie": trie}
+            "vocab_size": assets.tokenizer.vocab_size, "plan": plan, "trie": trie, "dense": dense}
 
 
 def worker(cfg: Config, bundle: dict[str, Any], steps: int, faults: Sequence[Optional[str]], out: Optional[Path]

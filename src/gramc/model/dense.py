@@ -35,10 +35,16 @@ if TYPE_CHECKING:  # pragma: no cover
     from .assets import Assets
 
 
+def wide(x: torch.Tensor) -> torch.Tensor:
+    """`x` in fp32 when it is in a 16-bit type (autocast); fp32 and fp64 stay as they are."""
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
+
+
 def pooled(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of `states [P, L, d]` over the real tokens of `mask [P, L]` -> `[P, d]` (fp32)."""
-    m = mask.to(torch.float32).unsqueeze(-1)
-    return (states.float() * m).sum(1) / m.sum(1).clamp(min=1.0)
+    """Mean of `states [P, L, d]` over the real tokens of `mask [P, L]` -> `[P, d]` (at least fp32)."""
+    x = wide(states)
+    m = mask.to(x.dtype).unsqueeze(-1)
+    return (x * m).sum(1) / m.sum(1).clamp(min=1.0)
 
 
 @dataclass
@@ -89,17 +95,17 @@ class DenseHead(nn.Module):
 
     def users(self, hidden: torch.Tensor) -> torch.Tensor:
         """Unit user vectors `[B, dim]` from the decoder's first-position states `[B, d]`."""
-        return F.normalize(self.user(hidden).float(), dim=-1)
+        return F.normalize(wide(self.user(hidden)), dim=-1)
 
     def items(self, states: torch.Tensor, mask: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """Unit item vectors `[P, dim]` of passage rows: their encoder states `[P, L, d]`, mask `[P, L]`,
         and dataset item index `[P]`."""
-        v = torch.zeros(len(index), self.cfg.dim, device=index.device)
+        parts = []
         if self.text is not None:
-            v = v + self.text(pooled(states, mask).to(self.text.weight.dtype)).float()
+            parts.append(wide(self.text(pooled(states, mask).to(self.text.weight.dtype))))
         if self.graph is not None:
-            v = v + self.graph(self.graph_table[self.graph_rows[index]]).float()
-        return F.normalize(v, dim=-1)
+            parts.append(wide(self.graph(self.graph_table[self.graph_rows[index]])))
+        return F.normalize(sum(parts[1:], parts[0]), dim=-1)
 
     def scores(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """`[B, I]` cosine / temperature of unit user and item vectors."""

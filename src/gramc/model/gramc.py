@@ -280,9 +280,10 @@ class GramC(nn.Module):
         """The dense head's per-sample loss `[B]` (0 for item-indexing samples), from the teacher-forced
         states `hidden [B, T, d]` (position 0 is `dense_users`' state) and the batch's encoded rows."""
         real = batch.users >= 0
-        if not bool(real.any()):
-            return hidden.new_zeros(hidden.shape[0], dtype=torch.float32)
         items = self.dense.items(rows[0], rows[1], batch.item_index)
+        if not bool(real.any()):  # zeros that still reach every parameter of the head (DDP expects them all)
+            users = self.dense.users(hidden[:, 0])
+            return (users.sum() + items.sum()) * torch.zeros(hidden.shape[0], dtype=users.dtype, device=users.device)
         history = torch.where(batch.history >= 0, batch.item_index[batch.history.clamp(min=0)],
                               torch.full_like(batch.history, -1))
         loss = self.dense.loss(self.dense.users(hidden[real, 0]), items, batch.item_index, batch.targets[real],

@@ -19,7 +19,7 @@ from torch import nn
 
 from ..checks import Check
 from ..config import Config
-from ..data.splits import indexing_samples, samples
+from ..data.splits import samples, training_samples
 from ..eval.evaluate import evaluate_split
 from ..ids.trie import trie_for
 from ..lock import output_lock
@@ -49,10 +49,7 @@ def gramc_parts(cfg: Config, info: DistInfo) -> TrainParts:
     with seeded(cfg.run.seed):  # a stream of its own: the same weights whatever ran before; fit seeds the run
         model = GramC.from_config(cfg, assets)
     collate = Collator(assets.cache, cfg, gcn_rows=assets.gcn_rows)
-    train_samples = samples(assets.ds, "train", cfg.data.max_his)
-    if cfg.train.indexing.enabled:
-        ix = cfg.train.indexing
-        train_samples += indexing_samples(assets.ds, ix.items, round(ix.ratio * len(train_samples)), cfg.run.seed)
+    train_samples = training_samples(assets.ds, cfg.data.max_his, cfg.train.indexing, cfg.run.seed)
     valid_samples = samples(assets.ds, "valid", cfg.data.max_his)
     trie = trie_for(assets.item_ids).to(info.device)
 
