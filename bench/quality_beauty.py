@@ -14,7 +14,6 @@ regenerated from that file, next to the published numbers (results-anchors.md).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
@@ -168,7 +167,7 @@ def run_generative(name: str, data: Path, work: Path, budget: float, eval_users:
     overrides += extra
     cfg = load_config(ROOT / "configs" / "beauty-cpu.yaml", overrides)
     t0 = time.time()
-    res = run_pipeline(cfg, stages=("ids", "gcn", "train", "evaluate"))
+    run_pipeline(cfg, stages=("ids", "gcn", "train", "evaluate"))
     test = read_json(out / "eval" / "metrics.json")
     valid = read_json(out / "eval" / "metrics_valid.json")
     train = read_json(out / "train" / ".stage.json")["summary"]

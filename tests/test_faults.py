@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from gramc.cli import main
 from gramc.config import ConfigError, load_config
