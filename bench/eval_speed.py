@@ -31,7 +31,6 @@ record says how far it got).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import resource
@@ -397,7 +396,7 @@ def full_test(model, assets, cfg, smp, trie, beams, softmax, budget_s, table_s, 
 def run_preset(preset: str, args) -> dict:
     from gramc.data.splits import samples
     from gramc.eval.evaluate import encode_all_items
-    from gramc.eval.trie import trie_for
+    from gramc.ids.trie import trie_for
 
     t0 = time.perf_counter()
     cfg, assets, model = build(preset)

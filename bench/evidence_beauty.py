@@ -365,7 +365,7 @@ def run_baseline(name: str, b: Bench) -> dict[str, Any]:
     from gramc.pipeline.pipeline import run_pipeline
 
     root = b.models_dir / "reference"  # a pipeline root: its baselines/<name> stages
-    extra = [f"pipeline.baselines=[{','.join(BASELINES)}]", f"baseline.sasrec_max_minutes={b.sasrec_minutes}"]
+    extra = [f"pipeline.baselines=[{','.join(BASELINES)}]", f"baseline.sasrec.max_minutes={b.sasrec_minutes}"]
     cfg = load_config(b.config, common_overrides(b, root) + extra + b.extra)
     stages = ("gcn", f"baseline-{name}") if name == "lightgcn" else (f"baseline-{name}",)
     res = {r.name: r for r in run_pipeline(cfg, stages=stages, progress=True)}[f"baseline-{name}"]

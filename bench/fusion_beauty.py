@@ -68,7 +68,7 @@ def run_baselines(b: "ev.Bench") -> dict[str, Any]:
     from gramc.pipeline.pipeline import run_pipeline
 
     root = b.models_dir / "reference-fair"
-    extra = [f"pipeline.baselines=[{','.join(BASELINES)}]", f"baseline.sasrec_max_minutes={b.sasrec_minutes}"]
+    extra = [f"pipeline.baselines=[{','.join(BASELINES)}]", f"baseline.sasrec.max_minutes={b.sasrec_minutes}"]
     cfg = load_config(b.config, ev.common_overrides(b, root) + extra + FAIR + b.extra)
     stages = ("gcn", *(f"baseline-{n}" for n in BASELINES))
     done = {r.name: r for r in run_pipeline(cfg, stages=stages, progress=True)}

@@ -14,7 +14,6 @@ regenerated from that file, next to the published numbers (results-anchors.md).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
@@ -125,7 +124,7 @@ def import_baseline_run(name: str, folder: Path, data: Path) -> dict:
     if name == "sasrec":
         keep_sasrec_curves(folder)
     return {"valid": valid, "test": test, "minutes": round(test.get("train_seconds", 0.0) / 60, 2),
-            "budget_minutes": cfg.baseline.sasrec_max_minutes if name == "sasrec" else 0.0,
+            "budget_minutes": cfg.baseline.sasrec.max_minutes if name == "sasrec" else 0.0,
             "eval_users": test["users"], "out": str(folder), "notes": _baseline_note(name, recs, cfg),
             "imported": True, "run_command": " ".join(info.get("command", []))}
 
@@ -133,17 +132,17 @@ def import_baseline_run(name: str, folder: Path, data: Path) -> dict:
 def _baseline_note(name: str, recs: dict, cfg) -> str:
     t = recs["test"]
     if name == "sasrec":
-        b = cfg.baseline
-        decay = (f" halved after {b.sasrec_decay_patience} epochs without a better validation ndcg@10"
-                 if b.sasrec_lr_decay < 1.0 else " constant")
-        logits = (f"cosine / temperature {b.sasrec_temperature:g}" if b.sasrec_temperature > 0 else "dot-product")
-        logits += " logits with the input item table" if b.sasrec_tied_output else " logits with a separate output table"
-        logits += ", learned repeat bias" if b.sasrec_repeat_bias else ", no repeat bias"
+        b = cfg.baseline.sasrec
+        decay = (f" halved after {b.decay_patience} epochs without a better validation ndcg@10"
+                 if b.lr_decay < 1.0 else " constant")
+        logits = (f"cosine / temperature {b.temperature:g}" if b.temperature > 0 else "dot-product")
+        logits += " logits with the input item table" if b.tied_output else " logits with a separate output table"
+        logits += ", learned repeat bias" if b.repeat_bias else ", no repeat bias"
         rep = t.get("repeats", {}).get("top1_in_history")
         repeats = f"; top-1 is a history item for {rep:.0%} of test users" if rep is not None else ""
-        return (f"history {b.sasrec_max_len}, d {b.sasrec_dim}, {b.sasrec_layers} layers, {b.sasrec_heads} head(s), "
-                f"feed-forward {b.sasrec_ffn}, dropout {b.sasrec_dropout}, lr {b.sasrec_lr:g}{decay}, batch "
-                f"{b.sasrec_batch_size}, full-softmax CE, {logits}; best valid epoch {t.get('best_epoch')} of "
+        return (f"history {b.max_len}, d {b.dim}, {b.layers} layers, {b.heads} head(s), "
+                f"feed-forward {b.ffn}, dropout {b.dropout}, lr {b.lr:g}{decay}, batch "
+                f"{b.batch_size}, full-softmax CE, {logits}; best valid epoch {t.get('best_epoch')} of "
                 f"{t.get('epochs_run')} run{repeats}")
     if name == "lightgcn":
         return ("gramc.graph LightGCN (the prefix's table) on s[:-2], CPU budget: 15 epochs, batch 8192, "
@@ -168,7 +167,7 @@ def run_generative(name: str, data: Path, work: Path, budget: float, eval_users:
     overrides += extra
     cfg = load_config(ROOT / "configs" / "beauty-cpu.yaml", overrides)
     t0 = time.time()
-    res = run_pipeline(cfg, stages=("ids", "gcn", "train", "evaluate"))
+    run_pipeline(cfg, stages=("ids", "gcn", "train", "evaluate"))
     test = read_json(out / "eval" / "metrics.json")
     valid = read_json(out / "eval" / "metrics_valid.json")
     train = read_json(out / "train" / ".stage.json")["summary"]
@@ -245,8 +244,8 @@ DISCUSSION = [
     "R@10 is 0.0034 below it, inside the issue's ±0.005 window, and N@10 is 0.0076 above it; R@5 / N@5 "
     "(0.0592 / 0.0424) are also above the reproduction's 0.0538 / 0.0320. It stopped early (10 epochs "
     "without a better validation ndcg@10) before its 58-minute budget ran out. Command: `gramc baseline "
-    "sasrec --data runs/bench_beauty/data --out runs/exp/sasrec_rep baseline.sasrec_max_minutes=58` (the "
-    "run also named `baseline.sasrec_repeat_bias=true`, since made the default), put into the table with "
+    "sasrec --data runs/bench_beauty/data --out runs/exp/sasrec_rep baseline.sasrec.max_minutes=58` (the "
+    "run also named `baseline.sasrec.repeat_bias=true`, since made the default), put into the table with "
     "`python bench/quality_beauty.py --budget-minutes 58 --import-run sasrec=runs/exp/sasrec_rep`; 1 torch "
     "thread, with a second SASRec run sharing the CPU for its first 30 minutes.",
     "* **What closed the gap: a learned repeat bias.** The session before reached only 0.0785 / 0.0385 with "
@@ -255,7 +254,7 @@ DISCUSSION = [
     "no Beauty test target is an item already in the history (0.0%). The residual stream carries the input "
     "item's embedding to the output, which is tied to the same table, so the model scores its own input "
     "highest. The same checkpoint scored with the evaluator's `eval.exclude_history=true` gets 0.0862 / "
-    "0.0524; that protocol is not the table's (every row here ranks all items). `baseline.sasrec_repeat_bias` "
+    "0.0524; that protocol is not the table's (every row here ranks all items). `baseline.sasrec.repeat_bias` "
     "instead lets the model learn it: one scalar is added to the logits of the items the sequence already "
     "holds, per training position, over that position's own prefix. It starts at 0 and learns "
     "about -11.8 on Beauty (a repeat's odds are multiplied by e^-11.8); on data where repeats are common, it would learn a positive value.",
@@ -325,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gcn-from", default="", help="a GCN folder already trained by `gramc gcn train` on Beauty "
                                                    "with the GCN_CPU settings (copied; adopted only if it matches)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="config override for every model of this call (e.g. baseline.sasrec_dim=128); repeatable")
+                    help="config override for every model of this call (e.g. baseline.sasrec.dim=128); repeatable")
     ap.add_argument("--import-run", action="append", default=[], metavar="MODEL=DIR",
                     help="take a finished `gramc baseline MODEL --data <the bench's data> --out DIR` run as MODEL's "
                          "row instead of training it again (checked against the bench's data fingerprint)")

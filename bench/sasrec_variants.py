@@ -26,20 +26,12 @@ EPOCHS = (6, 12, 24)  # validation compared at equal epochs: the runs had differ
 
 
 def _settings(info: dict) -> str:
-    """The run's non-default baseline.* settings, e.g. 'sasrec_dim=128 sasrec_repeat_bias=True'."""
+    """The run's non-default baseline.sasrec.* settings, e.g. 'dim=128 repeat_bias=False'."""
     from gramc.config import load_config, to_dict
 
-    default = to_dict(load_config(None, []))["baseline"]
-    mine = _baseline_settings(info)
-    return " ".join(f"{k}={v}" for k, v in mine.items() if default.get(k) != v and k != "sasrec_max_minutes")
-
-
-def _baseline_settings(info: dict) -> dict:
-    """The run's baseline.* config; runs from before an option existed ran without it."""
-    mine = dict(info["config"]["baseline"])
-    mine.setdefault("sasrec_tied_output", True)
-    mine.setdefault("sasrec_repeat_bias", False)
-    return mine
+    default = to_dict(load_config(None, []))["baseline"]["sasrec"]
+    mine = info["config"]["baseline"]["sasrec"]
+    return " ".join(f"{k}={v}" for k, v in mine.items() if default.get(k) != v and k != "max_minutes")
 
 
 def summarize_run(name: str, folder: Path) -> dict:
@@ -50,7 +42,7 @@ def summarize_run(name: str, folder: Path) -> dict:
     best = max(rows, key=lambda r: r["valid_ndcg@10"])
     at = {r["epoch"]: r for r in rows}
     rec = {"name": name, "folder": str(folder), "settings": _settings(info),
-           "budget_minutes": info["config"]["baseline"]["sasrec_max_minutes"], "epochs": len(rows),
+           "budget_minutes": info["config"]["baseline"]["sasrec"]["max_minutes"], "epochs": len(rows),
            "seconds_per_epoch": round(rows[-1]["seconds"] / len(rows), 1), "best_epoch": best["epoch"],
            "best_valid_ndcg@10": best["valid_ndcg@10"], "best_valid_hit@10": best["valid_hit@10"],
            "at_epoch": {e: [at[e]["valid_ndcg@10"], at[e]["valid_hit@10"]] for e in EPOCHS if e in at},
@@ -73,13 +65,13 @@ def _test_repeats(folder: Path, info: dict) -> dict:
     from gramc.baselines.sasrec import SASRec, make_scorer
     from gramc.config import from_dict
 
-    cfg = from_dict({**info["config"], "baseline": _baseline_settings(info)})
+    cfg = from_dict(info["config"])
     cfg.eval.bootstrap = 0
     ds = load_data(cfg)
-    model = SASRec(ds.num_items, cfg.baseline)
+    model = SASRec(ds.num_items, cfg.baseline.sasrec)
     model.load_state_dict(torch.load(folder / "sasrec.pt", map_location="cpu")["state_dict"])
     rec = evaluate_scorer(ds, cfg, make_scorer(model, torch.device("cpu")), "sasrec", None,
-                          history_window=cfg.baseline.sasrec_max_len, splits=("test",))["test"]
+                          history_window=cfg.baseline.sasrec.max_len, splits=("test",))["test"]
     old = read_json(folder / "metrics.json")["metrics"]["hit@10"]
     if abs(rec["metrics"]["hit@10"] - old) > 1e-9:
         raise SystemExit(f"{folder}: its sasrec.pt gives test hit@10 {rec['metrics']['hit@10']}, metrics.json {old}")

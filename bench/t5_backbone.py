@@ -17,7 +17,6 @@ Random weights (speed does not depend on them), float32, CPU, `--threads` thread
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import sys

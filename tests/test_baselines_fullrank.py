@@ -78,8 +78,8 @@ def test_sasrec_training_tensors_shift_and_pad():
 def test_sasrec_causal_no_future_leak():
     import torch
 
-    cfg = load_config(None, ["baseline.sasrec_dropout=0.0", "baseline.sasrec_max_len=6"])
-    model = SASRec(10, cfg.baseline).eval()
+    cfg = load_config(None, ["baseline.sasrec.dropout=0.0", "baseline.sasrec.max_len=6"])
+    model = SASRec(10, cfg.baseline.sasrec).eval()
     a = torch.tensor([[0, 0, 3, 4, 5, 6]])
     b = torch.tensor([[0, 0, 3, 4, 9, 1]])
     ha, hb = model.hidden(a), model.hidden(b)
@@ -91,14 +91,14 @@ def test_sasrec_causal_no_future_leak():
 def test_sasrec_trimmed_padding_columns_give_the_same_states():
     import torch
 
-    cfg = load_config(None, ["baseline.sasrec_dropout=0.0", "baseline.sasrec_max_len=8"])
-    model = SASRec(10, cfg.baseline).eval()
+    cfg = load_config(None, ["baseline.sasrec.dropout=0.0", "baseline.sasrec.max_len=8"])
+    model = SASRec(10, cfg.baseline.sasrec).eval()
     full = torch.tensor([[0, 0, 0, 0, 0, 3, 4, 5], [0, 0, 0, 0, 7, 1, 2, 9]])
     with torch.no_grad():
         h_full = model.hidden(full)
         h_trim = model.hidden(full[:, -4:])  # the longest row has 4 items
     assert torch.allclose(h_full[:, -4:], h_trim, atol=1e-5)
-    with pytest.raises(ValueError, match="sasrec_max_len"):
+    with pytest.raises(ValueError, match=r"baseline\.sasrec\.max_len"):
         model.hidden(torch.ones(1, 9, dtype=torch.long))
 
 
@@ -107,8 +107,8 @@ def test_sasrec_scorer_sorts_and_trims_without_changing_scores():
     from gramc.data.splits import Sample
 
     torch.manual_seed(0)
-    cfg = load_config(None, ["baseline.sasrec_dropout=0.0", "baseline.sasrec_max_len=8"])
-    model = SASRec(12, cfg.baseline).eval()
+    cfg = load_config(None, ["baseline.sasrec.dropout=0.0", "baseline.sasrec.max_len=8"])
+    model = SASRec(12, cfg.baseline.sasrec).eval()
     rng = np.random.default_rng(0)
     chunk = [Sample(u, tuple(int(x) for x in rng.integers(0, 12, size=int(rng.integers(1, 12)))), 0)
              for u in range(23)]  # lengths 1..11: some longer than max_len, in mixed order
@@ -146,12 +146,12 @@ def test_sasrec_learns_deterministic_chain(tmp_path, temperature, tied, repeat):
         start, length = int(rng.integers(n)), int(rng.integers(6, 10))
         seqs.append([(start + j) % n for j in range(length)])
     ds = _ds(seqs, n)
-    cfg = load_config(None, ["baseline.sasrec_dim=32", "baseline.sasrec_layers=1", "baseline.sasrec_dropout=0.1",
-                             "baseline.sasrec_lr=0.01", "baseline.sasrec_epochs=40", "baseline.sasrec_patience=40",
-                             "baseline.sasrec_batch_size=32", "baseline.sasrec_max_len=10", "eval.ks=[1,5]",
-                             "train.select_metric=hit@5", "eval.bootstrap=0", "run.device=cpu", f"baseline.sasrec_temperature={temperature}",
-                             f"baseline.sasrec_tied_output={str(tied).lower()}",
-                             f"baseline.sasrec_repeat_bias={str(repeat).lower()}"])
+    cfg = load_config(None, ["baseline.sasrec.dim=32", "baseline.sasrec.layers=1", "baseline.sasrec.dropout=0.1",
+                             "baseline.sasrec.lr=0.01", "baseline.sasrec.epochs=40", "baseline.sasrec.patience=40",
+                             "baseline.sasrec.batch_size=32", "baseline.sasrec.max_len=10", "eval.ks=[1,5]",
+                             "train.select_metric=hit@5", "eval.bootstrap=0", "run.device=cpu", f"baseline.sasrec.temperature={temperature}",
+                             f"baseline.sasrec.tied_output={str(tied).lower()}",
+                             f"baseline.sasrec.repeat_bias={str(repeat).lower()}"])
     recs = run_sasrec(ds, cfg, tmp_path)
     assert recs["test"]["metrics"]["hit@1"] >= 0.95
     assert recs["valid"]["metrics"]["hit@1"] >= 0.95
@@ -191,9 +191,9 @@ def test_sasrec_lr_decays_when_validation_stalls(tmp_path):
     # every user's sequence is random: validation cannot keep improving, so the lr must drop
     rng = np.random.default_rng(1)
     ds = _ds([list(rng.integers(0, 30, size=8)) for _ in range(60)], 30)
-    cfg = load_config(None, ["baseline.sasrec_dim=16", "baseline.sasrec_layers=1", "baseline.sasrec_epochs=12",
-                             "baseline.sasrec_patience=12", "baseline.sasrec_decay_patience=1",
-                             "baseline.sasrec_lr_decay=0.5", "baseline.sasrec_lr=0.01", "baseline.sasrec_max_len=8",
+    cfg = load_config(None, ["baseline.sasrec.dim=16", "baseline.sasrec.layers=1", "baseline.sasrec.epochs=12",
+                             "baseline.sasrec.patience=12", "baseline.sasrec.decay_patience=1",
+                             "baseline.sasrec.lr_decay=0.5", "baseline.sasrec.lr=0.01", "baseline.sasrec.max_len=8",
                              "eval.bootstrap=0", "run.device=cpu"])
     run_sasrec(ds, cfg, tmp_path)
     lrs = [json.loads(x)["lr"] for x in (tmp_path / "log.jsonl").read_text().splitlines()]
@@ -204,8 +204,8 @@ def test_sasrec_lr_decays_when_validation_stalls(tmp_path):
 
 def test_sasrec_temperature_gives_scaled_cosine_logits():
     torch.manual_seed(0)
-    cfg = load_config(None, ["baseline.sasrec_temperature=0.05", "baseline.sasrec_dim=16"])
-    model = SASRec(20, cfg.baseline)
+    cfg = load_config(None, ["baseline.sasrec.temperature=0.05", "baseline.sasrec.dim=16"])
+    model = SASRec(20, cfg.baseline.sasrec)
     h = torch.randn(3, 16) * 7.0
     with torch.no_grad():
         logits = model.item_logits(h)
@@ -214,7 +214,7 @@ def test_sasrec_temperature_gives_scaled_cosine_logits():
     assert logits.shape == (3, 20)
     torch.testing.assert_close(logits, cos / 0.05, rtol=1e-5, atol=1e-5)
     assert float(logits.abs().max()) <= 1 / 0.05 + 1e-4  # bounded, whatever the state's norm
-    plain = SASRec(20, load_config(None, ["baseline.sasrec_dim=16"]).baseline)
+    plain = SASRec(20, load_config(None, ["baseline.sasrec.dim=16"]).baseline.sasrec)
     plain.load_state_dict(model.state_dict())
     with torch.no_grad():
         torch.testing.assert_close(plain.item_logits(h), h @ items.T)
@@ -222,23 +222,23 @@ def test_sasrec_temperature_gives_scaled_cosine_logits():
 
 def test_sasrec_untied_output_scores_with_its_own_table():
     torch.manual_seed(0)
-    cfg = load_config(None, ["baseline.sasrec_tied_output=false", "baseline.sasrec_dim=16"])
-    model = SASRec(20, cfg.baseline)
+    cfg = load_config(None, ["baseline.sasrec.tied_output=false", "baseline.sasrec.dim=16"])
+    model = SASRec(20, cfg.baseline.sasrec)
     assert model.out_emb is not None and model.out_emb.shape == (20, 16)
     h = torch.randn(3, 16)
     with torch.no_grad():
         torch.testing.assert_close(model.item_logits(h), h @ model.out_emb.T)
         model.item_emb.weight.add_(1.0)  # the input table no longer moves the scores
         torch.testing.assert_close(model.item_logits(h), h @ model.out_emb.T)
-    tied = SASRec(20, load_config(None, ["baseline.sasrec_dim=16"]).baseline)
+    tied = SASRec(20, load_config(None, ["baseline.sasrec.dim=16"]).baseline.sasrec)
     assert tied.out_emb is None and "out_emb" not in tied.state_dict()
 
 
 def test_sasrec_repeat_bias_offsets_exactly_the_items_seen_so_far():
     torch.manual_seed(0)
-    cfg = load_config(None, ["baseline.sasrec_repeat_bias=true", "baseline.sasrec_dim=16",
-                             "baseline.sasrec_dropout=0.0", "baseline.sasrec_max_len=6"])
-    model = SASRec(10, cfg.baseline).eval()
+    cfg = load_config(None, ["baseline.sasrec.repeat_bias=true", "baseline.sasrec.dim=16",
+                             "baseline.sasrec.dropout=0.0", "baseline.sasrec.max_len=6"])
+    model = SASRec(10, cfg.baseline.sasrec).eval()
     with torch.no_grad():
         model.repeat_bias.fill_(-3.0)
     seq = torch.tensor([[0, 0, 4, 7, 4, 2], [0, 5, 1, 9, 3, 8]])  # item rows (item + 1), 0 = pad
@@ -254,30 +254,30 @@ def test_sasrec_repeat_bias_offsets_exactly_the_items_seen_so_far():
         torch.testing.assert_close(got, want)
         # scoring after the whole sequence = the last training position's view
         torch.testing.assert_close(model.scores(seq), want[[3, 8]])
-    off = load_config(None, ["baseline.sasrec_dim=16", "baseline.sasrec_repeat_bias=false"]).baseline
+    off = load_config(None, ["baseline.sasrec.dim=16", "baseline.sasrec.repeat_bias=false"]).baseline.sasrec
     assert SASRec(10, off).repeat_bias is None and "repeat_bias" not in SASRec(10, off).state_dict()
 
 
 def test_sasrec_config_rejects_bad_decay():
     from gramc.config import ConfigError
 
-    with pytest.raises(ConfigError, match="sasrec_lr_decay"):
-        load_config(None, ["baseline.sasrec_lr_decay=0"])
-    with pytest.raises(ConfigError, match="sasrec_heads"):
-        load_config(None, ["baseline.sasrec_heads=3"])
-    with pytest.raises(ConfigError, match="sasrec_temperature"):
-        load_config(None, ["baseline.sasrec_temperature=-0.1"])
+    with pytest.raises(ConfigError, match=r"baseline\.sasrec\.lr_decay"):
+        load_config(None, ["baseline.sasrec.lr_decay=0"])
+    with pytest.raises(ConfigError, match=r"baseline\.sasrec\.heads"):
+        load_config(None, ["baseline.sasrec.heads=3"])
+    with pytest.raises(ConfigError, match=r"baseline\.sasrec\.temperature"):
+        load_config(None, ["baseline.sasrec.temperature=-0.1"])
 
 
 def test_each_baselines_recorded_protocol_is_what_its_scorer_read(tmp_path, monkeypatch):
-    """SASRec reads baseline.sasrec_max_len items, not data.max_his; pop and LightGCN read none;
+    """SASRec reads baseline.sasrec.max_len items, not data.max_his; pop and LightGCN read none;
     exclusion removes every earlier item, also those older than the window."""
     import gramc.baselines.sasrec as sasrec_mod
 
     seqs = [[(u + j) % 30 for j in range(14)] for u in range(40)]
     ds = _ds(seqs, 30)
-    cfg = load_config(None, ["baseline.sasrec_dim=16", "baseline.sasrec_layers=1", "baseline.sasrec_epochs=1",
-                             "baseline.sasrec_max_len=8", "data.max_his=3", "eval.ks=[1,5]", "eval.bootstrap=0",
+    cfg = load_config(None, ["baseline.sasrec.dim=16", "baseline.sasrec.layers=1", "baseline.sasrec.epochs=1",
+                             "baseline.sasrec.max_len=8", "data.max_his=3", "eval.ks=[1,5]", "eval.bootstrap=0",
                              "train.select_metric=hit@5", "run.device=cpu", "eval.exclude_history=true"])
     read: list[int] = []
     make = sasrec_mod.make_scorer

@@ -26,7 +26,7 @@ def _bench():
 
 
 TINY = ["train.epochs=1", "train.max_steps=2", "train.eval_users=8", "train.log_every=1", "eval.beams=20",
-        "eval.bootstrap=50", "gcn.epochs=2", "gcn.eval_every=0", "baseline.sasrec_epochs=1",
+        "eval.bootstrap=50", "gcn.epochs=2", "gcn.eval_every=0", "baseline.sasrec.epochs=1",
         "model.passage_len=32", "model.user_passage_len=32", "ids.vocab_size=300", "ids.clusters=6"]
 
 

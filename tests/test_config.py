@@ -155,3 +155,77 @@ def test_numbers_must_be_finite(tmp_path, value):
     path.write_text(f"train:\n  weight_decay: {value}\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="config key 'train.weight_decay' must be a finite number"):
         load_config(path, [])
+
+
+def _sections(cls: type = Config, prefix: str = "") -> list[tuple[str, type]]:
+    """(dotted key, class) of every section of the Config, nested ones included."""
+    import dataclasses
+    import typing
+
+    out = []
+    for f in dataclasses.fields(cls):
+        tp = typing.get_type_hints(cls)[f.name]
+        if dataclasses.is_dataclass(tp):
+            out += [(f"{prefix}{f.name}", tp), *_sections(tp, f"{prefix}{f.name}.")]
+    return out
+
+
+def test_every_section_checks_itself_and_names_full_keys():
+    import re
+
+    sections = _sections()
+    assert {"baseline.sasrec", "eval.fusion", "model.prefix", "data.synthetic"} <= {k for k, _ in sections}
+    assert [k for k, cls in sections if "problems" not in vars(cls)] == []
+    # one bad value per section: each section reports it under the key's full dotted name
+    bad = ["data.max_his=0", "data.synthetic.min_len=2", "ids.levels=0", "gcn.lr=0", "model.dropout=1.5",
+           "model.prefix.num_items=0", "train.lr=0", "eval.batch_size=0", "eval.fusion.candidates=0",
+           "baseline.sasrec.lr=0", "pipeline.train_minutes=-1"]
+    with pytest.raises(ConfigError) as e:
+        load_config(None, bad)
+    named = re.findall(r"config key '([^']+)'", str(e.value))
+    assert sorted(named) == sorted(b.split("=")[0] for b in bad)
+    cfg = Config()
+    cfg.baseline.sasrec.heads = 3
+    assert cfg.baseline.problems() == cfg.baseline.sasrec.problems() != []
+    assert "baseline.sasrec.heads" in cfg.baseline.sasrec.problems()[0]
+    assert Config().problems() == []
+
+
+def test_validate_changes_nothing_and_resolved_fills_the_tokenizer():
+    cfg = Config()
+    cfg.model.preset, cfg.model.pretrained = "pretrained", "some/t5"
+    assert cfg.validate() is cfg and cfg.ids.tokenizer == "train"  # no side effect
+    res = cfg.resolved()
+    assert res.ids.tokenizer == "some/t5" and cfg.ids.tokenizer == "train" and res.resolved() == res
+    over = ["model.preset=pretrained", "model.pretrained=some/t5"]
+    assert load_config(None, over).ids.tokenizer == "some/t5"
+    assert load_config(None, [*over, "ids.tokenizer=other/tok"]).ids.tokenizer == "other/tok"  # given: kept
+    assert load_config(None, ["model.pretrained=some/t5"]).ids.tokenizer == "train"  # not pretrained
+    assert from_dict({"model": {"preset": "pretrained", "pretrained": "some/t5"}}).ids.tokenizer == "some/t5"
+
+
+def test_sasrec_settings_are_a_section_and_flat_keys_name_it(tmp_path):
+    cfg = load_config(None, ["baseline.sasrec.dim=32", "baseline.sasrec.heads=2"])
+    assert (cfg.baseline.sasrec.dim, cfg.baseline.sasrec.heads, cfg.baseline.sasrec.max_len) == (32, 2, 50)
+    assert sorted(to_dict(cfg)["baseline"]) == ["sasrec"]
+    with pytest.raises(ConfigError, match=r"'baseline\.sasrec_dim'.*write 'baseline\.sasrec\.dim'"):
+        load_config(None, ["baseline.sasrec_dim=32"])
+    path = tmp_path / "c.yaml"
+    path.write_text("baseline:\n  sasrec_max_len: 20\n  sasrec_lr: 0.01\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="2 config problems") as e:
+        load_config(path)
+    assert "write 'baseline.sasrec.max_len'" in str(e.value) and "write 'baseline.sasrec.lr'" in str(e.value)
+    with pytest.raises(ConfigError, match=r"unknown config key 'baseline\.sasrec\.sasrec_dim'"):
+        load_config(None, ["baseline.sasrec.sasrec_dim=32"])
+
+
+def test_default_comments_carry_no_benchmark_figures():
+    """Measured figures belong in docs/benchmarks.md; config.py's comments say what a setting does."""
+    from pathlib import Path
+
+    import gramc.config
+
+    text = Path(gramc.config.__file__).read_text(encoding="utf-8")
+    comments = [line.split("#", 1)[1] for line in text.splitlines() if "#" in line]
+    assert len(comments) > 50
+    assert [c for c in comments if any(w in c for w in ("Beauty", "benchmarks.md", "bench/"))] == []

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from gramc.eval.beam import beam_search, score_sequences
-from gramc.eval.trie import Trie
+from gramc.ids.trie import Trie
 from gramc.model.t5 import T5, T5Dims
 from test_eval_trie import random_catalog
 

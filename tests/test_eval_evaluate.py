@@ -15,8 +15,8 @@ import torch
 from gramc.data.splits import samples
 from gramc.eval.beam import beam_search
 from gramc.eval.evaluate import EvalError, evaluate_split, merge_shards
+from gramc.ids.trie import trie_for
 from gramc.metrics import summarize
-from gramc.eval.trie import trie_for
 from gramc.model.inputs import Collator
 
 from eval_fakes import setup

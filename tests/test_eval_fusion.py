@@ -12,7 +12,7 @@ from gramc.data.splits import samples
 from gramc.eval.beam import score_sequences
 from gramc.eval.evaluate import evaluate_split
 from gramc.eval.fusion import Collaborative, FusionError, fused_scores, standardise, tune_weight
-from gramc.eval.trie import trie_for
+from gramc.ids.trie import trie_for
 from gramc.model.inputs import Collator
 
 from eval_fakes import N_ITEMS, setup

@@ -54,7 +54,7 @@ def test_repeat_stats_counts_history_items_in_the_top_slots():
     assert st["history_items_in_top3"] == pytest.approx((2 + 0 + 1 + 0) / 4)  # -1 padding never counts
     assert st["target_in_history"] == pytest.approx(1 / 4)
     assert "50% of users" in repeat_warning(dict(st, target_in_history=0.0), "sasrec")
-    assert "sasrec_tied_output" in repeat_warning(dict(st, target_in_history=0.0), "sasrec")
+    assert "baseline.sasrec.tied_output" in repeat_warning(dict(st, target_in_history=0.0), "sasrec")
     # repeats are fine when the data repeats as often
     assert repeat_warning({"top1_in_history": 0.5, "target_in_history": 0.45}) == ""
     assert repeat_warning({"top1_in_history": 0.05, "target_in_history": 0.0}) == ""

@@ -7,7 +7,7 @@ import random
 import pytest
 import torch
 
-from gramc.eval.trie import Trie, trie_for
+from gramc.ids.trie import Trie, trie_for
 
 
 def random_catalog(n: int, seed: int, first: int = 6, deeper: int = 4, max_levels: int = 4) -> list[tuple[int, ...]]:

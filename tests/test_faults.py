@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from gramc.cli import main
 from gramc.config import ConfigError, load_config
@@ -293,7 +292,7 @@ def test_resume_refuses_other_assets(tmp_path):
     (["train.weight_decay=-0.01"], "train.weight_decay"),
     (["train.epochs=0"], "train.epochs"),
     (["gcn.epochs=0"], "gcn.epochs"),
-    (["baseline.sasrec_epochs=0"], "baseline.sasrec_epochs"),
+    (["baseline.sasrec.epochs=0"], "baseline.sasrec.epochs"),
     (["model.dropout=1.5"], "model.dropout"),
     (["eval.ks=[5,5]"], "eval.ks"),
     (["train.max_steps=-1"], "train.max_steps"),

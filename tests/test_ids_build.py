@@ -192,3 +192,12 @@ def test_minibatch_clustering_is_deterministic():
     assert len(a) == len(b)
     assert all(np.array_equal(x.members, y.members) for x, y in zip(a, b))
     assert len(a[0].children) == 8
+
+
+def test_an_ids_section_built_directly_is_checked_by_its_own_rules(synthetic):
+    from gramc.config import ConfigError
+
+    ds, texts, tok = synthetic
+    with pytest.raises(ConfigError) as e:
+        build_ids(ds, texts, tok, replace(CFG, clusters=1, levels=0, vocab_size=10), progress=False)
+    assert all(f"'ids.{k}'" in str(e.value) for k in ("clusters", "levels", "vocab_size"))

@@ -6,7 +6,6 @@ from pathlib import Path
 import pytest
 
 from gramc.cli import main
-from gramc.config import Config
 from gramc.data.prepare import prepare_synthetic
 from gramc.ids.tokenizer import load_tokenizer
 

@@ -6,7 +6,7 @@ import pytest
 
 from gramc.checks import Report
 from gramc.data.dataset import SeqDataset
-from gramc.ids.itemids import (IdsError, ItemIds, check_ids, load_gram_ids, pieces_to_tokens,
+from gramc.ids.itemids import (IdsError, check_ids, load_gram_ids, pieces_to_tokens,
                                tokens_to_pieces)
 from gramc.ids.tokenizer import Tokenizer, load_tokenizer
 

@@ -45,9 +45,6 @@ ALLOWED["baselines"] = {"base", "data", "ids", "graph", "baselines"}
 for _top in ("pipeline", "cli"):
     ALLOWED[_top].add("baselines")
 REASON = "start-up time"
-# old import paths kept for code outside the package (tests, benches, users): thin re-exports of
-# the modules that moved below, never imported from inside gramc
-COMPAT = {"gramc.eval.metrics": "gramc.metrics", "gramc.eval.trie": "gramc.ids.trie"}
 
 
 @dataclass(frozen=True)
@@ -249,17 +246,6 @@ def test_the_command_line_starts_without_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**__import__("os").environ, "PYTHONPATH": str(SRC)})
     assert out.stdout.strip() == "['gramc.train.cli']"
-
-
-def test_compat_paths_are_thin_and_unused_inside(package):
-    sources, edges = package
-    inside = [f"{e.src}:{e.line} -> {e.dst} (import {COMPAT[e.dst]})" for e in edges if e.dst in COMPAT]
-    assert not inside, "\n".join(inside)
-    for old, new in COMPAT.items():
-        body = ast.parse(sources[old]).body
-        kinds = {type(n).__name__ for n in body[1:]}  # after the docstring
-        assert kinds <= {"ImportFrom", "Assign"}, f"{old} defines code; it must only re-export {new}"
-        assert {e.dst for e in edges if e.src == old} == {new}
 
 
 # --------------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ TINY = ["data.synthetic.num_users=60", "data.synthetic.num_items=40", "ids.vocab
         "ids.levels=2", "gcn.epochs=1", "gcn.eval_every=0", "gcn.dim=8", "gcn.similar_k=3", "model.similar_items=2",
         "eval.bootstrap=5", "eval.ks=[1,5]", "eval.beams=5", "run.device=cpu", "data.max_his=3",
         "model.passage_len=16", "model.user_passage_len=16", "model.target_len=6", "train.epochs=1",
-        "train.max_steps=2", "train.select_metric=hit@5", "baseline.sasrec_epochs=1", "pipeline.eval_users=5",
+        "train.max_steps=2", "train.select_metric=hit@5", "baseline.sasrec.epochs=1", "pipeline.eval_users=5",
         "pipeline.train_minutes=0.05", "pipeline.baselines=[pop,sasrec,lightgcn]"]
 
 

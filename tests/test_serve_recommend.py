@@ -9,7 +9,7 @@ import torch
 
 from gramc.cli import main
 from gramc.eval.beam import beam_search
-from gramc.eval.trie import trie_for
+from gramc.ids.trie import trie_for
 from gramc.model.inputs import Collator
 from gramc.data.splits import Sample
 from gramc.serve.recommend import Recommender, UnknownItemsError

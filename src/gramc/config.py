@@ -7,6 +7,7 @@ of its own. Unknown keys and values of the wrong type are errors that name the k
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import io
 import math
@@ -35,8 +36,13 @@ def check_problems(problems: list[str]) -> None:
                           f"{len(problems)} config problems:\n  " + "\n  ".join(problems))
 
 
+def failed(rules: list[tuple[bool, str, str]]) -> list[str]:
+    """The message of every rule `(holds, full key, what it must be)` that does not hold."""
+    return [f"config key '{key}' {what}" for ok, key, what in rules if not ok]
+
+
 # --------------------------------------------------------------------------------------------
-# Sections
+# Sections: each one's `problems()` lists its out-of-range keys (nested sections included)
 # --------------------------------------------------------------------------------------------
 
 
@@ -46,7 +52,10 @@ class RunConfig:
 
     out: str = "runs/default"  # run folder (config, checkpoints, logs, metrics)
     seed: int = 2023
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    device: str = "auto"  # auto | cpu | cuda | cuda:N (checked where the device is opened)
+
+    def problems(self) -> list[str]:
+        return []
 
 
 @dataclass
@@ -63,6 +72,16 @@ class SyntheticConfig:
     topic_prob: float = 0.25  # else an item of the current (30%: the next) topic; else a popular item
     seed: int = 7
 
+    def problems(self) -> list[str]:
+        return failed([
+            (self.num_users >= 1, "data.synthetic.num_users", "must be >= 1"),
+            (self.num_items >= 2, "data.synthetic.num_items", "must be >= 2"),
+            (self.num_topics >= 1, "data.synthetic.num_topics", "must be >= 1"),
+            (5 <= self.min_len <= self.max_len, "data.synthetic.min_len", "must be >= 5 and <= data.synthetic.max_len"),
+            (0 <= self.successor_prob <= 1, "data.synthetic.successor_prob", "must be a probability in [0, 1]"),
+            (0 <= self.topic_prob <= 1, "data.synthetic.topic_prob", "must be a probability in [0, 1]"),
+        ])
+
 
 @dataclass
 class DataConfig:
@@ -78,6 +97,12 @@ class DataConfig:
     missing_metadata: Literal["drop", "error"] = "drop"  # items in sequences without metadata
     kcore: int = 5  # k-core filter (to a fixpoint) of raw Amazon reviews in `gramc data prepare`; 0 = off
 
+    def problems(self) -> list[str]:
+        return failed([
+            (self.max_his >= 1, "data.max_his", "must be >= 1"),
+            (self.kcore >= 0, "data.kcore", "must be >= 0 (0 = off)"),
+        ]) + self.synthetic.problems()
+
 
 @dataclass
 class IdsConfig:
@@ -85,7 +110,8 @@ class IdsConfig:
 
     file: str = ""  # GRAM-format ID file; "" = build with the settings below
     # local folder / hub name of a T5 tokenizer, or "train" (SentencePiece on item texts); with
-    # model.preset=pretrained, "train" resolves to model.pretrained (weights only with their own vocabulary)
+    # model.preset=pretrained, `Config.resolved` turns "train" into model.pretrained (weights only
+    # work with their own vocabulary)
     tokenizer: str = "train"
     vocab_size: int = 2000  # for a trained SentencePiece tokenizer
     clusters: int = 32  # c: clusters per level
@@ -97,6 +123,16 @@ class IdsConfig:
     text_tokens: int = 128  # label TF counts the first N tokens of each item text
     threads: int = 0  # BLAS/OpenMP threads for SVD and k-means; 0 = library default
 
+    def problems(self) -> list[str]:
+        return failed([
+            (self.clusters >= 2, "ids.clusters", "must be >= 2"),
+            (self.levels >= 1, "ids.levels", "must be >= 1"),
+            (self.vocab_size >= 100, "ids.vocab_size", "must be >= 100"),
+            (self.svd_dim >= 1, "ids.svd_dim", "must be >= 1"),
+            (self.text_tokens >= 1, "ids.text_tokens", "must be >= 1"),
+            (self.threads >= 0, "ids.threads", "must be >= 0 (0 = library default)"),
+        ])
+
 
 @dataclass
 class GcnConfig:
@@ -104,31 +140,32 @@ class GcnConfig:
 
     dim: int = 64
     layers: int = 3
-    epochs: int = 10  # validation peaks within 10 epochs on Amazon Beauty at this lr (docs/benchmarks.md)
-    lr: float = 2e-2  # Adam; chosen by the Beauty sweep (bench/lightgcn_beauty.py)
-    batch_size: int = 0  # BPR triples per step; 0 = auto, ~20 steps per epoch (8192 on Beauty)
+    epochs: int = 10
+    lr: float = 2e-2  # Adam learning rate
+    batch_size: int = 0  # BPR triples per step; 0 = auto, about 20 steps per epoch
     reg: float = 1e-4  # L2 regularisation of the ego embeddings used in a batch
     seed: int = 2023
     device: str = "cpu"
     interactions: Literal["train", "train+valid", "all"] = "train"  # anything but "train" leaks
-    similar_k: int = 20  # neighbours written to similar_items.txt
+    similar_k: int = 20  # neighbours written to similar_items.txt; 0 = no file
     out: str = ""  # GCN folder; "" = <run.out>/gcn
     init_std: float = 0.1  # std of the normal init of the ego embeddings (LightGCN's choice)
     eval_every: int = 2  # epochs between validation points (curve, keep_best); 0 = end only
     keep_best: bool = True  # keep the embeddings of the curve point with the best validation ndcg@10
 
     def problems(self) -> list[str]:
-        """Every out-of-range key of this section (`Config.validate`; `train_lightgcn` for a GcnConfig
-        built directly)."""
-        return [f"config key '{key}' {what}" for ok, key, what in [
-            (self.dim >= 1 and self.layers >= 0, "gcn.dim/gcn.layers", "must be positive"),
+        """Also checked by `train_lightgcn`, for a GcnConfig built without a Config."""
+        return failed([
+            (self.dim >= 1, "gcn.dim", "must be >= 1"),
+            (self.layers >= 0, "gcn.layers", "must be >= 0"),
             (self.epochs >= 1, "gcn.epochs", "must be >= 1"),
             (self.lr > 0, "gcn.lr", "must be > 0"),
-            (self.reg >= 0 and self.batch_size >= 0 and self.eval_every >= 0, "gcn.reg/gcn.batch_size/gcn.eval_every",
-             "must be >= 0 (gcn.batch_size 0 = automatic)"),
+            (self.reg >= 0, "gcn.reg", "must be >= 0"),
+            (self.batch_size >= 0, "gcn.batch_size", "must be >= 0 (0 = automatic)"),
+            (self.eval_every >= 0, "gcn.eval_every", "must be >= 0 (0 = end only)"),
             (self.similar_k >= 0, "gcn.similar_k", "must be >= 0"),
             (self.init_std > 0, "gcn.init_std", "must be > 0"),
-        ] if not ok]
+        ])
 
 
 @dataclass
@@ -148,6 +185,14 @@ class PrefixConfig:
     shuffle_table: bool = False
     shuffle_seed: int = 0  # seed of that permutation (torch.Generator)
 
+    def problems(self) -> list[str]:
+        return failed([
+            (self.num_items >= 1, "model.prefix.num_items", "must be >= 1"),
+            (self.hidden >= 0, "model.prefix.hidden", "must be >= 0 (0 = d_model)"),
+            (0.0 <= self.prefix_dropout < 1.0, "model.prefix.prefix_dropout", "must be in [0, 1)"),
+            (0.0 <= self.dropout < 1.0, "model.prefix.dropout", "must be in [0, 1)"),
+        ])
+
 
 @dataclass
 class DenseConfig:
@@ -164,12 +209,12 @@ class DenseConfig:
     logq: bool = True  # subtract log of each candidate's sampling probability (popularity-sampled in-batch items)
 
     def problems(self) -> list[str]:
-        return [f"config key '{key}' {what}" for ok, key, what in [
+        return failed([
             (self.dim >= 1, "model.dense.dim", "must be >= 1"),
             (self.temperature > 0, "model.dense.temperature", "must be > 0"),
             (self.weight >= 0, "model.dense.weight", "must be >= 0"),
             (self.negatives >= 0, "model.dense.negatives", "must be >= 0"),
-        ] if not ok]
+        ])
 
 
 @dataclass
@@ -192,6 +237,20 @@ class ModelConfig:
     prefix: PrefixConfig = field(default_factory=PrefixConfig)
     dense: DenseConfig = field(default_factory=DenseConfig)
 
+    def problems(self) -> list[str]:
+        return self.prefix.problems() + self.dense.problems() + failed([
+            (0.0 <= self.dropout < 1.0, "model.dropout", "must be in [0, 1)"),
+            (self.passage_len >= 8, "model.passage_len", "must be >= 8"),
+            (self.user_passage_len >= 8, "model.user_passage_len", "must be >= 8"),
+            (self.target_len >= 2, "model.target_len", "must be >= 2 (an ID token and </s>)"),
+            (self.similar_items >= 0, "model.similar_items", "must be >= 0"),
+            (self.preset != "pretrained" or bool(self.pretrained), "model.pretrained",
+             "must name a folder or hub model when model.preset is 'pretrained'"),
+            (not (self.dense.enabled and self.prefix.enabled and self.prefix.placement == "every_passage"),
+             "model.dense.enabled", "needs item passages that do not depend on the user: not possible with "
+             "model.prefix.placement=every_passage"),
+        ])
+
 
 @dataclass
 class IndexingConfig:
@@ -205,9 +264,8 @@ class IndexingConfig:
     items: Literal["train", "catalogue"] = "catalogue"
 
     def problems(self) -> list[str]:
-        return [f"config key '{key}' {what}" for ok, key, what in [
-            (self.ratio > 0, "train.indexing.ratio", "must be > 0 (set train.indexing.enabled=false to turn it off)"),
-        ] if not ok]
+        return failed([(self.ratio > 0, "train.indexing.ratio",
+                        "must be > 0 (set train.indexing.enabled=false to turn it off)")])
 
 
 @dataclass
@@ -248,6 +306,24 @@ class TrainConfig:
     valid_loss_samples: int = 0
     indexing: IndexingConfig = field(default_factory=IndexingConfig)
 
+    def problems(self) -> list[str]:
+        """Range checks; `train.select_metric` against `eval.ks` is `Config.problems`'s."""
+        return self.indexing.problems() + failed([
+            (self.epochs >= 1, "train.epochs", "must be >= 1 (use train.max_steps to stop earlier)"),
+            (self.max_steps >= 0, "train.max_steps", "must be >= 0 (0 = no limit)"),
+            (self.batch_size >= 1, "train.batch_size", "must be >= 1"),
+            (self.grad_accum >= 1, "train.grad_accum", "must be >= 1"),
+            (self.lr > 0, "train.lr", "must be > 0"),
+            (self.weight_decay >= 0, "train.weight_decay", "must be >= 0 (a negative decay grows the weights)"),
+            (self.eps > 0, "train.eps", "must be > 0"),
+            (0.0 <= self.warmup < 1.0, "train.warmup", "must be a fraction in [0, 1)"),
+            (self.clip >= 0, "train.clip", "must be >= 0"),
+            (self.log_every >= 1, "train.log_every", "must be >= 1"),
+            (self.eval_every >= 1, "train.eval_every", "must be >= 1"),
+            (self.patience >= 0, "train.patience", "must be >= 0 (0 = no early stopping)"),
+        ] + [(getattr(self, key) >= 0, f"train.{key}", "must be >= 0")
+             for key in ("save_every", "eval_users", "final_eval_users", "valid_loss_samples", "num_workers")])
+
 
 @dataclass
 class FusionConfig:
@@ -262,6 +338,14 @@ class FusionConfig:
     # validation users (with "both": every split of the weight between the two, in steps of 0.05)
     weight: Optional[float] = None
     tune_users: int = 1000  # seeded validation users (run.seed) the weight is tuned on; 0 = all
+
+    def problems(self) -> list[str]:
+        return failed([
+            (self.candidates >= 1, "eval.fusion.candidates", "must be >= 1"),
+            (self.tune_users >= 0, "eval.fusion.tune_users", "must be >= 0 (0 = every validation user)"),
+            (self.weight is None or 0.0 <= self.weight <= 1.0, "eval.fusion.weight",
+             "must be between 0 and 1, or null (tuned on validation users)"),
+        ])
 
 
 @dataclass
@@ -282,7 +366,7 @@ class EvalConfig:
     # beam (exact when length_penalty=0), hf4 = HF 4.x's rule as GRAM ran it (best candidate of the
     # step, finished ones included), never = HF "never" (exact bound for any penalty), finished = HF True
     early_stopping: Literal["heuristic", "hf4", "never", "finished"] = "heuristic"
-    item_batch_size: int = 256  # item passages encoded per chunk (once per checkpoint)
+    item_batch_size: int = 256  # item passages encoded per chunk when the item states are computed
     bf16: bool = True  # encode item passages in bf16 autocast on CUDA (CPU always fp32)
     predictions_top: int = 50  # items per user written to predictions.jsonl
     # beams < max(ks) caps hit@k / ndcg@k for k > beams (a target past the beam list counts as a
@@ -290,30 +374,80 @@ class EvalConfig:
     allow_capped: bool = False
     fusion: FusionConfig = field(default_factory=FusionConfig)
 
+    def problems(self) -> list[str]:
+        ks_ok = len(self.ks) > 0 and all(k >= 1 for k in self.ks)
+        rules = [
+            (self.beams >= 1, "eval.beams", "must be >= 1"),
+            (ks_ok, "eval.ks", "must be positive integers"),
+            (len(set(self.ks)) == len(self.ks), "eval.ks", "must not repeat a k"),
+        ]
+        if ks_ok:
+            rules.append((self.beams >= max(self.ks) or self.allow_capped, "eval.beams",
+                          f"({self.beams}) is below the largest k of eval.ks ({max(self.ks)}): hit@k and ndcg@k "
+                          f"for k > {self.beams} would be capped (a target past the beam list counts as a miss). "
+                          f"Raise eval.beams, drop those ks from eval.ks, or set eval.allow_capped=true"))
+        return self.fusion.problems() + failed(rules + [
+            (self.length_penalty >= 0, "eval.length_penalty", "must be >= 0"),
+            (self.batch_size >= 1, "eval.batch_size", "must be >= 1"),
+            (self.item_batch_size >= 1, "eval.item_batch_size", "must be >= 1"),
+            (0 <= self.bootstrap <= MAX_BOOTSTRAP, "eval.bootstrap",
+             f"must be between 0 and {MAX_BOOTSTRAP:,} (a 95% interval is stable to 3 digits from about "
+             f"10,000 resamples; more only costs time)"),
+            (self.predictions_top >= 1, "eval.predictions_top", "must be >= 1"),
+        ])
+
+
+@dataclass
+class SasrecConfig:
+    """SASRec trained with cross-entropy over all items (`gramc baseline sasrec`)."""
+
+    dim: int = 64
+    layers: int = 2
+    heads: int = 1
+    ffn: int = 64  # inner size of the feed-forward layer (the SASRec paper: = dim)
+    dropout: float = 0.5
+    max_len: int = 50  # most recent training items of a user the model reads
+    epochs: int = 200
+    lr: float = 3e-3  # AdamW learning rate
+    batch_size: int = 128  # user sequences per step (every position is a target)
+    patience: int = 10  # epochs without a better validation ndcg@10 before stopping
+    lr_decay: float = 0.5  # multiply the lr by this after decay_patience epochs without
+    decay_patience: int = 3  # a better validation ndcg@10 (1.0 = constant lr)
+    weight_decay: float = 0.0
+    temperature: float = 0.0  # > 0: logits = cosine(state, item) / temperature; 0 = dot product
+    tied_output: bool = True  # score items with the input item embeddings (False: a separate table)
+    # learn one logit offset for items already in the input sequence (with a tied output table the
+    # input item's own embedding otherwise tends to put a history item at the top)
+    repeat_bias: bool = True
+    max_minutes: float = 0.0  # wall-time budget for training; 0 = no limit
+
+    def problems(self) -> list[str]:
+        return failed([
+            (self.heads >= 1 and self.dim % max(1, self.heads) == 0, "baseline.sasrec.heads",
+             "must be >= 1 and divide baseline.sasrec.dim"),
+            (self.ffn >= 1, "baseline.sasrec.ffn", "must be >= 1"),
+            (self.epochs >= 1, "baseline.sasrec.epochs", "must be >= 1"),
+            (self.max_len >= 1, "baseline.sasrec.max_len", "must be >= 1"),
+            (self.batch_size >= 1, "baseline.sasrec.batch_size", "must be >= 1"),
+            (self.lr > 0, "baseline.sasrec.lr", "must be > 0"),
+            (0.0 <= self.dropout < 1.0, "baseline.sasrec.dropout", "must be in [0, 1)"),
+            (self.weight_decay >= 0, "baseline.sasrec.weight_decay", "must be >= 0"),
+            (0.0 < self.lr_decay <= 1.0, "baseline.sasrec.lr_decay", "must be in (0, 1] (1 = constant lr)"),
+            (self.patience >= 0, "baseline.sasrec.patience", "must be >= 0"),
+            (self.decay_patience >= 0, "baseline.sasrec.decay_patience", "must be >= 0"),
+            (self.temperature >= 0, "baseline.sasrec.temperature", "must be >= 0 (0 = plain dot product)"),
+            (self.max_minutes >= 0, "baseline.sasrec.max_minutes", "must be >= 0 (0 = no limit)"),
+        ])
+
 
 @dataclass
 class BaselineConfig:
-    """Settings of the non-generative baselines (SASRec with cross-entropy)."""
+    """Settings of the non-generative baselines (popularity and LightGCN have none of their own)."""
 
-    sasrec_dim: int = 64
-    sasrec_layers: int = 2
-    sasrec_heads: int = 1
-    sasrec_ffn: int = 64  # inner size of the feed-forward layer (the SASRec paper: = sasrec_dim)
-    sasrec_dropout: float = 0.5
-    sasrec_max_len: int = 50
-    sasrec_epochs: int = 200
-    sasrec_lr: float = 3e-3  # 1e-3 learns ~3x slower per epoch on Beauty (docs/benchmarks.md)
-    sasrec_batch_size: int = 128  # user sequences per step (every position is a target)
-    sasrec_patience: int = 10  # epochs without a better validation ndcg@10 before stopping
-    sasrec_lr_decay: float = 0.5  # multiply the lr by this after sasrec_decay_patience epochs without
-    sasrec_decay_patience: int = 3  # a better validation ndcg@10 (1.0 = constant lr)
-    sasrec_weight_decay: float = 0.0
-    sasrec_temperature: float = 0.0  # > 0: logits = cosine(state, item) / temperature; 0 = dot product
-    sasrec_tied_output: bool = True  # score items with the input item embeddings (False: a separate table)
-    # learn one logit offset for items already in the input sequence (Beauty: it goes to about -12
-    # and validation ndcg@10 rises from 0.047 to 0.063; without it a history item is the top-1)
-    sasrec_repeat_bias: bool = True
-    sasrec_max_minutes: float = 0.0  # wall-time budget for training; 0 = no limit
+    sasrec: SasrecConfig = field(default_factory=SasrecConfig)
+
+    def problems(self) -> list[str]:
+        return self.sasrec.problems()
 
 
 BASELINES = ("pop", "sasrec", "lightgcn")  # what `pipeline.baselines` may name (gramc.baselines)
@@ -331,10 +465,17 @@ class PipelineConfig:
     eval_users: int = 0  # users of the final valid/test evaluation (first N); 0 = all
     train_minutes: float = 0.0  # > 0: train.max_steps set from a measured probe to fit this wall budget
 
+    def problems(self) -> list[str]:
+        return failed([
+            (self.eval_users >= 0, "pipeline.eval_users", "must be >= 0 (0 = all)"),
+            (self.train_minutes >= 0, "pipeline.train_minutes", "must be >= 0 (0 = no budget)"),
+        ] + [(name in BASELINES, "pipeline.baselines", f"has unknown baseline {name!r} (expected {', '.join(BASELINES)})")
+             for name in self.baselines])
+
 
 @dataclass
 class Config:
-    """The whole resolved configuration of a gramc run."""
+    """The whole configuration of a gramc run."""
 
     run: RunConfig = field(default_factory=RunConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -346,106 +487,36 @@ class Config:
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
 
+    def problems(self) -> list[str]:
+        """Every section's problems, then the rules that span sections or the whole run."""
+        out = [p for f in dataclasses.fields(self) for p in getattr(self, f.name).problems()]
+        ks_ok = len(self.eval.ks) > 0 and all(k >= 1 for k in self.eval.ks)  # else eval.problems names eval.ks
+        return out + failed([
+            # a run's GCN folder writes its similar items (model.similar_source=gcn reads them);
+            # 0, no similar_items.txt, is for a GcnConfig given to train_lightgcn on its own
+            (self.gcn.similar_k != 0, "gcn.similar_k", "must be >= 1"),
+            (not ks_ok or select_metric_ok(self.train.select_metric, self.eval.ks), "train.select_metric",
+             f"({self.train.select_metric!r}) must be hit@K or ndcg@K with K one of eval.ks {self.eval.ks}, mrr, "
+             "or valid_loss: no validation would report it, so no checkpoint would ever count as best. Add "
+             "that K to eval.ks or choose another train.select_metric"),
+            (self.eval.fusion.scorer == "lightgcn" or self.model.dense.enabled or not self.eval.fusion.enabled,
+             "eval.fusion.scorer", f"is {self.eval.fusion.scorer!r} but the model has no dense head "
+             "(model.dense.enabled=false)"),
+        ])
+
     def validate(self) -> "Config":
-        """Check ranges and combinations; raise one ConfigError naming every bad key."""
-        problems: list[str] = []
-
-        def check(ok: bool, key: str, what: str) -> None:
-            if not ok:
-                problems.append(f"config key '{key}' {what}")
-
-        d, m, tr, ev, g, b = self.data, self.model, self.train, self.eval, self.gcn, self.baseline
-        check(d.max_his >= 1, "data.max_his", "must be >= 1")
-        check(ev.fusion.candidates >= 1, "eval.fusion.candidates", "must be >= 1")
-        check(ev.fusion.tune_users >= 0, "eval.fusion.tune_users", "must be >= 0 (0 = every validation user)")
-        check(ev.fusion.weight is None or 0.0 <= ev.fusion.weight <= 1.0, "eval.fusion.weight",
-              "must be between 0 and 1, or null (tuned on validation users)")
-        check(d.kcore >= 0, "data.kcore", "must be >= 0 (0 = off)")
-        s = d.synthetic
-        check(s.num_users >= 1 and s.num_items >= 2 and s.num_topics >= 1, "data.synthetic.num_users/num_items/num_topics",
-              "must be positive (num_items >= 2)")
-        check(5 <= s.min_len <= s.max_len, "data.synthetic.min_len", "must be >= 5 and <= data.synthetic.max_len")
-        check(0 <= s.successor_prob <= 1 and 0 <= s.topic_prob <= 1, "data.synthetic.successor_prob/topic_prob",
-              "must be probabilities in [0, 1]")
-        check(self.ids.clusters >= 2, "ids.clusters", "must be >= 2")
-        check(self.ids.levels >= 1, "ids.levels", "must be >= 1")
-        check(self.ids.vocab_size >= 100, "ids.vocab_size", "must be >= 100")
-        check(self.ids.svd_dim >= 1 and self.ids.text_tokens >= 1, "ids.svd_dim/ids.text_tokens", "must be >= 1")
-        check(self.ids.threads >= 0, "ids.threads", "must be >= 0 (0 = library default)")
-        problems += g.problems() + m.dense.problems() + tr.indexing.problems()
-        check(not (m.dense.enabled and m.prefix.enabled and m.prefix.placement == "every_passage"),
-              "model.dense.enabled", "needs item passages that do not depend on the user: not possible with "
-              "model.prefix.placement=every_passage")
-        check(ev.fusion.scorer == "lightgcn" or m.dense.enabled or not ev.fusion.enabled, "eval.fusion.scorer",
-              f"is {ev.fusion.scorer!r} but the model has no dense head (model.dense.enabled=false)")
-        check(g.similar_k != 0, "gcn.similar_k", "must be >= 1")  # negative ones: g.problems()
-        check(m.prefix.num_items >= 1, "model.prefix.num_items", "must be >= 1")
-        check(m.prefix.hidden >= 0, "model.prefix.hidden", "must be >= 0 (0 = d_model)")
-        check(0.0 <= m.prefix.prefix_dropout < 1.0, "model.prefix.prefix_dropout", "must be in [0, 1)")
-        check(0.0 <= m.prefix.dropout < 1.0, "model.prefix.dropout", "must be in [0, 1)")
-        check(0.0 <= m.dropout < 1.0, "model.dropout", "must be in [0, 1)")
-        check(m.passage_len >= 8, "model.passage_len", "must be >= 8")
-        check(m.user_passage_len >= 8, "model.user_passage_len", "must be >= 8")
-        check(m.target_len >= 2, "model.target_len", "must be >= 2 (an ID token and </s>)")
-        check(m.similar_items >= 0, "model.similar_items", "must be >= 0")
-        check(m.preset != "pretrained" or bool(m.pretrained), "model.pretrained",
-              "must name a folder or hub model when model.preset is 'pretrained'")
-        if m.preset == "pretrained" and m.pretrained and self.ids.tokenizer == "train":
-            self.ids.tokenizer = m.pretrained  # the checkpoint's own vocabulary
-        check(tr.epochs >= 1, "train.epochs", "must be >= 1 (use train.max_steps to stop earlier)")
-        check(tr.max_steps >= 0, "train.max_steps", "must be >= 0 (0 = no limit)")
-        check(tr.batch_size >= 1, "train.batch_size", "must be >= 1")
-        check(tr.grad_accum >= 1, "train.grad_accum", "must be >= 1")
-        check(tr.lr > 0, "train.lr", "must be > 0")
-        check(tr.weight_decay >= 0, "train.weight_decay", "must be >= 0 (a negative decay grows the weights)")
-        check(tr.eps > 0, "train.eps", "must be > 0")
-        check(0.0 <= tr.warmup < 1.0, "train.warmup", "must be a fraction in [0, 1)")
-        check(tr.clip >= 0, "train.clip", "must be >= 0")
-        check(tr.log_every >= 1, "train.log_every", "must be >= 1")
-        check(tr.eval_every >= 1, "train.eval_every", "must be >= 1")
-        check(tr.patience >= 0, "train.patience", "must be >= 0 (0 = no early stopping)")
-        for key in ("save_every", "eval_users", "final_eval_users", "valid_loss_samples", "num_workers"):
-            check(getattr(tr, key) >= 0, f"train.{key}", "must be >= 0")
-        check(ev.beams >= 1, "eval.beams", "must be >= 1")
-        ks_ok = len(ev.ks) > 0 and all(k >= 1 for k in ev.ks)
-        check(ks_ok, "eval.ks", "must be positive integers")
-        check(len(set(ev.ks)) == len(ev.ks), "eval.ks", "must not repeat a k")
-        if ks_ok:
-            check(ev.beams >= max(ev.ks) or ev.allow_capped, "eval.beams",
-                  f"({ev.beams}) is below the largest k of eval.ks ({max(ev.ks)}): hit@k and ndcg@k for "
-                  f"k > {ev.beams} would be capped (a target past the beam list counts as a miss). Raise "
-                  f"eval.beams, drop those ks from eval.ks, or set eval.allow_capped=true")
-        if ks_ok:
-            check(select_metric_ok(tr.select_metric, ev.ks), "train.select_metric",
-                  f"({tr.select_metric!r}) must be hit@K or ndcg@K with K one of eval.ks {ev.ks}, mrr, or "
-                  "valid_loss: no validation would report it, so no checkpoint would ever count as best. Add "
-                  "that K to eval.ks or choose another train.select_metric")
-        check(ev.length_penalty >= 0, "eval.length_penalty", "must be >= 0")
-        check(ev.batch_size >= 1 and ev.item_batch_size >= 1, "eval.batch_size/eval.item_batch_size", "must be >= 1")
-        check(0 <= ev.bootstrap <= MAX_BOOTSTRAP, "eval.bootstrap",
-              f"must be between 0 and {MAX_BOOTSTRAP:,} (a 95% interval is stable to 3 digits from about "
-              f"10,000 resamples; more only costs time)")
-        check(ev.predictions_top >= 1, "eval.predictions_top", "must be >= 1")
-        check(b.sasrec_dim % max(1, b.sasrec_heads) == 0 and b.sasrec_heads >= 1, "baseline.sasrec_heads",
-              "must be >= 1 and divide baseline.sasrec_dim")
-        check(b.sasrec_ffn >= 1, "baseline.sasrec_ffn", "must be >= 1")
-        check(b.sasrec_epochs >= 1 and b.sasrec_max_len >= 1 and b.sasrec_batch_size >= 1, "baseline.sasrec_epochs/"
-              "sasrec_max_len/sasrec_batch_size", "must be >= 1")
-        check(b.sasrec_lr > 0, "baseline.sasrec_lr", "must be > 0")
-        check(0.0 <= b.sasrec_dropout < 1.0, "baseline.sasrec_dropout", "must be in [0, 1)")
-        check(b.sasrec_weight_decay >= 0, "baseline.sasrec_weight_decay", "must be >= 0")
-        check(0.0 < b.sasrec_lr_decay <= 1.0, "baseline.sasrec_lr_decay", "must be in (0, 1] (1 = constant lr)")
-        check(b.sasrec_decay_patience >= 0 and b.sasrec_patience >= 0, "baseline.sasrec_patience/"
-              "sasrec_decay_patience", "must be >= 0")
-        check(b.sasrec_temperature >= 0, "baseline.sasrec_temperature", "must be >= 0 (0 = plain dot product)")
-        check(b.sasrec_max_minutes >= 0, "baseline.sasrec_max_minutes", "must be >= 0 (0 = no limit)")
-        check(self.pipeline.eval_users >= 0, "pipeline.eval_users", "must be >= 0 (0 = all)")
-        check(self.pipeline.train_minutes >= 0, "pipeline.train_minutes", "must be >= 0 (0 = no budget)")
-        for name in self.pipeline.baselines:
-            check(name in BASELINES, "pipeline.baselines",
-                  f"has unknown baseline {name!r} (expected {', '.join(BASELINES)})")
-        check_problems(problems)
+        """Raise one ConfigError naming every bad key (`problems`); return self unchanged."""
+        check_problems(self.problems())
         return self
+
+    def resolved(self) -> "Config":
+        """A copy with the placeholders that depend on other keys filled in: `ids.tokenizer` "train"
+        under `model.preset=pretrained` becomes `model.pretrained` (the checkpoint's own vocabulary).
+        `load_config` and `from_dict` return resolved configs; resolving twice changes nothing."""
+        c = copy.deepcopy(self)
+        if c.model.preset == "pretrained" and c.model.pretrained and c.ids.tokenizer == "train":
+            c.ids.tokenizer = c.model.pretrained
+        return c
 
 
 def select_metric_ok(name: str, ks: list[int]) -> bool:
@@ -459,6 +530,18 @@ def select_metric_ok(name: str, ks: list[int]) -> bool:
 # --------------------------------------------------------------------------------------------
 # Loading, overriding, dumping
 # --------------------------------------------------------------------------------------------
+
+
+# flat spellings of keys that live in a nested section (`baseline.sasrec_dim`): the error for one
+# names the key to write instead (`baseline.sasrec.dim`)
+NESTED_KEYS = {f"baseline.sasrec_{f.name}": f"baseline.sasrec.{f.name}" for f in dataclasses.fields(SasrecConfig)}
+
+
+def unknown_key(key: str, known: typing.Iterable[str] = ()) -> str:
+    """The message for an unknown `key`: the nested key it should be, or the keys known beside it."""
+    if key in NESTED_KEYS:
+        return f"unknown config key '{key}': the SASRec settings are a section, write '{NESTED_KEYS[key]}'"
+    return f"unknown config key '{key}'" + (f" (known keys here: {sorted(known)})" if known else "")
 
 
 def _coerce(value: Any, tp: Any, key: str, problems: list[str] | None = None) -> Any:
@@ -518,8 +601,7 @@ def _build(cls: type, values: dict, prefix: str = "", problems: list[str] | None
     names = {f.name for f in dataclasses.fields(cls)}
     for k in values:
         if k not in names:
-            where = f"{prefix}.{k}" if prefix else k
-            collect.append(f"unknown config key '{where}' (known keys here: {sorted(names)})")
+            collect.append(unknown_key(f"{prefix}.{k}" if prefix else k, names))
     kwargs = {}
     for f in dataclasses.fields(cls):
         if f.name in values:
@@ -585,13 +667,14 @@ def _expected_type(path: list[str]) -> Any:
             raise ConfigError(f"unknown config key '{'.'.join(path)}'")
         hints = typing.get_type_hints(tp)
         if part not in hints:
-            raise ConfigError(f"unknown config key '{'.'.join(path[: i + 1])}'")
+            raise ConfigError(unknown_key(".".join(path[: i + 1])))
         tp = hints[part]
     return tp
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Load YAML (optional), apply `key.sub=value` overrides, validate, and return a Config."""
+    """Load YAML (optional), apply `key.sub=value` overrides, validate, and return the resolved Config
+    (`Config.resolved`)."""
     tree: dict = {}
     if path:
         p = Path(path)
@@ -612,7 +695,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     apply_overrides(tree, overrides or [], problems)
     cfg = _build(Config, tree, problems=problems)
     check_problems(problems)
-    return cfg.validate()
+    return cfg.validate().resolved()
 
 
 def apply_overrides(tree: dict, overrides: Sequence[str], problems: list[str] | None = None) -> dict:
@@ -689,12 +772,12 @@ def absolute_paths(cfg: Config, *bases: Path) -> Config:
 
 
 def from_dict(tree: dict) -> Config:
-    """Rebuild a Config from `to_dict` output (e.g. a run folder's config.yaml)."""
-    return _build(Config, tree).validate()
+    """Rebuild a Config from `to_dict` output (e.g. a run folder's config.yaml), validated and resolved."""
+    return _build(Config, tree).validate().resolved()
 
 
 __all__ = [
     "Config", "ConfigError", "RunConfig", "DataConfig", "SyntheticConfig", "IdsConfig", "GcnConfig",
-    "PrefixConfig", "ModelConfig", "TrainConfig", "EvalConfig", "BaselineConfig", "PipelineConfig",
-    "load_config", "apply_overrides", "to_dict", "dump_yaml", "flatten", "from_dict", "absolute_paths", "Optional",
+    "PrefixConfig", "ModelConfig", "TrainConfig", "EvalConfig", "FusionConfig", "SasrecConfig", "BaselineConfig",
+    "PipelineConfig", "load_config", "apply_overrides", "to_dict", "dump_yaml", "flatten", "from_dict", "absolute_paths",
 ]

@@ -302,16 +302,6 @@ def claim_file(path: str | Path, inputs: Iterable[str | Path | None] = (), what:
     return target
 
 
-def require_file(path: str | Path, what: str = "file") -> Path:
-    """`path` as a Path when it is an existing file, else a GramcError saying what it is instead."""
-    p = Path(path)
-    if p.is_dir():
-        raise GramcError(f"{what} {p} is a folder; a file is expected here")
-    if not p.is_file():
-        raise GramcError(f"{what} {p} does not exist")
-    return p
-
-
 def text_lines(path: str | Path, error: type[Exception] = GramcError) -> Iterator[tuple[int, str]]:
     """(line number, line) of a UTF-8 text file; a folder or a non-UTF-8 line is `error` naming
     the file and line."""
@@ -336,10 +326,9 @@ def read_jsonl(path: str | Path, repair: bool = False) -> list[dict]:
     except UnicodeDecodeError as e:
         raise GramcError(f"{path} is not UTF-8 text ({e}); it is not a gramc log") from e
     lines = text.split("\n")
-    records, good_bytes = [], 0
+    records: list[dict] = []
     for i, line in enumerate(lines):
         if not line.strip():
-            good_bytes += len(line) + 1
             continue
         try:
             rec = json.loads(line)
@@ -357,6 +346,8 @@ def read_jsonl(path: str | Path, repair: bool = False) -> list[dict]:
             break
         records.append(rec)
     return records
+
+
 _NO_MATPLOTLIB_SAID = False
 
 

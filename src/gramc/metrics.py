@@ -166,7 +166,7 @@ def repeat_warning(stats: dict[str, float], model: str = "model") -> str:
     """A one-line warning when the top-1 is a history item far more often than targets repeat, else ''."""
     top1, truth = stats.get("top1_in_history", 0.0), stats.get("target_in_history", 0.0)
     if top1 >= 0.2 and top1 > 2 * truth + 0.1:
-        hint = " (try baseline.sasrec_tied_output=false)" if model == "sasrec" else ""
+        hint = " (try baseline.sasrec.tied_output=false)" if model == "sasrec" else ""
         return (f"{model}: the top-1 recommendation is an item already in the user's history for "
                 f"{top1:.0%} of users, but only {truth:.0%} of targets are; the model is spending its top "
                 f"slots on repeats{hint}")

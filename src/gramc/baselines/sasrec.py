@@ -1,11 +1,11 @@
 """SASRec trained with cross-entropy over all items (the strong sequential baseline).
 
-A causal Transformer over the last `sasrec_max_len` training items of a user predicts, at every
+A causal Transformer over the last `baseline.sasrec.max_len` training items of a user predicts, at every
 position at once, the next item with a softmax over the whole catalogue (not the sampled
 BCE of the original paper, which is much weaker). Item embeddings are tied with the output
-layer (or, with `sasrec_tied_output=False`, a separate output table); positions have learned
+layer (or, with `baseline.sasrec.tied_output=False`, a separate output table); positions have learned
 embeddings; padding (item 0, on the left) is masked out of attention and of the loss. One learned
-offset is added to the logits of items the sequence already holds (`sasrec_repeat_bias`): tied
+offset is added to the logits of items the sequence already holds (`baseline.sasrec.repeat_bias`): tied
 embeddings otherwise make the last input item the top prediction, and the data, not the
 evaluator, should decide how likely a repeat is. Training sees only s[:-2] of each user; early
 stopping on validation ndcg@10 keeps the best weights, which are then evaluated on the test split.
@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from ..config import BaselineConfig, Config
+from ..config import Config, SasrecConfig
 from ..data.dataset import SeqDataset
 from ..data.splits import Sample, training_sequences
 from ..io import atomic_path, pyplot, torch_save
@@ -40,18 +40,18 @@ class SASRec(nn.Module):
     Item rows are shifted by one: row 0 is padding, row i+1 is dataset item i.
     """
 
-    def __init__(self, num_items: int, cfg: BaselineConfig):
+    def __init__(self, num_items: int, cfg: SasrecConfig):
         super().__init__()
-        d = cfg.sasrec_dim
-        self.max_len = cfg.sasrec_max_len
-        self.heads = cfg.sasrec_heads
-        self.temperature = cfg.sasrec_temperature
+        d = cfg.dim
+        self.max_len = cfg.max_len
+        self.heads = cfg.heads
+        self.temperature = cfg.temperature
         self.item_emb = nn.Embedding(num_items + 1, d, padding_idx=0)
-        self.pos_emb = nn.Embedding(cfg.sasrec_max_len, d)
-        self.drop = nn.Dropout(cfg.sasrec_dropout)
-        layer = nn.TransformerEncoderLayer(d, cfg.sasrec_heads, dim_feedforward=cfg.sasrec_ffn, dropout=cfg.sasrec_dropout,
+        self.pos_emb = nn.Embedding(cfg.max_len, d)
+        self.drop = nn.Dropout(cfg.dropout)
+        layer = nn.TransformerEncoderLayer(d, cfg.heads, dim_feedforward=cfg.ffn, dropout=cfg.dropout,
                                            activation="gelu", batch_first=True, norm_first=True)
-        self.encoder = nn.TransformerEncoder(layer, cfg.sasrec_layers, enable_nested_tensor=False)
+        self.encoder = nn.TransformerEncoder(layer, cfg.layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(d)
         nn.init.normal_(self.item_emb.weight, std=d ** -0.5)
         with torch.no_grad():
@@ -60,10 +60,10 @@ class SASRec(nn.Module):
         # untied: a separate output table, so the residual copy of the last input item's embedding
         # does not score that item highest (with tying and no repeat bias, the top-1 was a history
         # item for 91% of Beauty test users, although no Beauty target repeats an earlier item)
-        self.out_emb = None if cfg.sasrec_tied_output else nn.Parameter(torch.randn(num_items, d) * d ** -0.5)
+        self.out_emb = None if cfg.tied_output else nn.Parameter(torch.randn(num_items, d) * d ** -0.5)
         # learned offset for the logits of items the sequence already holds: the data decide whether
         # a repeat is likely (no Amazon 5-core target repeats an earlier item; other data differ)
-        self.repeat_bias = nn.Parameter(torch.zeros(())) if cfg.sasrec_repeat_bias else None
+        self.repeat_bias = nn.Parameter(torch.zeros(())) if cfg.repeat_bias else None
 
     def hidden(self, seq: torch.Tensor) -> torch.Tensor:
         """seq [B, L] of item rows (0 = pad, left-padded, L <= max_len) -> states [B, L, d].
@@ -74,7 +74,7 @@ class SASRec(nn.Module):
         """
         B, L = seq.shape
         if L > self.max_len:
-            raise ValueError(f"SASRec: sequence width {L} exceeds sasrec_max_len {self.max_len}")
+            raise ValueError(f"SASRec: sequence width {L} exceeds baseline.sasrec.max_len {self.max_len}")
         pad = seq == 0
         pos = torch.arange(self.max_len - L, self.max_len, device=seq.device)
         x = self.item_emb(seq) * math.sqrt(self.item_emb.embedding_dim) + self.pos_emb(pos)[None]
@@ -90,7 +90,7 @@ class SASRec(nn.Module):
     def item_logits(self, h: torch.Tensor) -> torch.Tensor:
         """states [..., d] -> logits over dataset items [..., num_items] (padding row excluded).
 
-        With `sasrec_temperature` > 0 both sides are L2-normalised first and the cosine is divided
+        With `baseline.sasrec.temperature` > 0 both sides are L2-normalised first and the cosine is divided
         by the temperature (bounded logits, as in the HSTU/gSASRec line of SASRec baselines).
         """
         items = self.item_emb.weight[1:] if self.out_emb is None else self.out_emb
@@ -191,23 +191,23 @@ def train_sasrec(ds: SeqDataset, cfg: Config, out: str | Path | None = None,
     """Train with full-softmax cross-entropy and early stopping on validation ndcg@10.
 
     Returns the model holding the best validation weights and the per-epoch log (also written to
-    `out/log.jsonl`). `max_minutes` (or `baseline.sasrec_max_minutes`) bounds the wall time.
+    `out/log.jsonl`). `max_minutes` (or `baseline.sasrec.max_minutes`) bounds the wall time.
     """
-    b = cfg.baseline
+    b = cfg.baseline.sasrec
     seed_everything(cfg.run.seed)  # the baseline run's one seeding point
     device = resolve_device(cfg.run.device)
     model = SASRec(ds.num_items, b).to(device)
-    inp, tgt = training_tensors(ds, b.sasrec_max_len)
+    inp, tgt = training_tensors(ds, b.max_len)
     if len(inp) == 0:
         raise ValueError("SASRec: no user has two or more training interactions")
-    opt = torch.optim.AdamW(model.parameters(), lr=b.sasrec_lr, weight_decay=b.sasrec_weight_decay,
+    opt = torch.optim.AdamW(model.parameters(), lr=b.lr, weight_decay=b.weight_decay,
                             betas=(0.9, 0.98))
     sched = None
-    if b.sasrec_lr_decay < 1.0:  # lower the lr when validation stalls, before early stopping gives up
-        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=b.sasrec_lr_decay,
-                                                           patience=b.sasrec_decay_patience, threshold=0.0)
+    if b.lr_decay < 1.0:  # lower the lr when validation stalls, before early stopping gives up
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=b.lr_decay,
+                                                           patience=b.decay_patience, threshold=0.0)
     gen = torch.Generator().manual_seed(cfg.run.seed)
-    budget = max_minutes if max_minutes is not None else b.sasrec_max_minutes
+    budget = max_minutes if max_minutes is not None else b.max_minutes
     t0 = time.time()
     best, best_state, bad, log = -1.0, None, 0, []
     log_path = Path(out) / "log.jsonl" if out is not None else None
@@ -216,11 +216,11 @@ def train_sasrec(ds: SeqDataset, cfg: Config, out: str | Path | None = None,
         log_path.write_text("")
     val_ks = sorted(set(cfg.eval.ks) | {10})
     lengths = (inp > 0).sum(1)
-    bar = tqdm(range(1, b.sasrec_epochs + 1), desc="sasrec", unit="epoch")
+    bar = tqdm(range(1, b.epochs + 1), desc="sasrec", unit="epoch")
     for epoch in bar:
         model.train()
         total, count = 0.0, 0
-        for idx in length_batches(lengths, b.sasrec_batch_size, gen):
+        for idx in length_batches(lengths, b.batch_size, gen):
             width = int(lengths[idx].max())  # left padding: the last `width` columns hold every item
             x, y = inp[idx, -width:].to(device), tgt[idx, -width:].to(device)
             keep = y > 0
@@ -233,7 +233,7 @@ def train_sasrec(ds: SeqDataset, cfg: Config, out: str | Path | None = None,
             count += int(keep.sum())
             if budget and (time.time() - t0) / 60.0 >= budget:
                 break  # out of time: validate this (partial) epoch, then stop
-        ranks, _ = split_ranks(ds, "valid", b.sasrec_max_len, make_scorer(model, device), batch_users=2048,
+        ranks, _ = split_ranks(ds, "valid", b.max_len, make_scorer(model, device), batch_users=2048,
                                exclude_history=cfg.eval.exclude_history, ties=cfg.eval.ties, seed=cfg.run.seed)
         val = summarize(ranks, val_ks)
         row = {"epoch": epoch, "train_loss": total / max(count, 1), "valid_hit@10": val["hit@10"],
@@ -252,7 +252,7 @@ def train_sasrec(ds: SeqDataset, cfg: Config, out: str | Path | None = None,
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         else:
             bad += 1
-            if bad >= b.sasrec_patience:
+            if bad >= b.patience:
                 break
         if budget and (time.time() - t0) / 60.0 >= budget:
             break
@@ -292,7 +292,7 @@ def run_sasrec(ds: SeqDataset, cfg: Config, out: str | Path | None, inputs: dict
     best = max(log, key=lambda r: r["valid_ndcg@10"])
     extra = {"best_epoch": best["epoch"], "epochs_run": len(log), "train_seconds": round(time.time() - t0, 1)}
     recs = evaluate_scorer(ds, cfg, make_scorer(model, device), "sasrec", out,
-                           history_window=cfg.baseline.sasrec_max_len, extra=extra)
+                           history_window=cfg.baseline.sasrec.max_len, extra=extra)
     if out is not None:
         torch_save({"state_dict": model.state_dict(), "num_items": ds.num_items}, Path(out) / "sasrec.pt")
         plot_curve(log, Path(out) / "curves.png")

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import DataError  # noqa: F401  (re-exported: gramc.data.dataset.DataError)
+from ..errors import DataError
 from ..io import atomic_path, read_json, sha256_text
 
 

@@ -270,6 +270,26 @@ def alone_record(ranks: np.ndarray, ks: Sequence[int], cfg: Config) -> dict[str,
                                                                        n=cfg.eval.bootstrap, seed=cfg.run.seed).items()}}
 
 
+def apply_fusion(merged: dict[str, Any], fusion: Fusion, weight: float | list[float], extra: dict[str, Any],
+                 cfg: Config) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Re-rank `merged` (one split's gathered results) by the fused score, in place, and record the
+    beam search's own metrics and each scorer's alone in `extra`. Returns (the beam's ranks, each
+    scorer's ranks)."""
+    ks = list(cfg.eval.ks)
+    plain_ranks = merged["ranks"]
+    extra["unfused"] = alone_record(plain_ranks, ks, cfg)
+    merged["items"], merged["scores"] = fused_order(merged["cand"], merged["gen"], merged["cf"], weight)
+    merged["ranks"] = ranks_from_lists(merged["items"], merged["targets"])
+    alone_ranks = {name: merged["alone"][:, s] for s, name in enumerate(fusion.names)}
+    extra["fusion"].update(scorer=cfg.eval.fusion.scorer, scorers=list(fusion.names),
+                           candidates=cfg.eval.fusion.candidates,
+                           target_is_candidate=float((merged["cand"] == merged["targets"][:, None]).any(1).mean()),
+                           alone={name: alone_record(r, ks, cfg) for name, r in alone_ranks.items()})
+    extra["protocol"]["ranking"] += (f" + {cfg.eval.fusion.scorer} top {cfg.eval.fusion.candidates}, fused "
+                                     f"(weight {weight_text(weight, fusion.names)})")
+    return plain_ranks, alone_ranks
+
+
 def evaluate_split(model, assets, cfg: Config, split: str, max_users: int = 0, beams: int | None = None,
                    progress: bool = True, trie: Trie | None = None, fused: bool = False) -> EvalResult:
     """Evaluate `split` ("valid" or "test"): metrics, per-user ranks and predictions.
@@ -298,23 +318,7 @@ def evaluate_split(model, assets, cfg: Config, split: str, max_users: int = 0, b
         t0 = time.perf_counter()  # the split's own time; tuning is timed apart
     local = evaluate_samples(model, assets, cfg, smp, beams=beams, progress=progress, trie=trie, fusion=fusion)
     merged = merge_shards(_gather(local, world), len(smp))
-    plain_ranks, alone_ranks = None, None
-    if fusion is not None:
-        plain_ranks = merged["ranks"]
-        plain = summarize(plain_ranks, ks)
-        plain.pop("users")
-        extra["unfused"] = {"metrics": plain, "ci": {k: list(v) for k, v in bootstrap_ci(
-            per_user_metrics(plain_ranks, ks), n=cfg.eval.bootstrap, seed=cfg.run.seed).items()}}
-        merged["items"], merged["scores"] = fused_order(merged["cand"], merged["gen"], merged["cf"], weight)
-        merged["ranks"] = ranks_from_lists(merged["items"], merged["targets"])
-        extra["fusion"].update(scorer=cfg.eval.fusion.scorer, scorers=list(fusion.names),
-                               candidates=cfg.eval.fusion.candidates,
-                               target_is_candidate=float((merged["cand"] == merged["targets"][:, None]).any(1).mean()),
-                               alone={name: alone_record(merged["alone"][:, s], ks, cfg)
-                                      for s, name in enumerate(fusion.names)})
-        alone_ranks = {name: merged["alone"][:, s] for s, name in enumerate(fusion.names)}
-        extra["protocol"]["ranking"] += (f" + {cfg.eval.fusion.scorer} top {cfg.eval.fusion.candidates}, fused "
-                                         f"(weight {weight_text(weight, fusion.names)})")
+    plain_ranks, alone_ranks = (None, None) if fusion is None else apply_fusion(merged, fusion, weight, extra, cfg)
     means = summarize(merged["ranks"], ks)
     means.pop("users")
     ci = bootstrap_ci(per_user_metrics(merged["ranks"], ks), n=cfg.eval.bootstrap, seed=cfg.run.seed)

@@ -33,7 +33,7 @@ import scipy.sparse as sp
 from tqdm import tqdm
 
 from ..checks import Report
-from ..config import IdsConfig, to_dict
+from ..config import IdsConfig, check_problems, to_dict
 from ..data.dataset import SeqDataset
 from ..io import atomic_path, pyplot, sha256_file, sha256_text, write_json
 from ..runinfo import write_run_info
@@ -71,10 +71,8 @@ def item_embeddings(texts: Sequence[str], cfg: IdsConfig, progress: bool = True)
         emb = emb.astype(np.float32)
     elif cfg.embedding == "minilm":
         emb = _minilm(texts, progress, cfg.threads, cfg.text_tokens)
-    elif cfg.embedding == "tfidf":
+    else:  # "tfidf", the last value the config's Literal allows
         emb = _tfidf_svd(texts, cfg.svd_dim, cfg.seed)
-    else:  # pragma: no cover - Config validates the literal
-        raise IdsError(f"unknown ids.embedding {cfg.embedding!r}")
     norms = np.linalg.norm(emb, axis=1, keepdims=True)
     return (emb / np.maximum(norms, 1e-12)).astype(np.float32)
 
@@ -371,8 +369,7 @@ def build_ids_detailed(ds: SeqDataset, texts: Sequence[str], tok: Tokenizer, cfg
     """`build_ids`, plus each item's tree-path length (its ID minus the de-dup level, if any)."""
     if len(texts) != ds.num_items:
         raise IdsError(f"{len(texts)} item texts for {ds.num_items} dataset items")
-    if cfg.clusters < 2 or cfg.levels < 1:
-        raise IdsError("ids.clusters must be >= 2 and ids.levels >= 1")
+    check_problems(cfg.problems())  # the section's own rules, also for an IdsConfig built without a Config
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=cfg.threads or None):

@@ -138,13 +138,6 @@ class Tokenizer:
         })
         return folder
 
-    def to_transformers(self):
-        """A `transformers.PreTrainedTokenizerFast` sharing this vocabulary (for HF pipelines)."""
-        from transformers import PreTrainedTokenizerFast
-
-        return PreTrainedTokenizerFast(tokenizer_object=self.backend, pad_token="<pad>",
-                                       eos_token="</s>", unk_token="<unk>")
-
     def piece_table(self) -> list[str | None]:
         """The piece of every id 0..vocab_size-1 (what a model's embedding rows stand for)."""
         return [self.backend.id_to_token(i) for i in range(self.vocab_size)]
