@@ -36,19 +36,18 @@ def worker(args: argparse.Namespace) -> None:
     from gramc.train.batching import Batcher
     from gramc.recipes.train_gramc import gramc_parts
     from gramc.runtime import init_distributed
-    from gramc.train.trainer import Trainer, to_device
+    from gramc.train.trainer import Trainer
 
     torch.set_num_threads(1)
     cfg = load_config(None, [f"run.out={args.assets}", *DEFAULTS, *args.overrides])
     info = init_distributed("cpu")
     parts = gramc_parts(cfg, info)
     trainer = Trainer(parts.model, cfg.train, total_steps=1000, info=info)
-    plan = Batcher(parts.train_samples, cfg.train.batching, cfg.train.batch_size, cfg.train.grad_accum,
-                   cfg.run.seed, info.rank, info.world).plan(0)
+    plan = Batcher.from_config(cfg, parts.train_samples, info.rank, info.world).plan(0)
     if plan.num_steps < args.warmup + args.steps:
         raise SystemExit(f"only {plan.num_steps} steps per epoch; lower --steps or enlarge the dataset")
     for i in range(args.warmup):
-        trainer.train_step([to_device(parts.collate(mb), info.device) for mb in plan.step(i)])
+        trainer.train_step([parts.collate(mb).to(info.device) for mb in plan.step(i)])
     if info.distributed:
         dist.barrier()
     t0 = time.perf_counter()
@@ -56,7 +55,7 @@ def worker(args: argparse.Namespace) -> None:
     data_s = 0.0
     for i in range(args.warmup, args.warmup + args.steps):
         t = time.perf_counter()
-        batches = [to_device(parts.collate(mb), info.device) for mb in plan.step(i)]
+        batches = [parts.collate(mb).to(info.device) for mb in plan.step(i)]
         data_s += time.perf_counter() - t
         st = trainer.train_step(batches)
         samples += st.samples

@@ -639,18 +639,17 @@ def probe(b: Bench, steps: int, users: int) -> dict[str, Any]:
     from gramc.train.batching import Batcher
     from gramc.recipes.train_gramc import gramc_parts
     from gramc.runtime import init_distributed
-    from gramc.train.trainer import Trainer, to_device
+    from gramc.train.trainer import Trainer
 
     cfg = model_config("gramc-user_passage", b, None)
     cfg.run.out = str(b.work / "probe")
     info = init_distributed("cpu")
     parts = gramc_parts(cfg, info)
-    plan = Batcher(parts.train_samples, cfg.train.batching, cfg.train.batch_size, cfg.train.grad_accum,
-                   cfg.run.seed).plan(0)
+    plan = Batcher.from_config(cfg, parts.train_samples).plan(0)
     trainer = Trainer(parts.model, cfg.train, steps + 1, info)
     n, t_total, cpu_total = 0, 0.0, 0.0
     for i in range(min(steps + 1, plan.num_steps)):
-        mbs = [to_device(parts.collate(mb), info.device) for mb in plan.step(i)]
+        mbs = [parts.collate(mb).to(info.device) for mb in plan.step(i)]
         t0, c0 = time.perf_counter(), time.process_time()
         stats = trainer.train_step(mbs)
         if i > 0:  # the first step pays one-off costs

@@ -114,10 +114,10 @@ def step_figures(run_dir: Path) -> dict:
 
 
 def bench_model(args: argparse.Namespace, name: str, data: list[str]) -> dict:
-    from gramc.pipeline.pipeline import measure_step_seconds
     from gramc.checkpoint import load_weights
     from gramc.recipes.train_gramc import gramc_parts
     from gramc.runtime import init_distributed
+    from gramc.train.budget import measure_step_seconds
     from gramc.train.trainer import fit
 
     cfg = model_config(args, name, data)
@@ -125,7 +125,7 @@ def bench_model(args: argparse.Namespace, name: str, data: list[str]) -> dict:
     t0 = time.perf_counter()
     parts = gramc_parts(cfg, info)
     assets_s = time.perf_counter() - t0
-    probe_s = measure_step_seconds(parts, cfg)
+    probe_s = measure_step_seconds(parts, cfg, info)
     cfg.train.max_steps = args.max_steps or max(1, int(args.train_minutes * 60 / probe_s))
     cuda = info.device.type == "cuda"
     if cuda:

@@ -159,7 +159,7 @@ def run_generative(name: str, data: Path, work: Path, budget: float, eval_users:
     out = work / name
     overrides = base_overrides(data, out) + [
         f"gcn.out={work / 'gcn'}", f"ids.file={ID_FILE}", f"ids.tokenizer={T5_TOKENIZER}",
-        f"pipeline.train_minutes={budget}", f"eval.beams={beams}", f"pipeline.eval_users={eval_users}",
+        f"pipeline.train_minutes={budget}", f"eval.beams={beams}", f"train.final_eval_users={eval_users}",
         f"model.prefix.enabled={'true' if placement else 'false'}", "pipeline.baselines=[]",
     ] + GCN_CPU
     if placement:

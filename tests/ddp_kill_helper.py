@@ -15,7 +15,8 @@ from pathlib import Path
 
 import torch.distributed as dist
 
-from gramc.train.trainer import TrainParts, fit, init_distributed
+from gramc.runtime import init_distributed
+from gramc.train.trainer import TrainParts, fit
 from train_toy import build_model, collate, toy_config, toy_dataset, toy_samples
 
 STEPS = 6

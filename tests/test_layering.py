@@ -28,6 +28,7 @@ A stage's own `cli.py` belongs to its stage. Besides the direction, the test ref
 from __future__ import annotations
 
 import ast
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -302,3 +303,16 @@ def test_a_stated_reason_and_type_only_imports_pass(tmp_path):
     assert upward(edges) == [] and cycles(edges) == [] and unexplained_lazy(sources, edges) == []
     assert [(e.src, e.dst, e.in_function, e.type_only) for e in edges] == [
         ("gramc.data.cli", "gramc.data.readers", True, False), ("gramc.data.readers", "gramc.data.cli", False, True)]
+
+
+def test_the_train_layer_knows_no_product():
+    """`gramc.train` trains any model with `forward(batch) -> (loss_sum, n_target_tokens)`: what is
+    GRAM-C's (its prefix, passages, name, audit, logged scalars) comes in through `TrainParts`."""
+    words = re.compile(r"prefix|passage|recent_item|GRAM-?C|GramC\b", re.IGNORECASE)
+    bad = []
+    for p in sorted((SRC / "gramc" / "train").rglob("*.py")):
+        for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+            # the package's own name (gramc, GramcError, `gramc train`) is not the model's
+            if words.search(re.sub(r"\bgramc\b|Gramc\w*|gramc\.\w+", "", line)):
+                bad.append(f"{p.relative_to(SRC)}:{n}: {line.strip()}")
+    assert not bad, "product words in gramc.train:\n" + "\n".join(bad)

@@ -25,7 +25,7 @@ TINY = ["data.synthetic.num_users=60", "data.synthetic.num_items=40", "ids.vocab
         "ids.levels=2", "gcn.epochs=1", "gcn.eval_every=0", "gcn.dim=8", "gcn.similar_k=3", "model.similar_items=2",
         "eval.bootstrap=5", "eval.ks=[1,5]", "eval.beams=5", "run.device=cpu", "data.max_his=3",
         "model.passage_len=16", "model.user_passage_len=16", "model.target_len=6", "train.epochs=1",
-        "train.max_steps=2", "train.select_metric=hit@5", "baseline.sasrec.epochs=1", "pipeline.eval_users=5",
+        "train.max_steps=2", "train.select_metric=hit@5", "baseline.sasrec.epochs=1", "train.final_eval_users=5",
         "pipeline.train_minutes=0.05", "pipeline.baselines=[pop,sasrec,lightgcn]"]
 
 
@@ -139,7 +139,7 @@ def test_the_fingerprint_holds_exactly_the_declared_keys(recorded):
     assert "out" not in stages["gcn"].config["gcn"] and "device" not in stages["gcn"].config["gcn"]
 
 
-def _fake_train(sc, folder: Path, eval_users, train_minutes, resume):
+def _fake_train(sc, folder: Path, train_minutes, resume):
     (folder / "config.yaml").write_text("run: {seed: 1}\n")
     (folder / "log.jsonl").write_text("")
     for name, split in (("metrics.json", "test"), ("metrics_valid.json", "valid")):
@@ -155,7 +155,7 @@ def _fake_eval(sc, train_folder: Path, folder: Path, eval_users):
 
 @pytest.mark.parametrize("change, reruns", [
     ("eval.ks=[1,5,10,20]", True), ("eval.exclude_history=true", True), ("train.select_metric=hit@5", True),
-    ("pipeline.eval_users=3", True), ("train.log_every=7", False), ("eval.bootstrap=9", False),
+    ("train.final_eval_users=3", True), ("train.log_every=7", False), ("eval.bootstrap=9", False),
     ("train.num_workers=2", False)])
 def test_selection_settings_rerun_training_and_logging_does_not(tmp_path, monkeypatch, change, reruns):
     monkeypatch.setattr(pl, "train_stage", _fake_train)

@@ -18,7 +18,7 @@ SMALL = ["data.synthetic.num_users=120", "data.synthetic.num_items=60", "ids.voc
          "pipeline.baselines=[pop]"]
 
 
-def _fake_train(sc, folder: Path, eval_users, train_minutes, resume):
+def _fake_train(sc, folder: Path, train_minutes, resume):
     """Stands in for training: writes what the evaluate/report stages read."""
     (folder / "log.jsonl").write_text(json.dumps({"kind": "step", "step": 1, "loss": 3.0}) + "\n")
     (folder / "config.yaml").write_text("run: {seed: 1}\n")

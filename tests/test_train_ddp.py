@@ -20,7 +20,8 @@ import torch
 from safetensors.torch import load_file
 
 from gramc.train.batching import Batcher
-from gramc.train.trainer import DistInfo, Trainer, TrainParts, fit, to_device
+from gramc.runtime import DistInfo
+from gramc.train.trainer import Trainer, TrainParts, fit
 from train_toy import build_model, collate, toy_config, toy_dataset, toy_samples
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,7 +53,7 @@ def reference_steps() -> tuple[dict[str, torch.Tensor], list[dict[str, torch.Ten
                       after_sync=lambda g: grads.append({k: v.detach().clone() for k, v in g.items()}))
     plan = Batcher(train, cfg.train.batching, cfg.train.batch_size, 4, cfg.run.seed).plan(0)
     for s in range(STEPS):
-        trainer.train_step([to_device(collate(mb), torch.device("cpu")) for mb in plan.step(s)])
+        trainer.train_step([collate(mb).to(torch.device("cpu")) for mb in plan.step(s)])
     return model.state_dict(), grads
 
 

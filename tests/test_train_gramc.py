@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from gramc.cli import main as gramc_main
 from gramc.config import load_config
 from gramc.model.t5 import shift_right
-from gramc.train.audit import audit_first_batch
+from gramc.doctor.batch_audit import audit_first_batch
 from gramc.recipes.train_gramc import gramc_parts, train
 from gramc.train.trainer import DistInfo, TrainError, Trainer, fit
 
@@ -225,7 +225,7 @@ def _fields_equal(a, b) -> bool:
 def test_gramc_collation_in_workers_equals_in_process(assets_dir):
     from gramc.train.batching import Batcher
     from gramc.train.loader import host_loader
-    from gramc.train.trainer import count_target_tokens
+    from gramc.train.loader import count_target_tokens
 
     cfg = tiny_cfg(assets_dir, "train.batch_size=8")
     parts = gramc_parts(cfg, DistInfo())

@@ -12,9 +12,10 @@ from safetensors.torch import load_file
 
 from gramc.config import ConfigError, load_config
 from gramc.ids.tokens import IGNORE_INDEX
-from gramc.train.loader import host_loader
+from gramc.train.loader import count_target_tokens, host_loader
 from gramc.train.precision import CpuBf16, arm_bf16, resolve_precision
-from gramc.train.trainer import Trainer, TrainParts, count_target_tokens, fit, valid_loss_subset
+from gramc.train.trainer import Trainer, TrainParts, fit
+from gramc.train.validation import valid_loss_subset
 from gramc.train.batching import Batcher
 from train_toy import build_model, collate, toy_config, toy_dataset, toy_samples
 
@@ -26,7 +27,7 @@ def toy_parts(seed: int, evaluate=None) -> TrainParts:
 
 
 def plan_steps(cfg, train):
-    plan = Batcher(train, cfg.train.batching, cfg.train.batch_size, cfg.train.grad_accum, cfg.run.seed).plan(0)
+    plan = Batcher.from_config(cfg, train).plan(0)
     return [plan.step(i) for i in range(plan.num_steps)]
 
 
@@ -193,14 +194,20 @@ def test_final_eval_false_skips_it_and_says_how_to_run_it_later(tmp_path, capsys
     assert "train.final_eval=false" in err and f"gramc evaluate --run {tmp_path / 'r'} --checkpoint best" in err
 
 
-def test_pipeline_eval_users_is_the_one_final_evaluation_count(tmp_path):
-    from gramc.pipeline.pipeline import build_stages, check_eval_users
+def test_the_pipelines_final_evaluation_users_are_train_final_eval_users(tmp_path):
+    """One count of final-evaluation users: the train stage's (`train.final_eval_users`, read by fit)
+    is the one the evaluate stage expects; `pipeline.eval_users` is gone, and naming it says where to go."""
+    from gramc.config import ConfigError
+    from gramc.pipeline.pipeline import build_stages
 
-    for ok in (["pipeline.eval_users=5"], ["pipeline.eval_users=5", "train.final_eval_users=5"], []):
-        check_eval_users(load_config(None, ok))
-    cfg = load_config(None, [f"run.out={tmp_path}", "pipeline.eval_users=5", "train.final_eval_users=7"])
-    with pytest.raises(ConfigError, match="pipeline.eval_users"):
-        build_stages(cfg, progress=False)
+    with pytest.raises(ConfigError, match="pipeline.eval_users.*train.final_eval_users"):
+        load_config(None, [f"run.out={tmp_path}", "pipeline.eval_users=5"])
+    cfg = load_config(None, [f"run.out={tmp_path}", "train.final_eval_users=7"])
+    stages = {s.name: s for s in build_stages(cfg, progress=False)}
+    assert stages["evaluate"].config["train.final_eval_users"] == 7
+    assert stages["train"].config["train"]["final_eval_users"] == 7
+    assert not any("pipeline.eval_users" in s.config or "eval_users" in s.config.get("pipeline", {})
+                   for s in stages.values())
 
 
 class Poisoned(torch.nn.Module):

@@ -63,7 +63,7 @@ def test_run_folder_layout(uninterrupted):
 
 def epoch_steps(cfg) -> int:
     train, _ = toy_samples(toy_dataset(USERS))
-    return Batcher(train, cfg.train.batching, cfg.train.batch_size, cfg.train.grad_accum, cfg.run.seed).plan(0).num_steps
+    return Batcher.from_config(cfg, train).plan(0).num_steps
 
 
 @pytest.mark.parametrize("where", ["mid_epoch", "epoch_end"])

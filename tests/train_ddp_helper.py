@@ -18,7 +18,8 @@ import torch.distributed as dist
 
 from gramc.ids.tokens import IGNORE_INDEX
 from gramc.train.batching import Batcher
-from gramc.train.trainer import Trainer, TrainParts, fit, init_distributed, to_device
+from gramc.runtime import init_distributed
+from gramc.train.trainer import Trainer, TrainParts, fit
 from train_toy import build_model, collate, toy_config, toy_dataset, toy_samples
 
 STEPS = 3
@@ -34,11 +35,10 @@ def step_run(out: Path, mode: str) -> None:
     trainer = Trainer(model, cfg.train, total_steps=10, info=info,
                       fault=None if mode == "none" else mode,
                       after_sync=lambda g: grads.append({k: v.detach().clone() for k, v in g.items()}))
-    plan = Batcher(train, cfg.train.batching, cfg.train.batch_size, cfg.train.grad_accum, cfg.run.seed,
-                   info.rank, info.world).plan(0)
+    plan = Batcher.from_config(cfg, train, info.rank, info.world).plan(0)
     tokens = []
     for s in range(STEPS):
-        batches = [to_device(collate(mb), info.device) for mb in plan.step(s)]
+        batches = [collate(mb).to(info.device) for mb in plan.step(s)]
         tokens.append(int(sum((b.labels != IGNORE_INDEX).sum() for b in batches)))
         trainer.train_step(batches)
     every = [None] * info.world

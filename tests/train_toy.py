@@ -29,8 +29,8 @@ class ToyBatch:
     history: torch.Tensor  # [B, HIS] item index + 1, 0 = pad
     labels: torch.Tensor  # [B, MAX_T], IGNORE_INDEX = pad
 
-    def to(self, device):
-        return ToyBatch(self.history.to(device), self.labels.to(device))
+    def to(self, device, non_blocking: bool = False):
+        return ToyBatch(self.history.to(device, non_blocking=non_blocking), self.labels.to(device, non_blocking=non_blocking))
 
 
 def target_tokens(item: int) -> list[int]:

@@ -462,12 +462,10 @@ class PipelineConfig:
     seq_format: str = "auto"  # reader of `sequences` (see `gramc data prepare --help`)
     item_format: str = "auto"  # reader of `items`
     baselines: list[str] = field(default_factory=lambda: ["pop"])  # pop | sasrec | lightgcn, compared in the report
-    eval_users: int = 0  # users of the final valid/test evaluation (first N); 0 = all
     train_minutes: float = 0.0  # > 0: train.max_steps set from a measured probe to fit this wall budget
 
     def problems(self) -> list[str]:
         return failed([
-            (self.eval_users >= 0, "pipeline.eval_users", "must be >= 0 (0 = all)"),
             (self.train_minutes >= 0, "pipeline.train_minutes", "must be >= 0 (0 = no budget)"),
         ] + [(name in BASELINES, "pipeline.baselines", f"has unknown baseline {name!r} (expected {', '.join(BASELINES)})")
              for name in self.baselines])
@@ -534,6 +532,9 @@ def select_metric_ok(name: str, ks: list[int]) -> bool:
 
 # flat spellings of keys that live in a nested section (`baseline.sasrec_dim`): the error for one
 # names the key to write instead (`baseline.sasrec.dim`)
+# keys that no longer exist, with what to write instead
+MOVED_KEYS = {"pipeline.eval_users": "the final evaluation's users are train.final_eval_users (one setting for "
+                                     "`gramc train` and the pipeline)"}
 NESTED_KEYS = {f"baseline.sasrec_{f.name}": f"baseline.sasrec.{f.name}" for f in dataclasses.fields(SasrecConfig)}
 
 
@@ -541,6 +542,8 @@ def unknown_key(key: str, known: typing.Iterable[str] = ()) -> str:
     """The message for an unknown `key`: the nested key it should be, or the keys known beside it."""
     if key in NESTED_KEYS:
         return f"unknown config key '{key}': the SASRec settings are a section, write '{NESTED_KEYS[key]}'"
+    if key in MOVED_KEYS:
+        return f"unknown config key '{key}': {MOVED_KEYS[key]}"
     return f"unknown config key '{key}'" + (f" (known keys here: {sorted(known)})" if known else "")
 
 

@@ -21,16 +21,19 @@ devices and ranks here, so that they agree.
   barrier and destroy the group, if one was joined.
 * `shard(items, rank, world)`: this rank's share of a list, `items[rank::world]` (no padding, no
   duplicates): the one sharding rule of evaluation (the doctor checks it covers every user once).
+* `say(info, text)`: print on rank 0 only, through tqdm so that progress bars stay intact.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field
 from typing import Optional, Sequence, TypeVar
 
 import torch
 import torch.distributed as dist
+from tqdm import tqdm
 
 from .config import ConfigError
 
@@ -122,6 +125,12 @@ def barrier(info: DistInfo) -> None:
     """Wait for every rank of `info`'s group (a no-op in one process)."""
     if info.distributed:
         dist.barrier()
+
+
+def say(info: DistInfo, text: str) -> None:
+    """Print on rank 0 only (through tqdm, so progress bars stay intact)."""
+    if info.is_main:
+        tqdm.write(text, file=sys.stderr)
 
 
 def leave_distributed(wait: bool = True) -> None:

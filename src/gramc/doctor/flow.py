@@ -1,7 +1,7 @@
 """`gramc doctor flow`: build the real dataset, collator and model from the config and push one
 batch through (no training).
 
-Reports the trainer's step-0 audit (`gramc.train.audit.audit_first_batch`, names `flow.*`): batch
+Reports training's step-0 audit (`gramc.doctor.batch_audit.audit_first_batch`, names `flow.*`): batch
 fields, `recent_item_ids` non-zero ratio, GCN mapping resolution of history items, prefix flag in
 config / collator / model, prefix norm vs token norm, passages per sample, truncated share per
 field, target lengths. Adds:
@@ -25,7 +25,7 @@ from ..config import Config
 from ..data.splits import Sample, samples as split_samples
 from ..model.gramc import GramC
 from ..model.inputs import Collator
-from ..train.audit import audit_first_batch
+from .batch_audit import audit_first_batch
 from ..seeding import seeded
 
 FLOW_BATCH = 8  # samples in the batch pushed through

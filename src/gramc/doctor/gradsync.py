@@ -53,7 +53,7 @@ from ..model.dense import DenseTables
 from ..model.gramc import GramC
 from ..model.inputs import Collator
 from ..runtime import DistInfo, init_distributed, leave_distributed, rank_world
-from ..train.trainer import Trainer, to_device
+from ..train.trainer import Trainer
 from ..seeding import seeded
 
 GRAD_TOL = 1e-6  # |ratio - 1| and relative gradient error allowed (float64: ~1e-15 expected)
@@ -153,7 +153,7 @@ def worker(cfg: Config, bundle: dict[str, Any], steps: int, faults: Sequence[Opt
 
     single = Trainer(ref, cfg.train, total_steps=total, info=DistInfo(device=dev), after_sync=keep_ref)
     for s in range(steps):
-        single.train_step([to_device(collate(mb), dev) for mb in plan[s]])
+        single.train_step([collate(mb).to(dev) for mb in plan[s]])
         ref_params.append({n: p.detach().clone() for n, p in ref.named_parameters()})
     del single, ref
     t_ref = time.perf_counter()
@@ -204,7 +204,7 @@ def _distributed_run(cfg: Config, bundle: dict[str, Any], collate: Any, plan: li
     trainer = Trainer(model, cfg.train, total_steps=total, info=info, fault=fault, after_sync=compare)
     for s in range(steps):
         mine = plan[s][info.rank]
-        trainer.train_step([to_device(collate(mine), dev)])
+        trainer.train_step([collate(mine).to(dev)])
         now = {n: p.detach() for n, p in model.named_parameters()}
         upd = (_flat(ref_params[s], names) - _flat(init, names)).norm()
         diff = (_flat(now, names) - _flat(ref_params[s], names)).norm()

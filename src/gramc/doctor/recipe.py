@@ -302,9 +302,7 @@ def _ids_check(cfg: Config, s: dict) -> Check:
 
 def measured_steps(cfg: Config, train_samples: Sequence[Sample], world: int, epoch: int = 0) -> list[list[Sample]]:
     """The samples of every optimiser step of `epoch`, all ranks together, from the real `Batcher` plan."""
-    t = cfg.train
-    plans = [Batcher(train_samples, t.batching, t.batch_size, t.grad_accum, cfg.run.seed, r, world).plan(epoch)
-             for r in range(world)]
+    plans = [Batcher.from_config(cfg, train_samples, r, world).plan(epoch) for r in range(world)]
     return [[x for p in plans for mb in p.step(i) for x in mb] for i in range(plans[0].num_steps)]
 
 

@@ -24,13 +24,12 @@ from __future__ import annotations
 import copy
 import dataclasses
 import shutil
-import time
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from ..config import Config, ConfigError, to_dict
+from ..config import Config, to_dict
 from ..io import claim_output, read_json, write_json
 from ..lock import output_lock
 
@@ -174,18 +173,19 @@ GCN_READS = Reads(keys=("gcn",), ignore=("gcn.out", "gcn.device"), after=("data"
                   when=("model.prefix.enabled", "model.similar_items", "model.similar_source", "pipeline.baselines"))
 
 
-def gcn_needed(cfg: Config) -> bool:
-    """The model (prefix, GCN similar items) or the LightGCN baseline need a trained LightGCN."""
-    from ..graph.artifacts import gcn_needed as model_needs_gcn
+def pipeline_needs_gcn(cfg: Config) -> bool:
+    """The pipeline trains a LightGCN: the model reads one (`graph.artifacts.gcn_needed`: prefix,
+    GCN similar items) or the LightGCN baseline is among `pipeline.baselines`."""
+    from ..graph.artifacts import gcn_needed
 
-    return model_needs_gcn(cfg) or "lightgcn" in cfg.pipeline.baselines
+    return gcn_needed(cfg) or "lightgcn" in cfg.pipeline.baselines
 
 
 def make_gcn(p: Plan) -> list[Stage]:
     from ..graph.artifacts import gcn_folder
     from ..graph.lightgcn import OWN_FILES
 
-    if not gcn_needed(p.cfg):
+    if not pipeline_needs_gcn(p.cfg):
         return []
     return [p.stage("gcn", GCN_READS, gcn_folder(p.cfg, p.root), p.data_inputs(), partial(_build_gcn, p),
                     adopt=partial(_adopt_gcn, p), kinds=("gcn",), own_files=tuple(sorted(OWN_FILES)))]
@@ -221,10 +221,10 @@ def _adopt_gcn(p: Plan, folder: Path) -> dict | None:
 
 # ---- train ----------------------------------------------------------------------------------
 # Best-checkpoint selection depends on the validation metrics: which ks, history exclusion and
-# the beam search that computes them; pipeline.eval_users caps validation users in training.
+# the beam search that computes them.
 TRAIN_READS = Reads(
     keys=("run.seed", "data.max_his", "data.text_fields", "data.lowercase", "model", "train",
-          "pipeline.train_minutes", "pipeline.eval_users", "eval.beams", "eval.length_penalty",
+          "pipeline.train_minutes", "eval.beams", "eval.length_penalty",
           "eval.early_stopping", "eval.ks", "eval.exclude_history"),
     after=("data", "ids", "gcn"), paths=("model.similar_source", "model.pretrained"),
     # where it runs and writes (run.out, run.device, train.num_workers: the same batches), how often
@@ -251,12 +251,12 @@ def make_train(p: Plan) -> list[Stage]:
 
 
 def _build_train(p: Plan, folder: Path) -> dict:
-    return train_stage(p.sc, folder, p.cfg.pipeline.eval_users, p.cfg.pipeline.train_minutes,
-                       resume=(folder / "checkpoints" / "last").is_dir())
+    return train_stage(p.sc, folder, p.cfg.pipeline.train_minutes, resume=(folder / "checkpoints" / "last").is_dir())
 
 
 # ---- evaluate -------------------------------------------------------------------------------
-EVALUATE_READS = Reads(keys=("eval", "pipeline.eval_users"), after=("train",))
+# the evaluate stage evaluates (or reuses the train stage's evaluation of) the same users
+EVALUATE_READS = Reads(keys=("eval", "train.final_eval_users"), after=("train",))
 
 
 def make_evaluate(p: Plan) -> list[Stage]:
@@ -265,7 +265,7 @@ def make_evaluate(p: Plan) -> list[Stage]:
 
 
 def _build_evaluate(p: Plan, folder: Path) -> dict:
-    return evaluate_stage(p.sc, p.root / "train", folder, p.cfg.pipeline.eval_users)
+    return evaluate_stage(p.sc, p.root / "train", folder, p.cfg.train.final_eval_users)
 
 
 # ---- baselines ------------------------------------------------------------------------------
@@ -315,7 +315,6 @@ BUILDERS = (make_prepare, make_ids, make_gcn, make_train, make_evaluate, make_ba
 
 def build_stages(cfg: Config, progress: bool = True) -> list[Stage]:
     """The ordered stages for `cfg` (root = run.out)."""
-    check_eval_users(cfg)
     root = Path(cfg.run.out)
     plan = Plan(cfg, root, stage_config(cfg, root), progress)
     for make in BUILDERS:
@@ -323,85 +322,23 @@ def build_stages(cfg: Config, progress: bool = True) -> list[Stage]:
     return plan.stages
 
 
-def train_stage(sc: Config, folder: Path, eval_users: int, train_minutes: float, resume: bool) -> dict:
-    """Train GRAM-C into `folder` (resuming its last checkpoint if asked) and return a summary.
-
-    `eval_users` (`pipeline.eval_users`) > 0 caps the final valid/test evaluation to the first N
-    users: in a pipeline it sets `train.final_eval_users` (the two must agree, see
-    `check_eval_users`) and, where `train.eval_users` is 0, validation during training too;
-    `train_minutes` > 0 sets train.max_steps from the throughput measured on a few probe steps.
-    """
-    from ..recipes.train_gramc import gramc_parts
-    from ..runtime import init_distributed
-    from ..train.trainer import fit
-
-    from ..config import absolute_paths
+def train_stage(sc: Config, folder: Path, train_minutes: float, resume: bool) -> dict:
+    """Train GRAM-C into `folder` with the recipe `gramc train` runs (resuming its last checkpoint
+    if asked) and return a summary. `train_minutes` > 0 sets train.max_steps from the throughput
+    measured on a few probe steps (`gramc.train.budget`). The final evaluation's users are
+    `train.final_eval_users`."""
+    from ..recipes.train_gramc import train
+    from ..train.budget import BUDGET_FILE
 
     c = copy.deepcopy(sc)
     c.run.out = str(folder)
-    c = absolute_paths(c)  # the run's config.yaml reads back from any working directory
-    c.train.final_eval_users = eval_users
-    info = init_distributed(c.run.device)
-    parts = gramc_parts(c, info)
-    if eval_users > 0 and parts.evaluate is not None:
-        inner = parts.evaluate
-
-        def capped(model, split: str, max_users: int) -> dict:
-            return inner(model, split, max_users if max_users > 0 else eval_users)
-
-        parts.evaluate = capped
-    summary: dict[str, Any] = {}
-    budget_file = folder / "train_budget.json"  # the step count chosen for the budget, kept for a resume
-    if train_minutes > 0 and resume and budget_file.is_file():
-        summary.update(read_json(budget_file))
-        c.train.max_steps = summary["max_steps"]
-    elif train_minutes > 0:
-        sec_per_step = measure_step_seconds(parts, c)
-        steps = max(1, int(train_minutes * 60 / sec_per_step))
-        if c.train.max_steps == 0 or steps < c.train.max_steps:
-            c.train.max_steps = steps
-        summary.update(seconds_per_step=round(sec_per_step, 3), max_steps=c.train.max_steps,
-                       train_minutes=train_minutes)
-        write_json(budget_file, summary)
-    result = fit(parts, c, folder, resume=resume, info=info)
+    result = train(c, resume=resume, budget_minutes=train_minutes, stage=True)
+    summary: dict[str, Any] = read_json(folder / BUDGET_FILE) if train_minutes > 0 else {}
     summary.update(steps=result.state.step, best_step=result.state.best_step, best_value=result.state.best_value,
                    interrupted=result.interrupted)
     if result.metrics:
         summary["test"] = result.metrics.get("test", {}).get("metrics", {})
     return summary
-
-
-def check_eval_users(cfg: Config) -> None:
-    """`pipeline.eval_users` is the pipeline's one count of final-evaluation users (train stage and
-    evaluate stage alike); a different `train.final_eval_users` is an error, not a silent choice."""
-    t, p = cfg.train.final_eval_users, cfg.pipeline.eval_users
-    if t not in (0, p):
-        raise ConfigError(f"config key 'train.final_eval_users' is {t} but 'pipeline.eval_users' is {p}: in a "
-                          "pipeline the final evaluation's users are set by pipeline.eval_users (set that one, "
-                          "leave train.final_eval_users at 0)")
-
-
-def measure_step_seconds(parts, cfg: Config, steps: int = 3) -> float:
-    """Seconds per optimiser step of this model/batching, measured on a throw-away copy."""
-    from ..train.batching import Batcher
-    from ..runtime import init_distributed
-    from ..train.trainer import Trainer, to_device
-
-    info = init_distributed(cfg.run.device)
-    model = copy.deepcopy(parts.model)
-    batcher = Batcher(parts.train_samples, cfg.train.batching, cfg.train.batch_size, cfg.train.grad_accum,
-                      cfg.run.seed, info.rank, info.world)
-    plan = batcher.plan(0)
-    trainer = Trainer(model, cfg.train, max(steps + 1, 10), info, count_tokens=parts.count_tokens)
-    times = []
-    for i in range(min(steps + 1, plan.num_steps)):
-        t0 = time.perf_counter()
-        stats = trainer.train_step([to_device(parts.collate(mb), info.device) for mb in plan.step(i)])
-        stats.loss  # reads the loss: waits for the device, so the time is the step's, not its launch's
-        times.append(time.perf_counter() - t0)
-    del trainer, model  # the dropout draws it made do not matter: `fit` seeds the run
-    later = times[1:] or times  # the first step pays one-off costs
-    return sum(later) / len(later)
 
 
 def evaluate_stage(sc: Config, train_folder: Path, folder: Path, eval_users: int) -> dict:
@@ -435,12 +372,13 @@ def evaluate_stage(sc: Config, train_folder: Path, folder: Path, eval_users: int
         from ..eval.evaluate import evaluate_split
         from ..ids.trie import trie_for
         from ..model.runs import load_model_from_run
+        from ..recipes.train_gramc import MODEL_NAME
 
         model, assets, cfg = load_model_from_run(train_folder, "best")
         trie = trie_for(assets.item_ids).to(next(model.parameters()).device)  # once for both splits
         for split, name in (("valid", "metrics_valid.json"), ("test", "metrics.json")):
             res = evaluate_split(model, assets, sc, split, max_users=eval_users, trie=trie)
-            write_json(folder / name, {**res.to_json(), "model": "gramc"})
+            write_json(folder / name, {**res.to_json(), "model": MODEL_NAME})
         source = "evaluated here"
     write_run_info(folder, sc, {"checkpoint": train_folder / "checkpoints"})
     write_json(folder / "source.json", {"train_run": str(train_folder), "how": source})

@@ -13,23 +13,22 @@ from ..cliargs import add_config_args, config_from_args
 
 
 def _train(args: argparse.Namespace) -> int:
-    from ..model.runs import run_config
     from ..runtime import leave_distributed, rank_world
-    from ..train.runfolder import RunFolderError, saved_config
+    from ..train.runfolder import RunFolderError, resume_configs
     from .train_gramc import train
 
+    saved = None
     if args.resume:
         # the run's own config.yaml plus overrides; train() refuses overrides of keys that may not
         # change on resume (train.runfolder.RESUMABLE_KEYS)
         if args.config:
             raise RunFolderError("--resume continues a run with the config saved in RUN_DIR/config.yaml; "
                                  "drop --config (key=value overrides are still applied, and checked)")
-        saved_config(Path(args.resume))  # "cannot resume: ..." when RUN_DIR is no run folder
-        cfg = run_config(args.resume, args.overrides or [])
+        saved, cfg = resume_configs(Path(args.resume), args.overrides or [])
     else:
         cfg = config_from_args(args)
     try:
-        result = train(cfg, resume=bool(args.resume), overwrite=args.overwrite)
+        result = train(cfg, resume=bool(args.resume), overwrite=args.overwrite, saved=saved)
     finally:
         rank, _ = rank_world()
         leave_distributed(wait=False)  # also after an error, when another rank may never reach a barrier

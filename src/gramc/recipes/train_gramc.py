@@ -3,8 +3,9 @@ validation by beam search (gramc.eval), tied together from one Config.
 
 * `gramc_parts(cfg, info) -> TrainParts`: assets, model, collator, samples, the `evaluate` and
   `audit` callbacks `fit` calls;
-* `train(cfg, resume=False, ...) -> TrainResult`: `gramc train` end to end (run folder locked,
-  claimed or resumed, process group joined, parts built, `fit`).
+* `train(cfg, resume=False, ...) -> TrainResult`: `gramc train` and the pipeline's train stage end
+  to end (run folder locked, claimed or resumed, process group joined, parts built, an optional
+  time budget, `fit`).
 
 This module is the only place where training meets evaluation: `gramc.train` trains any module
 with `forward(batch) -> (loss_sum, n_target_tokens)` and takes evaluation as a callback.
@@ -20,6 +21,7 @@ from torch import nn
 from ..checks import Check
 from ..config import Config
 from ..data.splits import samples, training_samples
+from ..doctor.batch_audit import audit_first_batch
 from ..eval.evaluate import evaluate_split
 from ..ids.trie import trie_for
 from ..lock import output_lock
@@ -27,10 +29,24 @@ from ..model.assets import Assets
 from ..model.gramc import GramC
 from ..model.inputs import Collator
 from ..runtime import DistInfo, barrier, init_distributed
-from ..train.audit import audit_first_batch
+from ..train.budget import apply_time_budget
 from ..train.runfolder import open_run
 from ..seeding import seeded
 from ..train.trainer import Fault, TrainParts, TrainResult, fit
+
+# what `Assets.from_config` builds into a run folder before training starts
+RUN_ASSETS = ("tokenizer", "tokenizer.assets.json", "ids.txt", "ids.txt.assets.json", "ids.txt.stats.json",
+              "ids.txt.run_info.json", "ids.txt.png", "gcn", "passage_cache.pt")
+# the model's name in the metrics records of a run
+MODEL_NAME = "gramc"
+# learned scalars logged with every step record (those the model has as parameters)
+LOGGED_SCALARS = ("prefix.scale",)
+
+
+def logged_scalars(model: nn.Module) -> dict[str, float]:
+    """The model's parameters named in LOGGED_SCALARS, as numbers."""
+    params = dict(model.named_parameters())
+    return {n: float(params[n].detach().float()) for n in LOGGED_SCALARS if n in params}
 
 
 def gramc_parts(cfg: Config, info: DistInfo) -> TrainParts:
@@ -62,20 +78,27 @@ def gramc_parts(cfg: Config, info: DistInfo) -> TrainParts:
     split_users = {"valid": len(valid_samples), "test": len(samples(assets.ds, "test", cfg.data.max_his))}
     return TrainParts(model=model, collate=collate, train_samples=train_samples, valid_samples=valid_samples,
                       evaluate=evaluate, audit=audit, inputs=dict(assets.inputs), split_users=split_users,
-                      assets=assets.fingerprints())
+                      assets=assets.fingerprints(), results={"model": MODEL_NAME}, scalars=logged_scalars)
 
 
 def train(cfg: Config, resume: bool = False, fault: Optional[Fault] = None, stop_after: Optional[int] = None,
           after_sync: Optional[Callable[[dict[str, torch.Tensor]], None]] = None,
-          overwrite: bool = False) -> TrainResult:
+          overwrite: bool = False, saved: Optional[Config] = None, budget_minutes: float = 0.0,
+          stage: bool = False) -> TrainResult:
     """Train GRAM-C as `cfg` says into `cfg.run.out` (resume=True: continue that run folder; a
-    fresh run into a folder holding one is refused unless overwrite=True: see train.runfolder).
+    fresh run into a folder holding one is refused unless overwrite=True; `saved`: the run's
+    config.yaml when the caller read it already; see train.runfolder).
 
+    `budget_minutes` > 0 lowers `train.max_steps` to the steps measured to fit that many minutes
+    (`train.budget`, recorded in train_budget.json). `stage=True`: `run.out` is a pipeline stage's
+    folder, claimed and checked by the stage (`train.runfolder.open_run`).
     The run folder's lock (gramc.lock) is held from the check of the folder to the last write, so
     no other process trains into it, resumes it or moves it aside meanwhile."""
     with output_lock(cfg.run.out, "run folder (run.out)"):
-        cfg, resume = open_run(cfg, resume, overwrite)
+        cfg, resume = open_run(cfg, resume, overwrite, saved=saved, stage=stage, assets=RUN_ASSETS)
         info = init_distributed(cfg.run.device)
         parts = gramc_parts(cfg, info)
+        if budget_minutes > 0:
+            cfg, _ = apply_time_budget(cfg, parts, info, budget_minutes, cfg.run.out, resume)
         return fit(parts, cfg, cfg.run.out, resume=resume, fault=fault, stop_after=stop_after,
                    after_sync=after_sync, info=info)

@@ -4,7 +4,7 @@ A *unit* is the smallest group of training samples that always travels together:
 
 * ``batching="sequence"`` (default): one user's consecutive training targets, at most
   ``batch_size`` of them (a long sequence is cut into several units). A micro-batch then holds
-  whole user sequences, so the collator encodes each item passage once per batch.
+  whole user sequences, so a collator can share what samples of one user have in common.
 * ``batching="sample"``: one sample per unit.
 
 An item-indexing sample (``Sample.indexing``) is always a unit of its own, so the shuffle mixes
@@ -32,6 +32,7 @@ from typing import Literal, Sequence
 
 import torch
 
+from ..config import Config
 from ..data.splits import Sample
 
 Unit = tuple[Sample, ...]
@@ -141,6 +142,12 @@ class Batcher:
         self.seed = seed
         self.rank = rank
         self.world = world
+
+    @classmethod
+    def from_config(cls, cfg: Config, samples: Sequence[Sample], rank: int = 0, world: int = 1) -> "Batcher":
+        """The batches `cfg` trains with (`train.batching`, `batch_size`, `grad_accum`, `run.seed`)."""
+        t = cfg.train
+        return cls(samples, t.batching, t.batch_size, t.grad_accum, cfg.run.seed, rank, world)
 
     def plan(self, epoch: int) -> EpochPlan:
         batches = global_micro_batches(self.units, self.batch_size, self.seed, epoch)

@@ -1,7 +1,8 @@
 """Training batches from the host to the device: a DataLoader over an epoch's plan.
 
 Each item is one optimiser step (`HostStep`: its micro-batches collated on the host, with target
-tokens and samples counted there). `train.num_workers` processes collate ahead of the training
+tokens and samples counted there). A batch is a dataclass of tensors with `labels` and a
+`.to(device, non_blocking=False)` that moves it (the one way a batch reaches the device). `train.num_workers` processes collate ahead of the training
 loop; on CUDA the DataLoader pins the batches and `HostStep.to` copies them with
 `non_blocking=True`, so the copy overlaps the step already queued. The loader has its own seeded
 generator: the global torch RNG (dropout) is never touched, so a run does not depend on the
@@ -26,25 +27,15 @@ def count_target_tokens(batch: Any) -> torch.Tensor:
     return (batch.labels != IGNORE_INDEX).sum()
 
 
-def _map_tensors(batch: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
-    """`fn` applied to every tensor field of a dataclass batch (or to a tensor)."""
+def pinned(batch: Any) -> Any:
+    """A dataclass batch (or a tensor) with every tensor field in pinned host memory."""
     if isinstance(batch, torch.Tensor):
-        return fn(batch)
+        return batch.pin_memory()
     if dataclasses.is_dataclass(batch):
-        changes = {f.name: fn(getattr(batch, f.name)) for f in dataclasses.fields(batch)
+        changes = {f.name: getattr(batch, f.name).pin_memory() for f in dataclasses.fields(batch)
                    if isinstance(getattr(batch, f.name), torch.Tensor)}
         return dataclasses.replace(batch, **changes)
     raise TypeError(f"a batch must be a tensor or a dataclass of tensors, got {type(batch).__name__}")
-
-
-def to_device(batch: Any, device: torch.device, non_blocking: bool = False) -> Any:
-    """Move a batch (a dataclass of tensors, or an object with `.to`) to `device`. `non_blocking`
-    copies return at once from pinned memory (the copy overlaps the work already queued)."""
-    if dataclasses.is_dataclass(batch) or isinstance(batch, torch.Tensor):
-        return _map_tensors(batch, lambda t: t.to(device, non_blocking=non_blocking))
-    if hasattr(batch, "to") and callable(batch.to):
-        return batch.to(device)
-    raise TypeError(f"cannot move a {type(batch).__name__} to {device}")
 
 
 @dataclass
@@ -58,10 +49,12 @@ class HostStep:
 
     def pin_memory(self) -> "HostStep":
         """Called by the DataLoader's pin-memory thread (CUDA only)."""
-        return dataclasses.replace(self, batches=[_map_tensors(b, lambda t: t.pin_memory()) for b in self.batches])
+        return dataclasses.replace(self, batches=[pinned(b) for b in self.batches])
 
     def to(self, device: torch.device) -> list[Any]:
-        return [to_device(b, device, non_blocking=True) for b in self.batches]
+        """The micro-batches on `device` (each batch's own `.to`; from pinned memory the copies
+        return at once and overlap the work already queued)."""
+        return [b.to(device, non_blocking=True) for b in self.batches]
 
 
 class _Steps(Dataset):

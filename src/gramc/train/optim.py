@@ -1,7 +1,7 @@
 """AdamW with honest weight-decay groups, and the warmup-then-linear-decay learning-rate schedule.
 
-Weight decay is *not* applied to normalisation weights, biases, embedding tables, the passage
-position embedding or the prefix scale. GRAM listed `bias` and `LayerNorm.weight` as exclusions,
+Weight decay is *not* applied to normalisation weights, biases, embedding tables (position
+embeddings included) or learned scales. GRAM listed `bias` and `LayerNorm.weight` as exclusions,
 which matched no T5 parameter, so every norm was decayed; here the exclusion is decided from the
 module that owns a parameter (its type) and from the parameter's own name, and
 `decay_groups` reports which parameters went where so tests and the audit can verify it.
@@ -20,7 +20,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from ..config import TrainConfig
 
 # substrings of parameter names that are embeddings or scales even when held as bare Parameters
-NO_DECAY_NAME_PARTS = ("bias", "norm", "embed", "passage_pos", "pos_emb", "position", "scale")
+NO_DECAY_NAME_PARTS = ("bias", "norm", "embed", "pos_emb", "position", "scale")
 
 
 def _is_norm_module(m: nn.Module) -> bool:

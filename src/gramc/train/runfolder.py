@@ -8,16 +8,18 @@
   config.yaml except in `RESUMABLE_KEYS` (budgets, logging, evaluation speed), naming the keys.
 * `open_run(cfg, resume, overwrite)`: both checks, and the paths of the config made absolute
   (`gramc.config.absolute_paths`) so that config.yaml reads back from any working directory.
+* `resume_configs(run_dir, overrides)`: a run's config.yaml, read once, and the config to resume
+  it with (the same plus the overrides).
 """
 
 from __future__ import annotations
 
 import json
-
 import time
 from pathlib import Path
+from typing import Optional, Sequence
 
-from ..config import Config, absolute_paths, flatten, to_dict
+from ..config import Config, absolute_paths, apply_overrides, flatten, from_dict, to_dict
 from ..errors import GramcError
 from ..io import claim_output, holds_marker
 from ..lock import output_lock
@@ -29,12 +31,8 @@ from ..runtime import launch
 RESUMABLE_KEYS = (
     "train.epochs", "train.max_steps", "train.patience", "train.log_every", "train.save_every", "train.eval_every",
     "train.eval_users", "train.final_eval", "train.final_eval_users", "train.num_workers", "run.device",
-    "eval.batch_size", "eval.item_batch_size", "eval.bf16", "eval.bootstrap", "eval.predictions_top",
-    "pipeline.eval_users", "gcn.device",
+    "eval.batch_size", "eval.item_batch_size", "eval.bf16", "eval.bootstrap", "eval.predictions_top", "gcn.device",
 )
-# assets the run built into its own folder (a run folder may hold only these before training starts)
-ASSET_NAMES = ("tokenizer", "tokenizer.assets.json", "ids.txt", "ids.txt.assets.json", "ids.txt.stats.json",
-               "ids.txt.run_info.json", "ids.txt.png", "gcn", "passage_cache.pt")
 
 
 class RunFolderError(GramcError):
@@ -45,18 +43,19 @@ def holds_run(folder: Path) -> bool:
     return folder.is_dir() and holds_marker(folder, "run")
 
 
-def claim_run(cfg: Config, overwrite: bool = False, is_main: bool = True) -> Path | None:
+def claim_run(cfg: Config, overwrite: bool = False, is_main: bool = True, assets: Sequence[str] = ()) -> Path | None:
     """Check that a fresh training may write `run.out`; with `overwrite` move an old run aside.
 
-    Returns where the old run went (None when there was none)."""
+    `assets`: the names a recipe builds into the run folder before training starts (a folder
+    holding only these is claimed). Returns where the old run went (None when there was none)."""
     out = Path(cfg.run.out)
     inputs = [cfg.data.path, cfg.ids.file, cfg.ids.embedding_file,
               cfg.ids.tokenizer if cfg.ids.tokenizer != "train" and Path(cfg.ids.tokenizer).exists() else None,
               cfg.model.similar_source if cfg.model.similar_source != "gcn" else None,
               cfg.gcn.out if cfg.gcn.out and Path(cfg.gcn.out).resolve() != (out / "gcn").resolve() else None]
     if not holds_run(out):
-        if out.is_dir() and any(out.iterdir()) and all(p.name in ASSET_NAMES for p in out.iterdir()):
-            claim_output(out, "run", inputs, what="run folder (run.out)", own=ASSET_NAMES)
+        if out.is_dir() and any(out.iterdir()) and all(p.name in assets for p in out.iterdir()):
+            claim_output(out, "run", inputs, what="run folder (run.out)", own=assets)
             return None  # only assets built for this run so far (their stamps guard them)
         claim_output(out, "run", inputs, what="run folder (run.out)")
         return None
@@ -77,8 +76,6 @@ def claim_run(cfg: Config, overwrite: bool = False, is_main: bool = True) -> Pat
 
 
 def _last_step(out: Path) -> str:
-    import json
-
     state = out / "checkpoints" / "last" / "state.json"
     try:
         s = json.loads(state.read_text(encoding="utf-8"))
@@ -108,18 +105,33 @@ def saved_config(run_dir: Path) -> Config:
         raise RunFolderError(f"cannot resume: {e}") from e
 
 
-def open_run(cfg: Config, resume: bool, overwrite: bool) -> tuple[Config, bool]:
+def resume_configs(run_dir: Path, overrides: Sequence[str] = ()) -> tuple[Config, Config]:
+    """(the config.yaml of the run in `run_dir`, that config with `overrides` applied): the file is
+    read once; `open_run` checks the second against the first."""
+    saved = saved_config(run_dir)
+    tree = apply_overrides(to_dict(saved), overrides)
+    return saved, absolute_paths(from_dict(tree), run_dir, Path.cwd())
+
+
+def open_run(cfg: Config, resume: bool, overwrite: bool, saved: Optional[Config] = None,
+             stage: bool = False, assets: Sequence[str] = ()) -> tuple[Config, bool]:
     """Check `run.out` for a fresh run or a resume; return (config with absolute paths, resume).
 
+    `saved`: the run's own config.yaml when the caller read it already (`resume_configs`);
+    `assets`: what the recipe builds into the run folder (`claim_run`).
+    `stage=True`: `run.out` is a pipeline stage's folder, claimed by the stage and resumed only with
+    the settings its fingerprint allows (gramc.pipeline.stage), so neither check is made again.
     A resume of a run that died before its first checkpoint starts it again from step 0."""
     cfg = absolute_paths(cfg)
     out = Path(cfg.run.out)
     if resume and overwrite:
         raise RunFolderError("--resume continues a run and --overwrite moves it aside: give one of them")
     if not resume:
-        claim_run(cfg, overwrite, is_main=launch().is_main)
+        if not stage:
+            claim_run(cfg, overwrite, is_main=launch().is_main, assets=assets)
         return cfg, False
-    resume_config(saved_config(out), cfg)
+    if not stage:
+        resume_config(saved if saved is not None else saved_config(out), cfg)
     ckpts = out / "checkpoints"
     if not (ckpts / "last").is_dir():
         others = sorted(p.name for p in ckpts.iterdir() if p.is_dir()) if ckpts.is_dir() else []

@@ -13,8 +13,9 @@ Two layers:
   outcome (finished / stopped at `train.max_steps` / interrupted by `stop_after`); batches
   (`batching.Batcher` through `loader.host_loader`), step-0 audit and final-evaluation estimate,
   logs (`StepWindow`), checkpoints and resume, validation and best-checkpoint selection, then the
-  final evaluation of the best checkpoint (`evaluation.final_test`). `fit` knows no model: GRAM-C's
-  parts are composed from the config by the recipe `gramc.recipes.train_gramc` (above train and eval).
+  final evaluation of the best checkpoint (`TrainRun.final_evaluation`). `fit` knows no model: a
+  model's parts (`TrainParts`) are composed from the config by a recipe (`gramc.recipes`, above
+  train and eval).
 
 Processes are started by torchrun (RANK, WORLD_SIZE, LOCAL_RANK); gloo on CPU, nccl on GPU. Only
 rank 0 writes the run folder.
@@ -44,22 +45,23 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..checks import Check, Report
-from ..checkpoint import (CheckpointError, TrainState, copy_checkpoint, load_checkpoint,  # noqa: F401
-                          rng_state, save_checkpoint, verify_assets)
+from ..checkpoint import (TrainState, copy_checkpoint, load_checkpoint, load_weights, rng_state, save_checkpoint,
+                          verify_assets)
 from ..config import Config, TrainConfig
 from ..data.splits import Sample
 from ..errors import GramcError
 from ..io import read_jsonl, write_json, write_text
 from ..runinfo import write_run_info
-from ..runtime import DistInfo, barrier as _barrier, init_distributed, keep_freed_memory
+from ..runtime import DistInfo, barrier as _barrier, init_distributed, keep_freed_memory, say
 from ..seeding import seed_everything
-from .batching import Batcher
-from .evaluation import announce_final_eval, final_test, say as _print, skip_final_test
-from .evaluation import validation_loss, valid_loss_subset
-from .loader import HostStep, count_target_tokens, host_loader, num_samples, to_device  # noqa: F401
+from .batching import Batcher, EpochPlan
+from .validation import (Evaluate, FinalEvalEstimate, evaluate_without_grad, final_eval_users, validation_loss,
+                         valid_loss_subset)
+from .loader import count_target_tokens, host_loader, num_samples
 from .optim import build_optimizer, build_scheduler
 from .precision import autocast, resolve_precision, tf32_matmuls
 
@@ -85,13 +87,6 @@ class TrainError(GramcError, RuntimeError):
 
 class NonFiniteStep(TrainError):
     """An optimiser step's loss or gradient is not finite: the step was not applied."""
-
-
-# --------------------------------------------------------------------------------------------
-# Seeding
-# --------------------------------------------------------------------------------------------
-
-
 
 
 # --------------------------------------------------------------------------------------------
@@ -157,7 +152,7 @@ class Trainer:
         self.ddp: Optional[DDP] = None
         if self.info.distributed:
             # DDP broadcasts rank 0's parameters and buffers: every rank starts from the same init.
-            # Every trainable parameter takes part in every forward (GramC's prefix keeps its
+            # Every trainable parameter takes part in every forward (a model that drops a part keeps its
             # parameters in the graph even when dropped), so no unused-parameter search is needed.
             ids = [self.info.device.index] if self.info.device.type == "cuda" else None
             self.ddp = DDP(self.model, device_ids=ids, find_unused_parameters=False)
@@ -283,7 +278,7 @@ class TrainParts:
     valid_samples: list[Sample]
     # (model, split "valid"/"test", max users; 0 = all) -> metrics record with a "metrics" dict
     # (`EvalResult.to_json()`); called on every rank (evaluation is sharded); None = loss only
-    evaluate: Optional[Callable[[nn.Module, str, int], dict[str, Any]]] = None
+    evaluate: Optional[Evaluate] = None
     # step-0 audit of the first batch: list of Checks (any failure refuses training)
     audit: Optional[Callable[[Any, nn.Module], list[Check]]] = None
     inputs: dict[str, str | Path] = field(default_factory=dict)  # fingerprinted in run_info.json
@@ -292,6 +287,10 @@ class TrainParts:
     count_tokens: Callable[[Any], torch.Tensor] = count_target_tokens
     # users per split for the final-evaluation estimate ({"valid": n, "test": n}; missing = valid samples)
     split_users: dict[str, int] = field(default_factory=dict)
+    # fields written into both metrics records of the final evaluation (e.g. the model's name)
+    results: dict[str, Any] = field(default_factory=dict)
+    # model -> learned scalars logged with every `step` record, by name; None = none
+    scalars: Optional[Callable[[nn.Module], dict[str, float]]] = None
 
 
 @dataclass
@@ -331,12 +330,6 @@ def json_line(record: dict[str, Any]) -> str:
     return json.dumps({k: finite(v) for k, v in record.items()}, allow_nan=False, default=float) + "\n"
 
 
-def model_scalars(model: nn.Module) -> dict[str, float]:
-    """Learned scalar parameters worth logging (e.g. the prefix scale), by name."""
-    return {n: float(p.detach().float()) for n, p in model.named_parameters()
-            if p.numel() == 1 and "scale" in n.lower()}
-
-
 def _better(value: float, best: Optional[float], mode: str) -> bool:
     if value is None or math.isnan(value):
         return False
@@ -348,7 +341,7 @@ def _patience_spent(patience: int, epoch: int, state: TrainState, info: DistInfo
     reads only the checkpointed state)."""
     if patience <= 0 or epoch - state.best_epoch < patience:
         return False
-    _print(info, f"early stop after epoch {epoch}: no better validation {state.best_metric} for "
+    say(info, f"early stop after epoch {epoch}: no better validation {state.best_metric} for "
                  f"{epoch - state.best_epoch} epochs (train.patience={patience}); best epoch {state.best_epoch}")
     return True
 
@@ -359,7 +352,7 @@ def run_audit(parts: TrainParts, batch: Any, run_dir: Path, info: DistInfo) -> l
     report = Report(list(checks))
     if info.is_main:
         write_json(run_dir / "audit.json", report.to_dict())
-        _print(info, "step-0 audit\n" + report.table())
+        say(info, "step-0 audit\n" + report.table())
     if not report.ok:
         fails = [c for c in report.checks if not c.ok]
         raise TrainError("training refused by the step-0 audit:\n" + "\n".join(
@@ -388,16 +381,23 @@ class StepWindow:
         self.data_s += data_s
         self.steps += 1
 
-    def record(self, step: int, epoch: int, lr: float, model: nn.Module) -> dict[str, Any]:
+    def record(self, step: int, epoch: int, lr: float, scalars: dict[str, float]) -> dict[str, Any]:
         tokens, samples = float(self.tokens), float(self.samples)
         elapsed = max(1e-9, time.perf_counter() - self.t0)  # after the read above: kernels are done
         return {"kind": "step", "step": step, "epoch": epoch, "loss": float(self.loss_sum) / max(1.0, tokens),
                 "lr": lr, "grad_norm": float(self.grad_norm) / max(1, self.steps),
                 "tokens_per_s": tokens / elapsed, "samples_per_s": samples / elapsed,
-                "data_s": self.data_s, "compute_s": max(0.0, elapsed - self.data_s), **model_scalars(model)}
+                "data_s": self.data_s, "compute_s": max(0.0, elapsed - self.data_s), **scalars}
 
 
 Outcome = Literal["finished", "stopped", "interrupted"]  # epoch done / train.max_steps reached / stop_after
+
+
+def step_loader(parts: TrainParts, cfg: Config, plan: EpochPlan, start: int, device: torch.device) -> DataLoader:
+    """`fit`'s loader: one `HostStep` per optimiser step of `plan` from step `start` on, collated by
+    `train.num_workers` workers, with a generator seeded by `run.seed + epoch`."""
+    return host_loader([plan.step(i) for i in range(start, plan.num_steps)], parts.collate, parts.count_tokens,
+                       cfg.train.num_workers, device, seed=cfg.run.seed + plan.epoch)
 
 
 @dataclass
@@ -434,6 +434,10 @@ class TrainRun:
                             self.trainer.scheduler, self.state, rngs, assets=self.parts.assets)
         _barrier(info)
 
+    def scalars(self) -> dict[str, float]:
+        """The model's learned scalars to log (`TrainParts.scalars`)."""
+        return self.parts.scalars(self.trainer.model) if self.parts.scalars is not None else {}
+
     def valid_loss(self) -> float:
         tc = self.cfg.train
         return validation_loss(self.trainer.model, self.parts.collate, self.valid_loss_samples, tc.batch_size,
@@ -444,17 +448,14 @@ class TrainRun:
         model, state = self.trainer.model, self.state
         record: dict[str, Any] = {"kind": "valid", "epoch": epoch, "step": state.step, "valid_loss": self.valid_loss()}
         if self.parts.evaluate is not None:  # every rank takes part (evaluation is sharded)
-            model.eval()
-            with torch.no_grad():
-                record.update(self.parts.evaluate(model, "valid", self.cfg.train.eval_users)["metrics"])
-            model.train()
+            record.update(evaluate_without_grad(model, self.parts.evaluate, "valid", self.cfg.train.eval_users)["metrics"])
         name, mode = self.metric
         value = record.get(name)
         if _better(value, state.best_value, mode):
             state.best_value, state.best_step, state.best_epoch = float(value), state.step, epoch
             record["best"] = True
         self.log.write(record)
-        _print(self.info, f"epoch {epoch} validation: " + ", ".join(
+        say(self.info, f"epoch {epoch} validation: " + ", ".join(
             f"{k}={v:.4f}" for k, v in record.items() if isinstance(v, float)))
         return record
 
@@ -464,9 +465,7 @@ class TrainRun:
         plan = self.batcher.plan(epoch)
         start = state.step_in_epoch if epoch == state.epoch else 0
         state.epoch = epoch
-        loader = host_loader([plan.step(i) for i in range(start, plan.num_steps)], self.parts.collate,
-                             self.parts.count_tokens, tc.num_workers, info.device, seed=self.cfg.run.seed + epoch)
-        batches = iter(loader)
+        batches = iter(step_loader(self.parts, self.cfg, plan, start, info.device))
         loss_sum, tokens, window = 0.0, 0.0, StepWindow()
         for i in range(start, plan.num_steps):
             if tc.max_steps and state.step >= tc.max_steps:
@@ -478,7 +477,7 @@ class TrainRun:
             if not self.audited:
                 run_audit(self.parts, micro[0], self.run_dir, info)
                 self.audited = True
-                announce_final_eval(self)
+                self.announce_final_eval()
                 window = StepWindow()
             try:
                 stats = self.trainer.train_step(micro, host.tokens)
@@ -492,7 +491,7 @@ class TrainRun:
             window.add(stats, data_s)
             pbar.update(1)
             if state.step % max(1, tc.log_every) == 0 or state.step == self.total:
-                record = window.record(state.step, epoch, stats.lr, self.trainer.model)
+                record = window.record(state.step, epoch, stats.lr, self.scalars())
                 self.log.write(record)
                 if info.is_main:
                     pbar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{stats.lr:.2e}",
@@ -522,6 +521,73 @@ class TrainRun:
         if record.get("best") and self.info.is_main:
             copy_checkpoint(self.ckpt_dir / "last", self.ckpt_dir / "best")
         _barrier(self.info)
+
+
+    def probe_final_eval(self) -> FinalEvalEstimate:
+        """Time one evaluation call on k = 2 x `eval.batch_size` validation users: the seconds it spent
+        on its once-per-call work (its `encode_s`) are the per-call cost, the rest per user (the first
+        batch's warm-up included: the estimate errs long); then the validation loss on two batches."""
+        parts, cfg, model = self.parts, self.cfg, self.trainer.model
+        valid_n, test_n = final_eval_users(parts.split_users, len(parts.valid_samples), cfg.train.final_eval_users)
+        call_s = user_s = 0.0
+        if parts.evaluate is not None:
+            k = max(1, min(2 * cfg.eval.batch_size, len(parts.valid_samples)))
+            t0 = time.perf_counter()
+            record = evaluate_without_grad(model, parts.evaluate, "valid", k)
+            call_s = float(record.get("encode_s", 0.0))
+            user_s = max(0.0, time.perf_counter() - t0 - call_s) / k
+        few = self.valid_loss_samples[:2 * cfg.train.batch_size]
+        t0 = time.perf_counter()
+        validation_loss(model, parts.collate, few, cfg.train.batch_size, self.info, self.trainer.bf16, 0)
+        loss_sample_s = (time.perf_counter() - t0) / max(1, len(few))
+        return FinalEvalEstimate(valid_n, test_n, len(self.valid_loss_samples), call_s, user_s, loss_sample_s)
+
+    def announce_final_eval(self) -> None:
+        """At step 0: the estimated time of the final evaluation (from a probe), or how to run it later."""
+        cfg = self.cfg
+        if not cfg.train.final_eval:
+            say(self.info, "train.final_eval=false: no evaluation after training; evaluate the best checkpoint "
+                f"later with: gramc evaluate --run {self.run_dir} --checkpoint best --split test (and --split valid)")
+            return
+        est = self.probe_final_eval()
+        self.log.write(est.to_json())
+        say(self.info, f"final evaluation (best checkpoint, after training): {est.valid_users:,} valid + "
+            f"{est.test_users:,} test users at beam {cfg.eval.beams}, validation loss on "
+            f"{est.valid_loss_samples:,} samples: about {est.seconds / 60:.1f} min on this device "
+            f"(probe: {est.call_s:.1f} s per call + {est.user_s * 1e3:.1f} ms per user); "
+            "train.final_eval_users=N caps it, train.final_eval=false skips it")
+
+    def final_evaluation(self) -> dict[str, Any]:
+        """Load the best checkpoint (not the last epoch), evaluate it on validation and test
+        (`train.final_eval_users` users each, 0 = all), and write metrics_valid.json + metrics.json
+        (test) in `gramc evaluate`'s schema, plus which checkpoint was selected and how."""
+        parts, state, info, model = self.parts, self.state, self.info, self.trainer.model
+        source = "best" if (self.ckpt_dir / "best").is_dir() else "last"
+        load_weights(self.ckpt_dir / source, model)
+        extra: dict[str, Any] = {**parts.results, "checkpoint": source, "selection": {
+            "metric": state.best_metric, "value": state.best_value, "step": state.best_step,
+            "epoch": state.best_epoch}}
+        extra["valid_loss"] = self.valid_loss()
+        extra["valid_loss_samples"] = len(self.valid_loss_samples)
+        users = self.cfg.train.final_eval_users
+        if parts.evaluate is not None:  # every rank takes part
+            valid = {**evaluate_without_grad(model, parts.evaluate, "valid", users), **extra}
+            test = {**evaluate_without_grad(model, parts.evaluate, "test", users), **extra}
+        else:
+            valid, test = {"split": "valid", **extra}, {"split": "test", **extra}
+        if info.is_main:
+            write_json(self.run_dir / "metrics_valid.json", valid)
+            write_json(self.run_dir / "metrics.json", test)
+            say(info, f"{source} checkpoint (step {state.best_step}) evaluated: {self.run_dir / 'metrics.json'}")
+        _barrier(info)
+        return {"valid": valid, "test": test}
+
+    def skip_final_evaluation(self) -> dict[str, Any]:
+        """train.final_eval=false: no metrics files; say how to evaluate the selected checkpoint later."""
+        which = "best" if (self.ckpt_dir / "best").is_dir() else "last"
+        say(self.info, f"final evaluation skipped (train.final_eval=false); run it later with: gramc evaluate "
+            f"--run {self.run_dir} --checkpoint {which} --split test (and --split valid)")
+        return {}
 
 
 def fit(parts: TrainParts, cfg: Config, run_dir: str | Path, resume: bool = False,
@@ -556,7 +622,7 @@ def fit(parts: TrainParts, cfg: Config, run_dir: str | Path, resume: bool = Fals
     if not state.done:  # e.g. the loop ended exactly on an epoch boundary without validation
         state.done = True
         run.save("last")
-    metrics = final_test(run) if cfg.train.final_eval else skip_final_test(run)
+    metrics = run.final_evaluation() if cfg.train.final_eval else run.skip_final_evaluation()
     return TrainResult(run.run_dir, state, metrics=metrics)
 
 
@@ -564,8 +630,7 @@ def start_run(parts: TrainParts, cfg: Config, run_dir: Path, resume: bool, fault
               stop_after: Optional[int], after_sync: Optional[Callable], info: DistInfo) -> TrainRun:
     """Batcher, trainer, state (fresh or resumed) and log of a `fit` call."""
     tc = cfg.train
-    batcher = Batcher(parts.train_samples, tc.batching, tc.batch_size, tc.grad_accum, cfg.run.seed,
-                      info.rank, info.world)
+    batcher = Batcher.from_config(cfg, parts.train_samples, info.rank, info.world)
     total = batcher.total_steps(tc.epochs, tc.max_steps)
     trainer = Trainer(parts.model, tc, total, info, fault=fault, after_sync=after_sync,
                       count_tokens=parts.count_tokens)
@@ -574,10 +639,10 @@ def start_run(parts: TrainParts, cfg: Config, run_dir: Path, resume: bool, fault
         state = load_checkpoint(run_dir / "checkpoints" / "last", trainer.model, trainer.optimizer,
                                 trainer.scheduler, info.rank, info.world)
         verify_assets(run_dir / "checkpoints" / "last", parts.assets)
-        _print(info, f"resumed {run_dir} at epoch {state.epoch}, step {state.step}")
+        say(info, f"resumed {run_dir} at epoch {state.epoch}, step {state.step}")
         if state.done:
             state.done = state.step >= total  # more epochs / steps than the finished run had: train on
-            _print(info, f"the run had finished; training on to step {total} (train.epochs={tc.epochs}, "
+            say(info, f"the run had finished; training on to step {total} (train.epochs={tc.epochs}, "
                          f"train.max_steps={tc.max_steps})" if not state.done else
                    "the run had finished and train.epochs / train.max_steps ask for no more steps: "
                    "nothing to train (raise them to train on); evaluating the best checkpoint again")
@@ -590,7 +655,7 @@ def start_run(parts: TrainParts, cfg: Config, run_dir: Path, resume: bool, fault
                                   "train_samples": len(parts.train_samples),
                                   "precision": trainer.precision.to_json(),
                                   "cpu_allocator": keep_freed_memory() if info.device.type == "cpu" else None})
-    _print(info, f"precision: {trainer.precision.describe()}")
+    say(info, f"precision: {trainer.precision.describe()}")
     log = JsonlLog(run_dir / "log.jsonl", info.is_main, keep_until_step=state.step if resume else None)
     subset = valid_loss_subset(parts.valid_samples, tc.valid_loss_samples, cfg.run.seed)
     return TrainRun(parts, cfg, info, run_dir, trainer, batcher, state, log, total, metric, subset, stop_after,
