@@ -118,3 +118,21 @@ def test_evaluate_fuses_when_eval_fusion_is_on_and_keeps_the_beams_own_metrics(r
     plain = tmp_path / "plain"
     assert main(["evaluate", "--run", str(d), "--split", "test", "--out", str(plain)]) == 0
     assert json.loads((plain / "metrics.json").read_text())["metrics"] == rec["unfused"]["metrics"]
+
+
+def test_evaluate_fuses_the_dense_head_of_a_run_that_has_one(tmp_path, capsys):
+    d = tmp_path / "dense"
+    make_run(d, "model.dense.enabled=true", "model.dense.item=text")
+    out = tmp_path / "fused"
+    assert main(["evaluate", "--run", str(d), "--split", "test", "--out", str(out), "eval.fusion.enabled=true",
+                 "eval.fusion.scorer=dense", "eval.fusion.candidates=4", "eval.fusion.tune_users=6"]) == 0
+    rec = json.loads((out / "metrics.json").read_text())
+    assert rec["fusion"]["scorers"] == ["dense"] and rec["fusion"]["tuned"]
+    assert set(rec["fusion"]["alone"]["dense"]["metrics"]) == set(rec["metrics"])
+    assert "dense top 4, fused" in rec["protocol"]["ranking"]
+    # a run without a dense head is told so, in one line
+    plain = tmp_path / "plain"
+    make_run(plain)
+    assert main(["evaluate", "--run", str(plain), "--split", "test", "--out", str(tmp_path / "x"),
+                 "eval.fusion.enabled=true", "eval.fusion.scorer=dense"]) != 0
+    assert "model.dense.enabled" in capsys.readouterr().err

@@ -121,3 +121,38 @@ def test_fused_recommend_gives_the_fused_lists_of_evaluate(run, monkeypatch):
         assert [r.score for r in got] == pytest.approx([float(x) for x in scores if x > float("-inf")][:k], abs=1e-4)
         compared += 1
     assert compared >= 6 and rec.fusion["weight"] == 0.5
+
+
+@pytest.fixture(scope="module")
+def dense_run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("serverun_dense") / "run"
+    make_run(d, "model.dense.enabled=true", "model.dense.item=both")
+    return d
+
+
+def test_recommend_with_the_dense_scorer_gives_the_fused_lists_of_evaluate(dense_run):
+    """The dense head and LightGCN fold-in fused: `recommend` encodes every item once at load, as
+    `evaluate` does per call, and returns the same lists."""
+    import copy
+
+    from gramc.data.splits import samples
+    from gramc.eval.evaluate import evaluate_split
+
+    rec = Recommender.from_run(dense_run, overrides=["eval.fusion.enabled=true", "eval.fusion.scorer=both",
+                                                     "eval.fusion.weight=0.6", "eval.exclude_history=true",
+                                                     "eval.fusion.candidates=5"])
+    assert rec.items is not None and [s.name for s in rec.scorers] == ["lightgcn", "dense"]
+    ecfg = copy.deepcopy(rec.cfg)
+    res = evaluate_split(rec.model, rec.assets, ecfg, "test", max_users=8, progress=False, fused=True)
+    ids = rec.assets.ds.item_ids
+    compared = 0
+    for s, items, scores in zip(samples(rec.assets.ds, "test", ecfg.data.max_his)[:8], res.items, res.scores):
+        if s.target in s.seen:
+            continue
+        got = rec.recommend([ids[i] for i in s.seen], k=ecfg.eval.beams)
+        assert [r.item_id for r in got] == [ids[i] for i in items if i >= 0][: ecfg.eval.beams]
+        assert [r.score for r in got] == pytest.approx([float(x) for x in scores if x > float("-inf")][: ecfg.eval.beams],
+                                                       abs=1e-4)
+        compared += 1
+    assert compared >= 5 and rec.fusion["weight"] == [0.3, 0.3]
+    assert set(res.alone_ranks) == {"lightgcn", "dense"}

@@ -1,0 +1,310 @@
+"""Issue 30 on the Beauty subset: GRAM-C with a dense retrieval head and/or the item-indexing task,
+under the protocol of the fused-ranking benchmark (bench/fusion_beauty.py).
+
+    python bench/dense_beauty.py --work WORK train both,both-index   # resumable trainings
+    python bench/dense_beauty.py --work WORK evaluate both,both-index
+    python bench/dense_beauty.py --work WORK summary
+
+WORK is the evidence benchmark's work folder (its prepared subset in WORK/data, LightGCN in
+WORK/models/gcn); the variants train into WORK/dense/NAME. Variants (`VARIANTS`): GRAM-C
+user_passage (configs/beauty-subset.yaml, the GRAM-C rows of the fusion benchmark) plus
+
+* `both`: the dense head, item vectors from the passage encoding and the LightGCN row;
+* `text` / `gcn`: the same head reading one input only (the ablation);
+* `index`: the item-indexing task alone; `both-index`: the head and the task; `NAME-s2`: seed 2024.
+
+Every variant trains the whole 12-epoch schedule (train.patience=0; the best checkpoint by validation
+ndcg@10 on 1,000 validation users is kept, as the GRAM-C rows'). `evaluate` scores every test user
+with history excluded and random ties, once, with both scorers (dense head first, then LightGCN
+fold-in): the candidates are the beam's 50 items, then the dense head's top 50, then LightGCN's top 50.
+From that one pass come the rows: the beam alone; each scorer alone (full ranking); fused with the
+dense head (its candidates: the first 100 columns) and fused with both; the weights tuned on 1,000
+seeded validation users (the fusion benchmark's), then frozen for test. A variant without a dense head
+is fused with LightGCN only.
+
+Results: bench/results/dense_beauty.json, per-user ranks in bench/results/dense_beauty_ranks/, the
+plot dense_beauty.png, and the section "Dense head and item indexing on Beauty (issue 30)" of
+docs/benchmarks.md. The baseline rows (pop, LightGCN, SASRec-CE, GRAM-C plain and fused with LightGCN)
+are read from bench/results/fusion_beauty_ranks/, scored under the same protocol.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import evidence_beauty as ev  # noqa: E402
+import fusion_beauty as fb  # noqa: E402
+from gramc.config import load_config  # noqa: E402
+from gramc.io import atomic_path, pyplot, read_json, write_json  # noqa: E402
+from gramc.metrics import bootstrap_ci, paired_bootstrap_ci, per_user_metrics, summarize, tercile_groups  # noqa: E402
+from _docs import replace_section  # noqa: E402
+
+DENSE = ["model.dense.enabled=true"]
+VARIANTS = {"both": DENSE + ["model.dense.item=both"],
+            "text": DENSE + ["model.dense.item=text"],
+            "gcn": DENSE + ["model.dense.item=gcn"],
+            "index": ["train.indexing.enabled=true"],
+            "both-index": DENSE + ["model.dense.item=both", "train.indexing.enabled=true"]}
+SCHEDULE = ["train.patience=0", "train.final_eval=false"]
+CANDIDATES = 50
+TUNE_USERS = 1000
+RESULTS = ROOT / "bench" / "results" / "dense_beauty.json"
+SECTION = "## Dense head and item indexing on Beauty (issue 30)"
+KS = fb.KS
+REFERENCE = ("pop", "lightgcn", "lightgcn-foldin", "sasrec", "gramc", "gramc-fused-lightgcn")
+
+
+def variant_overrides(name: str, seed: int) -> list[str]:
+    base, s2 = (name[:-3], True) if name.endswith("-s2") else (name, False)
+    if base not in VARIANTS:
+        raise SystemExit(f"unknown variant {name!r}; choose from {sorted(VARIANTS)} (each also as NAME-s2)")
+    return VARIANTS[base] + ([f"run.seed={seed + ev.SEED2_OFFSET}"] if s2 else [])
+
+
+# ---- train -------------------------------------------------------------------------------------
+
+
+def train(b: "ev.Bench", name: str, threads: int) -> None:
+    """`gramc train` of one variant into WORK/dense/NAME, resumed when the folder holds a run."""
+    folder = b.work / "dense" / name
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT / "src")}
+    if (folder / "config.yaml").is_file():
+        cmd = ["train", "--resume", str(folder)]
+    else:
+        seed = load_config(b.config, []).run.seed
+        over = ev.common_overrides(b, folder) + SCHEDULE + variant_overrides(name, seed) + b.extra
+        cmd = ["train", "--config", str(b.config), *over]
+    print(f"== train {name}: gramc {' '.join(cmd)}", flush=True)
+    subprocess.run([sys.executable, "-m", "gramc", *cmd], check=True, env=env)
+
+
+# ---- evaluate ----------------------------------------------------------------------------------
+
+
+def tune_users(samples: list, seed: int) -> list:
+    """The fusion benchmark's tuning users: `eval.fusion.tune_users` seeded validation users."""
+    keep = np.sort(np.random.default_rng(seed).choice(len(samples), TUNE_USERS, replace=False))
+    return [samples[i] for i in keep]
+
+
+def fused_rows(valid: dict, test: dict, names: tuple[str, ...], beams: int) -> dict[str, Any]:
+    """Per fused row: weights tuned on `valid`, test ranks. Dense first: its candidates are the first
+    `beams + CANDIDATES` columns."""
+    from gramc.eval.fusion import fused_order, tune_weight
+    from gramc.metrics import ranks_from_lists
+
+    rows = {}
+    plans = [("fused-" + names[0], beams + CANDIDATES, [0])]
+    if len(names) == 2:
+        plans.append(("fused-both", None, [0, 1]))
+    for row, width, cols in plans:
+        def part(x: dict) -> tuple:
+            return x["cand"][:, :width], x["gen"][:, :width], x["cf"][:, :width][..., cols]
+
+        weight, curve = tune_weight(*part(valid), valid["targets"])
+        ranks = ranks_from_lists(fused_order(*part(test), weight)[0], test["targets"])
+        rows[row] = {"weight": weight, "valid_ndcg@10": max(curve.values()), "ranks": ranks.tolist(),
+                     "scorers": [names[c] for c in cols]}
+    return rows
+
+
+def evaluate(b: "ev.Bench", name: str) -> dict[str, Any]:
+    """One pass over the tuning users and one over every test user (both scorers); every row's ranks."""
+    from gramc.data.splits import item_training_counts, samples
+    from gramc.eval.evaluate import evaluate_samples
+    from gramc.eval.fusion import Collaborative, Fusion
+    from gramc.model.runs import load_model_from_run
+
+    out = b.work / "dense" / name / "fair" / "metrics.json"
+    if out.is_file():
+        return read_json(out)
+    over = fb.FAIR + [f"eval.fusion.candidates={CANDIDATES}"]
+    model, assets, cfg = load_model_from_run(b.work / "dense" / name, "best", overrides=over)
+    dense = getattr(model, "dense", None) is not None
+    names = ("dense", "lightgcn") if dense else ("lightgcn",)
+    fusion = Fusion(names, Collaborative.for_run(cfg, assets))
+    t0 = time.perf_counter()
+    valid = evaluate_samples(model, assets, cfg, tune_users(samples(assets.ds, "valid", cfg.data.max_his),
+                                                            cfg.run.seed), fusion=fusion)
+    t1 = time.perf_counter()
+    test = evaluate_samples(model, assets, cfg, samples(assets.ds, "test", cfg.data.max_his), fusion=fusion)
+    rec = {"name": name, "seed": cfg.run.seed, "threads": torch.get_num_threads(), "scorers": list(names),
+           "tune_seconds": round(t1 - t0, 1), "test_seconds": round(time.perf_counter() - t1, 1),
+           "users": [assets.ds.users[u] for u in test["users"]],
+           "target_counts": [int(c) for c in np.array(item_training_counts(assets.ds))[test["targets"]]],
+           "rows": {"beam": {"ranks": test["ranks"].tolist()},
+                    **{f"{n}-alone": {"ranks": test["alone"][:, s].tolist()} for s, n in enumerate(names)},
+                    **fused_rows(valid, test, names, cfg.eval.beams)},
+           "target_is_candidate": float((test["cand"] == test["targets"][:, None]).any(1).mean()),
+           "epochs": epoch_seconds(b.work / "dense" / name)}
+    write_json(out, rec)
+    return rec
+
+
+def epoch_seconds(run: Path) -> list[float]:
+    """Wall seconds of each training epoch (log.jsonl), validation excluded."""
+    recs = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines() if x.strip()]
+    return [round(r["seconds"], 1) for r in recs if r.get("kind") == "epoch"]
+
+
+# ---- summary -----------------------------------------------------------------------------------
+
+
+def collect(b: "ev.Bench", names: list[str]) -> dict[str, dict[str, Any]]:
+    """Per row its per-user ranks, every row in the fusion benchmark's user order."""
+    runs: dict[str, dict[str, Any]] = {}
+    folder = ROOT / "bench" / "results" / "fusion_beauty_ranks"
+    for name in [*REFERENCE, "gramc-s2", "gramc-fused-lightgcn-s2"]:
+        with gzip.open(folder / f"{name}.json.gz") as f:
+            runs[name] = json.loads(f.read())
+    order = runs["gramc"]["users"]
+    for name in names:
+        path = b.work / "dense" / name / "fair" / "metrics.json"
+        if not path.is_file():
+            continue
+        rec = read_json(path)
+        pos = {u: i for i, u in enumerate(rec["users"])}
+        for row, r in rec["rows"].items():
+            base, s2 = (name[:-3], "-s2") if name.endswith("-s2") else (name, "")
+            runs[f"{base}:{row}{s2}"] = {"users": order, "ranks": [r["ranks"][pos[u]] for u in order]}
+        runs.setdefault("_counts", {"counts": [rec["target_counts"][pos[u]] for u in order]})
+    return runs
+
+
+def pairs(rows: list[str]) -> list[tuple[str, str]]:
+    """Each variant row against GRAM-C (plain and fused with LightGCN), SASRec-CE and LightGCN."""
+    return [(r, a) for r in rows if ":" in r for a in ("gramc", "gramc-fused-lightgcn", "sasrec", "lightgcn")]
+
+
+def summarise(runs: dict[str, dict[str, Any]], seed: int, n_boot: int = 1000) -> dict[str, Any]:
+    counts = np.array(runs.pop("_counts")["counts"])
+    rows = [r for r in runs if not r.endswith("-s2")]
+    table = {}
+    for row in rows:
+        names = fb.group(runs, row)
+        per = fb.row_means(runs, names)
+        table[row] = {"runs": names, "metrics": {k: float(v.mean()) for k, v in per.items()},
+                      "ci": {k: list(v) for k, v in bootstrap_ci(per, n=n_boot, seed=seed).items()},
+                      "seeds": {n: summarize(np.array(runs[n]["ranks"]), KS)["ndcg@10"] for n in names},
+                      "segments": [{"train_count": [lo, hi], "users": int(m.sum()),
+                                    "ndcg@10": float(per["ndcg@10"][m].mean()),
+                                    "recall@50": float((np.isin(np.array(runs[names[0]]["ranks"]), np.arange(50))[m]).mean())}
+                                   for lo, hi, m in tercile_groups(counts)]}
+    paired = {}
+    for bname, aname in pairs(rows):
+        d = paired_bootstrap_ci(fb.row_means(runs, fb.group(runs, aname)), fb.row_means(runs, fb.group(runs, bname)),
+                                n=n_boot, seed=seed)
+        paired[f"{bname} - {aname}"] = {k: d[k] for k in ("ndcg@10", "hit@10")}
+    return {"rows": table, "paired": paired}
+
+
+def render(res: dict[str, Any], runs_info: dict[str, Any], cmd: str) -> str:
+    f = lambda x: f"{x:.4f}"  # noqa: E731
+    lines = [SECTION, "", f"`{cmd}`; protocol of \"Fused ranking on Beauty (issue 29)\" (every test user, history "
+             "excluded, random ties; fused weights tuned on 1,000 seeded validation users). Rows `NAME:ROW`: "
+             "`beam` the beam search alone, `dense-alone` / `lightgcn-alone` the scorer ranking every item, "
+             "`fused-dense` beam + the dense top 50, `fused-both` beam + dense + LightGCN top 50 each.", "",
+             "| row | runs | ndcg@10 [95% CI] | hit@10 | seeds' ndcg@10 |", "|---|---|---|---|---|"]
+    for row, r in res["rows"].items():
+        m, ci = r["metrics"], r["ci"]["ndcg@10"]
+        lines.append(f"| {row} | {len(r['runs'])} | {f(m['ndcg@10'])} [{f(ci[0])}, {f(ci[1])}] | {f(m['hit@10'])} | "
+                     f"{', '.join(f(v) for v in r['seeds'].values())} |")
+    lines += ["", "Paired differences (b - a, the same users; two-seed rows averaged per user):", "",
+              "| b - a | ndcg@10 [95% CI] | hit@10 [95% CI] |", "|---|---|---|"]
+    for name, d in res["paired"].items():
+        n, h = d["ndcg@10"], d["hit@10"]
+        lines.append(f"| {name} | {n['mean']:+.4f} [{n['lo']:+.4f}, {n['hi']:+.4f}] | "
+                     f"{h['mean']:+.4f} [{h['lo']:+.4f}, {h['hi']:+.4f}] |")
+    first = next(iter(res["rows"].values()))["segments"]
+    lines += ["", "ndcg@10 (recall@50) by tercile of the target's training interactions:", "",
+              "| row | " + " | ".join(f"{s['train_count'][0]}-{s['train_count'][1]} ({s['users']} users)" for s in first)
+              + " |", "|---|" + "---|" * len(first)]
+    for row, r in res["rows"].items():
+        lines.append(f"| {row} | " + " | ".join(f"{f(s['ndcg@10'])} ({s['recall@50']:.3f})" for s in r["segments"]) + " |")
+    lines += ["", "Per run: tuned weights (dense, LightGCN), seconds of the tuning and test passes (1 thread), "
+              "training seconds per epoch:", "", "| run | fused-dense w | fused-both w | tune s | test s | epoch s |",
+              "|---|---|---|---|---|---|"]
+    for n, x in runs_info.items():
+        rows = x["rows"]
+        lines.append(f"| {n} | {rows[next(k for k in rows if k.startswith('fused-'))]['weight']} | "
+                     f"{rows.get('fused-both', {}).get('weight', '')} | {x['tune_seconds']} | {x['test_seconds']} | "
+                     f"{', '.join(f'{s:.0f}' for s in x['epochs'])} |")
+    lines += ["", "Plot: `bench/results/dense_beauty.png`. Per-user ranks: `bench/results/dense_beauty_ranks/`."]
+    return "\n".join(lines) + "\n"
+
+
+def plot(res: dict[str, Any], path: Path) -> None:
+    plt = pyplot()
+    if plt is None:
+        return
+    rows = list(res["rows"])
+    fig, ax = plt.subplots(1, 2, figsize=(13, 0.35 * len(rows) + 2))
+    m = [res["rows"][r]["metrics"]["ndcg@10"] for r in rows]
+    err = [[m[i] - res["rows"][r]["ci"]["ndcg@10"][0] for i, r in enumerate(rows)],
+           [res["rows"][r]["ci"]["ndcg@10"][1] - m[i] for i, r in enumerate(rows)]]
+    ax[0].barh(rows, m, xerr=err, color="tab:blue")
+    ax[0].set_xlabel("test ndcg@10 (95% CI), history excluded")
+    segs = [f"{s['train_count'][0]}-{s['train_count'][1]}" for s in res["rows"][rows[0]]["segments"]]
+    for r in rows:
+        ax[1].plot(segs, [s["ndcg@10"] for s in res["rows"][r]["segments"]], marker="o", label=r)
+    ax[1].set_xlabel("target's training interactions (terciles)"), ax[1].set_ylabel("ndcg@10")
+    ax[1].legend(fontsize=6)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("stage", choices=("train", "evaluate", "summary"))
+    ap.add_argument("names", nargs="?", default="both,both-index", help="variants, comma-separated")
+    ap.add_argument("--work", default=str(ROOT / "runs" / "evidence_beauty"))
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--results", default=str(RESULTS))
+    a = ap.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    b = fb.bench_of(Path(a.work))
+    names = [n for n in a.names.split(",") if n]
+    if a.stage == "train":
+        for name in names:
+            train(b, name, a.threads)
+    elif a.stage == "evaluate":
+        for name in names:
+            rec = evaluate(b, name)
+            print(name, {row: round(summarize(np.array(r["ranks"]), KS)["ndcg@10"], 4) for row, r in rec["rows"].items()},
+                  flush=True)
+    else:
+        runs = collect(b, names)
+        res = summarise(runs, load_config(b.config, []).run.seed)
+        info = {n: read_json(b.work / "dense" / n / "fair" / "metrics.json") for n in names
+                if (b.work / "dense" / n / "fair" / "metrics.json").is_file()}
+        info = {n: {k: v for k, v in x.items() if k not in ("users", "target_counts")} for n, x in info.items()}
+        cmd = "python bench/dense_beauty.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        results = Path(a.results)
+        write_json(results, {"command": cmd, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **res,
+                             "runs": {n: {k: v for k, v in x.items() if k != "rows"} for n, x in info.items()}})
+        fb.keep_ranks({k: v for k, v in runs.items() if ":" in k}, results.with_name(results.stem + "_ranks"))
+        plot(res, results.with_suffix(".png"))
+        replace_section(SECTION, render(res, info, cmd), ROOT / "docs" / "benchmarks.md")
+        print(render(res, info, cmd))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
