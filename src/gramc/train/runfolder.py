@@ -13,13 +13,11 @@
 from __future__ import annotations
 
 import json
-
-import time
 from pathlib import Path
 
 from ..config import Config, absolute_paths, flatten, to_dict
 from ..errors import GramcError
-from ..io import claim_output, holds_marker
+from ..io import aside_path, claim_output, holds_marker
 from ..lock import output_lock
 from ..model.runs import RunError, run_config
 from ..runtime import launch
@@ -66,7 +64,7 @@ def claim_run(cfg: Config, overwrite: bool = False, is_main: bool = True) -> Pat
         raise RunFolderError(
             f"{out} already holds a run ({step}); continue it with `gramc train --resume {out}`, train "
             f"into another run.out, or pass --overwrite to move it aside (kept as {out.name}.replaced-<time>)")
-    aside = out.with_name(f"{out.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+    aside = aside_path(out)  # a free name: two overwrites in one second never collide
     if is_main:
         # only under the run's lock: never from under a process still writing the run (a no-op
         # inside `train`, which holds it already)
