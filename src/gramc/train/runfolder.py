@@ -117,6 +117,7 @@ def open_run(cfg: Config, resume: bool, overwrite: bool) -> tuple[Config, bool]:
     if not resume:
         claim_run(cfg, overwrite, is_main=launch().is_main)
         return cfg, False
+    _refuse_other_outputs(out)
     resume_config(saved_config(out), cfg)
     ckpts = out / "checkpoints"
     if not (ckpts / "last").is_dir():
@@ -132,6 +133,22 @@ def open_run(cfg: Config, resume: bool, overwrite: bool) -> tuple[Config, bool]:
             print(f"{out} has no checkpoint yet (stopped before its first save): training it from step 0")
         return cfg, False
     return cfg, True
+
+
+# what other commands' folders hold (they also hold config.yaml and run_info.json, as runs do)
+_OTHER_OUTPUTS = {"dataset.json": "a dataset folder (gramc data prepare)",
+                  "gcn_meta.json": "a GCN folder (gramc gcn train)",
+                  "pipeline.json": "a pipeline folder (its run is in train/)",
+                  "pipeline_run_info.json": "a pipeline folder (its run is in train/)",
+                  "tokenizer.json": "a tokenizer folder"}
+
+
+def _refuse_other_outputs(out: Path) -> None:
+    """`--resume` writes checkpoints and a log into `out`: refuse a folder another command wrote."""
+    for name, what in _OTHER_OUTPUTS.items():
+        if (out / name).exists():
+            raise RunFolderError(f"cannot resume {out}: it is {what} (it holds {name}), not a training run; "
+                                 f"--resume continues a folder written by `gramc train`, and nothing was written")
 
 
 def _checkpoint_step(folder: Path) -> str:
