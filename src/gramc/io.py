@@ -142,12 +142,33 @@ def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
-def torch_save(obj: Any, path: str | Path) -> None:
-    """torch.save atomically."""
+def torch_write(obj: Any, path: str | Path, target: str | Path | None = None) -> None:
+    """torch.save to `path`; a failed write is an OSError naming `target` (default `path`).
+
+    torch's zip writer reports a write that failed (a full disk, an I/O error) as a RuntimeError
+    ("[enforce fail at inline_container.cc] ... unexpected pos"); it becomes ENOSPC when the
+    filesystem has (almost) no space left, else EIO, so `gramc` prints it as one line."""
     import torch
 
+    try:
+        torch.save(obj, path)
+    except RuntimeError as e:
+        text = str(e)
+        if "inline_container" not in text and "file write failed" not in text:
+            raise
+        try:
+            st = os.statvfs(Path(path).parent)
+            full = st.f_bavail * st.f_frsize < (1 << 20)
+        except OSError:
+            full = False
+        code = errno.ENOSPC if full else errno.EIO
+        raise OSError(code, os.strerror(code), str(target or path)) from e
+
+
+def torch_save(obj: Any, path: str | Path) -> None:
+    """torch.save atomically."""
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        torch_write(obj, tmp, target=path)
 
 
 _RENAME_EXCHANGE = 2
