@@ -51,7 +51,7 @@ import evidence_beauty as ev  # noqa: E402
 import fusion_beauty as fb  # noqa: E402
 from gramc.config import load_config  # noqa: E402
 from gramc.io import atomic_path, pyplot, read_json, write_json  # noqa: E402
-from gramc.metrics import bootstrap_ci, paired_bootstrap_ci, per_user_metrics, summarize, tercile_groups  # noqa: E402
+from gramc.metrics import bootstrap_ci, paired_bootstrap_ci, summarize, tercile_groups  # noqa: E402
 from _docs import replace_section  # noqa: E402
 
 DENSE = ["model.dense.enabled=true"]

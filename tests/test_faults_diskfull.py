@@ -71,3 +71,41 @@ def test_train_on_a_full_disk_stops_with_one_line(small_disk, tmp_path):
     proc = gramc("train", f"data.path={data}", f"run.out={small_disk / 'run'}", "run.device=cpu", "train.max_steps=2",
                  "train.final_eval=false", *TINY, cwd=tmp_path)
     one_line_disk_full(proc)
+
+
+def _fill(small: Path, leave: int) -> None:
+    """Fill the tmpfs with one file, then give back `leave` bytes."""
+    fd = os.open(small / "filler.bin", os.O_WRONLY | os.O_CREAT)
+    try:
+        while True:
+            os.write(fd, b"\0" * 4096)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    os.truncate(small / "filler.bin", max(0, (small / "filler.bin").stat().st_size - leave))
+
+
+def test_gcn_train_on_a_full_disk_stops_with_one_line(small_disk, tmp_path):
+    """torch.save on a full disk fails inside torch's zip writer (a RuntimeError): still one line."""
+    data = tmp_path / "data"
+    assert gramc("data", "prepare", "--synthetic", "--out", str(data), *TINY, cwd=tmp_path).returncode == 0
+    _fill(small_disk, leave=12 * 1024)
+    proc = gramc("gcn", "train", "--data", str(data), "--out", str(small_disk / "gcn"), *TINY, "gcn.dim=512",
+                 cwd=tmp_path)
+    one_line_disk_full(proc)
+    assert not (small_disk / "gcn").exists()
+
+
+def test_a_torch_write_that_fails_is_an_os_error_naming_the_file(tmp_path, monkeypatch):
+    import torch
+
+    from gramc.io import torch_save
+
+    def failing(obj, path):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 832 vs 726")
+
+    monkeypatch.setattr(torch, "save", failing)
+    with pytest.raises(OSError) as e:
+        torch_save({"x": 1}, tmp_path / "t.pt")
+    assert e.value.filename == str(tmp_path / "t.pt") and not list(tmp_path.iterdir())

@@ -37,7 +37,7 @@ from torch import nn
 
 from .errors import GramcError
 from .errors import AssetMismatchError
-from .io import atomic_dir, read_json, write_json
+from .io import atomic_dir, read_json, torch_write, write_json
 
 ASSETS_FILE = "assets.json"
 ASSET_NAMES = {"dataset": "dataset", "tokenizer": "tokenizer", "ids": "item-ID table", "gcn": "GCN table",
@@ -105,9 +105,9 @@ def save_checkpoint(folder: str | Path, model: nn.Module, optimizer: torch.optim
         if assets:
             write_json(tmp / ASSETS_FILE, assets)
         save_model_file(tmp / "model.safetensors", model)
-        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
-                   tmp / "optimizer.pt")
-        torch.save(rng_states, tmp / "rng.pt")
+        torch_write({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
+                    tmp / "optimizer.pt", target=folder / "optimizer.pt")
+        torch_write(rng_states, tmp / "rng.pt", target=folder / "rng.pt")
         write_json(tmp / "state.json", asdict(state))
     return folder
 

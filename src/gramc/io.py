@@ -23,7 +23,9 @@ import json
 import os
 import re
 import shutil
+import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -140,12 +142,33 @@ def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
-def torch_save(obj: Any, path: str | Path) -> None:
-    """torch.save atomically."""
+def torch_write(obj: Any, path: str | Path, target: str | Path | None = None) -> None:
+    """torch.save to `path`; a failed write is an OSError naming `target` (default `path`).
+
+    torch's zip writer reports a write that failed (a full disk, an I/O error) as a RuntimeError
+    ("[enforce fail at inline_container.cc] ... unexpected pos"); it becomes ENOSPC when the
+    filesystem has (almost) no space left, else EIO, so `gramc` prints it as one line."""
     import torch
 
+    try:
+        torch.save(obj, path)
+    except RuntimeError as e:
+        text = str(e)
+        if "inline_container" not in text and "file write failed" not in text:
+            raise
+        try:
+            st = os.statvfs(Path(path).parent)
+            full = st.f_bavail * st.f_frsize < (1 << 20)
+        except OSError:
+            full = False
+        code = errno.ENOSPC if full else errno.EIO
+        raise OSError(code, os.strerror(code), str(target or path)) from e
+
+
+def torch_save(obj: Any, path: str | Path) -> None:
+    """torch.save atomically."""
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        torch_write(obj, tmp, target=path)
 
 
 _RENAME_EXCHANGE = 2
@@ -183,12 +206,14 @@ def replace_dir(new: Path, path: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_dir(path: str | Path) -> Iterator[Path]:
+def atomic_dir(path: str | Path, keep: str | None = None, same_if: Iterable[str] = ()) -> Iterator[Path]:
     """Build a folder in a temporary sibling; on success replace `path` with it.
 
     An existing folder at `path` stays intact until the new one is complete, and is left
     untouched if the build fails. Callers that may replace a folder they did not write check
-    `claim_output` first.
+    `claim_output` first. With `keep` (what the folder is, for the message) an existing folder
+    whose files differ from the new one's is first kept as `<name>.replaced-<time>` beside it
+    (`keep_copy`); one that differs only in the `same_if` files (run info, timings) is replaced.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -198,11 +223,106 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700 folders
+        if keep is not None and path.is_dir() and not same_files(tmp, path, ignore=same_if):
+            keep_copy(path, keep)
         replace_dir(tmp, path)
     finally:
         _IN_PROGRESS.discard(tmp)
         if tmp.exists():
             shutil.rmtree(tmp)
+
+
+# --------------------------------------------------------------------------------------------
+# Earlier outputs kept aside
+# --------------------------------------------------------------------------------------------
+
+
+def aside_path(path: str | Path) -> Path:
+    """A free name beside `path` for its earlier version: `<name>.replaced-<YYYYmmdd-HHMMSS>` for a
+    folder, `<stem>.replaced-<time><suffix>` for a file; `-2`, `-3`, ... when taken."""
+    path = Path(path)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    stem, suffix = (path.name, "") if path.is_dir() else (path.stem, path.suffix)
+    cand, n = path.with_name(f"{stem}.replaced-{stamp}{suffix}"), 2
+    while cand.exists() or cand.is_symlink():
+        cand, n = path.with_name(f"{stem}.replaced-{stamp}-{n}{suffix}"), n + 1
+    return cand
+
+
+def _say_kept(what: str, path: Path, aside: Path) -> None:
+    print(f"gramc: {what} {path} held an earlier output: kept as {aside}", file=sys.stderr)
+
+
+def move_aside(path: str | Path, what: str) -> Path | None:
+    """Rename an existing `path` (file or folder) to `aside_path(path)` and say so in one line on
+    stderr; the new name, or None when there was nothing at `path`."""
+    path = Path(path)
+    if not (path.exists() or path.is_symlink()):
+        return None
+    aside = aside_path(path)
+    os.rename(path, aside)
+    _say_kept(what, path, aside)
+    return aside
+
+
+def keep_copy(path: str | Path, what: str) -> Path:
+    """Copy the folder `path` to `aside_path(path)` (hard links where the filesystem allows: the
+    atomic writes replace files by rename, so linked files never change) and say so on stderr.
+    The copy is built in a temporary and renamed into place: a kill leaves no partial copy, and
+    `path` itself is untouched."""
+    path = Path(path)
+    aside = aside_path(path)
+    with atomic_dir(aside) as tmp:
+        os.rmdir(tmp)
+        try:
+            shutil.copytree(path, tmp, symlinks=True, copy_function=os.link)
+        except OSError:  # no hard links here (another filesystem type): real copies
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(path, tmp, symlinks=True)
+    _say_kept(what, path, aside)
+    return aside
+
+
+@contextlib.contextmanager
+def keep_file(path: str | Path, what: str) -> Iterator[None]:
+    """Around a rewrite of the file `path`: its earlier version is kept as `aside_path(path)` when
+    the rewrite changed it (said in one line on stderr), and dropped when the bytes are the same.
+    The earlier version is linked (or copied) aside before the body runs, so no kill loses it."""
+    import filecmp
+
+    path = Path(path)
+    if not path.is_file():
+        yield
+        return
+    aside = aside_path(path)
+    try:
+        os.link(path, aside)
+    except OSError:  # no hard links here
+        shutil.copy2(path, aside)
+    try:
+        yield
+    finally:
+        if path.is_file() and filecmp.cmp(path, aside, shallow=False):
+            aside.unlink()
+        else:
+            _say_kept(what, path, aside)
+
+
+def same_files(a: str | Path, b: str | Path, ignore: Iterable[str] = ()) -> bool:
+    """Whether folders `a` and `b` hold the same files with the same bytes, leaving out the
+    top-level names in `ignore` and gramc's hidden temporaries and locks."""
+    import filecmp
+
+    a, b = Path(a), Path(b)
+    skip = set(ignore)
+
+    def files(root: Path) -> set[str]:
+        return {str(p.relative_to(root)) for p in root.rglob("*")
+                if (p.is_file() or p.is_symlink()) and p.relative_to(root).parts[0] not in skip
+                and not _gramc_hidden(p.relative_to(root).parts[0])}
+
+    names = files(a)
+    return names == files(b) and all(filecmp.cmp(a / n, b / n, shallow=False) for n in names)
 
 
 # --------------------------------------------------------------------------------------------

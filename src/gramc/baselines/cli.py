@@ -36,7 +36,7 @@ def _run_model(model: str, ds: SeqDataset, cfg: Config, out: Path) -> dict:
 def _run(args: argparse.Namespace) -> int:
     from .common import format_row, load_data  # torch: imported when a baseline runs, not for --help
 
-    from ..io import claim_output
+    from ..io import claim_output, is_lock_name, move_aside
 
     cfg = config_from_args(args)
     if args.data:
@@ -44,6 +44,8 @@ def _run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     with output_lock(out, "--out"):  # one writer per output folder
         claim_output(out, ("eval", "stage"), inputs=[cfg.data.path, cfg.gcn.out], what="--out")
+        if out.is_dir() and not all(is_lock_name(p.name) for p in out.iterdir()):
+            move_aside(out, "--out")  # an earlier baseline's metrics: kept whole beside it, never replaced
         recs = _run_model(args.model, load_data(cfg), cfg, out)
     print("| split | hit@5 | ndcg@5 | hit@10 | ndcg@10 |\n|---|---|---|---|---|")
     for split, rec in recs.items():

@@ -77,8 +77,17 @@ class SeqDataset:
 
     @classmethod
     def load(cls, folder: str | Path) -> "SeqDataset":
-        """Read a folder written by `save` (i.e. by `gramc data prepare`)."""
+        """Read a folder written by `save` (i.e. by `gramc data prepare`); a damaged file is a
+        DataError naming it."""
         folder = Path(folder)
+        try:
+            return cls._load(folder)
+        except UnicodeDecodeError as e:
+            raise DataError(f"{folder}: a file of the dataset is not UTF-8 text ({e.reason} at byte {e.start}); "
+                            f"the folder is damaged: prepare it again with `gramc data prepare`") from e
+
+    @classmethod
+    def _load(cls, folder: Path) -> "SeqDataset":
         for name in ("items.jsonl", "sequences.txt"):
             if not (folder / name).is_file():
                 raise DataError(f"{folder}: not a prepared gramc dataset (missing {name}); "
@@ -108,5 +117,13 @@ class SeqDataset:
                     raise DataError(f"{folder / 'sequences.txt'}:{n}: item {e.args[0]} is not in items.jsonl") from e
                 users.append(parts[0])
                 sequences.append(seq)
-        meta = read_json(folder / "dataset.json") if (folder / "dataset.json").is_file() else {}
+        meta: Any = {}
+        if (folder / "dataset.json").is_file():
+            try:
+                meta = read_json(folder / "dataset.json")
+            except ValueError as e:
+                raise DataError(f"{folder / 'dataset.json'}: not valid JSON ({e}); the folder is damaged: "
+                                f"prepare it again with `gramc data prepare`") from e
+            if not isinstance(meta, dict):
+                raise DataError(f"{folder / 'dataset.json'}: expected a JSON object, got {type(meta).__name__}")
         return cls(item_ids, item_fields, users, sequences, meta)

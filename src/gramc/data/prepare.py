@@ -98,7 +98,8 @@ def write_dataset(ds: SeqDataset, out: str | Path, cfg: Config, inputs: dict[str
     """Write `ds` + run info (with `extra` fields) into `out` atomically (all or nothing)."""
     out = Path(out)
     claim_output(out, "dataset", inputs=inputs.values(), what="dataset folder", own=DATASET_FILES)
-    with atomic_dir(out) as tmp:
+    # an earlier dataset with other content (runs are bound to it by fingerprint) is kept aside
+    with atomic_dir(out, keep="dataset folder", same_if=("run_info.json", "config.yaml")) as tmp:
         ds.save(tmp)
         write_run_info(tmp, cfg, inputs, extra=extra)
     return out

@@ -303,8 +303,13 @@ def _recbole_rows(path: Path) -> Iterator[tuple[int, list[tuple[str, str]], list
         raise DataError(f"{path}: has a header but no data rows")
 
 
+# ID columns lose only ASCII blanks at their ends: a Unicode space there (NBSP, ideographic space)
+# stays in the value, so check_id refuses it as it does inside an ID
+_ID_COLUMNS = ("user_id", "item_id")
+
+
 def _convert(path: Path, n: int, name: str, tp: str, raw: str) -> Any:
-    raw = raw.strip()
+    raw = raw.strip(" \t\r\n") if name in _ID_COLUMNS else raw.strip()
     if tp == "token":
         return raw or None
     if tp == "token_seq":
@@ -347,6 +352,8 @@ def read_amazon_reviews(path: str | Path, k: int = 5) -> Sequences:
                                             float(obj["unixReviewTime"]), n))
         except json.JSONDecodeError as e:
             raise DataError(f"{path}:{n}: not a JSON object ({e.msg})") from e
+        except DataError:  # an ID that check_id refused: its message names the file, line and character
+            raise
         except (KeyError, TypeError, ValueError) as e:
             raise DataError(f"{path}:{n}: expected keys reviewerID, asin, unixReviewTime (number); "
                             f"problem with {e}") from e
@@ -443,7 +450,7 @@ def read_recbole_item(path: str | Path) -> dict[str, dict[str, Any]]:
         iid = rec.pop("item_id")
         if not iid:
             raise DataError(f"{path}:{n}: empty item_id")
-        _put(items, where, path, n, str(iid), rec)
+        _put(items, where, path, n, check_id(path, n, "item", str(iid)), rec)
     return items
 
 

@@ -8,7 +8,8 @@ settings) and the checkpoint's model.safetensors; prints a metrics table with bo
 confidence intervals and writes, atomically, into `--out` (default RUN_DIR/eval/SPLIT-CHECKPOINT):
 metrics.json (`split, users, metrics, ci, beams, length_penalty, invalid, checkpoint, time_s`),
 predictions.jsonl (user, target, top items with scores, 1-based hit rank, 0 = miss), metrics.png
-and run_info.json, holding the output folder's lock (gramc.lock: a second writer of the same --out
+and run_info.json; an earlier evaluation in `--out` is first moved to `<out>.replaced-<time>`
+(said on stderr). It holds the output folder's lock (gramc.lock: a second writer of the same --out
 is refused). Works under `torchrun` (users sharded over processes, rank 0 locks and writes).
 """
 
@@ -22,7 +23,7 @@ from typing import Any
 
 from ..cliargs import add_run_args
 from ..config import Config
-from ..io import atomic_path, claim_output, pyplot, write_json
+from ..io import atomic_path, claim_output, is_lock_name, move_aside, pyplot, write_json
 from ..lock import output_lock
 from ..metrics import popularity_warning, repeat_warning
 
@@ -102,6 +103,8 @@ def _write_outputs(out: Path, args: argparse.Namespace, cfg: Config, folder: Pat
     from ..runinfo import write_run_info
 
     rec = res.to_json()
+    if out.is_dir() and not all(is_lock_name(p.name) for p in out.iterdir()):
+        move_aside(out, "--out")  # an earlier evaluation: kept whole beside it, never replaced
     out.mkdir(parents=True, exist_ok=True)
     write_run_info(out, cfg, inputs={"checkpoint": folder / "model.safetensors"},
                    extra={"split": args.split, "max_users": args.max_users})

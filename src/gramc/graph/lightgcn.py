@@ -386,7 +386,9 @@ def train_lightgcn(ds: SeqDataset, cfg: GcnConfig, out_dir: str | Path, *, run_c
 
     with torch.no_grad():
         user_final, item_final = (x.float().cpu() for x in model.split(model.propagate(adj)))
-    with atomic_dir(final_out) as out:
+    # an earlier table with other embeddings (runs are bound to it by fingerprint) is kept aside;
+    # one that differs only in run info, timings and plot is replaced
+    with atomic_dir(final_out, keep="GCN folder", same_if=("run_info.json", "config.yaml", META_FILE, PLOT_FILE)) as out:
         meta = _write_folder(out, ds, cfg, run_cfg, inputs, user_final, item_final, {
             "interactions": {
                 "split": cfg.interactions,

@@ -61,7 +61,7 @@ def _build(args: argparse.Namespace) -> int:
 def _build_into(args: argparse.Namespace, cfg: Config, out: Path) -> int:
     """Build the item IDs (and a tokenizer, if asked) and write them to `out`; the report's exit code."""
     from ..data.text import item_texts
-    from ..io import claim_file, claim_output
+    from ..io import claim_file, claim_output, keep_file
     from .build import build_ids, save_built_ids
     from .tokenizer import resolve_tokenizer
 
@@ -82,8 +82,9 @@ def _build_into(args: argparse.Namespace, cfg: Config, out: Path) -> int:
         inputs["embeddings"] = Path(cfg.ids.embedding_file)
     ids = build_ids(ds, texts, tok, cfg.ids, progress=not args.quiet)
     seconds = time.perf_counter() - t0
-    report, paths = save_built_ids(ids, ds, tok, cfg, out, inputs,
-                                   extra={"build_seconds": round(seconds, 2)})
+    with keep_file(out, "--out"):  # an earlier ID table with other IDs (runs are bound to it) is kept aside
+        report, paths = save_built_ids(ids, ds, tok, cfg, out, inputs,
+                                       extra={"build_seconds": round(seconds, 2)})
     print(report.table())
     print(f"{ids.meta['dedup_items']:,} items needed a de-duplication level; mean levels "
           f"{ids.meta['mean_levels']}")

@@ -18,7 +18,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Literal
 
 import torch
-import torch.nn.functional as F
 
 from ..ids.tokens import IGNORE_INDEX
 

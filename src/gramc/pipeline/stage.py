@@ -17,7 +17,7 @@ from typing import Any, Callable, Optional
 
 from ..config import Config, flatten, to_dict
 from ..errors import GramcError
-from ..io import atomic_dir, claim_output, read_json, sha256_file, sha256_text, write_json
+from ..io import aside_path, atomic_dir, claim_output, read_json, sha256_file, sha256_text, write_json
 from ..lock import output_lock
 
 STAGE_FILE = ".stage.json"
@@ -211,7 +211,8 @@ def _run_locked(stage: Stage, log: Callable[[str], None]) -> StageResult:
 
 def _build_atomic(stage: Stage, record: dict[str, Any], t0: float, log: Callable[[str], None]) -> None:
     """Build in a temporary sibling, write the record into it, then swap it in."""
-    with atomic_dir(stage.folder) as tmp:
+    # the output of other settings is kept aside when the new one differs (gramc.io.atomic_dir)
+    with atomic_dir(stage.folder, keep=f"[{stage.name}] stage folder", same_if=("run_info.json", "config.yaml")) as tmp:
         summary = stage.build(tmp) or {}
         record.update(summary=summary, seconds=round(time.time() - t0, 2), files=_written_files(tmp))
         write_json(tmp / STAGE_FILE, record)
@@ -224,7 +225,7 @@ def _build_in_place(stage: Stage, record: dict[str, Any], t0: float, log: Callab
     pending = folder / PENDING_FILE
     if folder.exists() and not _continues(stage, pending, log):
         if any(folder.iterdir()):
-            aside = folder.with_name(f"{folder.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+            aside = aside_path(folder)
             log(f"[{stage.name}] settings changed: previous output kept as {aside}")
             folder.rename(aside)
     folder.mkdir(parents=True, exist_ok=True)

@@ -15,13 +15,12 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Optional, Sequence
 
 from ..config import Config, absolute_paths, apply_overrides, flatten, from_dict, to_dict
 from ..errors import GramcError
-from ..io import claim_output, holds_marker
+from ..io import aside_path, claim_output, holds_marker
 from ..lock import output_lock
 from ..model.runs import RunError, run_config
 from ..runtime import launch
@@ -65,7 +64,7 @@ def claim_run(cfg: Config, overwrite: bool = False, is_main: bool = True, assets
         raise RunFolderError(
             f"{out} already holds a run ({step}); continue it with `gramc train --resume {out}`, train "
             f"into another run.out, or pass --overwrite to move it aside (kept as {out.name}.replaced-<time>)")
-    aside = out.with_name(f"{out.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+    aside = aside_path(out)  # a free name: two overwrites in one second never collide
     if is_main:
         # only under the run's lock: never from under a process still writing the run (a no-op
         # inside `train`, which holds it already)
@@ -130,6 +129,7 @@ def open_run(cfg: Config, resume: bool, overwrite: bool, saved: Optional[Config]
         if not stage:
             claim_run(cfg, overwrite, is_main=launch().is_main, assets=assets)
         return cfg, False
+    _refuse_other_outputs(out)
     if not stage:
         resume_config(saved if saved is not None else saved_config(out), cfg)
     ckpts = out / "checkpoints"
@@ -146,6 +146,22 @@ def open_run(cfg: Config, resume: bool, overwrite: bool, saved: Optional[Config]
             print(f"{out} has no checkpoint yet (stopped before its first save): training it from step 0")
         return cfg, False
     return cfg, True
+
+
+# what other commands' folders hold (they also hold config.yaml and run_info.json, as runs do)
+_OTHER_OUTPUTS = {"dataset.json": "a dataset folder (gramc data prepare)",
+                  "gcn_meta.json": "a GCN folder (gramc gcn train)",
+                  "pipeline.json": "a pipeline folder (its run is in train/)",
+                  "pipeline_run_info.json": "a pipeline folder (its run is in train/)",
+                  "tokenizer.json": "a tokenizer folder"}
+
+
+def _refuse_other_outputs(out: Path) -> None:
+    """`--resume` writes checkpoints and a log into `out`: refuse a folder another command wrote."""
+    for name, what in _OTHER_OUTPUTS.items():
+        if (out / name).exists():
+            raise RunFolderError(f"cannot resume {out}: it is {what} (it holds {name}), not a training run; "
+                                 f"--resume continues a folder written by `gramc train`, and nothing was written")
 
 
 def _checkpoint_step(folder: Path) -> str:

@@ -33,7 +33,6 @@ bf16 autocast when `train.bf16` says so ("auto": where the GPU or CPU multiplies
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import math
 import time
