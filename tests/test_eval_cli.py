@@ -136,3 +136,30 @@ def test_evaluate_fuses_the_dense_head_of_a_run_that_has_one(tmp_path, capsys):
     assert main(["evaluate", "--run", str(plain), "--split", "test", "--out", str(tmp_path / "x"),
                  "eval.fusion.enabled=true", "eval.fusion.scorer=dense"]) != 0
     assert "model.dense.enabled" in capsys.readouterr().err
+
+
+def test_split_both_writes_each_split_from_one_item_pass(run, tmp_path, monkeypatch, capsys):
+    import gramc.eval.evaluate as ev
+
+    passes = []
+    real = ev.encode_all_items
+    monkeypatch.setattr(ev, "encode_all_items", lambda *a, **k: passes.append(1) or real(*a, **k))
+    out = tmp_path / "both"
+    assert main(["evaluate", "--run", str(run), "--split", "both", "--beams", "6", "--max-users", "5",
+                 "--out", str(out)]) == 0
+    assert len(passes) == 1
+    for split in ("valid", "test"):
+        rec = json.loads((out / split / "metrics.json").read_text())
+        assert rec["split"] == split and rec["users"] == 5
+        single = tmp_path / f"one-{split}"
+        assert main(["evaluate", "--run", str(run), "--split", split, "--beams", "6", "--max-users", "5",
+                     "--out", str(single)]) == 0
+        assert json.loads((single / "metrics.json").read_text())["metrics"] == rec["metrics"]
+
+
+def test_evaluate_prints_the_weights_of_two_fused_scorers(tmp_path, capsys):
+    d = tmp_path / "dense"
+    make_run(d, "model.dense.enabled=true", "model.dense.item=both")
+    assert main(["evaluate", "--run", str(d), "--split", "test", "--out", str(tmp_path / "f"), "eval.fusion.enabled=true",
+                 "eval.fusion.scorer=both", "eval.fusion.weight=0.5", "eval.fusion.candidates=3"]) == 0
+    assert "weight lightgcn 0.25, dense 0.25" in capsys.readouterr().out

@@ -138,3 +138,41 @@ def test_recorded_protocol_is_what_the_search_read(monkeypatch):
     assert rec["protocol"]["history_window"] == max(read) == cfg.data.max_his
     assert rec["protocol"]["exclude_history"] == "every earlier item" and not any(excluded)
     assert rec["protocol"]["ranking"].endswith("12 beams")
+
+
+def test_the_splits_of_one_call_share_one_item_pass_and_new_weights_make_a_new_one(monkeypatch):
+    import gramc.eval.evaluate as ev
+
+    cfg, assets, model = setup(num_users=6, beams=4)
+    passes = []
+    real = ev.encode_all_items
+    monkeypatch.setattr(ev, "encode_all_items", lambda *a, **k: passes.append(1) or real(*a, **k))
+    both = ev.evaluate_splits(model, assets, cfg, ("valid", "test"), progress=False)
+    assert len(passes) == 1 and set(both) == {"valid", "test"}
+    assert both["valid"].extra["encode_s"] > 0 and both["test"].extra["encode_s"] == 0  # made once, then reused
+    for split in ("valid", "test"):  # the same results as one split per call
+        alone = ev.evaluate_split(model, assets, cfg, split, progress=False)
+        np.testing.assert_array_equal(alone.ranks, both[split].ranks)
+        np.testing.assert_array_equal(alone.items, both[split].items)
+    assert len(passes) == 3
+    encoded = ev.EncodedItems()
+    ev.evaluate_split(model, assets, cfg, "valid", progress=False, encoded=encoded)
+    with torch.no_grad():
+        next(model.parameters()).add_(0.01)  # new weights: the kept states no longer describe the model
+    ev.evaluate_split(model, assets, cfg, "valid", progress=False, encoded=encoded)
+    assert encoded.passes == 2 and len(passes) == 5
+
+
+def test_the_fused_rankers_tuning_pass_shares_the_splits_item_pass(monkeypatch):
+    import gramc.eval.evaluate as ev
+    from gramc.eval.fusion import Collaborative
+
+    cfg, assets, model = setup(num_users=6, beams=4)
+    cfg.eval.fusion.candidates, cfg.eval.fusion.tune_users = 3, 4
+    table = torch.randn(assets.ds.num_items, 8, generator=torch.Generator().manual_seed(0))
+    monkeypatch.setattr(Collaborative, "for_run", classmethod(lambda cls, c, a: Collaborative(table)))
+    passes = []
+    real = ev.encode_all_items
+    monkeypatch.setattr(ev, "encode_all_items", lambda *a, **k: passes.append(1) or real(*a, **k))
+    ev.evaluate_split(model, assets, cfg, "test", progress=False, fused=True)
+    assert len(passes) == 1

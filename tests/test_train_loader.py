@@ -161,10 +161,13 @@ class FakeEval:
     def __init__(self) -> None:
         self.calls: list[tuple[str, int]] = []
 
-    def __call__(self, model, split: str, max_users: int) -> dict:
-        self.calls.append((split, max_users))
-        return {"split": split, "users": max_users, "metrics": {"ndcg@10": 0.5 + 0.01 * len(self.calls)},
-                "encode_s": 0.25}
+    def __call__(self, model, splits: tuple[str, ...], max_users: int) -> dict:
+        out = {}
+        for split in splits:
+            self.calls.append((split, max_users))
+            out[split] = {"split": split, "users": max_users, "metrics": {"ndcg@10": 0.5 + 0.01 * len(self.calls)},
+                          "encode_s": 0.25}
+        return out
 
 
 def test_final_eval_users_caps_the_final_evaluation_and_step0_estimates_it(tmp_path, capsys):
@@ -178,7 +181,10 @@ def test_final_eval_users_caps_the_final_evaluation_and_step0_estimates_it(tmp_p
     log = [json.loads(x) for x in (tmp_path / "r" / "log.jsonl").read_text().splitlines()]
     est = [r for r in log if r["kind"] == "final_eval_estimate"]
     assert len(est) == 1 and est[0]["valid_users"] == est[0]["test_users"] == 3
-    assert est[0]["call_s"] == 0.25 and est[0]["seconds"] >= 2 * 0.25  # the call's encode_s is per call
+    # the call's encode_s is per call, and the final evaluation is one call for both splits
+    e = est[0]
+    assert e["call_s"] == 0.25 and e["seconds"] == pytest.approx(
+        0.25 + 6 * e["user_s"] + e["valid_loss_samples"] * e["loss_sample_s"])
     assert "final evaluation (best checkpoint, after training)" in capsys.readouterr().err
     assert json.loads((tmp_path / "r" / "metrics.json").read_text())["users"] == 3
 

@@ -18,7 +18,7 @@ def parts_with_curve(seed: int, eval_users: int = 0) -> tuple[TrainParts, list[s
     train, valid = toy_samples(ds)
     calls: list[str] = []
 
-    def evaluate(model, split: str, max_users: int) -> dict:
+    def one(split: str, max_users: int) -> dict:
         if split != "valid" or max_users != eval_users:
             value = CURVE[min(sum(1 for c in calls if c == "valid"), len(CURVE) - 1)]
             return {"split": split, "metrics": {"ndcg@10": value, "hit@10": value}}
@@ -26,6 +26,9 @@ def parts_with_curve(seed: int, eval_users: int = 0) -> tuple[TrainParts, list[s
         in_training = sum(1 for c in calls[:-1] if c == "valid") if split == "valid" else 0
         value = CURVE[min(in_training, len(CURVE) - 1)]
         return {"split": split, "metrics": {"ndcg@10": value, "hit@10": value}}
+
+    def evaluate(model, splits: tuple[str, ...], max_users: int) -> dict:
+        return {split: one(split, max_users) for split in splits}
 
     return TrainParts(build_model(ds, seed), collate, train, valid, evaluate=evaluate), calls
 
@@ -78,11 +81,14 @@ def test_select_metric_picks_the_best_checkpoint_and_drives_patience(tmp_path):
     ndcg10 = [0.1, 0.8, 0.2, 0.1, 0.1, 0.1, 0.1]
     seen: list[int] = []
 
-    def evaluate(model, split: str, max_users: int) -> dict:  # validations (all users) walk the curve
+    def one(split: str, max_users: int) -> dict:  # validations (all users) walk the curve
         i = min(len(seen), len(hit5) - 1)
         if split == "valid" and max_users == 0:
             seen.append(i)
         return {"split": split, "metrics": {"hit@5": hit5[i], "ndcg@10": ndcg10[i]}}
+
+    def evaluate(model, splits: tuple[str, ...], max_users: int) -> dict:
+        return {split: one(split, max_users) for split in splits}
 
     cfg = toy_config(epochs=len(hit5), patience=2, select_metric="hit@5")
     res = fit(TrainParts(build_model(ds, cfg.run.seed), collate, train, valid, evaluate=evaluate), cfg,

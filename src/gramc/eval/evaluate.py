@@ -138,6 +138,29 @@ def encode_all_items(model, cache, cfg: Config, device: torch.device, progress: 
     return out, mask.to(device)
 
 
+class EncodedItems:
+    """Every item passage's encoder states, kept while the weights that made them are unchanged, so
+    that the splits of one evaluation call (and a fused ranker's tuning pass) share one item pass.
+
+    The key is each parameter's version counter, which every in-place update advances (an optimiser
+    step, a checkpoint loaded into the model): states from other weights are never reused."""
+
+    def __init__(self) -> None:
+        self.key: tuple | None = None
+        self.table: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.passes = 0  # item passes made (the tests count them)
+        self.seconds = 0.0  # time of the last one
+
+    def get(self, model, cache, cfg: Config, device: torch.device, progress: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        key = (id(model), str(device), tuple(p._version for p in model.parameters()))
+        if key != self.key:
+            self.table = None  # the old states go before the new ones are made
+            t0 = time.perf_counter()
+            self.table = encode_all_items(model, cache, cfg, device, progress)
+            self.key, self.passes, self.seconds = key, self.passes + 1, time.perf_counter() - t0
+        return self.table
+
+
 def _gather(local: dict[str, Any], world: int) -> list[dict[str, Any]]:
     if world == 1:
         return [local]
@@ -176,7 +199,7 @@ def length_order(smp: Sequence[Sample], positions: Sequence[int]) -> np.ndarray:
 
 def evaluate_samples(model, assets, cfg: Config, smp: Sequence[Sample], beams: int | None = None,
                      progress: bool = True, trie: Trie | None = None,
-                     fusion: Fusion | None = None) -> dict[str, Any]:
+                     fusion: Fusion | None = None, encoded: EncodedItems | None = None) -> dict[str, Any]:
     """Beam-search this process's share of `smp`; return its per-sample arrays (keys: index, users,
     targets, ranks, items, scores, invalid, encode_s = seconds spent encoding item passages). Indices
     refer to positions in `smp`. `trie`: the item trie already on the model's device (the trainer
@@ -193,9 +216,10 @@ def evaluate_samples(model, assets, cfg: Config, smp: Sequence[Sample], beams: i
     glob = uses_global_items(cfg)
     collate = search_collator(assets, cfg)
     show = progress and rank == 0
-    t_encode = time.perf_counter()
-    items_table = encode_all_items(model, assets.cache, cfg, device, show) if glob and mine else None
-    encode_s = time.perf_counter() - t_encode
+    encoded = encoded if encoded is not None else EncodedItems()
+    passes = encoded.passes
+    items_table = encoded.get(model, assets.cache, cfg, device, show) if glob and mine else None
+    encode_s = encoded.seconds if encoded.passes > passes else 0.0  # 0: states made by an earlier call
     n = len(mine)
     out_items = np.full((n, beams), -1, dtype=np.int64)
     out_scores = np.full((n, beams), -np.inf, dtype=np.float32)
@@ -241,7 +265,8 @@ def evaluate_samples(model, assets, cfg: Config, smp: Sequence[Sample], beams: i
 
 
 def fusion_weight(model, assets, cfg: Config, fusion: Fusion, beams: int, progress: bool = True,
-                  trie: Trie | None = None) -> tuple[float | list[float], dict[str, Any]]:
+                  trie: Trie | None = None, encoded: EncodedItems | None = None
+                  ) -> tuple[float | list[float], dict[str, Any]]:
     """`eval.fusion.weight` (split equally between two scorers), or the weights tuned on
     `eval.fusion.tune_users` seeded validation users (`gramc.eval.fusion.tune_weight`); and what to
     record about them. One scorer: a float; two: a list, in `fusion.names` order."""
@@ -255,7 +280,8 @@ def fusion_weight(model, assets, cfg: Config, fusion: Fusion, beams: int, progre
         keep = np.sort(np.random.default_rng(cfg.run.seed).choice(len(smp), f.tune_users, replace=False))
         smp = [smp[i] for i in keep]
     _, world = rank_world()
-    local = evaluate_samples(model, assets, cfg, smp, beams=beams, progress=progress, trie=trie, fusion=fusion)
+    local = evaluate_samples(model, assets, cfg, smp, beams=beams, progress=progress, trie=trie, fusion=fusion,
+                             encoded=encoded)
     merged = merge_shards(_gather(local, world), len(smp))
     weight, curve = tune_weight(merged["cand"], merged["gen"], merged["cf"], merged["targets"])
     return weight, {"weight": weight, "tuned": True, "tune_users": len(smp), "tune_seed": cfg.run.seed,
@@ -291,13 +317,15 @@ def apply_fusion(merged: dict[str, Any], fusion: Fusion, weight: float | list[fl
 
 
 def evaluate_split(model, assets, cfg: Config, split: str, max_users: int = 0, beams: int | None = None,
-                   progress: bool = True, trie: Trie | None = None, fused: bool = False) -> EvalResult:
+                   progress: bool = True, trie: Trie | None = None, fused: bool = False,
+                   encoded: EncodedItems | None = None) -> EvalResult:
     """Evaluate `split` ("valid" or "test"): metrics, per-user ranks and predictions.
 
     Every process of a DDP group must call it (each evaluates its own share); all of them return
     the same, complete result. `max_users` > 0 keeps the first users of the split. `fused`: rank
     with `gramc.eval.fusion` (`eval.fusion.*`); the result's metrics are the fused ones, and
-    `extra["unfused"]` / `plain_ranks` hold the beam search's own.
+    `extra["unfused"]` / `plain_ranks` hold the beam search's own. `encoded`: item states shared
+    with the caller's other splits (`evaluate_splits`); the fused ranker's tuning pass shares them too.
     """
     if split not in ("valid", "test"):
         raise EvalError(f"split must be 'valid' or 'test', got {split!r}")
@@ -312,11 +340,13 @@ def evaluate_split(model, assets, cfg: Config, split: str, max_users: int = 0, b
     beams = beams or cfg.eval.beams
     ks = list(cfg.eval.ks)
     fusion = Fusion.for_run(cfg, assets) if fused else None
+    encoded = encoded if encoded is not None else EncodedItems()
     extra: dict[str, Any] = {"protocol": search_protocol(cfg, beams)}
     if fusion is not None:
-        weight, extra["fusion"] = fusion_weight(model, assets, cfg, fusion, beams, progress, trie)
+        weight, extra["fusion"] = fusion_weight(model, assets, cfg, fusion, beams, progress, trie, encoded)
         t0 = time.perf_counter()  # the split's own time; tuning is timed apart
-    local = evaluate_samples(model, assets, cfg, smp, beams=beams, progress=progress, trie=trie, fusion=fusion)
+    local = evaluate_samples(model, assets, cfg, smp, beams=beams, progress=progress, trie=trie, fusion=fusion,
+                             encoded=encoded)
     merged = merge_shards(_gather(local, world), len(smp))
     plain_ranks, alone_ranks = (None, None) if fusion is None else apply_fusion(merged, fusion, weight, extra, cfg)
     means = summarize(merged["ranks"], ks)
@@ -335,3 +365,11 @@ def evaluate_split(model, assets, cfg: Config, split: str, max_users: int = 0, b
                              # eval.allow_capped: these cut-offs exceed the beam, so their hits are capped
                              **({"capped_ks": capped} if (capped := [k for k in ks if k > (beams or cfg.eval.beams)])
                                 else {})})
+
+
+def evaluate_splits(model, assets, cfg: Config, splits: Sequence[str], max_users: int = 0, progress: bool = True,
+                    trie: Trie | None = None, fused: bool = False) -> dict[str, EvalResult]:
+    """`evaluate_split` of each split with the same weights, every item passage encoded once for all."""
+    encoded = EncodedItems()
+    return {split: evaluate_split(model, assets, cfg, split, max_users=max_users, progress=progress, trie=trie,
+                                  fused=fused, encoded=encoded) for split in splits}

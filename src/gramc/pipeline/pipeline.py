@@ -369,16 +369,14 @@ def evaluate_stage(sc: Config, train_folder: Path, folder: Path, eval_users: int
             shutil.copy2(p, folder / p.name)
         source = "train stage's final evaluation of the best checkpoint"
     else:
-        from ..eval.evaluate import evaluate_split
-        from ..ids.trie import trie_for
+        from ..eval.evaluate import evaluate_splits
         from ..model.runs import load_model_from_run
         from ..recipes.train_gramc import MODEL_NAME
 
         model, assets, cfg = load_model_from_run(train_folder, "best")
-        trie = trie_for(assets.item_ids).to(next(model.parameters()).device)  # once for both splits
+        results = evaluate_splits(model, assets, sc, ("valid", "test"), max_users=eval_users)  # one item pass
         for split, name in (("valid", "metrics_valid.json"), ("test", "metrics.json")):
-            res = evaluate_split(model, assets, sc, split, max_users=eval_users, trie=trie)
-            write_json(folder / name, {**res.to_json(), "model": MODEL_NAME})
+            write_json(folder / name, {**results[split].to_json(), "model": MODEL_NAME})
         source = "evaluated here"
     write_run_info(folder, sc, {"checkpoint": train_folder / "checkpoints"})
     write_json(folder / "source.json", {"train_run": str(train_folder), "how": source})

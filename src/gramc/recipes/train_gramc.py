@@ -22,7 +22,7 @@ from ..checks import Check
 from ..config import Config
 from ..data.splits import samples, training_samples
 from ..doctor.batch_audit import audit_first_batch
-from ..eval.evaluate import evaluate_split
+from ..eval.evaluate import evaluate_splits
 from ..ids.trie import trie_for
 from ..lock import output_lock
 from ..model.assets import Assets
@@ -69,8 +69,9 @@ def gramc_parts(cfg: Config, info: DistInfo) -> TrainParts:
     valid_samples = samples(assets.ds, "valid", cfg.data.max_his)
     trie = trie_for(assets.item_ids).to(info.device)
 
-    def evaluate(m: nn.Module, split: str, max_users: int) -> dict[str, Any]:
-        return evaluate_split(m, assets, cfg, split, max_users=max_users, progress=info.is_main, trie=trie).to_json()
+    def evaluate(m: nn.Module, splits: tuple[str, ...], max_users: int) -> dict[str, dict[str, Any]]:
+        results = evaluate_splits(m, assets, cfg, splits, max_users=max_users, progress=info.is_main, trie=trie)
+        return {split: res.to_json() for split, res in results.items()}
 
     def audit(batch: Any, m: nn.Module) -> list[Check]:
         return audit_first_batch(batch, m, cfg, assets.gcn_rows, train_samples, assets.cache)

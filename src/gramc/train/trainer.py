@@ -447,7 +447,8 @@ class TrainRun:
         model, state = self.trainer.model, self.state
         record: dict[str, Any] = {"kind": "valid", "epoch": epoch, "step": state.step, "valid_loss": self.valid_loss()}
         if self.parts.evaluate is not None:  # every rank takes part (evaluation is sharded)
-            record.update(evaluate_without_grad(model, self.parts.evaluate, "valid", self.cfg.train.eval_users)["metrics"])
+            ev = evaluate_without_grad(model, self.parts.evaluate, ("valid",), self.cfg.train.eval_users)
+            record.update(ev["valid"]["metrics"])
         name, mode = self.metric
         value = record.get(name)
         if _better(value, state.best_value, mode):
@@ -532,7 +533,7 @@ class TrainRun:
         if parts.evaluate is not None:
             k = max(1, min(2 * cfg.eval.batch_size, len(parts.valid_samples)))
             t0 = time.perf_counter()
-            record = evaluate_without_grad(model, parts.evaluate, "valid", k)
+            record = evaluate_without_grad(model, parts.evaluate, ("valid",), k)["valid"]
             call_s = float(record.get("encode_s", 0.0))
             user_s = max(0.0, time.perf_counter() - t0 - call_s) / k
         few = self.valid_loss_samples[:2 * cfg.train.batch_size]
@@ -570,8 +571,8 @@ class TrainRun:
         extra["valid_loss_samples"] = len(self.valid_loss_samples)
         users = self.cfg.train.final_eval_users
         if parts.evaluate is not None:  # every rank takes part
-            valid = {**evaluate_without_grad(model, parts.evaluate, "valid", users), **extra}
-            test = {**evaluate_without_grad(model, parts.evaluate, "test", users), **extra}
+            records = evaluate_without_grad(model, parts.evaluate, ("valid", "test"), users)
+            valid, test = {**records["valid"], **extra}, {**records["test"], **extra}
         else:
             valid, test = {"split": "valid", **extra}, {"split": "test", **extra}
         if info.is_main:

@@ -26,8 +26,9 @@ from ..runtime import DistInfo, shard
 from .loader import count_target_tokens, host_loader
 from .precision import autocast
 
-# (model, split "valid"/"test", max users; 0 = all) -> metrics record with a "metrics" dict
-Evaluate = Callable[[nn.Module, str, int], dict[str, Any]]
+# (model, splits ("valid",) or ("valid", "test"), max users per split; 0 = all) -> per split a
+# metrics record with a "metrics" dict; the splits of one call may share work (one item encoding)
+Evaluate = Callable[[nn.Module, tuple[str, ...], int], dict[str, dict[str, Any]]]
 
 
 def valid_loss_subset(samples: Sequence[Sample], n: int, seed: int) -> list[Sample]:
@@ -59,14 +60,15 @@ def validation_loss(model: nn.Module, collate: Callable, samples: Sequence[Sampl
     return float(totals[0] / totals[1]) if totals[1] > 0 else float("nan")
 
 
-def evaluate_without_grad(model: nn.Module, evaluate: Evaluate, split: str, users: int) -> dict[str, Any]:
-    """`evaluate(model, split, users)` in eval mode without gradients; the model is left in train mode.
-    Every rank calls it (evaluation is sharded)."""
+def evaluate_without_grad(model: nn.Module, evaluate: Evaluate, splits: tuple[str, ...],
+                          users: int) -> dict[str, dict[str, Any]]:
+    """`evaluate(model, splits, users)` in eval mode without gradients; the model is left in train
+    mode. Every rank calls it (evaluation is sharded)."""
     model.eval()
     with torch.no_grad():
-        record = evaluate(model, split, users)
+        records = evaluate(model, splits, users)
     model.train()
-    return record
+    return records
 
 
 def final_eval_users(split_users: dict[str, int], default: int, cap: int) -> tuple[int, int]:
@@ -83,14 +85,15 @@ class FinalEvalEstimate:
     valid_users: int
     test_users: int
     valid_loss_samples: int
-    call_s: float  # fixed cost of one evaluation call (the work it does once per call, its `encode_s`)
+    call_s: float  # fixed cost of one evaluation call (the work it does once per call, its `encode_s`):
+    # the final evaluation is one call for both splits
     user_s: float  # evaluation per user
     loss_sample_s: float  # validation loss per sample
 
     @property
     def seconds(self) -> float:
-        per_split = 2 * self.call_s + (self.valid_users + self.test_users) * self.user_s
-        return per_split + self.valid_loss_samples * self.loss_sample_s
+        search = self.call_s + (self.valid_users + self.test_users) * self.user_s
+        return search + self.valid_loss_samples * self.loss_sample_s
 
     def to_json(self) -> dict[str, Any]:
         return {"kind": "final_eval_estimate", "step": 0, **dataclasses.asdict(self), "seconds": self.seconds}
