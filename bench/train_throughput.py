@@ -18,7 +18,8 @@ fed three ways:
               `--indexing-ratio`, 0.25 by default): the units of the measured `sequence` batches, in
               their order, with `round(ratio * interactions)` indexing samples interleaved as the
               epoch's shuffle interleaves them, packed into batch_size as training packs them (about
-              1 + ratio times as many steps, run alongside the other arms' rounds). Its cost is
+              1 + ratio times as many steps, run alongside the other arms' rounds; the units of one
+              more plain batch fill the last one and the short tail batch is dropped). Its cost is
               charged to its interaction samples (`interaction_samples_per_s`): one epoch = n_train
               interaction samples + ratio * n_train indexing samples, in that many more steps.
 
@@ -306,13 +307,13 @@ def units_by_batch(units: list, bsz: int, seed: int) -> list[list]:
     return out
 
 
-def mixed_batches(units: list, units_after: list, ratio: float, bsz: int, ds, items: str,
-                  seed: int) -> list[list]:
+def mixed_batches(units: list, ratio: float, bsz: int, ds, items: str, seed: int) -> list[list]:
     """The micro-batches an epoch with item indexing has over the interaction samples of `units`
     (those of consecutive plain micro-batches, in order): `round(ratio * interactions)` item-indexing
     units (`indexing_samples`) inserted at uniformly drawn places, as the shuffle of all units
-    (`global_micro_batches`) interleaves them, packed into `bsz` (`pack`). A short last batch is
-    topped up with the units that follow (`units_after`), as it would be in an epoch."""
+    (`global_micro_batches`) interleaves them, packed into `bsz` (`pack`). The last batch, short
+    unless by chance, is left out (an epoch has one short batch in thousands): pass a batch's worth
+    of units more than are to be measured."""
     from gramc.data.splits import indexing_samples
     from gramc.train.batching import pack
 
@@ -322,12 +323,7 @@ def mixed_batches(units: list, units_after: list, ratio: float, bsz: int, ds, it
     places = sorted(torch.randint(len(units) + 1, (count,), generator=g).tolist(), reverse=True)
     for place, sample in zip(places, indexing_samples(ds, items, count, seed)):
         units.insert(place, (sample,))
-    out = pack(units, bsz)
-    for u in units_after:
-        if len(out[-1]) + len(u) > bsz:
-            break
-        out[-1] = out[-1] + list(u)
-    return out
+    return pack(units, bsz)[:-1]
 
 
 def relative_to_plain(results: list[dict]) -> None:
@@ -525,8 +521,7 @@ def main(argv: list[str] | None = None) -> int:
         idx_rounds = []
         if "sequence-dense-index" in args.arms:
             seq_units = units_by_batch(make_units(train, "sequence", bsz), bsz, 2023)
-            mixed = mixed_batches([u for b in seq_units[args.warmup:n_batches] for u in b],
-                                  [u for b in seq_units[n_batches:n_batches + 1] for u in b],
+            mixed = mixed_batches([u for b in seq_units[args.warmup:n_batches + 1] for u in b],
                                   args.indexing_ratio, bsz, ds, cfg.train.indexing.items, cfg.run.seed)
             spare = iter(indexing_samples(ds, cfg.train.indexing.items, args.warmup, cfg.run.seed + 1))
             idx_rounds = [[seq_batches[k][:1] + [next(spare)]] for k in range(args.warmup)]
