@@ -392,13 +392,6 @@ class Batch:
     # device read (`GramC.memory_width`); () = unknown (counted on the device)
     host_counts: tuple[tuple[int, int, int], ...] = ()
 
-    @property
-    def batch_size(self) -> int:
-        return int(self.user_input.shape[0])
-
-    def num_target_tokens(self) -> int:
-        return int((self.labels != IGNORE_INDEX).sum())
-
     def to(self, device: torch.device | str, non_blocking: bool = False) -> "Batch":
         moved = {}
         for f in fields(self):
