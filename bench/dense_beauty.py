@@ -224,12 +224,7 @@ def render(res: dict[str, Any], runs_info: dict[str, Any], cmd: str) -> str:
         m, ci = r["metrics"], r["ci"]["ndcg@10"]
         lines.append(f"| {row} | {len(r['runs'])} | {f(m['ndcg@10'])} [{f(ci[0])}, {f(ci[1])}] | {f(m['hit@10'])} | "
                      f"{', '.join(f(v) for v in r['seeds'].values())} |")
-    lines += ["", "Paired differences (b - a, the same users; two-seed rows averaged per user):", "",
-              "| b - a | ndcg@10 [95% CI] | hit@10 [95% CI] |", "|---|---|---|"]
-    for name, d in res["paired"].items():
-        n, h = d["ndcg@10"], d["hit@10"]
-        lines.append(f"| {name} | {n['mean']:+.4f} [{n['lo']:+.4f}, {n['hi']:+.4f}] | "
-                     f"{h['mean']:+.4f} [{h['lo']:+.4f}, {h['hi']:+.4f}] |")
+    lines += fb.paired_lines(res["paired"])
     first = next(iter(res["rows"].values()))["segments"]
     lines += ["", "ndcg@10 (recall@50) by tercile of the target's training interactions:", "",
               "| row | " + " | ".join(f"{s['train_count'][0]}-{s['train_count'][1]} ({s['users']} users)" for s in first)

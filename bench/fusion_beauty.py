@@ -213,6 +213,17 @@ def summarise(runs: dict[str, dict[str, Any]], seed: int, n_boot: int = 1000) ->
         "fusion": "beam 50 + LightGCN fold-in top 50; weight tuned on 1,000 seeded validation users"}}
 
 
+def paired_lines(paired: dict[str, Any]) -> list[str]:
+    """The table of paired differences (ndcg@10 and hit@10 with their intervals)."""
+    lines = ["", "Paired differences (per user, the same test users; a row with two seeds is their per-user mean):", "",
+             "| b - a | ndcg@10 [95% CI] | hit@10 [95% CI] |", "|---|---|---|"]
+    for name, d in paired.items():
+        n, h = d["ndcg@10"], d["hit@10"]
+        lines.append(f"| {name} | {n['mean']:+.4f} [{n['lo']:+.4f}, {n['hi']:+.4f}] | "
+                     f"{h['mean']:+.4f} [{h['lo']:+.4f}, {h['hi']:+.4f}] |")
+    return lines
+
+
 def render(res: dict[str, Any], cmd: str) -> str:
     f = lambda x: f"{x:.4f}"  # noqa: E731
     lines = [SECTION, "", f"`{cmd}` (AMD EPYC, 1 thread per process). Protocol: "
@@ -224,12 +235,7 @@ def render(res: dict[str, Any], cmd: str) -> str:
                      f"{f(m['ndcg@5'])} | {f(m['ndcg@20'])} | {', '.join(f(v) for v in r['seeds'].values())} |")
     for name, (r5, n5, r10, n10) in ev.PUBLISHED.items():  # another split and protocol: their own rows
         lines.append(f"| {name}: full Beauty split, history not excluded | - | {n10:.4f} | {r10:.4f} | {n5:.4f} | - | - |")
-    lines += ["", "Paired differences (per user, the same test users; a row with two seeds is their per-user mean):", "",
-              "| b - a | ndcg@10 [95% CI] | hit@10 [95% CI] |", "|---|---|---|"]
-    for name, d in res["paired"].items():
-        n, h = d["ndcg@10"], d["hit@10"]
-        lines.append(f"| {name} | {n['mean']:+.4f} [{n['lo']:+.4f}, {n['hi']:+.4f}] | "
-                     f"{h['mean']:+.4f} [{h['lo']:+.4f}, {h['hi']:+.4f}] |")
+    lines += paired_lines(res["paired"])
     first = next(iter(res["rows"].values()))["segments"]
     lines += ["", "ndcg@10 by tercile of the target's training interactions:", "",
               "| row | " + " | ".join(f"{s['train_count'][0]}-{s['train_count'][1]} ({s['users']} users)" for s in first)
