@@ -106,3 +106,15 @@ def test_fusion_check_says_whether_the_target_was_a_candidate_and_whether_fusion
     alone = _by(checks, "search.scorers").value  # the oracle alone ranks every target first
     assert alone["lightgcn"] == {"recall@2": 1.0, "recall@3": 1.0}
     assert all(g["lightgcn"]["recall@2"] == 1.0 for g in alone["by_popularity"] if g["users"])
+
+
+def test_a_dense_heads_reach_is_reported_without_fusion():
+    cfg, assets, model = eval_fakes.setup(num_users=16, beams=2, dense="text")
+    cfg.eval.fusion.candidates = 5
+    alone = _by(search_checks(model, assets, cfg, users=0, k=2), "search.scorers")
+    v = alone.value
+    assert set(v) >= {"dense", "by_popularity"} and set(v["dense"]) == {"recall@2", "recall@5"}
+    assert 0 <= v["dense"]["recall@2"] <= v["dense"]["recall@5"] <= 1
+    assert sum(g["users"] for g in v["by_popularity"]) == 16 and "rarest third" in alone.message
+    plain_cfg, plain_assets, plain = eval_fakes.setup(num_users=16, beams=2)
+    assert "search.scorers" not in {c.name for c in search_checks(plain, plain_assets, plain_cfg, users=0, k=2)}

@@ -24,8 +24,8 @@ Checks:
   into the top k the beam missed, or push out a hit of the beam; overall and per popularity tercile.
   The weight is `eval.fusion.weight`, or tuned as `gramc evaluate` tunes it (on validation users:
   when the doctor reads the validation split, the tuned weight has seen some of these samples).
-* `search.scorers` (with `eval.fusion.enabled`): each fused scorer (LightGCN fold-in, the dense
-  head) ranking the whole catalogue by itself: its recall of the target at k and at
+* `search.scorers` (with `eval.fusion.enabled`, or for a model with a dense head): each fused scorer
+  (LightGCN fold-in, the dense head; without fusion the dense head) ranking the whole catalogue by itself: its recall of the target at k and at
   `eval.fusion.candidates`, overall and per popularity tercile. It says whether a scorer reaches the
   rare targets the beam cannot.
 """
@@ -152,6 +152,9 @@ def search_checks(model, assets: Any, cfg: Config, split: str = "valid", users: 
                                                      f"samples), not the search's ({share:.1%})"))
     if cfg.eval.fusion.enabled:
         checks += fusion_checks(model, assets, cfg, smp, k, counts, progress)
+    elif getattr(model, "dense", None) is not None:  # the dense head's reach, without fusing it
+        out = evaluate_samples(model, assets, cfg, smp, progress=progress, fusion=Fusion(("dense",)))
+        checks.append(scorers_check(out["alone"], ("dense",), k, cfg.eval.fusion.candidates, counts))
     return checks
 
 
