@@ -16,12 +16,14 @@ import signal
 import struct
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Callable
 
 import pytest
 import torch
+from tqdm import tqdm
 
 from gramc.config import load_config
 
@@ -52,6 +54,10 @@ def kill_loop(path: Path, write: Callable[[int], None], read: Callable[[], int],
         if pid == 0:  # child: rewrite until killed
             try:
                 os.close(ready_r)
+                # tqdm's default write lock holds a semaphore shared with the parent and every earlier
+                # child: one killed while holding it would leave it locked for good (the parent's
+                # tqdm_monitor thread and the next child would wait forever). A lock of its own.
+                tqdm.set_lock(threading.RLock())
                 torch.set_num_threads(1)
                 t = time.perf_counter()
                 write(k * 1000)
