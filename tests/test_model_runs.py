@@ -67,3 +67,23 @@ def test_weights_with_non_finite_values_are_refused_naming_the_tensor(tmp_path):
     save_model(good, str(tmp_path / "model.safetensors"))
     with pytest.raises(CheckpointError, match=r"model.safetensors holds non-finite values .*'1.bias'"):
         load_weights(tmp_path, torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2)))
+
+
+def test_a_run_saved_by_an_earlier_gramc_loads_under_the_current_key_names(tmp_path):
+    """A run's own config.yaml with the flat SASRec keys and pipeline.eval_users (written before they
+    moved) is read under the new names; a config file a person passes with them is refused."""
+    import yaml
+
+    from gramc.config import to_dict
+
+    tree = to_dict(load_config(None, [f"run.out={tmp_path}"]))
+    sasrec = tree["baseline"].pop("sasrec")
+    tree["baseline"] = {f"sasrec_{k}": v for k, v in sasrec.items()}
+    tree["baseline"]["sasrec_dim"] = 32
+    tree["pipeline"]["eval_users"] = 700
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(tree, sort_keys=False))
+    cfg = run_config(tmp_path)
+    assert cfg.baseline.sasrec.dim == 32 and cfg.baseline.sasrec.heads == sasrec["heads"]
+    assert cfg.train.final_eval_users == 700
+    with pytest.raises(ConfigError, match="baseline.sasrec.dim"):
+        load_config(tmp_path / "config.yaml")

@@ -538,6 +538,27 @@ MOVED_KEYS = {"pipeline.eval_users": "the final evaluation's users are train.fin
 NESTED_KEYS = {f"baseline.sasrec_{f.name}": f"baseline.sasrec.{f.name}" for f in dataclasses.fields(SasrecConfig)}
 
 
+def upgrade_saved(tree: dict) -> list[str]:
+    """Rewrite, in place, the keys an earlier gramc wrote into a run's config.yaml under their current
+    names (`baseline.sasrec_X` -> `baseline.sasrec.X`; `pipeline.eval_users` -> `train.final_eval_users`,
+    which then played the same part). Only for configs gramc saved itself: a config a person writes
+    with an old key gets the error naming the new one. Returns the keys rewritten."""
+    done = []
+    base = tree.get("baseline")
+    if isinstance(base, dict):
+        for key in [k for k in base if f"baseline.{k}" in NESTED_KEYS]:
+            base.setdefault("sasrec", {})[key[len("sasrec_"):]] = base.pop(key)
+            done.append(f"baseline.{key}")
+    pipe = tree.get("pipeline")
+    if isinstance(pipe, dict) and "eval_users" in pipe:
+        users = pipe.pop("eval_users")
+        train = tree.setdefault("train", {})
+        if users and not train.get("final_eval_users"):
+            train["final_eval_users"] = users
+        done.append("pipeline.eval_users")
+    return done
+
+
 def unknown_key(key: str, known: typing.Iterable[str] = ()) -> str:
     """The message for an unknown `key`: the nested key it should be, or the keys known beside it."""
     if key in NESTED_KEYS:

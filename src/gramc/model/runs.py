@@ -21,7 +21,7 @@ from typing import Sequence
 import yaml
 
 from ..checkpoint import CheckpointError, load_weights, verify_assets
-from ..config import Config, absolute_paths, apply_overrides, from_dict, read_yaml
+from ..config import Config, absolute_paths, apply_overrides, from_dict, read_yaml, upgrade_saved
 from ..errors import GramcError
 from ..runtime import resolve_device
 from .assets import Assets
@@ -47,6 +47,7 @@ def run_config(run_dir: str | Path, overrides: Sequence[str] = ()) -> Config:
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise RunError(f"{path} is damaged ({e}); it is not a readable run config") from e
     tree.setdefault("run", {})["out"] = str(run_dir)
+    upgrade_saved(tree)  # keys of an earlier gramc, read under their current names
     apply_overrides(tree, overrides)
     # relative paths (runs of older gramc) are resolved against the run folder where they exist there
     return absolute_paths(from_dict(tree), run_dir, Path.cwd())
