@@ -142,7 +142,7 @@ def bench_model(args: argparse.Namespace, name: str, data: list[str]) -> dict:
         torch.cuda.reset_peak_memory_stats(info.device)
     t0 = time.perf_counter()
     with torch.no_grad():
-        test = parts.evaluate(parts.model, "test", args.eval_users)  # the run's device trie, its beam settings
+        test = parts.evaluate(parts.model, ("test",), args.eval_users)["test"]  # the run's device trie, its beams
     eval_s = time.perf_counter() - t0
     peak_eval = torch.cuda.max_memory_allocated(info.device) / 2**30 if cuda else None
     write_json(run_dir / "metrics_test_subset.json", test)
