@@ -198,12 +198,13 @@ def summarise(runs: dict[str, dict[str, Any]], seed: int, n_boot: int = 1000) ->
     for row in rows:
         names = fb.group(runs, row)
         per = fb.row_means(runs, names)
+        recall50 = np.mean([(np.array(runs[n]["ranks"]) >= 0) & (np.array(runs[n]["ranks"]) < 50) for n in names], 0)
         table[row] = {"runs": names, "metrics": {k: float(v.mean()) for k, v in per.items()},
                       "ci": {k: list(v) for k, v in bootstrap_ci(per, n=n_boot, seed=seed).items()},
                       "seeds": {n: summarize(np.array(runs[n]["ranks"]), KS)["ndcg@10"] for n in names},
                       "segments": [{"train_count": [lo, hi], "users": int(m.sum()),
                                     "ndcg@10": float(per["ndcg@10"][m].mean()),
-                                    "recall@50": float((np.isin(np.array(runs[names[0]]["ranks"]), np.arange(50))[m]).mean())}
+                                    "recall@50": float(recall50[m].mean())}
                                    for lo, hi, m in tercile_groups(counts)]}
     paired = {}
     for bname, aname in pairs(rows):
