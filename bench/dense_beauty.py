@@ -216,7 +216,8 @@ def summarise(runs: dict[str, dict[str, Any]], seed: int, n_boot: int = 1000) ->
 
 def render(res: dict[str, Any], runs_info: dict[str, Any], cmd: str) -> str:
     f = lambda x: f"{x:.4f}"  # noqa: E731
-    lines = [SECTION, "", f"`{cmd}`; protocol of \"Fused ranking on Beauty (issue 29)\" (every test user, history "
+    lines = [SECTION, "", f"`{cmd}` (WORK: the evidence benchmark's work folder; AMD EPYC, 1 thread per "
+             "process, two processes sharing the 2-core CPU); protocol of \"Fused ranking on Beauty (issue 29)\" (every test user, history "
              "excluded, random ties; fused weights tuned on 1,000 seeded validation users). Rows `NAME:ROW`: "
              "`beam` the beam search alone, `dense-alone` / `lightgcn-alone` the scorer ranking every item, "
              "`fused-dense` beam + the dense top 50, `fused-both` beam + dense + LightGCN top 50 each.", "",
@@ -291,11 +292,13 @@ def main(argv: list[str] | None = None) -> int:
         info = {n: read_json(b.work / "dense" / n / "fair" / "metrics.json") for n in names
                 if (b.work / "dense" / n / "fair" / "metrics.json").is_file()}
         info = {n: {k: v for k, v in x.items() if k not in ("users", "target_counts")} for n, x in info.items()}
-        cmd = "python bench/dense_beauty.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        args = argv if argv is not None else sys.argv[1:]
+        cmd = "python bench/dense_beauty.py " + " ".join("WORK" if x == a.work else x for x in args)
         results = Path(a.results)
         write_json(results, {"command": cmd, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **res,
                              "runs": {n: {k: v for k, v in x.items() if k != "rows"} for n, x in info.items()}})
-        fb.keep_ranks({k: v for k, v in runs.items() if ":" in k}, results.with_name(results.stem + "_ranks"))
+        fb.keep_ranks({k.replace(":", "__"): v for k, v in runs.items() if ":" in k},  # file names: no ":"
+                      results.with_name(results.stem + "_ranks"))
         plot(res, results.with_suffix(".png"))
         replace_section(SECTION, render(res, info, cmd), ROOT / "docs" / "benchmarks.md")
         print(render(res, info, cmd))
