@@ -11,7 +11,8 @@ user_passage (configs/beauty-subset.yaml, the GRAM-C rows of the fusion benchmar
 
 * `both`: the dense head, item vectors from the passage encoding and the LightGCN row;
 * `text` / `gcn`: the same head reading one input only (the ablation);
-* `index`: the item-indexing task alone; `both-index`: the head and the task; `NAME-s2`: seed 2024.
+* `index`: the item-indexing task alone; `both-index`: the head and the task;
+* `both-detached`: the head trained without its gradient reaching the backbone; `NAME-s2`: seed 2024.
 
 Every variant trains the whole 12-epoch schedule (train.patience=0; the best checkpoint by validation
 ndcg@10 on 1,000 validation users is kept, as the GRAM-C rows'). `evaluate` scores every test user
@@ -59,7 +60,8 @@ VARIANTS = {"both": DENSE + ["model.dense.item=both"],
             "text": DENSE + ["model.dense.item=text"],
             "gcn": DENSE + ["model.dense.item=gcn"],
             "index": ["train.indexing.enabled=true"],
-            "both-index": DENSE + ["model.dense.item=both", "train.indexing.enabled=true"]}
+            "both-index": DENSE + ["model.dense.item=both", "train.indexing.enabled=true"],
+            "both-detached": DENSE + ["model.dense.item=both", "model.dense.detach=true"]}
 SCHEDULE = ["train.patience=0", "train.final_eval=false"]
 CANDIDATES = 50
 TUNE_USERS = 1000

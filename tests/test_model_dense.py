@@ -223,3 +223,20 @@ def test_item_vectors_of_the_gcn_head_are_the_projected_rows():
     idx = torch.tensor([3, 0, 17])
     want = F.normalize(model.dense.graph(model.dense.graph_table[rows[idx]]), dim=-1)
     torch.testing.assert_close(model.dense.items(torch.zeros(3, 2, 128), torch.ones(3, 2, dtype=torch.bool), idx), want)
+
+
+def test_a_detached_head_leaves_the_generation_gradients_as_they_are_without_it():
+    grads = {}
+    for name, weight, detach in (("none", 0.0, False), ("detached", 1.0, True), ("joint", 1.0, False)):
+        cfg, cache, model, rows = _setup(item="both", negatives=3, weight=weight)
+        cfg.model.dense.detach = detach
+        model.cfg.dense.detach = detach
+        model.zero_grad()
+        loss, _ = model(Collator(cache, cfg, rows)(SAMPLES))
+        loss.backward()
+        grads[name] = {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+    backbone = [k for k in grads["none"] if not k.startswith("dense.")]
+    for k in backbone:
+        torch.testing.assert_close(grads["detached"][k], grads["none"][k], rtol=1e-6, atol=1e-8)
+    assert any(not torch.allclose(grads["joint"][k], grads["none"][k]) for k in backbone)  # the joint head does reach them
+    assert any(k.startswith("dense.") and grads["detached"][k].abs().sum() > 0 for k in grads["detached"])

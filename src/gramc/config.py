@@ -207,6 +207,9 @@ class DenseConfig:
     weight: float = 1.0  # the dense loss's weight beside the generation loss (per target token)
     negatives: int = 32  # uniformly drawn catalogue items added to each batch's own items as negatives
     logq: bool = True  # subtract log of each candidate's sampling probability (popularity-sampled in-batch items)
+    # the head trains on the backbone's states without sending its gradient back into them: generation
+    # then trains exactly as without the head
+    detach: bool = False
 
     def problems(self) -> list[str]:
         return failed([

@@ -280,6 +280,8 @@ class GramC(nn.Module):
         """The dense head's per-sample loss `[B]` (0 for item-indexing samples), from the teacher-forced
         states `hidden [B, T, d]` (position 0 is `dense_users`' state) and the batch's encoded rows."""
         real = batch.users >= 0
+        if self.cfg.dense.detach:
+            hidden, rows = hidden.detach(), (rows[0].detach(), rows[1])
         items = self.dense.items(rows[0], rows[1], batch.item_index)
         if not bool(real.any()):  # zeros that still reach every parameter of the head (DDP expects them all)
             users = self.dense.users(hidden[:, 0])
