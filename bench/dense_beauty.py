@@ -253,11 +253,7 @@ def plot(res: dict[str, Any], path: Path) -> None:
         return
     rows = list(res["rows"])
     fig, ax = plt.subplots(1, 2, figsize=(13, 0.35 * len(rows) + 2))
-    m = [res["rows"][r]["metrics"]["ndcg@10"] for r in rows]
-    err = [[m[i] - res["rows"][r]["ci"]["ndcg@10"][0] for i, r in enumerate(rows)],
-           [res["rows"][r]["ci"]["ndcg@10"][1] - m[i] for i, r in enumerate(rows)]]
-    ax[0].barh(rows, m, xerr=err, color="tab:blue")
-    ax[0].set_xlabel("test ndcg@10 (95% CI), history excluded")
+    fb.ndcg_bars(ax[0], res, rows)
     segs = [f"{s['train_count'][0]}-{s['train_count'][1]}" for s in res["rows"][rows[0]]["segments"]]
     for r in rows:
         ax[1].plot(segs, [s["ndcg@10"] for s in res["rows"][r]["segments"]], marker="o", label=r)

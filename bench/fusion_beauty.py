@@ -252,17 +252,22 @@ def render(res: dict[str, Any], cmd: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def ndcg_bars(ax, res: dict[str, Any], rows: list[str]) -> None:
+    """Each row's test ndcg@10 as a horizontal bar with its 95% interval."""
+    m = [res["rows"][r]["metrics"]["ndcg@10"] for r in rows]
+    lo = [m[i] - res["rows"][r]["ci"]["ndcg@10"][0] for i, r in enumerate(rows)]
+    hi = [res["rows"][r]["ci"]["ndcg@10"][1] - m[i] for i, r in enumerate(rows)]
+    ax.barh(rows, m, xerr=[lo, hi], color="tab:blue")
+    ax.set_xlabel("test ndcg@10 (95% CI), history excluded")
+
+
 def plot(res: dict[str, Any], path: Path) -> None:
     plt = pyplot()
     if plt is None:
         return
     rows = list(res["rows"])
     fig, ax = plt.subplots(1, 2, figsize=(12, 4))
-    m = [res["rows"][r]["metrics"]["ndcg@10"] for r in rows]
-    lo = [m[i] - res["rows"][r]["ci"]["ndcg@10"][0] for i, r in enumerate(rows)]
-    hi = [res["rows"][r]["ci"]["ndcg@10"][1] - m[i] for i, r in enumerate(rows)]
-    ax[0].barh(rows, m, xerr=[lo, hi], color="tab:blue")
-    ax[0].set_xlabel("test ndcg@10 (95% CI), history excluded")
+    ndcg_bars(ax[0], res, rows)
     segs = res["rows"][rows[0]]["segments"]
     width = 0.8 / len(rows)
     for i, r in enumerate(rows):
@@ -278,7 +283,8 @@ def plot(res: dict[str, Any], path: Path) -> None:
 def keep_ranks(runs: dict[str, dict[str, Any]], folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for name, r in runs.items():
-        with atomic_path(folder / f"{name}.json.gz") as tmp, gzip.GzipFile(tmp, "wb", mtime=0) as f:
+        with atomic_path(folder / f"{name}.json.gz") as tmp, open(tmp, "wb") as raw, \
+                gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as f:  # no name, no time: same bytes
             f.write(json.dumps({"users": r["users"], "ranks": r["ranks"]}, separators=(",", ":")).encode())
 
 
