@@ -163,3 +163,14 @@ def test_evaluate_prints_the_weights_of_two_fused_scorers(tmp_path, capsys):
     assert main(["evaluate", "--run", str(d), "--split", "test", "--out", str(tmp_path / "f"), "eval.fusion.enabled=true",
                  "eval.fusion.scorer=both", "eval.fusion.weight=0.5", "eval.fusion.candidates=3"]) == 0
     assert "weight lightgcn 0.25, dense 0.25" in capsys.readouterr().out
+
+
+def test_evaluate_reads_the_runs_config_once(run, tmp_path, monkeypatch):
+    import gramc.model.runs as runs
+
+    calls = []
+    real = runs.run_config
+    monkeypatch.setattr(runs, "run_config", lambda *a, **k: calls.append(a) or real(*a, **k))
+    assert main(["evaluate", "--run", str(run), "--split", "valid", "--beams", "6", "--max-users", "3",
+                 "--out", str(tmp_path / "once")]) == 0
+    assert len(calls) == 1

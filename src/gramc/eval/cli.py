@@ -95,7 +95,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         init_distributed(cfg.run.device)  # gloo on CPU, nccl on GPUs
     main = rank_world()[0] == 0
     # a RunError (e.g. a checkpoint trained with the other model.softmax) is printed by gramc.cli.main
-    model, assets, cfg = load_model_from_run(args.run, args.checkpoint, overrides, progress=main)
+    model, assets, cfg = load_model_from_run(args.run, args.checkpoint, progress=main, cfg=cfg, folder=folder)
     # the inputs are checked (a refusal up to here leaves no trace, not even the lock file): lock the
     # outputs, evaluate and write, so that no other command writes them meanwhile (the run is only read)
     with contextlib.ExitStack() as locks:

@@ -73,10 +73,12 @@ def checkpoint_folder(run_dir: str | Path, which: str = "best") -> Path:
 
 
 def load_model_from_run(run_dir: str | Path, which: str = "best", overrides: Sequence[str] = (),
-                        progress: bool = True) -> tuple[GramC, Assets, Config]:
-    """(model on run.device in eval mode, assets, cfg) of a trained run folder."""
-    cfg = run_config(run_dir, overrides)
-    folder = checkpoint_folder(run_dir, which)
+                        progress: bool = True, cfg: Config | None = None,
+                        folder: Path | None = None) -> tuple[GramC, Assets, Config]:
+    """(model on run.device in eval mode, assets, cfg) of a trained run folder. `cfg` / `folder`: the
+    run's config (with `overrides` applied) and checkpoint folder when the caller resolved them already."""
+    cfg = cfg if cfg is not None else run_config(run_dir, overrides)
+    folder = folder if folder is not None else checkpoint_folder(run_dir, which)
     assets = Assets.from_config(cfg, progress=progress, build=False)  # a missing asset is an error, never a rebuild
     for warning in verify_assets(folder, assets.fingerprints()):  # refuses other assets than trained with
         warnings.warn(warning, stacklevel=2)
