@@ -25,8 +25,6 @@ CHECKED = ("train", "eval", "pipeline", "recipes")
 LONG_FUNCTIONS = {
     "eval/beam.py:beam_search":
         "one tensor loop whose per-step state (nodes, scores, tokens, finished beams) helpers would have to thread",
-    "eval/evaluate.py:evaluate_samples":
-        "the batch loop of one split's search (encode, search, fuse, gather); the shared item pass reshapes it",
 }
 
 

@@ -201,11 +201,11 @@ def evaluate_samples(model, assets, cfg: Config, smp: Sequence[Sample], beams: i
                      progress: bool = True, trie: Trie | None = None,
                      fusion: Fusion | None = None, encoded: EncodedItems | None = None) -> dict[str, Any]:
     """Beam-search this process's share of `smp`; return its per-sample arrays (keys: index, users,
-    targets, ranks, items, scores, invalid, encode_s = seconds spent encoding item passages). Indices
-    refer to positions in `smp`. `trie`: the item trie already on the model's device (the trainer
-    moves it once per run); None = build it here. `fusion`: also the fused ranker's candidates, their
-    generative and scorer scores, and each target's rank under each scorer alone (keys cand, gen,
-    cf `[n, C, S]`, alone `[n, S]`; `gramc.eval.fusion`)."""
+    targets, ranks, items, scores, invalid, encode_s = seconds spent encoding item passages), indices
+    into `smp`. `trie`: the item trie on the model's device (None = built here). `fusion`: also the
+    fused ranker's candidates, their generative and scorer scores, and each target's rank under each
+    scorer alone (keys cand, gen, cf `[n, C, S]`, alone `[n, S]`; `gramc.eval.fusion`). `encoded`:
+    item states shared with other calls on the same weights (None = encoded here)."""
     rank, world = rank_world()
     beams = beams or cfg.eval.beams
     device = next(model.parameters()).device
@@ -253,14 +253,22 @@ def evaluate_samples(model, assets, cfg: Config, smp: Sequence[Sample], beams: i
     out = {"index": np.array(mine, dtype=np.int64), "users": np.array([smp[i].user for i in mine], dtype=np.int64),
            "targets": targets, "ranks": ranks, "items": out_items, "scores": out_scores, "invalid": invalid,
            "encode_s": encode_s}
-    if fusion is not None:  # back in sample order, like the other arrays
-        width, n_s = beams + cfg.eval.fusion.candidates * len(fusion.names), len(fusion.names)
-        for key, fill, dtype, shape in (("cand", -1, np.int64, (width,)), ("gen", -np.inf, np.float32, (width,)),
-                                        ("cf", -np.inf, np.float32, (width, n_s)), ("alone", -1, np.int64, (n_s,))):
-            arr = np.full((n,) + shape, fill, dtype=dtype)
-            for pos, part in zip(fused["pos"], fused[key]):
-                arr[pos, : part.shape[1]] = part
-            out[key] = arr
+    if fusion is not None:
+        out.update(_in_sample_order(fused, n, beams + cfg.eval.fusion.candidates * len(fusion.names),
+                                    len(fusion.names)))
+    return out
+
+
+def _in_sample_order(fused: dict[str, list], n: int, width: int, n_s: int) -> dict[str, np.ndarray]:
+    """The fused ranker's per-batch arrays (`pos`, `cand`, `gen`, `cf`, `alone`) as `[n, ...]` arrays
+    in sample order, like evaluate_samples' others (-1 / -inf where a user has fewer candidates)."""
+    out = {}
+    for key, fill, dtype, shape in (("cand", -1, np.int64, (width,)), ("gen", -np.inf, np.float32, (width,)),
+                                    ("cf", -np.inf, np.float32, (width, n_s)), ("alone", -1, np.int64, (n_s,))):
+        arr = np.full((n,) + shape, fill, dtype=dtype)
+        for pos, part in zip(fused["pos"], fused[key]):
+            arr[pos, : part.shape[1]] = part
+        out[key] = arr
     return out
 
 
