@@ -377,7 +377,9 @@ def evaluate_split(model, assets, cfg: Config, split: str, max_users: int = 0, b
 
 def evaluate_splits(model, assets, cfg: Config, splits: Sequence[str], max_users: int = 0, progress: bool = True,
                     trie: Trie | None = None, fused: bool = False) -> dict[str, EvalResult]:
-    """`evaluate_split` of each split with the same weights, every item passage encoded once for all."""
+    """`evaluate_split` of each split with the same weights, every item passage encoded once and the
+    trie moved to the model's device once for all."""
     encoded = EncodedItems()
+    trie = trie if trie is not None else trie_for(assets.item_ids).to(next(model.parameters()).device)
     return {split: evaluate_split(model, assets, cfg, split, max_users=max_users, progress=progress, trie=trie,
                                   fused=fused, encoded=encoded) for split in splits}
