@@ -220,6 +220,21 @@ def test_a_pipeline_stage_folder_is_locked_by_the_stage(tmp_path):
     assert seen == [True] and not holds_lock(folder)
 
 
+def test_a_finished_stage_is_read_while_another_process_holds_its_lock(tmp_path):
+    """Processes sharing a finished stage (the benchmark's parallel lanes) only read it: no lock, no
+    refusal. A stage that needs building still waits for no one: it is refused at once."""
+    from gramc.lock import OutputBusyError
+    from gramc.pipeline.stage import Stage, run_stage
+
+    folder = tmp_path / "root" / "stage"
+    built = Stage("demo", folder, {"k": 1}, {}, lambda tmp: {"n": 1})
+    assert run_stage(built, log=lambda _: None).status == "ran"
+    with holder(folder):
+        assert run_stage(built, log=lambda _: None).status == "skipped"
+        with pytest.raises(OutputBusyError, match="another process"):
+            run_stage(Stage("demo", folder, {"k": 2}, {}, lambda tmp: {"n": 2}), log=lambda _: None)
+
+
 # --------------------------------------------------------------------------------------------
 # no stale lock, release on return, one process, forks, ranks
 # --------------------------------------------------------------------------------------------

@@ -181,18 +181,27 @@ def run_stage(stage: Stage, log: Callable[[str], None] = print) -> StageResult:
 
     A stage folder is only ever replaced when it holds nothing but what this pipeline wrote there
     (its `.stage.json` lists the files); anything else is refused (gramc.io.claim_output). The
-    stage folder's lock (gramc.lock) is held meanwhile: no other command writes it."""
+    stage folder's lock (gramc.lock) is held meanwhile: no other command writes it. A stage that is up
+    to date is only read, without the lock (its record is written last, atomically), so processes
+    that share a finished stage (the benchmark's parallel lanes) do not refuse each other."""
+    if stage_done(stage.folder, stage.fingerprint):
+        return _skipped(stage, log)
     with output_lock(stage.folder, f"[{stage.name}] stage folder"):
         return _run_locked(stage, log)
 
 
+def _skipped(stage: Stage, log: Callable[[str], None]) -> StageResult:
+    log(f"[{stage.name}] up to date ({stage.folder}), skipped")
+    return StageResult(stage.name, "skipped", str(stage.folder), stage.fingerprint,
+                       summary=read_json(stage.folder / STAGE_FILE).get("summary", {}))
+
+
 def _run_locked(stage: Stage, log: Callable[[str], None]) -> StageResult:
-    """run_stage's work, under the stage folder's lock."""
+    """run_stage's work, under the stage folder's lock (the stage is checked again: another process
+    may have finished it meanwhile)."""
     fp = stage.fingerprint
     if stage_done(stage.folder, fp):
-        log(f"[{stage.name}] up to date ({stage.folder}), skipped")
-        return StageResult(stage.name, "skipped", str(stage.folder), fp,
-                           summary=read_json(stage.folder / STAGE_FILE).get("summary", {}))
+        return _skipped(stage, log)
     t0 = time.time()
     record = {"stage": stage.name, "fingerprint": fp, "config": stage.config, "inputs": stage.inputs,
               "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
