@@ -182,15 +182,24 @@ def collect(b: "ev.Bench", names: list[str]) -> dict[str, dict[str, Any]]:
         rec = read_json(path)
         pos = {u: i for i, u in enumerate(rec["users"])}
         for row, r in rec["rows"].items():
+            ranks = [r["ranks"][pos[u]] for u in order]
+            if row == "lightgcn-alone":  # the reference fold-in row, under the same rule: a check, not a row
+                if ranks != runs["lightgcn-foldin"]["ranks"]:
+                    raise SystemExit(f"{name}: its LightGCN fold-in ranks differ from the reference row's")
+                continue
             base, s2 = (name[:-3], "-s2") if name.endswith("-s2") else (name, "")
-            runs[f"{base}:{row}{s2}"] = {"users": order, "ranks": [r["ranks"][pos[u]] for u in order]}
+            runs[f"{base}:{row}{s2}"] = {"users": order, "ranks": ranks}
         runs.setdefault("_counts", {"counts": [rec["target_counts"][pos[u]] for u in order]})
     return runs
 
 
 def pairs(rows: list[str]) -> list[tuple[str, str]]:
-    """Each variant row against GRAM-C (plain and fused with LightGCN), SASRec-CE and LightGCN."""
-    return [(r, a) for r in rows if ":" in r for a in ("gramc", "gramc-fused-lightgcn", "sasrec", "lightgcn")]
+    """Each variant row against GRAM-C (plain and fused with LightGCN), SASRec-CE and LightGCN fold-in
+    (the fused ranker's LightGCN scorer, the stronger LightGCN row); each probe head's input ablation
+    against the probe head that reads both inputs."""
+    out = [(r, a) for r in rows if ":" in r for a in ("gramc", "gramc-fused-lightgcn", "sasrec", "lightgcn-foldin")]
+    both = "probe-both:dense-alone"
+    return out + [(r, both) for r in rows if r.startswith("probe-") and r != both and both in rows]
 
 
 def summarise(runs: dict[str, dict[str, Any]], seed: int, n_boot: int = 1000) -> dict[str, Any]:
@@ -239,10 +248,19 @@ def render(res: dict[str, Any], runs_info: dict[str, Any], cmd: str) -> str:
               "training seconds per epoch:", "", "| run | fused-dense w | fused-both w | tune s | test s | epoch s |",
               "|---|---|---|---|---|---|"]
     for n, x in runs_info.items():
+        if "probe" in x:
+            continue
         rows = x["rows"]
         lines.append(f"| {n} | {rows[next(k for k in rows if k.startswith('fused-'))]['weight']} | "
                      f"{rows.get('fused-both', {}).get('weight', '')} | {x['tune_seconds']} | {x['test_seconds']} | "
                      f"{', '.join(f'{s:.0f}' for s in x['epochs'])} |")
+    probes = {n: x["probe"] for n, x in runs_info.items() if "probe" in x}
+    if probes:
+        lines += ["", "Probe heads (`bench/dense_probe.py --split test`): a fresh head trained alone on a frozen "
+                  "backbone, then every test user ranked by it alone:", "",
+                  "| run | backbone | steps (epochs) | train s | test s |", "|---|---|---|---|---|"]
+        lines += [f"| {n} | `{p['backbone']}` | {p['steps']} ({p['epochs']:.2f}) | {p['train_seconds']:.0f} | "
+                  f"{runs_info[n]['test_seconds']} |" for n, p in probes.items()]
     lines += ["", "Plot: `bench/results/dense_beauty.png`. Per-user ranks: `bench/results/dense_beauty_ranks/`."]
     return "\n".join(lines) + "\n"
 

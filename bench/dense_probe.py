@@ -1,15 +1,21 @@
 """Issue 30 probe: can the dense head alone, trained on a FROZEN plain GRAM-C, reach rare targets?
 
-    PYTHONPATH=src OMP_NUM_THREADS=1 python bench/dense_probe.py --run /work/ev/models/gramc-user_passage/train \
-        --item both --budget 720
+    PYTHONPATH=src OMP_NUM_THREADS=1 python bench/dense_probe.py --run WORK/models/gramc-user_passage/train \
+        --item both --budget 720                                   # 1,000 validation users
+    PYTHONPATH=src OMP_NUM_THREADS=1 python bench/dense_probe.py --run WORK/models/gramc-user_passage/train \
+        --item text --epochs 3 --budget 1e9 --split test --work WORK  # every test user, ranks kept
 
 Loads the trained plain GRAM-C (best checkpoint), attaches a fresh `DenseHead` (model.dense.item=ITEM,
 detach=true), freezes every backbone parameter and trains the head alone with the project's loss path
 (training Collator with the dense rows, `memory_and_rows` -> `_decode` -> `dense_losses`; the frozen
 forward under no_grad), batches of 64, AdamW lr 2e-3, for `--budget` seconds or `--epochs` epochs.
-Then ranks every item for 1,000 seeded validation users (history excluded) with the head alone and
-with LightGCN fold-in, and reports recall@10/50 and ndcg@10 overall and per tercile of the target's
-training count. Results: bench/results/dense_probe.json.
+
+`--split valid` ranks every item for 1,000 seeded validation users (history excluded) with the head
+alone and with LightGCN fold-in, and reports recall@10/50 and ndcg@10 overall and per tercile of the
+target's training count (bench/results/dense_probe.json). `--split test` ranks every test user with
+the fused evaluation's own rule (`gramc.eval.fusion.scorer_ranks`: every earlier item excluded, random
+ties) and writes WORK/dense/probe-ITEM/fair/metrics.json, which `bench/dense_beauty.py summary
+probe-ITEM,...` reads as one more variant (rows with CIs, paired differences, segments, ranks kept).
 """
 
 from __future__ import annotations
@@ -31,7 +37,9 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from gramc.data.splits import item_training_counts, samples  # noqa: E402
 from gramc.eval.evaluate import encode_all_items, search_collator  # noqa: E402
-from gramc.eval.fusion import Collaborative  # noqa: E402
+from gramc.eval.fusion import Collaborative, scorer_ranks  # noqa: E402
+from gramc.eval.search import history_exclusions  # noqa: E402
+from gramc.io import write_json  # noqa: E402
 from gramc.metrics import tercile_groups  # noqa: E402
 from gramc.model.dense import DenseHead, DenseTables  # noqa: E402
 from gramc.model.inputs import Collator  # noqa: E402
@@ -65,6 +73,38 @@ def above(scores: torch.Tensor, chunk) -> np.ndarray:
             s[i, seen] = -math.inf
     ts = s[torch.arange(len(t)), t].unsqueeze(1)
     return (s > ts).sum(1).numpy()
+
+
+def work_relative(path: str, work: str) -> str:
+    """`path` as WORK/..., when it lies in the work folder (results name no machine's folders)."""
+    p, w = Path(path).resolve(), Path(work).resolve()
+    return f"WORK/{p.relative_to(w)}" if p.is_relative_to(w) else str(path)
+
+
+def score_test(model, head, assets, cfg) -> dict:
+    """Every test user: the target's rank under the head alone and under LightGCN fold-in, each
+    ranking every item with the fused evaluation's own rule (`scorer_ranks`: every earlier item
+    excluded, random ties seeded by run.seed and the user), in the record shape of
+    `bench/dense_beauty.py evaluate` (so its `summary` reads it as variant `probe-ITEM`)."""
+    cfg = copy.deepcopy(cfg)
+    cfg.eval.exclude_history, cfg.eval.ties = True, "random"
+    device = next(model.parameters()).device
+    test = samples(assets.ds, "test", cfg.data.max_his)
+    ranks = []
+    with torch.no_grad():
+        states, smask = encode_all_items(model, assets.cache, cfg, device, progress=False)
+        items = head.items(states, smask, torch.arange(states.shape[0], device=device))
+        ecoll, cf = search_collator(assets, cfg), Collaborative.for_run(cfg, assets)
+        for s in range(0, len(test), 64):
+            chunk = test[s: s + 64]
+            memory, mask = model.memory(ecoll(chunk).to(device), items=(states, smask))
+            every = [head.scores(model.dense_users(memory, mask), items).float(), cf.scores(chunk).float()]
+            ranks.append(scorer_ranks(every, chunk, history_exclusions(chunk).to(device), cfg))
+    ranks = np.concatenate(ranks)
+    counts = np.array(item_training_counts(assets.ds))
+    return {"users": [assets.ds.users[x.user] for x in test],
+            "target_counts": [int(counts[x.target]) for x in test],
+            "rows": {"dense-alone": {"ranks": ranks[:, 0].tolist()}, "lightgcn-alone": {"ranks": ranks[:, 1].tolist()}}}
 
 
 SECTION = "## Dense head on a frozen GRAM-C (probe, issue 30)"
@@ -133,6 +173,12 @@ def main() -> None:
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast for the frozen forward")
     ap.add_argument("--seed", type=int, default=2023)
     ap.add_argument("--out", default=str(RESULTS))
+    ap.add_argument("--split", default="valid", choices=["valid", "test"],
+                    help="valid: 1,000 seeded validation users, written to --out; test: every test user, ranks "
+                         "written to WORK/dense/probe-ITEM/fair/metrics.json for `bench/dense_beauty.py summary`")
+    ap.add_argument("--work", default="/work/ev", help="the evidence benchmark's work folder (--split test)")
+    ap.add_argument("--name", default="", help="--split test: the variant name (default probe-ITEM; "
+                    "probe-ITEM-s2 for a head on the second seed's backbone)")
     ap.add_argument("--joint", default="",
                     help="no training: evaluate the jointly trained head of this dense run (reference row)")
     ap.add_argument("--merge", nargs="*", default=None,
@@ -206,14 +252,29 @@ def main() -> None:
     train_seconds = time.perf_counter() - t0
     print(f"trained {step} steps ({step / per_epoch:.2f} epochs) in {train_seconds:.0f}s", flush=True)
 
-    # ---- evaluate: head alone vs LightGCN fold-in, 1,000 seeded validation users ----
+    # ---- evaluate: head alone vs LightGCN fold-in ----
     head.eval()
+    t1 = time.perf_counter()
+    if args.split == "test":
+        rec = score_test(model, head, assets, cfg)
+        name = args.name or f"probe-{args.item}"
+        rec.update({"name": name, "seed": cfg.run.seed, "threads": torch.get_num_threads(),
+                    "scorers": ["dense", "lightgcn"], "tune_seconds": 0.0,
+                    "test_seconds": round(time.perf_counter() - t1, 1), "epochs": [],
+                    "probe": {"backbone": work_relative(args.run, args.work), "item": args.item, "steps": step,
+                              "epochs": round(step / per_epoch, 3), "train_seconds": round(train_seconds, 1),
+                              "lr": args.lr, "batch_size": 64, "trainable_parameters": trainable, "loss_log": log}})
+        out = Path(args.work) / "dense" / name / "fair" / "metrics.json"
+        write_json(out, rec)
+        for row, r in rec["rows"].items():
+            print(row, table(np.array(r["ranks"]), np.array(rec["target_counts"])), flush=True)
+        print(f"wrote {out}", flush=True)
+        return
     valid = samples(assets.ds, "valid", cfg.data.max_his)
     keep = np.sort(np.random.default_rng(EVAL_SEED).choice(len(valid), USERS, replace=False))
     users = [valid[i] for i in keep]
     counts_all = np.array(item_training_counts(assets.ds))
     counts = counts_all[[u.target for u in users]]
-    t1 = time.perf_counter()
     with torch.no_grad():
         states, smask = encode_all_items(model, assets.cache, cfg, device, progress=False)
         items = head.items(states, smask, torch.arange(states.shape[0], device=device))

@@ -3,9 +3,12 @@ the first columns; weights tuned on the validation arrays only), and the variant
 
 from __future__ import annotations
 
+import gzip
 import importlib.util
+import json
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -60,3 +63,38 @@ def test_variants_and_their_second_seed(mod):
     assert "train.indexing.enabled=true" in mod.variant_overrides("index", 2023)
     with pytest.raises(SystemExit, match="unknown variant"):
         mod.variant_overrides("dense", 2023)
+
+
+def write_record(work: Path, name: str, users: list, foldin: list, dense: list) -> None:
+    out = work / "dense" / name / "fair" / "metrics.json"
+    out.parent.mkdir(parents=True)
+    out.write_text(json.dumps({"users": users[::-1], "target_counts": [1] * len(users),
+                               "rows": {"dense-alone": {"ranks": dense[::-1]},
+                                        "lightgcn-alone": {"ranks": foldin[::-1]}}}))
+
+
+def test_collect_aligns_users_and_checks_the_lightgcn_row_against_the_reference(mod, tmp_path):
+    ref = ROOT / "bench" / "results" / "fusion_beauty_ranks" / "lightgcn-foldin.json.gz"
+    with gzip.open(ref) as f:
+        foldin = json.loads(f.read())
+    users, ranks = foldin["users"], foldin["ranks"]
+    dense = list(range(len(users)))
+    write_record(tmp_path, "probe-text", users, ranks, dense)  # stored in reverse user order
+    runs = mod.collect(SimpleNamespace(work=tmp_path), ["probe-text"])
+    assert runs["probe-text:dense-alone"]["ranks"] == dense  # back in the reference order
+    assert "probe-text:lightgcn-alone" not in runs  # the check passed, the duplicate row is dropped
+    bad = list(ranks)
+    bad[0] += 1
+    write_record(tmp_path, "probe-gcn", users, bad, dense)
+    with pytest.raises(SystemExit, match="probe-gcn: its LightGCN fold-in ranks differ"):
+        mod.collect(SimpleNamespace(work=tmp_path), ["probe-gcn"])
+
+
+def test_pairs_compare_with_the_references_and_the_ablation_with_the_two_input_head(mod):
+    rows = ["gramc", "sasrec", "both:beam", "probe-both:dense-alone", "probe-text:dense-alone"]
+    got = mod.pairs(rows)
+    for r in ("both:beam", "probe-text:dense-alone", "probe-both:dense-alone"):
+        assert {a for b, a in got if b == r} >= {"gramc", "gramc-fused-lightgcn", "sasrec", "lightgcn-foldin"}
+    assert ("probe-text:dense-alone", "probe-both:dense-alone") in got
+    assert ("probe-both:dense-alone", "probe-both:dense-alone") not in got
+    assert not any(b in ("gramc", "sasrec") for b, _ in got)

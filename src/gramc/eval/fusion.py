@@ -209,11 +209,11 @@ def candidates_batch(model, collate: Callable, chunk: Sequence[Sample], trie: Tr
     gen = torch.cat([beam.scores.float(), gen_extra], 1)
     cf = torch.stack([a.gather(1, cand.clamp(min=0)) for a in every], -1).masked_fill((cand < 0)[..., None],
                                                                                         float("-inf"))
-    alone = _alone_ranks(every, chunk, exclude, cfg) if spare_target else None
+    alone = scorer_ranks(every, chunk, exclude, cfg) if spare_target else None
     return Candidates(cand, gen, cf, beam, alone)
 
 
-def _alone_ranks(every: Sequence[torch.Tensor], chunk: Sequence[Sample], exclude: torch.Tensor | None,
+def scorer_ranks(every: Sequence[torch.Tensor], chunk: Sequence[Sample], exclude: torch.Tensor | None,
                  cfg: Config) -> np.ndarray:
     """`[B, S]` each target's rank under each scorer's full ranking, with the evaluation's exclusions
     and tie rule (`eval.ties`, seeded by run.seed and the user)."""
