@@ -268,12 +268,16 @@ class GramC(nn.Module):
                                reduction="none")
         return loss.view_as(labels)
 
-    def dense_users(self, memory: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """The dense head's unit user vectors `[B, dim]`: the decoder's state at the first target
-        position over `memory` (or its `t5.cross_kv`), the state that predicts the first ID token."""
+    def first_states(self, memory: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """`[B, d]` the decoder's state at the first target position over `memory` (or its
+        `t5.cross_kv`): the state that predicts the first ID token, which the dense head reads."""
         start = torch.zeros(mask.shape[0], 1, 1, dtype=torch.long, device=mask.device)
         hidden, _ = self.t5.decode_states(start, memory, mask)
-        return self.dense.users(hidden[:, 0, 0])
+        return hidden[:, 0, 0]
+
+    def dense_users(self, memory: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The dense head's unit user vectors `[B, dim]` from `first_states`."""
+        return self.dense.users(self.first_states(memory, mask))
 
     def dense_losses(self, batch: Batch, hidden: torch.Tensor, rows: tuple[torch.Tensor, torch.Tensor]
                      ) -> torch.Tensor:
