@@ -125,18 +125,29 @@ def fused_rows(valid: dict, test: dict, names: tuple[str, ...], beams: int) -> d
     return rows
 
 
+OVERRIDES = fb.FAIR + [f"eval.fusion.candidates={CANDIDATES}"]
+
+
 def evaluate(b: "ev.Bench", name: str) -> dict[str, Any]:
-    """One pass over the tuning users and one over every test user (both scorers); every row's ranks."""
-    from gramc.data.splits import item_training_counts, samples
-    from gramc.eval.evaluate import evaluate_samples
-    from gramc.eval.fusion import Collaborative, Fusion
+    """`evaluate_model` of the variant's best checkpoint, once (its record is kept in the run folder)."""
     from gramc.model.runs import load_model_from_run
 
     out = b.work / "dense" / name / "fair" / "metrics.json"
     if out.is_file():
         return read_json(out)
-    over = fb.FAIR + [f"eval.fusion.candidates={CANDIDATES}"]
-    model, assets, cfg = load_model_from_run(b.work / "dense" / name, "best", overrides=over)
+    model, assets, cfg = load_model_from_run(b.work / "dense" / name, "best", overrides=OVERRIDES)
+    rec = {"name": name, **evaluate_model(model, assets, cfg), "epochs": epoch_seconds(b.work / "dense" / name)}
+    write_json(out, rec)
+    return rec
+
+
+def evaluate_model(model, assets, cfg) -> dict[str, Any]:
+    """One pass over the tuning users and one over every test user (both scorers); every row's ranks.
+    `cfg` carries `OVERRIDES` (the fair protocol, the candidate count)."""
+    from gramc.data.splits import item_training_counts, samples
+    from gramc.eval.evaluate import evaluate_samples
+    from gramc.eval.fusion import Collaborative, Fusion
+
     dense = getattr(model, "dense", None) is not None
     names = ("dense", "lightgcn") if dense else ("lightgcn",)
     fusion = Fusion(names, Collaborative.for_run(cfg, assets))
@@ -145,17 +156,14 @@ def evaluate(b: "ev.Bench", name: str) -> dict[str, Any]:
                                                             cfg.run.seed), fusion=fusion)
     t1 = time.perf_counter()
     test = evaluate_samples(model, assets, cfg, samples(assets.ds, "test", cfg.data.max_his), fusion=fusion)
-    rec = {"name": name, "seed": cfg.run.seed, "threads": torch.get_num_threads(), "scorers": list(names),
-           "tune_seconds": round(t1 - t0, 1), "test_seconds": round(time.perf_counter() - t1, 1),
-           "users": [assets.ds.users[u] for u in test["users"]],
-           "target_counts": [int(c) for c in np.array(item_training_counts(assets.ds))[test["targets"]]],
-           "rows": {"beam": {"ranks": test["ranks"].tolist()},
-                    **{f"{n}-alone": {"ranks": test["alone"][:, s].tolist()} for s, n in enumerate(names)},
-                    **fused_rows(valid, test, names, cfg.eval.beams)},
-           "target_is_candidate": float((test["cand"] == test["targets"][:, None]).any(1).mean()),
-           "epochs": epoch_seconds(b.work / "dense" / name)}
-    write_json(out, rec)
-    return rec
+    return {"seed": cfg.run.seed, "threads": torch.get_num_threads(), "scorers": list(names),
+            "tune_seconds": round(t1 - t0, 1), "test_seconds": round(time.perf_counter() - t1, 1),
+            "users": [assets.ds.users[u] for u in test["users"]],
+            "target_counts": [int(c) for c in np.array(item_training_counts(assets.ds))[test["targets"]]],
+            "rows": {"beam": {"ranks": test["ranks"].tolist()},
+                     **{f"{n}-alone": {"ranks": test["alone"][:, s].tolist()} for s, n in enumerate(names)},
+                     **fused_rows(valid, test, names, cfg.eval.beams)},
+            "target_is_candidate": float((test["cand"] == test["targets"][:, None]).any(1).mean())}
 
 
 def epoch_seconds(run: Path) -> list[float]:

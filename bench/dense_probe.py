@@ -22,7 +22,8 @@ seeded tuning users of bench/dense_beauty.py. It then ranks every test user with
 evaluation's own rule (`gramc.eval.fusion.scorer_ranks`: every earlier item excluded, random ties)
 and writes WORK/dense/NAME/fair/metrics.json (NAME: probe-ITEM, or --name), which
 `bench/dense_beauty.py summary probe-ITEM,...` reads as one more variant (rows with CIs, paired
-differences, segments, ranks kept).
+differences, segments, ranks kept). With `--fused` the fitted head joins the model and the record is
+bench/dense_beauty.py's own evaluation of it: the beam, each scorer alone and both fused rows.
 """
 
 from __future__ import annotations
@@ -41,7 +42,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "bench"))
 
+import dense_beauty  # noqa: E402
 from gramc.data.splits import item_training_counts, samples  # noqa: E402
 from gramc.eval.evaluate import encode_all_items, search_collator  # noqa: E402
 from gramc.eval.fusion import Collaborative, scorer_ranks  # noqa: E402
@@ -59,8 +62,10 @@ EVAL_SEED = 2023
 
 def metrics(ranks: np.ndarray) -> dict[str, float]:
     r = np.asarray(ranks)
+    r = np.where(r < 0, np.iinfo(np.int64).max // 2, r)  # -1: not in a ranked list (a miss)
     return {"recall@10": float((r < 10).mean()), "recall@50": float((r < 50).mean()),
-            "ndcg@10": float(np.where(r < 10, 1.0 / np.log2(r + 2.0), 0.0).mean()), "users": int(len(r))}
+            "ndcg@10": float(np.where(r < 10, 1.0 / np.log2(np.minimum(r, 10) + 2.0), 0.0).mean()),
+            "users": int(len(r))}
 
 
 def table(ranks: np.ndarray, counts: np.ndarray) -> dict[str, dict]:
@@ -118,7 +123,7 @@ def full_softmax_head(model, assets, cfg, item: str, epochs: int, seed: int) -> 
     pooled_items = pooled(states, smask).unsqueeze(1)  # [I, 1, d]: one "token" each, its mean
     ones, every = torch.ones(pooled_items.shape[:2], dtype=torch.bool), torch.arange(len(pooled_items))
     train = samples(assets.ds, "train", cfg.data.max_his)
-    tune = tune_users(samples(assets.ds, "valid", cfg.data.max_his), cfg.run.seed)
+    tune = dense_beauty.tune_users(samples(assets.ds, "valid", cfg.data.max_his), cfg.run.seed)
     x, xt = first_states(model, assets, cfg, train, (states, smask)), torch.tensor([t.target for t in train])
     xh, v = history_rows(train), first_states(model, assets, cfg, tune, (states, smask))
     cache_seconds = time.perf_counter() - t0
@@ -143,12 +148,6 @@ def full_softmax_head(model, assets, cfg, item: str, epochs: int, seed: int) -> 
                   round(cache_seconds, 1), "fit_seconds": round(time.perf_counter() - t0 - cache_seconds, 1),
                   "train_samples": len(train), "batch_size": 256, "lr": 2e-3, "loss": "full softmax",
                   "states": (states, smask)}
-
-
-def tune_users(valid: list, seed: int) -> list:
-    """The fused benchmark's tuning users: 1,000 seeded validation users (bench/dense_beauty.py)."""
-    keep = np.sort(np.random.default_rng(seed).choice(len(valid), USERS, replace=False))
-    return [valid[i] for i in keep]
 
 
 def score_test(model, head, assets, cfg, items: tuple) -> dict:
@@ -176,24 +175,28 @@ def score_test(model, head, assets, cfg, items: tuple) -> dict:
 
 def run_test(args) -> None:
     """`--split test`: fit a full-softmax head on the frozen run, score every test user, write the
-    variant record WORK/dense/NAME/fair/metrics.json."""
-    model, assets, cfg = load_model_from_run(args.run, "best", progress=False)
+    variant record WORK/dense/NAME/fair/metrics.json. `--fused`: the head joins the model, and the
+    record comes from bench/dense_beauty.py's own evaluation (beam, each scorer alone, both fused rows)."""
+    model, assets, cfg = load_model_from_run(args.run, "best", overrides=dense_beauty.OVERRIDES, progress=False)
     model.eval()
-    cfg = copy.deepcopy(cfg)
-    cfg.eval.exclude_history, cfg.eval.ties = True, "random"
     head, fit = full_softmax_head(model, assets, cfg, args.item, int(args.epochs or 20), args.seed)
     states, smask = fit.pop("states")
     t1 = time.perf_counter()
-    rec = score_test(model, head, assets, cfg, (states, smask))
+    if args.fused:
+        model.dense, model.cfg = head, copy.deepcopy(model.cfg)
+        model.cfg.dense = cfg.model.dense = head.cfg
+        rec = dense_beauty.evaluate_model(model, assets, cfg)
+    else:
+        rec = score_test(model, head, assets, cfg, (states, smask))
+        rec.update({"seed": cfg.run.seed, "threads": torch.get_num_threads(), "scorers": ["dense", "lightgcn"],
+                    "tune_seconds": 0.0, "test_seconds": round(time.perf_counter() - t1, 1)})
     name = args.name or f"probe-{args.item}"
-    rec.update({"name": name, "seed": cfg.run.seed, "threads": torch.get_num_threads(),
-                "scorers": ["dense", "lightgcn"], "tune_seconds": 0.0,
-                "test_seconds": round(time.perf_counter() - t1, 1), "epochs": [],
+    rec.update({"name": name, "epochs": [],
                 "probe": {"backbone": work_relative(args.run, args.work), "item": args.item, **fit}})
     out = Path(args.work) / "dense" / name / "fair" / "metrics.json"
     write_json(out, rec)
     for row, r in rec["rows"].items():
-        print(row, table(np.array(r["ranks"]), np.array(rec["target_counts"])), flush=True)
+        print(row, table(np.array(r["ranks"]), np.array(rec["target_counts"]))["all"], flush=True)
     print(f"best epoch {fit['best_epoch']}, valid curve {fit['valid_ndcg@10']}; wrote {out}", flush=True)
 
 
@@ -267,6 +270,8 @@ def main() -> None:
                     help="valid: 1,000 seeded validation users, written to --out; test: every test user, ranks "
                          "written to WORK/dense/probe-ITEM/fair/metrics.json for `bench/dense_beauty.py summary`")
     ap.add_argument("--work", default="/work/ev", help="the evidence benchmark's work folder (--split test)")
+    ap.add_argument("--fused", action="store_true", help="--split test: evaluate the model with the fitted head "
+                    "as bench/dense_beauty.py evaluates a variant (beam, scorers alone, fused rows; ~15 min)")
     ap.add_argument("--name", default="", help="--split test: the variant name (default probe-ITEM; "
                     "probe-ITEM-s2 for a head on the second seed's backbone)")
     ap.add_argument("--joint", default="",
