@@ -20,8 +20,8 @@ head is trained on them with `DenseHead.loss` over the whole catalogue (a full s
 no log-q), `--epochs` epochs (default 20), keeping the epoch with the best ndcg@10 on the 1,000
 seeded tuning users of bench/dense_beauty.py. It then ranks every test user with the fused
 evaluation's own rule (`gramc.eval.fusion.scorer_ranks`: every earlier item excluded, random ties)
-and writes WORK/dense/NAME/fair/metrics.json (NAME: probe-ITEM, or --name), which
-`bench/dense_beauty.py summary probe-ITEM,...` reads as one more variant (rows with CIs, paired
+and writes WORK/dense/NAME/fair/metrics.json (NAME: posthoc-ITEM, or --name), which
+`bench/dense_beauty.py summary posthoc-ITEM,...` reads as one more variant (rows with CIs, paired
 differences, segments, ranks kept). With `--fused` the fitted head joins the model and the record is
 bench/dense_beauty.py's own evaluation of it: the beam, each scorer alone and both fused rows.
 """
@@ -154,7 +154,7 @@ def score_test(model, head, assets, cfg, items: tuple) -> dict:
     """Every test user: the target's rank under the head alone and under LightGCN fold-in, each
     ranking every item with the fused evaluation's own rule (`scorer_ranks`: every earlier item
     excluded, random ties seeded by run.seed and the user), in the record shape of
-    `bench/dense_beauty.py evaluate` (so its `summary` reads it as variant `probe-ITEM`)."""
+    `bench/dense_beauty.py evaluate` (so its `summary` reads it as variant `posthoc-ITEM`)."""
     test = samples(assets.ds, "test", cfg.data.max_his)
     every = torch.arange(items[0].shape[0])
     ranks = []
@@ -190,7 +190,7 @@ def run_test(args) -> None:
         rec = score_test(model, head, assets, cfg, (states, smask))
         rec.update({"seed": cfg.run.seed, "threads": torch.get_num_threads(), "scorers": ["dense", "lightgcn"],
                     "tune_seconds": 0.0, "test_seconds": round(time.perf_counter() - t1, 1)})
-    name = args.name or f"probe-{args.item}"
+    name = args.name or f"posthoc-{args.item}"
     rec.update({"name": name, "epochs": [],
                 "probe": {"backbone": work_relative(args.run, args.work), "item": args.item, **fit}})
     out = Path(args.work) / "dense" / name / "fair" / "metrics.json"
@@ -268,12 +268,12 @@ def main() -> None:
     ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--split", default="valid", choices=["valid", "test"],
                     help="valid: 1,000 seeded validation users, written to --out; test: every test user, ranks "
-                         "written to WORK/dense/probe-ITEM/fair/metrics.json for `bench/dense_beauty.py summary`")
+                         "written to WORK/dense/posthoc-ITEM/fair/metrics.json for `bench/dense_beauty.py summary`")
     ap.add_argument("--work", default="/work/ev", help="the evidence benchmark's work folder (--split test)")
     ap.add_argument("--fused", action="store_true", help="--split test: evaluate the model with the fitted head "
                     "as bench/dense_beauty.py evaluates a variant (beam, scorers alone, fused rows; ~15 min)")
-    ap.add_argument("--name", default="", help="--split test: the variant name (default probe-ITEM; "
-                    "probe-ITEM-s2 for a head on the second seed's backbone)")
+    ap.add_argument("--name", default="", help="--split test: the variant name (default posthoc-ITEM; "
+                    "posthoc-ITEM-s2 for a head on the second seed's backbone)")
     ap.add_argument("--joint", default="",
                     help="no training: evaluate the jointly trained head of this dense run (reference row)")
     ap.add_argument("--merge", nargs="*", default=None,

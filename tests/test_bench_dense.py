@@ -79,22 +79,23 @@ def test_collect_aligns_users_and_checks_the_lightgcn_row_against_the_reference(
         foldin = json.loads(f.read())
     users, ranks = foldin["users"], foldin["ranks"]
     dense = list(range(len(users)))
-    write_record(tmp_path, "probe-text", users, ranks, dense)  # stored in reverse user order
-    runs = mod.collect(SimpleNamespace(work=tmp_path), ["probe-text"])
-    assert runs["probe-text:dense-alone"]["ranks"] == dense  # back in the reference order
-    assert "probe-text:lightgcn-alone" not in runs  # the check passed, the duplicate row is dropped
+    write_record(tmp_path, "posthoc-text", users, ranks, dense)  # stored in reverse user order
+    runs = mod.collect(SimpleNamespace(work=tmp_path), ["posthoc-text"])
+    assert runs["posthoc-text:dense-alone"]["ranks"] == dense  # back in the reference order
+    assert "posthoc-text:lightgcn-alone" not in runs  # the check passed, the duplicate row is dropped
     bad = list(ranks)
     bad[0] += 1
-    write_record(tmp_path, "probe-gcn", users, bad, dense)
-    with pytest.raises(SystemExit, match="probe-gcn: its LightGCN fold-in ranks differ"):
-        mod.collect(SimpleNamespace(work=tmp_path), ["probe-gcn"])
+    write_record(tmp_path, "posthoc-gcn", users, bad, dense)
+    with pytest.raises(SystemExit, match="posthoc-gcn: its LightGCN fold-in ranks differ"):
+        mod.collect(SimpleNamespace(work=tmp_path), ["posthoc-gcn"])
 
 
 def test_pairs_compare_with_the_references_and_the_ablation_with_the_two_input_head(mod):
-    rows = ["gramc", "sasrec", "both:beam", "probe-both:dense-alone", "probe-text:dense-alone"]
+    rows = ["gramc", "sasrec", "both:beam", "posthoc-both:dense-alone", "posthoc-text:dense-alone", "posthoc-both:beam"]
     got = mod.pairs(rows)
-    for r in ("both:beam", "probe-text:dense-alone", "probe-both:dense-alone"):
+    for r in ("both:beam", "posthoc-text:dense-alone", "posthoc-both:dense-alone"):
         assert {a for b, a in got if b == r} >= {"gramc", "gramc-fused-lightgcn", "sasrec", "lightgcn-foldin"}
-    assert ("probe-text:dense-alone", "probe-both:dense-alone") in got
-    assert ("probe-both:dense-alone", "probe-both:dense-alone") not in got
+    assert ("posthoc-text:dense-alone", "posthoc-both:dense-alone") in got
+    assert ("posthoc-both:dense-alone", "posthoc-both:dense-alone") not in got
+    assert ("posthoc-both:beam", "posthoc-both:dense-alone") not in got
     assert not any(b in ("gramc", "sasrec") for b, _ in got)
