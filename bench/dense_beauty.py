@@ -12,7 +12,11 @@ user_passage (configs/beauty-subset.yaml, the GRAM-C rows of the fusion benchmar
 * `both`: the dense head, item vectors from the passage encoding and the LightGCN row;
 * `text` / `gcn`: the same head reading one input only (the ablation);
 * `index`: the item-indexing task alone; `both-index`: the head and the task;
-* `both-detached`: the head trained without its gradient reaching the backbone; `NAME-s2`: seed 2024.
+* `both-detached`: the head trained without its gradient reaching the backbone;
+* `posthoc-both`: no training of the backbone: `gramc train-head` fits the head (both inputs) on the
+  plain GRAM-C run of the same seed (WORK/models/gramc-user_passage[-s2]/train), frozen;
+  `posthoc-text` / `posthoc-gcn`: the same with one input, scored alone (the input ablation);
+* `NAME-s2`: seed 2024.
 
 Every variant trains the whole 12-epoch schedule (train.patience=0; the best checkpoint by validation
 ndcg@10 on 1,000 validation users is kept, as the GRAM-C rows'). `evaluate` scores every test user
@@ -62,6 +66,9 @@ VARIANTS = {"both": DENSE + ["model.dense.item=both"],
             "index": ["train.indexing.enabled=true"],
             "both-index": DENSE + ["model.dense.item=both", "train.indexing.enabled=true"],
             "both-detached": DENSE + ["model.dense.item=both", "model.dense.detach=true"]}
+# heads fitted by `gramc train-head` on the plain GRAM-C run of the same seed (its backbone frozen)
+POSTHOC = {"posthoc-both": "both", "posthoc-text": "text", "posthoc-gcn": "gcn"}
+ALONE_ONLY = ("posthoc-text", "posthoc-gcn")  # the input ablation: each head alone, no beam pass
 SCHEDULE = ["train.patience=0", "train.final_eval=false"]
 CANDIDATES = 50
 TUNE_USERS = 1000
@@ -71,10 +78,17 @@ KS = fb.KS
 REFERENCE = ("pop", "lightgcn", "lightgcn-foldin", "sasrec", "gramc", "gramc-fused-lightgcn")
 
 
-def variant_overrides(name: str, seed: int) -> list[str]:
+def split_name(name: str) -> tuple[str, bool]:
+    """(variant, is it the second seed's) of `NAME` / `NAME-s2`; unknown names stop the bench."""
     base, s2 = (name[:-3], True) if name.endswith("-s2") else (name, False)
-    if base not in VARIANTS:
-        raise SystemExit(f"unknown variant {name!r}; choose from {sorted(VARIANTS)} (each also as NAME-s2)")
+    if base not in VARIANTS and base not in POSTHOC:
+        raise SystemExit(f"unknown variant {name!r}; choose from {sorted(VARIANTS) + sorted(POSTHOC)} "
+                         "(each also as NAME-s2)")
+    return base, s2
+
+
+def variant_overrides(name: str, seed: int) -> list[str]:
+    base, s2 = split_name(name)
     return VARIANTS[base] + ([f"run.seed={seed + ev.SEED2_OFFSET}"] if s2 else [])
 
 
@@ -85,7 +99,13 @@ def train(b: "ev.Bench", name: str, threads: int) -> None:
     """`gramc train` of one variant into WORK/dense/NAME, resumed when the folder holds a run."""
     folder = b.work / "dense" / name
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT / "src")}
-    if (folder / "config.yaml").is_file():
+    base, s2 = split_name(name)
+    if base in POSTHOC:
+        if (folder / "checkpoints" / "best" / "model.safetensors").is_file():
+            return
+        source = b.work / "models" / fb.SEEDS["gramc"][int(s2)] / "train"
+        cmd = ["train-head", "--run", str(source), "--out", str(folder), f"model.dense.item={POSTHOC[base]}"]
+    elif (folder / "config.yaml").is_file():
         cmd = ["train", "--resume", str(folder)]
     else:
         seed = load_config(b.config, []).run.seed
@@ -135,10 +155,44 @@ def evaluate(b: "ev.Bench", name: str) -> dict[str, Any]:
     out = b.work / "dense" / name / "fair" / "metrics.json"
     if out.is_file():
         return read_json(out)
-    model, assets, cfg = load_model_from_run(b.work / "dense" / name, "best", overrides=OVERRIDES)
-    rec = {"name": name, **evaluate_model(model, assets, cfg), "epochs": epoch_seconds(b.work / "dense" / name)}
+    run = b.work / "dense" / name
+    model, assets, cfg = load_model_from_run(run, "best", overrides=OVERRIDES)
+    alone = split_name(name)[0] in ALONE_ONLY
+    rec = {"name": name, **(scorers_alone(model, assets, cfg) if alone else evaluate_model(model, assets, cfg)),
+           "epochs": epoch_seconds(run)}
+    if (run / "head_fit.json").is_file():
+        fit = read_json(run / "head_fit.json")
+        rec["head_fit"] = {"backbone": "WORK/" + str(Path(fit["source"]["run"]).relative_to(b.work.resolve())),
+                           **{k: fit[k] for k in ("best_epoch", "cache_seconds", "fit_seconds")}}
     write_json(out, rec)
     return rec
+
+
+def scorers_alone(model, assets, cfg) -> dict[str, Any]:
+    """Every test user's rank under the dense head alone and LightGCN fold-in alone (each ranking every
+    item, the fused evaluation's exclusions and ties: `scorer_ranks`); no beam search."""
+    from gramc.data.splits import item_training_counts, samples
+    from gramc.eval.evaluate import encode_all_items, search_collator
+    from gramc.eval.fusion import Collaborative, DenseScores, scorer_ranks
+    from gramc.eval.search import history_exclusions
+
+    t0 = time.perf_counter()
+    test = samples(assets.ds, "test", cfg.data.max_his)
+    items = encode_all_items(model, assets.cache, cfg, torch.device("cpu"))
+    scorers = [DenseScores(model, items), Collaborative.for_run(cfg, assets)]
+    collate, ranks = search_collator(assets, cfg), []
+    with torch.no_grad():
+        for s in range(0, len(test), cfg.eval.batch_size):
+            chunk = test[s: s + cfg.eval.batch_size]
+            memory, mask = model.memory(collate(chunk), items=items)
+            ranks.append(scorer_ranks([x.scores(chunk, memory, mask).float() for x in scorers], chunk,
+                                      history_exclusions(chunk), cfg))
+    ranks = np.concatenate(ranks)
+    counts = np.array(item_training_counts(assets.ds))
+    return {"seed": cfg.run.seed, "threads": torch.get_num_threads(), "scorers": ["dense", "lightgcn"],
+            "tune_seconds": 0.0, "test_seconds": round(time.perf_counter() - t0, 1),
+            "users": [assets.ds.users[x.user] for x in test], "target_counts": [int(counts[x.target]) for x in test],
+            "rows": {"dense-alone": {"ranks": ranks[:, 0].tolist()}, "lightgcn-alone": {"ranks": ranks[:, 1].tolist()}}}
 
 
 def evaluate_model(model, assets, cfg) -> dict[str, Any]:
@@ -167,7 +221,9 @@ def evaluate_model(model, assets, cfg) -> dict[str, Any]:
 
 
 def epoch_seconds(run: Path) -> list[float]:
-    """Wall seconds of each training epoch (log.jsonl), validation excluded."""
+    """Wall seconds of each training epoch (log.jsonl), validation excluded; none for a fitted head."""
+    if not (run / "log.jsonl").is_file():
+        return []
     recs = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines() if x.strip()]
     return [round(r["seconds"], 1) for r in recs if r.get("kind") == "epoch"]
 
@@ -257,19 +313,19 @@ def render(res: dict[str, Any], runs_info: dict[str, Any], cmd: str) -> str:
               "training seconds per epoch:", "", "| run | fused-dense w | fused-both w | tune s | test s | epoch s |",
               "|---|---|---|---|---|---|"]
     for n, x in runs_info.items():
-        if "probe" in x:
-            continue
         rows = x["rows"]
+        if not any(k.startswith("fused-") for k in rows):
+            continue
         lines.append(f"| {n} | {rows[next(k for k in rows if k.startswith('fused-'))]['weight']} | "
                      f"{rows.get('fused-both', {}).get('weight', '')} | {x['tune_seconds']} | {x['test_seconds']} | "
                      f"{', '.join(f'{s:.0f}' for s in x['epochs'])} |")
-    probes = {n: x["probe"] for n, x in runs_info.items() if "probe" in x}
-    if probes:
-        lines += ["", "Probe heads (`bench/dense_probe.py --split test`): a fresh head trained alone on a frozen "
-                  "backbone, then every test user ranked by it alone:", "",
-                  "| run | backbone | steps (epochs) | train s | test s |", "|---|---|---|---|---|"]
-        lines += [f"| {n} | `{p['backbone']}` | {p['steps']} ({p['epochs']:.2f}) | {p['train_seconds']:.0f} | "
-                  f"{runs_info[n]['test_seconds']} |" for n, p in probes.items()]
+    fits = {n: x["head_fit"] for n, x in runs_info.items() if "head_fit" in x}
+    if fits:
+        lines += ["", "Post-hoc heads (`gramc train-head` on the plain GRAM-C run of the same seed, backbone "
+                  "frozen; seconds at 1 thread):", "",
+                  "| run | backbone | epoch kept (of 20) | cache s | fit s | test s |", "|---|---|---|---|---|---|"]
+        lines += [f"| {n} | `{f['backbone']}` | {f['best_epoch']} | {f['cache_seconds']:.0f} | {f['fit_seconds']:.0f} | "
+                  f"{runs_info[n]['test_seconds']:.0f} |" for n, f in fits.items()]
     lines += ["", "Plot: `bench/results/dense_beauty.png`. Per-user ranks: `bench/results/dense_beauty_ranks/`."]
     return "\n".join(lines) + "\n"
 

@@ -1,29 +1,15 @@
 """Issue 30 probe: can the dense head alone, trained on a FROZEN plain GRAM-C, reach rare targets?
 
-    PYTHONPATH=src OMP_NUM_THREADS=1 python bench/dense_probe.py --run WORK/models/gramc-user_passage/train \
-        --item both --budget 720                                   # 1,000 validation users
-    PYTHONPATH=src OMP_NUM_THREADS=1 python bench/dense_probe.py --run WORK/models/gramc-user_passage/train \
-        --item text --split test --work WORK      # every test user, ranks kept
+    PYTHONPATH=src OMP_NUM_THREADS=1 python bench/dense_probe.py --run /work/ev/models/gramc-user_passage/train \
+        --item both --budget 720
 
 Loads the trained plain GRAM-C (best checkpoint), attaches a fresh `DenseHead` (model.dense.item=ITEM,
 detach=true), freezes every backbone parameter and trains the head alone with the project's loss path
 (training Collator with the dense rows, `memory_and_rows` -> `_decode` -> `dense_losses`; the frozen
 forward under no_grad), batches of 64, AdamW lr 2e-3, for `--budget` seconds or `--epochs` epochs.
-
-`--split valid` ranks every item for 1,000 seeded validation users (history excluded) with the head
-alone and with LightGCN fold-in, and reports recall@10/50 and ndcg@10 overall and per tercile of the
-target's training count (bench/results/dense_probe.json).
-
-`--split test` fits the head from cached states instead: the frozen model's first-position decoder
-state of every training sample and the pooled encoding of every item are computed once, and the
-head is trained on them with `DenseHead.loss` over the whole catalogue (a full softmax: no sampling,
-no log-q), `--epochs` epochs (default 20), keeping the epoch with the best ndcg@10 on the 1,000
-seeded tuning users of bench/dense_beauty.py. It then ranks every test user with the fused
-evaluation's own rule (`gramc.eval.fusion.scorer_ranks`: every earlier item excluded, random ties)
-and writes WORK/dense/NAME/fair/metrics.json (NAME: posthoc-ITEM, or --name), which
-`bench/dense_beauty.py summary posthoc-ITEM,...` reads as one more variant (rows with CIs, paired
-differences, segments, ranks kept). With `--fused` the fitted head joins the model and the record is
-bench/dense_beauty.py's own evaluation of it: the beam, each scorer alone and both fused rows.
+Then ranks every item for 1,000 seeded validation users (history excluded) with the head alone and
+with LightGCN fold-in, and reports recall@10/50 and ndcg@10 overall and per tercile of the target's
+training count. Results: bench/results/dense_probe.json.
 """
 
 from __future__ import annotations
@@ -42,16 +28,12 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
-sys.path.insert(0, str(ROOT / "bench"))
 
-import dense_beauty  # noqa: E402
 from gramc.data.splits import item_training_counts, samples  # noqa: E402
 from gramc.eval.evaluate import encode_all_items, search_collator  # noqa: E402
-from gramc.eval.fusion import Collaborative, scorer_ranks  # noqa: E402
-from gramc.eval.search import history_exclusions  # noqa: E402
-from gramc.io import write_json  # noqa: E402
+from gramc.eval.fusion import Collaborative  # noqa: E402
 from gramc.metrics import tercile_groups  # noqa: E402
-from gramc.model.dense import DenseHead, DenseTables, pooled  # noqa: E402
+from gramc.model.dense import DenseHead, DenseTables  # noqa: E402
 from gramc.model.inputs import Collator  # noqa: E402
 from gramc.model.runs import load_model_from_run  # noqa: E402
 
@@ -62,10 +44,8 @@ EVAL_SEED = 2023
 
 def metrics(ranks: np.ndarray) -> dict[str, float]:
     r = np.asarray(ranks)
-    r = np.where(r < 0, np.iinfo(np.int64).max // 2, r)  # -1: not in a ranked list (a miss)
     return {"recall@10": float((r < 10).mean()), "recall@50": float((r < 50).mean()),
-            "ndcg@10": float(np.where(r < 10, 1.0 / np.log2(np.minimum(r, 10) + 2.0), 0.0).mean()),
-            "users": int(len(r))}
+            "ndcg@10": float(np.where(r < 10, 1.0 / np.log2(r + 2.0), 0.0).mean()), "users": int(len(r))}
 
 
 def table(ranks: np.ndarray, counts: np.ndarray) -> dict[str, dict]:
@@ -85,119 +65,6 @@ def above(scores: torch.Tensor, chunk) -> np.ndarray:
             s[i, seen] = -math.inf
     ts = s[torch.arange(len(t)), t].unsqueeze(1)
     return (s > ts).sum(1).numpy()
-
-
-def work_relative(path: str, work: str) -> str:
-    """`path` as WORK/..., when it lies in the work folder (results name no machine's folders)."""
-    p, w = Path(path).resolve(), Path(work).resolve()
-    return f"WORK/{p.relative_to(w)}" if p.is_relative_to(w) else str(path)
-
-
-@torch.no_grad()
-def first_states(model, assets, cfg, smp: list, items: tuple) -> torch.Tensor:
-    """`[N, d]` each sample's first-position decoder state (what the dense head reads), frozen model."""
-    ecoll, out = search_collator(assets, cfg), []
-    for s in range(0, len(smp), 128):
-        out.append(model.first_states(*model.memory(ecoll(smp[s: s + 128]), items=items)).float())
-    return torch.cat(out)
-
-
-def history_rows(smp: list) -> torch.Tensor:
-    """`[N, H]` each sample's earlier items (-1 pad): what the loss and the evaluation leave out."""
-    width = max(1, max(len(x.seen) for x in smp))
-    return torch.tensor([list(x.seen) + [-1] * (width - len(x.seen)) for x in smp], dtype=torch.long)
-
-
-def full_softmax_head(model, assets, cfg, item: str, epochs: int, seed: int) -> tuple[DenseHead, dict]:
-    """A fresh `DenseHead` fitted on the frozen model with the cached states: every training sample's
-    first-position state, every item's pooled passage encoding, and the loss `DenseHead.loss` over the
-    whole catalogue (no sampling, so no log-q), AdamW lr 2e-3, batches of 256. The epoch kept is the
-    one with the best ndcg@10 on the benchmark's 1,000 seeded tuning users (validation)."""
-    torch.manual_seed(seed)
-    dcfg = copy.deepcopy(cfg.model.dense)
-    dcfg.enabled, dcfg.item, dcfg.logq, dcfg.detach = True, item, False, True
-    tables = DenseTables.from_assets(dcfg, assets)
-    head = DenseHead(dcfg, model.d_model, tables.num_items, tables.gcn_table, tables.gcn_rows, tables.counts)
-    t0 = time.perf_counter()
-    states, smask = encode_all_items(model, assets.cache, cfg, torch.device("cpu"), progress=False)
-    pooled_items = pooled(states, smask).unsqueeze(1)  # [I, 1, d]: one "token" each, its mean
-    ones, every = torch.ones(pooled_items.shape[:2], dtype=torch.bool), torch.arange(len(pooled_items))
-    train = samples(assets.ds, "train", cfg.data.max_his)
-    tune = dense_beauty.tune_users(samples(assets.ds, "valid", cfg.data.max_his), cfg.run.seed)
-    x, xt = first_states(model, assets, cfg, train, (states, smask)), torch.tensor([t.target for t in train])
-    xh, v = history_rows(train), first_states(model, assets, cfg, tune, (states, smask))
-    cache_seconds = time.perf_counter() - t0
-    opt = torch.optim.AdamW(head.parameters(), lr=2e-3)
-    best, curve = (-1.0, -1, None), []
-    for epoch in range(epochs):
-        head.train()
-        for b in torch.randperm(len(x)).split(256):
-            loss = head.loss(head.users(x[b]), head.items(pooled_items, ones, every), every, xt[b], xh[b], 0).mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        head.eval()
-        with torch.no_grad():
-            r = scorer_ranks([head.scores(head.users(v), head.items(pooled_items, ones, every))], tune,
-                             history_exclusions(tune), cfg)[:, 0]
-        curve.append(round(metrics(r)["ndcg@10"], 5))
-        if curve[-1] > best[0]:
-            best = (curve[-1], epoch + 1, copy.deepcopy(head.state_dict()))
-    head.load_state_dict(best[2])
-    return head, {"epochs_run": epochs, "best_epoch": best[1], "valid_ndcg@10": curve, "cache_seconds":
-                  round(cache_seconds, 1), "fit_seconds": round(time.perf_counter() - t0 - cache_seconds, 1),
-                  "train_samples": len(train), "batch_size": 256, "lr": 2e-3, "loss": "full softmax",
-                  "states": (states, smask)}
-
-
-def score_test(model, head, assets, cfg, items: tuple) -> dict:
-    """Every test user: the target's rank under the head alone and under LightGCN fold-in, each
-    ranking every item with the fused evaluation's own rule (`scorer_ranks`: every earlier item
-    excluded, random ties seeded by run.seed and the user), in the record shape of
-    `bench/dense_beauty.py evaluate` (so its `summary` reads it as variant `posthoc-ITEM`)."""
-    test = samples(assets.ds, "test", cfg.data.max_his)
-    every = torch.arange(items[0].shape[0])
-    ranks = []
-    with torch.no_grad():
-        vectors = head.items(*items, every)
-        user_states = first_states(model, assets, cfg, test, items)
-        cf = Collaborative.for_run(cfg, assets)
-        for s in range(0, len(test), 256):
-            chunk = test[s: s + 256]
-            scores = [head.scores(head.users(user_states[s: s + 256]), vectors), cf.scores(chunk).float()]
-            ranks.append(scorer_ranks(scores, chunk, history_exclusions(chunk), cfg))
-    ranks = np.concatenate(ranks)
-    counts = np.array(item_training_counts(assets.ds))
-    return {"users": [assets.ds.users[x.user] for x in test],
-            "target_counts": [int(counts[x.target]) for x in test],
-            "rows": {"dense-alone": {"ranks": ranks[:, 0].tolist()}, "lightgcn-alone": {"ranks": ranks[:, 1].tolist()}}}
-
-
-def run_test(args) -> None:
-    """`--split test`: fit a full-softmax head on the frozen run, score every test user, write the
-    variant record WORK/dense/NAME/fair/metrics.json. `--fused`: the head joins the model, and the
-    record comes from bench/dense_beauty.py's own evaluation (beam, each scorer alone, both fused rows)."""
-    model, assets, cfg = load_model_from_run(args.run, "best", overrides=dense_beauty.OVERRIDES, progress=False)
-    model.eval()
-    head, fit = full_softmax_head(model, assets, cfg, args.item, int(args.epochs or 20), args.seed)
-    states, smask = fit.pop("states")
-    t1 = time.perf_counter()
-    if args.fused:
-        model.dense, model.cfg = head, copy.deepcopy(model.cfg)
-        model.cfg.dense = cfg.model.dense = head.cfg
-        rec = dense_beauty.evaluate_model(model, assets, cfg)
-    else:
-        rec = score_test(model, head, assets, cfg, (states, smask))
-        rec.update({"seed": cfg.run.seed, "threads": torch.get_num_threads(), "scorers": ["dense", "lightgcn"],
-                    "tune_seconds": 0.0, "test_seconds": round(time.perf_counter() - t1, 1)})
-    name = args.name or f"posthoc-{args.item}"
-    rec.update({"name": name, "epochs": [],
-                "probe": {"backbone": work_relative(args.run, args.work), "item": args.item, **fit}})
-    out = Path(args.work) / "dense" / name / "fair" / "metrics.json"
-    write_json(out, rec)
-    for row, r in rec["rows"].items():
-        print(row, table(np.array(r["ranks"]), np.array(rec["target_counts"]))["all"], flush=True)
-    print(f"best epoch {fit['best_epoch']}, valid curve {fit['valid_ndcg@10']}; wrote {out}", flush=True)
 
 
 SECTION = "## Dense head on a frozen GRAM-C (probe, issue 30)"
@@ -266,14 +133,6 @@ def main() -> None:
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast for the frozen forward")
     ap.add_argument("--seed", type=int, default=2023)
     ap.add_argument("--out", default=str(RESULTS))
-    ap.add_argument("--split", default="valid", choices=["valid", "test"],
-                    help="valid: 1,000 seeded validation users, written to --out; test: every test user, ranks "
-                         "written to WORK/dense/posthoc-ITEM/fair/metrics.json for `bench/dense_beauty.py summary`")
-    ap.add_argument("--work", default="/work/ev", help="the evidence benchmark's work folder (--split test)")
-    ap.add_argument("--fused", action="store_true", help="--split test: evaluate the model with the fitted head "
-                    "as bench/dense_beauty.py evaluates a variant (beam, scorers alone, fused rows; ~15 min)")
-    ap.add_argument("--name", default="", help="--split test: the variant name (default posthoc-ITEM; "
-                    "posthoc-ITEM-s2 for a head on the second seed's backbone)")
     ap.add_argument("--joint", default="",
                     help="no training: evaluate the jointly trained head of this dense run (reference row)")
     ap.add_argument("--merge", nargs="*", default=None,
@@ -281,9 +140,6 @@ def main() -> None:
     args = ap.parse_args()
     if args.merge is not None:
         merge_and_document(args.merge, Path(args.out))
-        return
-    if args.split == "test":
-        run_test(args)
         return
     torch.manual_seed(args.seed)
 
@@ -350,14 +206,14 @@ def main() -> None:
     train_seconds = time.perf_counter() - t0
     print(f"trained {step} steps ({step / per_epoch:.2f} epochs) in {train_seconds:.0f}s", flush=True)
 
-    # ---- evaluate: head alone vs LightGCN fold-in ----
+    # ---- evaluate: head alone vs LightGCN fold-in, 1,000 seeded validation users ----
     head.eval()
-    t1 = time.perf_counter()
     valid = samples(assets.ds, "valid", cfg.data.max_his)
     keep = np.sort(np.random.default_rng(EVAL_SEED).choice(len(valid), USERS, replace=False))
     users = [valid[i] for i in keep]
     counts_all = np.array(item_training_counts(assets.ds))
     counts = counts_all[[u.target for u in users]]
+    t1 = time.perf_counter()
     with torch.no_grad():
         states, smask = encode_all_items(model, assets.cache, cfg, device, progress=False)
         items = head.items(states, smask, torch.arange(states.shape[0], device=device))

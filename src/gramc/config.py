@@ -272,6 +272,21 @@ class IndexingConfig:
 
 
 @dataclass
+class HeadFitConfig:
+    """`gramc train-head`: a dense head fitted on a trained run's frozen backbone, from cached states,
+    with a full softmax over the catalogue (gramc.recipes.dense_head)."""
+
+    epochs: int = 20  # the epoch kept is the one with the best validation ndcg@10 (eval.fusion.tune_users)
+    lr: float = 2e-3
+    batch_size: int = 256
+
+    def problems(self) -> list[str]:
+        return failed([(self.epochs >= 1, "train.head.epochs", "must be >= 1"),
+                       (self.lr > 0, "train.head.lr", "must be > 0"),
+                       (self.batch_size >= 1, "train.head.batch_size", "must be >= 1")])
+
+
+@dataclass
 class TrainConfig:
     """Optimisation and batching."""
 
@@ -308,10 +323,11 @@ class TrainConfig:
     # the final evaluation); 0 = all
     valid_loss_samples: int = 0
     indexing: IndexingConfig = field(default_factory=IndexingConfig)
+    head: HeadFitConfig = field(default_factory=HeadFitConfig)
 
     def problems(self) -> list[str]:
         """Range checks; `train.select_metric` against `eval.ks` is `Config.problems`'s."""
-        return self.indexing.problems() + failed([
+        return self.indexing.problems() + self.head.problems() + failed([
             (self.epochs >= 1, "train.epochs", "must be >= 1 (use train.max_steps to stop earlier)"),
             (self.max_steps >= 0, "train.max_steps", "must be >= 0 (0 = no limit)"),
             (self.batch_size >= 1, "train.batch_size", "must be >= 1"),

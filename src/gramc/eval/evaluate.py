@@ -272,6 +272,17 @@ def _in_sample_order(fused: dict[str, list], n: int, width: int, n_s: int) -> di
     return out
 
 
+def tuning_samples(assets, cfg: Config) -> list[Sample]:
+    """The validation users that tune the fusion weights (and pick a fitted head's epoch):
+    `eval.fusion.tune_users` of them drawn with run.seed, in split order (0 or more than there are: all)."""
+    smp = split_samples(assets.ds, "valid", cfg.data.max_his)  # type: ignore[arg-type]
+    n = cfg.eval.fusion.tune_users
+    if 0 < n < len(smp):
+        keep = np.sort(np.random.default_rng(cfg.run.seed).choice(len(smp), n, replace=False))
+        smp = [smp[i] for i in keep]
+    return list(smp)
+
+
 def fusion_weight(model, assets, cfg: Config, fusion: Fusion, beams: int, progress: bool = True,
                   trie: Trie | None = None, encoded: EncodedItems | None = None
                   ) -> tuple[float | list[float], dict[str, Any]]:
@@ -283,10 +294,7 @@ def fusion_weight(model, assets, cfg: Config, fusion: Fusion, beams: int, progre
         weight = f.weight if len(fusion.names) == 1 else fusion.weights(f.weight)
         return weight, {"weight": weight, "tuned": False}
     t0 = time.perf_counter()
-    smp = split_samples(assets.ds, "valid", cfg.data.max_his)  # type: ignore[arg-type]
-    if 0 < f.tune_users < len(smp):
-        keep = np.sort(np.random.default_rng(cfg.run.seed).choice(len(smp), f.tune_users, replace=False))
-        smp = [smp[i] for i in keep]
+    smp = tuning_samples(assets, cfg)
     _, world = rank_world()
     local = evaluate_samples(model, assets, cfg, smp, beams=beams, progress=progress, trie=trie, fusion=fusion,
                              encoded=encoded)

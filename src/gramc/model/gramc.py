@@ -17,13 +17,14 @@ position bias, so this equals GRAM's padded memory. With the prefix disabled thi
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import Config, ModelConfig
+from ..config import Config, DenseConfig, ModelConfig
 from ..ids.tokens import IGNORE_INDEX
 from ..ids.trie import Trie, trie_for
 from .inputs import Batch
@@ -98,6 +99,14 @@ class GramC(nn.Module):
         trie = trie_for(assets.item_ids) if cfg.model.softmax == "trie" else None
         dense = DenseTables.from_assets(cfg.model.dense, assets) if cfg.model.dense.enabled else None
         return cls(cfg.model, cfg.data.max_his, assets.tokenizer.vocab_size, table, trie, dense)
+
+    def attach_dense(self, head: DenseHead, cfg: DenseConfig) -> None:
+        """Give the model `head` (fitted on its frozen states, `gramc train-head`) with its settings,
+        as if it had been built with `model.dense` = `cfg`; the backbone is untouched."""
+        if not cfg.enabled:
+            raise ValueError("attach_dense: the head's config must have enabled=true")
+        self.cfg = replace(self.cfg, dense=cfg)
+        self.dense = head
 
     @property
     def softmax(self) -> str:

@@ -1,7 +1,8 @@
-"""`gramc train` (also under `torchrun --nproc_per_node=N -m gramc train ...`): the GRAM-C recipe.
+"""`gramc train` (also under `torchrun --nproc_per_node=N -m gramc train ...`): the GRAM-C recipe;
+`gramc train-head`: a dense head fitted on a trained run's frozen backbone (recipes.dense_head).
 
-The command's code is imported inside `_train`, not at the top, for start-up time: `gramc --help`
-and argument errors should not load torch and the model.
+The commands' code is imported inside `_train` / `_train_head`, not at the top, for start-up time:
+`gramc --help` and argument errors should not load torch and the model.
 """
 
 from __future__ import annotations
@@ -43,6 +44,19 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_head(args: argparse.Namespace) -> int:
+    from .dense_head import fit_head
+
+    rec = fit_head(args.run, args.out, args.overrides or [], checkpoint=args.checkpoint)
+    curve = rec["valid_ndcg@10"]
+    print(f"dense head ({rec['head']['item']}) fitted in {rec['fit_seconds']:.0f} s after {rec['cache_seconds']:.0f} s "
+          f"of cached states; epoch {rec['best_epoch']} of {len(curve)} kept (ndcg@10 {max(curve):.4f} on "
+          f"{rec['tune_users']} validation users, the head alone)")
+    print(f"run folder: {args.out}  (fuse it: gramc evaluate --run {args.out} eval.fusion.enabled=true "
+          "eval.fusion.scorer=both)")
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "train", help="train GRAM-C (DDP under torchrun), validate, test the best checkpoint",
@@ -55,3 +69,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="run.out already holds a run: move it aside to "
                    "RUN.replaced-<time> and train a new one (without this, training into a run is refused)")
     p.set_defaults(func=_train)
+
+    h = subparsers.add_parser(
+        "train-head", help="fit a dense retrieval head on a trained run, its backbone frozen",
+        description="Fit a dense head (model.dense.*) on RUN's frozen model from cached states, with a full "
+                    "softmax over the catalogue; the epoch kept is the best on eval.fusion.tune_users validation "
+                    "users. Writes OUT: a run folder with RUN's weights plus the head (docs/evaluation.md).")
+    h.add_argument("--run", required=True, metavar="RUN_DIR", help="a trained run without a dense head")
+    h.add_argument("--out", required=True, metavar="OUT_DIR", help="the new run folder (an earlier one there is "
+                   "kept beside it as OUT.replaced-<time>)")
+    h.add_argument("--checkpoint", default="best", help="best, last, or a checkpoint folder of RUN (default best)")
+    h.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="model.dense.* (item, dim, temperature) and train.head.* (epochs, lr, batch_size)")
+    h.set_defaults(func=_train_head)
