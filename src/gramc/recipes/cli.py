@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..cliargs import add_config_args, config_from_args
+from ..cliargs import add_config_args, add_run_args, config_from_args
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -75,10 +75,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Fit a dense head (model.dense.*) on RUN's frozen model from cached states, with a full "
                     "softmax over the catalogue; the epoch kept is the best on eval.fusion.tune_users validation "
                     "users. Writes OUT: a run folder with RUN's weights plus the head (docs/evaluation.md).")
-    h.add_argument("--run", required=True, metavar="RUN_DIR", help="a trained run without a dense head")
-    h.add_argument("--out", required=True, metavar="OUT_DIR", help="the new run folder (an earlier one there is "
-                   "kept beside it as OUT.replaced-<time>)")
-    h.add_argument("--checkpoint", default="best", help="best, last, or a checkpoint folder of RUN (default best)")
-    h.add_argument("overrides", nargs="*", metavar="key=value",
-                   help="model.dense.* (item, dim, temperature) and train.head.* (epochs, lr, batch_size)")
+    add_run_args(h, "model.dense.item=both (model.dense.* and train.head.* only)")
+    h.add_argument("--out", required=True, metavar="OUT_DIR", help="the new run folder, beside RUN (an earlier "
+                   "one there is kept beside it as OUT.replaced-<time>)")
     h.set_defaults(func=_train_head)
