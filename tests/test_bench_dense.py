@@ -99,3 +99,21 @@ def test_pairs_compare_with_the_references_and_the_ablation_with_the_two_input_h
     assert ("posthoc-both:dense-alone", "posthoc-both:dense-alone") not in got
     assert ("posthoc-both:beam", "posthoc-both:dense-alone") not in got
     assert not any(b in ("gramc", "sasrec") for b, _ in got)
+
+
+def test_posthoc_variants_fit_a_head_on_the_plain_run_of_their_seed(mod, tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(mod.subprocess, "run", lambda cmd, **kw: calls.append(cmd))
+    bench = SimpleNamespace(work=tmp_path)
+    mod.train(bench, "posthoc-both-s2", 1)
+    mod.train(bench, "posthoc-text", 1)
+    assert calls[0][3:] == ["train-head", "--run", str(tmp_path / "models" / "gramc-user_passage-s2" / "train"),
+                            "--out", str(tmp_path / "dense" / "posthoc-both-s2"), "model.dense.item=both"]
+    assert calls[1][5] == str(tmp_path / "models" / "gramc-user_passage" / "train") and calls[1][-1].endswith("=text")
+    best = tmp_path / "dense" / "posthoc-text" / "checkpoints" / "best"
+    best.mkdir(parents=True)
+    (best / "model.safetensors").write_bytes(b"")
+    mod.train(bench, "posthoc-text", 1)  # fitted already: nothing runs
+    assert len(calls) == 2
+    with pytest.raises(SystemExit, match="unknown variant"):
+        mod.split_name("posthoc-dense")
