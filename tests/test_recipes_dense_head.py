@@ -44,7 +44,9 @@ def test_the_output_is_a_run_with_the_source_weights_and_the_best_epochs_head(fi
     assert all(torch.equal(old[k], new[k]) for k in old)
     # the saved head is the kept epoch's: it scores the tuning users as recorded
     assert tune_ndcg(model.dense, cache_states(model, assets, cfg, progress=False), cfg) == pytest.approx(max(curve))
-    assert (out / "run_info.json").is_file() and (out / "passage_cache.pt").is_file()
+    info = json.loads((out / "run_info.json").read_text())
+    assert info["inputs"]["source_weights"]["sha256"] and info["versions"]["cpu"] and info["seed"] == cfg.run.seed
+    assert (out / "passage_cache.pt").is_file()
 
 
 def test_the_fitted_run_is_fused_by_gramc_evaluate(fitted, capsys):

@@ -45,7 +45,7 @@ from ..io import atomic_dir, claim_output, write_json
 from ..metrics import per_user_metrics
 from ..model.dense import DenseHead, DenseTables, pooled
 from ..model.runs import checkpoint_folder, load_model_from_run, run_config
-from ..runinfo import cpu_model, write_run_info
+from ..runinfo import write_run_info
 from ..seeding import seeded
 from .train_gramc import RUN_ASSETS
 
@@ -166,7 +166,8 @@ def write_head_run(out: Path, source: Path, cfg: Config, model, assets, record: 
         write_json(tmp / HEAD_FILE, record)
         saved = copy.deepcopy(cfg)
         saved.run.out = str(out)
-        write_run_info(tmp, saved, extra={"cpu": cpu_model(), "head_fit": HEAD_FILE})
+        inputs = {**dict(assets.inputs), "source_weights": Path(record["source"]["checkpoint"]) / "model.safetensors"}
+        write_run_info(tmp, saved, inputs, extra={"head_fit": HEAD_FILE})
 
 
 def fit_head(run_dir: str | Path, out: str | Path, overrides: Sequence[str] = (), checkpoint: str = "best",
