@@ -258,10 +258,12 @@ def collect(b: "ev.Bench", names: list[str]) -> dict[str, dict[str, Any]]:
 
 
 def pairs(rows: list[str]) -> list[tuple[str, str]]:
-    """Each variant row against GRAM-C (plain and fused with LightGCN), SASRec-CE and LightGCN fold-in
-    (the fused ranker's LightGCN scorer, the stronger LightGCN row); each post-hoc head of the input
+    """Each variant row (but `fused-dense`, a step between the beam and `fused-both`) against GRAM-C
+    (plain and fused with LightGCN), SASRec-CE and LightGCN fold-in (the fused ranker's LightGCN
+    scorer, the stronger LightGCN row); each post-hoc head of the input
     ablation (bench/dense_probe.py) against the post-hoc head that reads both inputs."""
-    out = [(r, a) for r in rows if ":" in r for a in ("gramc", "gramc-fused-lightgcn", "sasrec", "lightgcn-foldin")]
+    out = [(r, a) for r in rows if ":" in r and not r.endswith(":fused-dense")
+           for a in ("gramc", "gramc-fused-lightgcn", "sasrec", "lightgcn-foldin")]
     both = "posthoc-both:dense-alone"
     return out + [(r, both) for r in rows
                   if r.startswith("posthoc-") and r.endswith(":dense-alone") and r != both and both in rows]

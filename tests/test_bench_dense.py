@@ -91,14 +91,15 @@ def test_collect_aligns_users_and_checks_the_lightgcn_row_against_the_reference(
 
 
 def test_pairs_compare_with_the_references_and_the_ablation_with_the_two_input_head(mod):
-    rows = ["gramc", "sasrec", "both:beam", "posthoc-both:dense-alone", "posthoc-text:dense-alone", "posthoc-both:beam"]
+    rows = ["gramc", "sasrec", "both:beam", "posthoc-both:dense-alone", "posthoc-text:dense-alone", "posthoc-both:beam",
+            "both:fused-dense"]
     got = mod.pairs(rows)
     for r in ("both:beam", "posthoc-text:dense-alone", "posthoc-both:dense-alone"):
         assert {a for b, a in got if b == r} >= {"gramc", "gramc-fused-lightgcn", "sasrec", "lightgcn-foldin"}
     assert ("posthoc-text:dense-alone", "posthoc-both:dense-alone") in got
     assert ("posthoc-both:dense-alone", "posthoc-both:dense-alone") not in got
     assert ("posthoc-both:beam", "posthoc-both:dense-alone") not in got
-    assert not any(b in ("gramc", "sasrec") for b, _ in got)
+    assert not any(b in ("gramc", "sasrec", "both:fused-dense") for b, _ in got)
 
 
 def test_posthoc_variants_fit_a_head_on_the_plain_run_of_their_seed(mod, tmp_path, monkeypatch):
