@@ -16,6 +16,7 @@ user_passage (configs/beauty-subset.yaml, the GRAM-C rows of the fusion benchmar
 * `posthoc-both`: no training of the backbone: `gramc train-head` fits the head (both inputs) on the
   plain GRAM-C run of the same seed (WORK/models/gramc-user_passage[-s2]/train), frozen;
   `posthoc-text` / `posthoc-gcn`: the same with one input, scored alone (the input ablation);
+  `index-posthoc`: the head (both inputs) fitted on the `index` variant's run;
 * `NAME-s2`: seed 2024.
 
 Every variant trains the whole 12-epoch schedule (train.patience=0; the best checkpoint by validation
@@ -66,8 +67,10 @@ VARIANTS = {"both": DENSE + ["model.dense.item=both"],
             "index": ["train.indexing.enabled=true"],
             "both-index": DENSE + ["model.dense.item=both", "train.indexing.enabled=true"],
             "both-detached": DENSE + ["model.dense.item=both", "model.dense.detach=true"]}
-# heads fitted by `gramc train-head` on the plain GRAM-C run of the same seed (its backbone frozen)
-POSTHOC = {"posthoc-both": "both", "posthoc-text": "text", "posthoc-gcn": "gcn"}
+# heads fitted by `gramc train-head` (item input, backbone frozen): on the plain GRAM-C run of the same
+# seed, or on the `index` variant's run
+POSTHOC = {"posthoc-both": ("both", "gramc"), "posthoc-text": ("text", "gramc"), "posthoc-gcn": ("gcn", "gramc"),
+           "index-posthoc": ("both", "index")}
 ALONE_ONLY = ("posthoc-text", "posthoc-gcn")  # the input ablation: each head alone, no beam pass
 SCHEDULE = ["train.patience=0", "train.final_eval=false"]
 CANDIDATES = 50
@@ -103,8 +106,10 @@ def train(b: "ev.Bench", name: str, threads: int) -> None:
     if base in POSTHOC:
         if (folder / "checkpoints" / "best" / "model.safetensors").is_file():
             return
-        source = b.work / "models" / fb.SEEDS["gramc"][int(s2)] / "train"
-        cmd = ["train-head", "--run", str(source), "--out", str(folder), f"model.dense.item={POSTHOC[base]}"]
+        item, backbone = POSTHOC[base]
+        source = (b.work / "models" / fb.SEEDS["gramc"][int(s2)] / "train" if backbone == "gramc"
+                  else b.work / "dense" / (backbone + ("-s2" if s2 else "")))
+        cmd = ["train-head", "--run", str(source), "--out", str(folder), f"model.dense.item={item}"]
     elif (folder / "config.yaml").is_file():
         cmd = ["train", "--resume", str(folder)]
     else:

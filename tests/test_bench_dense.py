@@ -116,5 +116,7 @@ def test_posthoc_variants_fit_a_head_on_the_plain_run_of_their_seed(mod, tmp_pat
     (best / "model.safetensors").write_bytes(b"")
     mod.train(bench, "posthoc-text", 1)  # fitted already: nothing runs
     assert len(calls) == 2
+    mod.train(bench, "index-posthoc", 1)
+    assert calls[2][5] == str(tmp_path / "dense" / "index")
     with pytest.raises(SystemExit, match="unknown variant"):
         mod.split_name("posthoc-dense")
