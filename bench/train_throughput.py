@@ -22,6 +22,8 @@ fed three ways:
               more plain batch fill the last one and the short tail batch is dropped). Its cost is
               charged to its interaction samples (`interaction_samples_per_s`): one epoch = n_train
               interaction samples + ratio * n_train indexing samples, in that many more steps.
+* `sequence-index`: `sequence` with the item-indexing task and no dense head: the same mixed batches
+              as `sequence-dense-index`, charged the same way.
 
 `epoch_time_vs_plain` (gramc arms): CPU time of one epoch relative to plain `sequence` (same softmax
 and dtype) = `sequence`'s samples/CPU-s over the arm's interaction samples/CPU-s; issue 30 asks for
@@ -334,7 +336,7 @@ def relative_to_plain(results: list[dict]) -> None:
         ref = next((x for x in results if x["feed"] == "sequence" and x["softmax"] == r["softmax"]
                     and (x["preset"], x["dtype"], x["batch_size"]) == (r["preset"], r["dtype"], r["batch_size"])),
                    None)
-        if ref is None or r["feed"] not in ("sequence", "sequence-dense", "sequence-dense-index"):
+        if ref is None or r["feed"] not in ("sequence", "sequence-dense", "sequence-dense-index", "sequence-index"):
             continue
         r["epoch_time_vs_plain"] = ref["samples_per_s"] / r.get("interaction_samples_per_s", r["samples_per_s"])
         r["wall"]["epoch_time_vs_plain"] = (ref["wall"]["samples_per_s"] /
@@ -425,9 +427,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1,
                    help="1 by default: on a loaded machine OpenMP threads spin and inflate CPU time")
     p.add_argument("--arms", nargs="+", default=["gram", "sample", "sequence"],
-                   choices=["gram", "sample", "sequence", "sequence-dense", "sequence-dense-index"])
+                   choices=["gram", "sample", "sequence", "sequence-dense", "sequence-dense-index",
+                            "sequence-index"])
     p.add_argument("--indexing-ratio", type=float, default=0.25,
-                   help="item-indexing samples per interaction sample in the sequence-dense-index arm "
+                   help="item-indexing samples per interaction sample in the indexing arms "
                         "(train.indexing.ratio)")
     p.add_argument("--softmax", nargs="+", default=["vocab"], choices=["vocab", "trie"],
                    help="output normalisations of the gramc arms (model.softmax)")
@@ -519,7 +522,7 @@ def main(argv: list[str] | None = None) -> int:
             return [[b[:1]] if k < args.warmup else [b] for k, b in enumerate(batches)]
 
         idx_rounds = []
-        if "sequence-dense-index" in args.arms:
+        if {"sequence-dense-index", "sequence-index"} & set(args.arms):
             seq_units = units_by_batch(make_units(train, "sequence", bsz), bsz, 2023)
             mixed = mixed_batches([u for b in seq_units[args.warmup:n_batches + 1] for u in b],
                                   args.indexing_ratio, bsz, ds, cfg.train.indexing.items, cfg.run.seed)
@@ -543,6 +546,7 @@ def main(argv: list[str] | None = None) -> int:
             feeds = {"gram": (plain_rounds(smp_batches), gram_feed, "vocab"),
                      "sample": (plain_rounds(smp_batches), Collator(cache, cfg, gcn_rows, dedupe=False), None),
                      "sequence": (plain_rounds(seq_batches), Collator(cache, cfg, gcn_rows, dedupe=True), None),
+                     "sequence-index": (idx_rounds, Collator(cache, cfg, gcn_rows, dedupe=True), None),
                      "sequence-dense": (plain_rounds(seq_batches), dense_collate, None),
                      "sequence-dense-index": (idx_rounds, dense_collate, None)}
             arms = []  # (name, rounds, collate, (softmax, dense), feed)
