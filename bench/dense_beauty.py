@@ -123,12 +123,6 @@ def train(b: "ev.Bench", name: str, threads: int) -> None:
 # ---- evaluate ----------------------------------------------------------------------------------
 
 
-def tune_users(samples: list, seed: int) -> list:
-    """The fusion benchmark's tuning users: `eval.fusion.tune_users` seeded validation users."""
-    keep = np.sort(np.random.default_rng(seed).choice(len(samples), TUNE_USERS, replace=False))
-    return [samples[i] for i in keep]
-
-
 def fused_rows(valid: dict, test: dict, names: tuple[str, ...], beams: int) -> dict[str, Any]:
     """Per fused row: weights tuned on `valid`, test ranks. Dense first: its candidates are the first
     `beams + CANDIDATES` columns."""
@@ -150,7 +144,7 @@ def fused_rows(valid: dict, test: dict, names: tuple[str, ...], beams: int) -> d
     return rows
 
 
-OVERRIDES = fb.FAIR + [f"eval.fusion.candidates={CANDIDATES}"]
+OVERRIDES = fb.FAIR + [f"eval.fusion.candidates={CANDIDATES}", f"eval.fusion.tune_users={TUNE_USERS}"]
 
 
 def evaluate(b: "ev.Bench", name: str) -> dict[str, Any]:
@@ -204,15 +198,14 @@ def evaluate_model(model, assets, cfg) -> dict[str, Any]:
     """One pass over the tuning users and one over every test user (both scorers); every row's ranks.
     `cfg` carries `OVERRIDES` (the fair protocol, the candidate count)."""
     from gramc.data.splits import item_training_counts, samples
-    from gramc.eval.evaluate import evaluate_samples
+    from gramc.eval.evaluate import evaluate_samples, tuning_samples
     from gramc.eval.fusion import Collaborative, Fusion
 
     dense = getattr(model, "dense", None) is not None
     names = ("dense", "lightgcn") if dense else ("lightgcn",)
     fusion = Fusion(names, Collaborative.for_run(cfg, assets))
     t0 = time.perf_counter()
-    valid = evaluate_samples(model, assets, cfg, tune_users(samples(assets.ds, "valid", cfg.data.max_his),
-                                                            cfg.run.seed), fusion=fusion)
+    valid = evaluate_samples(model, assets, cfg, tuning_samples(assets, cfg), fusion=fusion)
     t1 = time.perf_counter()
     test = evaluate_samples(model, assets, cfg, samples(assets.ds, "test", cfg.data.max_his), fusion=fusion)
     return {"seed": cfg.run.seed, "threads": torch.get_num_threads(), "scorers": list(names),
