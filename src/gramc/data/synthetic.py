@@ -10,7 +10,7 @@ See docs/synthetic.md for the generative process.
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -57,20 +57,25 @@ def _validate(cfg: SyntheticConfig) -> None:
         raise DataError("invalid synthetic data settings: " + "; ".join(problems))
 
 
-def make_synthetic(cfg: SyntheticConfig) -> SeqDataset:
-    """Build the synthetic dataset described by `cfg` (same settings -> identical dataset)."""
-    _validate(cfg)
-    rng = np.random.default_rng(cfg.seed)
-    n_items, n_topics = cfg.num_items, cfg.num_topics
+@dataclass
+class _Catalogue:
+    """The hidden structure users walk through: each item's topic, popularity and successors."""
 
-    # ---- topics: words, brands, category names ------------------------------------------
+    topic: np.ndarray        # item -> topic
+    popularity: np.ndarray   # item -> probability, sums to 1
+    members: list[np.ndarray]  # topic -> its items
+    next_topic: np.ndarray   # topic -> the neighbouring topic users drift to
+    successors: np.ndarray   # item -> its successor items, most likely first
+
+
+def _item_fields(rng: np.random.Generator, cfg: SyntheticConfig) -> tuple[list[dict], np.ndarray, np.ndarray]:
+    """Every item's text fields, topic and popularity; words are shared within a topic."""
+    n_items, n_topics = cfg.num_items, cfg.num_topics
     taken: set[str] = set()
     topic_words = [_unique_words(rng, 6, 2, taken) for _ in range(n_topics)]
     topic_brands = [[w.capitalize() for w in _unique_words(rng, 3, 3, taken)] for _ in range(n_topics)]
     topic_category = [w.capitalize() + " Care" for w in _unique_words(rng, n_topics, 2, taken)]
     topic_subcats = [[w.capitalize() for w in _unique_words(rng, 3, 2, taken)] for _ in range(n_topics)]
-
-    # ---- items: topic, popularity, text ----------------------------------------------------
     item_topic = np.concatenate([np.arange(n_topics), rng.integers(0, n_topics, n_items - n_topics)])
     rng.shuffle(item_topic)
     popularity = 1.0 / np.arange(1, n_items + 1) ** 0.8  # Zipf-like
@@ -90,17 +95,20 @@ def make_synthetic(cfg: SyntheticConfig) -> SeqDataset:
             "price": round(float(rng.uniform(3.0, 60.0)), 2),
             "salesrank": 0,  # filled from the popularity rank below
         })
-    order = np.argsort(-popularity, kind="stable")
-    for rank, i in enumerate(order, 1):
+    for rank, i in enumerate(np.argsort(-popularity, kind="stable"), 1):
         fields[int(i)]["salesrank"] = rank
+    return fields, item_topic, popularity
 
-    # ---- sequential structure: successors and topic transitions ---------------------------
+
+def _catalogue(rng: np.random.Generator, cfg: SyntheticConfig, item_topic: np.ndarray,
+               popularity: np.ndarray) -> _Catalogue:
+    """Each item's successors: mostly of its own topic, the last from the next topic on a ring."""
+    n_items, n_topics = cfg.num_items, cfg.num_topics
     members = [np.flatnonzero(item_topic == t) for t in range(n_topics)]
-    next_topic = (np.arange(n_topics) + 1) % n_topics  # topics drift along a ring
+    next_topic = (np.arange(n_topics) + 1) % n_topics
     successors = np.zeros((n_items, cfg.num_successors), dtype=np.int64)
     for i in range(n_items):
         t = int(item_topic[i])
-        # mostly same-topic successors, the last from the next topic so users drift between topics
         chosen: list[int] = []
         for k in range(cfg.num_successors):
             topic = int(next_topic[t]) if k == cfg.num_successors - 1 else t
@@ -109,53 +117,62 @@ def make_synthetic(cfg: SyntheticConfig) -> SeqDataset:
                 pool = [j for j in range(n_items) if j != i and j not in chosen]
             chosen.append(pool[int(rng.integers(0, len(pool)))])
         successors[i] = chosen
+    return _Catalogue(item_topic, popularity, members, next_topic, successors)
+
+
+def _walks(rng: np.random.Generator, cfg: SyntheticConfig, cat: _Catalogue) -> list[list[int]]:
+    """One item sequence per user: a walk over successors, topics and popular items."""
     succ_weights = np.array([0.5 ** k for k in range(cfg.num_successors)])
     succ_cdf = np.cumsum(succ_weights / succ_weights.sum())
-    pop_cdf = np.cumsum(popularity)
-    topic_cdf = [np.cumsum(popularity[m] / popularity[m].sum()) for m in members]
+    pop_cdf = np.cumsum(cat.popularity)
+    topic_cdf = [np.cumsum(cat.popularity[m] / cat.popularity[m].sum()) for m in cat.members]
 
     def draw(cdf: np.ndarray) -> int:  # inverse-CDF sampling: one uniform draw per choice
         return min(int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right")), len(cdf) - 1)
 
-    # ---- users ---------------------------------------------------------------------------
     lengths = np.minimum(cfg.min_len + rng.geometric(0.25, size=cfg.num_users) - 1, cfg.max_len)
-    starts = rng.permutation(n_items)  # the first users together start from every item once
-    raw_sequences: list[list[int]] = []
+    starts = rng.permutation(cfg.num_items)  # the first users together start from every item once
+    walks: list[list[int]] = []
     for u in range(cfg.num_users):
-        cur = int(starts[u]) if u < n_items else draw(pop_cdf)
+        cur = int(starts[u]) if u < cfg.num_items else draw(pop_cdf)
         seq = [cur]
         while len(seq) < lengths[u]:
             r = rng.random()
             if r < cfg.successor_prob:
-                nxt = int(successors[cur][draw(succ_cdf)])
+                nxt = int(cat.successors[cur][draw(succ_cdf)])
             elif r < cfg.successor_prob + cfg.topic_prob:
-                t = int(item_topic[cur])
+                t = int(cat.topic[cur])
                 if rng.random() < 0.3:
-                    t = int(next_topic[t])
-                nxt = int(members[t][draw(topic_cdf[t])])
+                    t = int(cat.next_topic[t])
+                nxt = int(cat.members[t][draw(topic_cdf[t])])
             else:
                 nxt = draw(pop_cdf)
-            if nxt == cur:
-                continue
-            seq.append(nxt)
-            cur = nxt
-        raw_sequences.append(seq)
+            if nxt != cur:
+                seq.append(nxt)
+                cur = nxt
+        walks.append(seq)
+    return walks
 
-    # ---- canonical order: items indexed by first appearance ---------------------------------
+
+def make_synthetic(cfg: SyntheticConfig) -> SeqDataset:
+    """Build the synthetic dataset described by `cfg` (same settings -> identical dataset)."""
+    _validate(cfg)
+    rng = np.random.default_rng(cfg.seed)
+    fields, item_topic, popularity = _item_fields(rng, cfg)
+    walks = _walks(rng, cfg, _catalogue(rng, cfg, item_topic, popularity))
+    # canonical order: items indexed by first appearance; items no user reached are dropped
     first: dict[int, int] = {}
-    for seq in raw_sequences:
+    for seq in walks:
         for i in seq:
             first.setdefault(i, len(first))
     raw_of = sorted(first, key=first.__getitem__)
-    item_ids = [f"S{i:05d}" for i in raw_of]
-    item_fields = [fields[i] for i in raw_of]
-    sequences = [[first[i] for i in seq] for seq in raw_sequences]
+    sequences = [[first[i] for i in seq] for seq in walks]
     users = [f"U{u:05d}" for u in range(cfg.num_users)]
     meta = {
         "source": "synthetic",
         "synthetic": asdict(cfg),
-        "counts": {"users": len(users), "items": len(item_ids),
+        "counts": {"users": len(users), "items": len(raw_of),
                    "interactions": int(sum(len(s) for s in sequences))},
-        "dropped": {"items_never_used": n_items - len(item_ids)},
+        "dropped": {"items_never_used": cfg.num_items - len(raw_of)},
     }
-    return SeqDataset(item_ids, item_fields, users, sequences, meta)
+    return SeqDataset([f"S{i:05d}" for i in raw_of], [fields[i] for i in raw_of], users, sequences, meta)

@@ -347,43 +347,11 @@ def train_lightgcn(ds: SeqDataset, cfg: GcnConfig, out_dir: str | Path, *, run_c
     sampler = BprSampler(users, items, ds.num_items, rng)
     adj = SparseAdjacency(normalized_adjacency(users, items, ds.num_users, ds.num_items), device)
     model = LightGCN(ds.num_users, ds.num_items, cfg.dim, cfg.layers, cfg.init_std, gen).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=True)  # one kernel per step
     batch = batch_size_for(cfg, len(users))
     steps = math.ceil(len(users) / batch)
 
-    loss_curve: list[float] = []
-    best: tuple[dict[str, float], torch.Tensor | None] | None = None  # (valid point, ego weights)
-    valid_curve: list[dict[str, float]] = []
-    bar = tqdm(total=cfg.epochs * steps, desc="lightgcn", unit="step", disable=not progress)
-    for epoch in range(1, cfg.epochs + 1):
-        model.train()
-        total = 0.0
-        for _ in range(steps):
-            u, i, j = (torch.from_numpy(a).to(device) for a in sampler.sample(batch))
-            final = model.propagate(adj)
-            loss, l2 = bpr_loss(final, model.embedding.weight, u, i + ds.num_users, j + ds.num_users, cfg.reg)
-            opt.zero_grad(set_to_none=True)
-            (loss + l2).backward()
-            opt.step()
-            value = loss.item()
-            total += value
-            bar.update(1)
-            bar.set_postfix(epoch=epoch, loss=f"{value:.4f}", refresh=False)
-        loss_curve.append(total / steps)
-        if (cfg.eval_every and epoch % cfg.eval_every == 0) or epoch == cfg.epochs:
-            valid_curve.append({"epoch": epoch, **_valid_point(model, adj, ds, cfg.seed)})
-            bar.set_postfix(epoch=epoch, loss=f"{loss_curve[-1]:.4f}", r10=f"{valid_curve[-1]['recall@10']:.4f}")
-            point = valid_curve[-1]
-            if not cfg.keep_best or best is None or point["ndcg@10"] > best[0]["ndcg@10"]:
-                best = (point, model.embedding.weight.detach().clone() if cfg.keep_best else None)
-    bar.close()
+    loss_curve, valid_curve, kept = _fit(model, adj, sampler, ds, cfg, batch, steps, device, progress)
     train_s = time.time() - t0
-    assert best is not None  # the last epoch always has a validation point
-    kept, weights = best
-    if weights is not None and kept["epoch"] != cfg.epochs:
-        with torch.no_grad():
-            model.embedding.weight.copy_(weights)  # back to the best validation point
-
     with torch.no_grad():
         user_final, item_final = (x.float().cpu() for x in model.split(model.propagate(adj)))
     # an earlier table with other embeddings (runs are bound to it by fingerprint) is kept aside;
@@ -412,6 +380,49 @@ def train_lightgcn(ds: SeqDataset, cfg: GcnConfig, out_dir: str | Path, *, run_c
             "time_s": {"train": round(train_s, 2)},
         }, t0)
     return meta
+
+
+def _fit(model: LightGCN, adj: SparseAdjacency, sampler: BprSampler, ds: SeqDataset,
+         cfg: GcnConfig, batch: int, steps: int, device: torch.device,
+         progress: bool) -> tuple[list[float], list[dict[str, float]], dict[str, float]]:
+    """BPR epochs with validation every `cfg.eval_every`; leaves the model at the kept point.
+
+    Returns the per-epoch mean loss, the validation curve and the kept validation point (the best
+    ndcg@10 with `cfg.keep_best`, else the last epoch's).
+    """
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=True)  # one kernel per step
+    loss_curve: list[float] = []
+    valid_curve: list[dict[str, float]] = []
+    best: tuple[dict[str, float], torch.Tensor | None] | None = None  # (valid point, ego weights)
+    bar = tqdm(total=cfg.epochs * steps, desc="lightgcn", unit="step", disable=not progress)
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        total = 0.0
+        for _ in range(steps):
+            u, i, j = (torch.from_numpy(a).to(device) for a in sampler.sample(batch))
+            final = model.propagate(adj)
+            loss, l2 = bpr_loss(final, model.embedding.weight, u, i + ds.num_users, j + ds.num_users, cfg.reg)
+            opt.zero_grad(set_to_none=True)
+            (loss + l2).backward()
+            opt.step()
+            value = loss.item()
+            total += value
+            bar.update(1)
+            bar.set_postfix(epoch=epoch, loss=f"{value:.4f}", refresh=False)
+        loss_curve.append(total / steps)
+        if (cfg.eval_every and epoch % cfg.eval_every == 0) or epoch == cfg.epochs:
+            point = {"epoch": epoch, **_valid_point(model, adj, ds, cfg.seed)}
+            valid_curve.append(point)
+            bar.set_postfix(epoch=epoch, loss=f"{loss_curve[-1]:.4f}", r10=f"{point['recall@10']:.4f}")
+            if not cfg.keep_best or best is None or point["ndcg@10"] > best[0]["ndcg@10"]:
+                best = (point, model.embedding.weight.detach().clone() if cfg.keep_best else None)
+    bar.close()
+    assert best is not None  # the last epoch always has a validation point
+    kept, weights = best
+    if weights is not None and kept["epoch"] != cfg.epochs:
+        with torch.no_grad():
+            model.embedding.weight.copy_(weights)  # back to the best validation point
+    return loss_curve, valid_curve, kept
 
 
 def _check_out_dir(out: Path, inputs: dict[str, str | Path] | None = None) -> None:

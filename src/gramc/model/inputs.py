@@ -145,15 +145,8 @@ class PassageCache:
               progress: bool = True) -> "PassageCache":
         """Tokenise every item passage once (the only place the tokenizer is called)."""
         n = len(item_ids.tokens)
-        if len(texts) != n:
-            raise ValueError(f"PassageCache: {len(texts)} item texts for {n} item IDs; expected one text per item")
+        _check_passage_inputs(n, texts, similar, cfg.similar_items)
         k = cfg.similar_items
-        if k > 0:
-            if similar is None:
-                raise ValueError("PassageCache: model.similar_items > 0 but no similar-item lists were given "
-                                 "(set model.similar_items=0 or provide model.similar_source)")
-            if len(similar) != n:
-                raise ValueError(f"PassageCache: {len(similar)} similar-item lists for {n} items")
         enc = tokenizer.encode
         item_head = tuple(enc(ITEM_HEAD)) if cfg.id_linking else ()
         sim_head = tuple(enc(SIMILAR_HEAD))
@@ -199,24 +192,8 @@ class PassageCache:
             out.append(EOS_ID)
             passages.append(out)
 
-        item_len = torch.tensor([len(p) for p in passages], dtype=torch.long)
-        lmax = int(item_len.max()) if n else 1
-        item_table = torch.zeros(n, lmax, dtype=torch.int32)
-        for i, p in enumerate(passages):
-            item_table[i, : len(p)] = torch.tensor(p, dtype=torch.int32)
-
-        targets = [tuple(int(t) for t in item_ids.target(i)) for i in range(n)]
-        for i, t in enumerate(targets):
-            if not t or t[-1] != EOS_ID:
-                raise ValueError(f"ItemIds.target({i}) must end with eos ({EOS_ID}), got {t}")
-            if len(t) > cfg.target_len:
-                raise ValueError(f"item {i}'s target has {len(t)} tokens > model.target_len={cfg.target_len}; "
-                                 "IDs are never cut: raise model.target_len")
-        target_len = torch.tensor([len(t) for t in targets], dtype=torch.long)
-        target_table = torch.full((n, int(target_len.max()) if n else 1), IGNORE_INDEX, dtype=torch.long)
-        for i, t in enumerate(targets):
-            target_table[i, : len(t)] = torch.tensor(t, dtype=torch.long)
-
+        item_table, item_len = _padded(passages, 0, torch.int32)
+        target_table, target_len = _padded(_targets(item_ids, n, cfg.target_len), IGNORE_INDEX, torch.long)
         return cls(item_table=item_table, item_len=item_len, target_table=target_table,
                    target_len=target_len, id_tokens=ids, user_head=tuple(enc(USER_HEAD)),
                    user_sep=tuple(enc(USER_SEP)), user_tail=tuple(enc(USER_TAIL)),
@@ -326,6 +303,38 @@ class PassageCache:
                 user.cut += cut
             out["user_ids"] = user
         return out
+
+
+def _check_passage_inputs(n: int, texts: Sequence[str], similar: Sequence[Sequence[int]] | None, k: int) -> None:
+    """One text per item, and one similar-item list per item when `k` (model.similar_items) > 0."""
+    if len(texts) != n:
+        raise ValueError(f"PassageCache: {len(texts)} item texts for {n} item IDs; expected one text per item")
+    if k > 0 and similar is None:
+        raise ValueError("PassageCache: model.similar_items > 0 but no similar-item lists were given "
+                         "(set model.similar_items=0 or provide model.similar_source)")
+    if k > 0 and len(similar) != n:
+        raise ValueError(f"PassageCache: {len(similar)} similar-item lists for {n} items")
+
+
+def _targets(item_ids: IdTokens, n: int, target_len: int) -> list[tuple[int, ...]]:
+    """Every item's target tokens, checked: each ends with eos and fits `target_len` (IDs are never cut)."""
+    targets = [tuple(int(t) for t in item_ids.target(i)) for i in range(n)]
+    for i, t in enumerate(targets):
+        if not t or t[-1] != EOS_ID:
+            raise ValueError(f"ItemIds.target({i}) must end with eos ({EOS_ID}), got {t}")
+        if len(t) > target_len:
+            raise ValueError(f"item {i}'s target has {len(t)} tokens > model.target_len={target_len}; "
+                             "IDs are never cut: raise model.target_len")
+    return targets
+
+
+def _padded(rows: Sequence[Sequence[int]], fill: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows of different lengths as one (n, longest) table padded with `fill`, and their lengths."""
+    lengths = torch.tensor([len(r) for r in rows], dtype=torch.long)
+    table = torch.full((len(rows), int(lengths.max()) if len(rows) else 1), fill, dtype=dtype)
+    for i, r in enumerate(rows):
+        table[i, : len(r)] = torch.tensor(r, dtype=dtype)
+    return table, lengths
 
 
 class _Glued:
@@ -462,66 +471,67 @@ class Collator:
             return self.cache.bare_passage(s.target)
         return self.cache.user_passage(s.history[-self.max_his:], self.order)[0]
 
+    def _item_rows(self, samples: Sequence[Sample], hists: list[list[int]]) -> tuple[torch.Tensor, ...]:
+        """(history, row_items, owner, item_input, item_mask) of the batch's item passages.
+
+        `history[r, j]` is the row of sample r's j-th history item (-1 = padding); with global
+        items it is the item itself and no passage rows are built. Deduplicated rows are shared by
+        the batch (owner -1); otherwise each sample owns its rows, and extra items come last.
+        """
+        history = torch.full((len(samples), max(1, max(len(h) for h in hists))), -1, dtype=torch.long)
+        if self.items == "global":
+            for r, h in enumerate(hists):
+                history[r, : len(h)] = torch.tensor(h, dtype=torch.long)
+            empty = torch.zeros(0, dtype=torch.long)
+            return history, empty, empty.clone(), torch.zeros(0, 1, dtype=torch.long), torch.zeros(0, 1, dtype=torch.bool)
+        if self.dedupe:
+            distinct: dict[int, int] = {}
+            for r, h in enumerate(hists):
+                history[r, : len(h)] = torch.tensor([distinct.setdefault(i, len(distinct)) for i in h],
+                                                    dtype=torch.long)
+            for i in self._extra_items(samples):
+                distinct.setdefault(i, len(distinct))
+            row_items = torch.tensor(list(distinct), dtype=torch.long)
+            owner = torch.full((len(distinct),), -1, dtype=torch.long)
+        else:
+            items_flat: list[int] = []
+            owners: list[int] = []
+            for r, h in enumerate(hists):
+                history[r, : len(h)] = torch.arange(len(items_flat), len(items_flat) + len(h))
+                items_flat += h
+                owners += [r] * len(h)
+            extra = self._extra_items(samples)
+            items_flat += extra
+            owners += [-1] * len(extra)
+            row_items = torch.tensor(items_flat, dtype=torch.long)
+            owner = torch.tensor(owners, dtype=torch.long)
+        item_input, item_mask = self.cache.item_rows(row_items)
+        return history, row_items, owner, item_input, item_mask
+
+    def _recent_rows(self, samples: Sequence[Sample]) -> torch.Tensor:
+        """(batch, k) LightGCN rows of each sample's k most recent items, most recent first; 0 = none."""
+        recent = torch.zeros(len(samples), self.k, dtype=torch.long)
+        if self.gcn_rows is not None:
+            for r, s in enumerate(samples):
+                last = list(s.history[-self.max_his:][-self.k:])[::-1]
+                if last:
+                    recent[r, : len(last)] = self.gcn_rows[torch.tensor(last, dtype=torch.long)]
+        return recent
+
     def __call__(self, samples: Sequence[Sample]) -> Batch:
         if not samples:
             raise ValueError("Collator got an empty list of samples")
         cache = self.cache
-        b = len(samples)
         hists = [self._ordered(s.history) for s in samples]
 
-        # user passages
-        users = [self._user_passage(s) for s in samples]
-        lu = max(len(u) for u in users)
-        user_input = torch.zeros(b, lu, dtype=torch.long)
-        for r, u in enumerate(users):
-            user_input[r, : len(u)] = torch.tensor(u, dtype=torch.long)
-        lens = torch.tensor([len(u) for u in users])
-        user_mask = torch.arange(lu).unsqueeze(0) < lens.unsqueeze(1)
-
-        # item rows
-        n = max(1, max(len(h) for h in hists))
-        history = torch.full((b, n), -1, dtype=torch.long)
-        if self.items == "global":
-            for r, h in enumerate(hists):
-                history[r, : len(h)] = torch.tensor(h, dtype=torch.long)
-            row_items = torch.zeros(0, dtype=torch.long)
-            owner = torch.zeros(0, dtype=torch.long)
-            item_input = torch.zeros(0, 1, dtype=torch.long)
-            item_mask = torch.zeros(0, 1, dtype=torch.bool)
-        else:
-            if self.dedupe:
-                distinct: dict[int, int] = {}
-                for r, h in enumerate(hists):
-                    history[r, : len(h)] = torch.tensor([distinct.setdefault(i, len(distinct)) for i in h],
-                                                        dtype=torch.long)
-                for i in self._extra_items(samples):
-                    distinct.setdefault(i, len(distinct))
-                row_items = torch.tensor(list(distinct), dtype=torch.long)
-                owner = torch.full((len(distinct),), -1, dtype=torch.long)
-            else:
-                items_flat: list[int] = []
-                owners: list[int] = []
-                for r, h in enumerate(hists):
-                    history[r, : len(h)] = torch.arange(len(items_flat), len(items_flat) + len(h))
-                    items_flat += h
-                    owners += [r] * len(h)
-                extra = self._extra_items(samples)
-                items_flat += extra
-                owners += [-1] * len(extra)
-                row_items = torch.tensor(items_flat, dtype=torch.long)
-                owner = torch.tensor(owners, dtype=torch.long)
-            item_input, item_mask = cache.item_rows(row_items)
-
+        user_input, lens = _padded([self._user_passage(s) for s in samples], 0, torch.long)
+        user_mask = torch.arange(user_input.shape[1]).unsqueeze(0) < lens.unsqueeze(1)
+        history, row_items, owner, item_input, item_mask = self._item_rows(samples, hists)
         targets = torch.tensor([s.target for s in samples], dtype=torch.long)
         labels = cache.target_table[targets]
         labels = labels[:, : int(cache.target_len[targets].max())].clone()
 
-        recent = torch.zeros(b, self.k, dtype=torch.long)
-        if self.gcn_rows is not None:
-            for r, s in enumerate(samples):
-                last = list(s.history[-self.max_his:][-self.k:])[::-1]  # most recent first
-                if last:
-                    recent[r, : len(last)] = self.gcn_rows[torch.tensor(last, dtype=torch.long)]
+        recent = self._recent_rows(samples)
         item_len = cache.item_len
         passage_tokens = [int(lens[r]) + (int(item_len[torch.tensor(h, dtype=torch.long)].sum()) if h else 0)
                           for r, h in enumerate(hists)]
