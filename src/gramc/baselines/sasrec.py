@@ -17,7 +17,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import torch
 from torch import nn
@@ -186,6 +186,31 @@ def make_scorer(model: SASRec, device: torch.device, sub_batch: int = 256):
     return score
 
 
+def _train_epoch(model: SASRec, opt: torch.optim.Optimizer, inp: torch.Tensor, tgt: torch.Tensor,
+                 lengths: torch.Tensor, batches: Iterable[torch.Tensor], device: torch.device,
+                 deadline: float | None) -> float:
+    """One pass of full-softmax cross-entropy over `batches` (row indices); the mean loss per target.
+
+    Stops early, after a step, once `time.time()` passes `deadline`: that partial epoch is still
+    validated by the caller.
+    """
+    model.train()
+    total, count = 0.0, 0
+    for idx in batches:
+        width = int(lengths[idx].max())  # left padding: the last `width` columns hold every item
+        x, y = inp[idx, -width:].to(device), tgt[idx, -width:].to(device)
+        keep = y > 0
+        loss = nn.functional.cross_entropy(model.position_logits(x, keep), y[keep] - 1)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        total += loss.item() * int(keep.sum())
+        count += int(keep.sum())
+        if deadline is not None and time.time() >= deadline:
+            break
+    return total / max(count, 1)
+
+
 def train_sasrec(ds: SeqDataset, cfg: Config, out: str | Path | None = None,
                  max_minutes: float | None = None) -> tuple[SASRec, list[dict]]:
     """Train with full-softmax cross-entropy and early stopping on validation ndcg@10.
@@ -216,27 +241,15 @@ def train_sasrec(ds: SeqDataset, cfg: Config, out: str | Path | None = None,
         log_path.write_text("")
     val_ks = sorted(set(cfg.eval.ks) | {10})
     lengths = (inp > 0).sum(1)
+    deadline = t0 + 60.0 * budget if budget else None
     bar = tqdm(range(1, b.epochs + 1), desc="sasrec", unit="epoch")
     for epoch in bar:
-        model.train()
-        total, count = 0.0, 0
-        for idx in length_batches(lengths, b.batch_size, gen):
-            width = int(lengths[idx].max())  # left padding: the last `width` columns hold every item
-            x, y = inp[idx, -width:].to(device), tgt[idx, -width:].to(device)
-            keep = y > 0
-            logits = model.position_logits(x, keep)
-            loss = nn.functional.cross_entropy(logits, y[keep] - 1)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += loss.item() * int(keep.sum())
-            count += int(keep.sum())
-            if budget and (time.time() - t0) / 60.0 >= budget:
-                break  # out of time: validate this (partial) epoch, then stop
+        train_loss = _train_epoch(model, opt, inp, tgt, lengths,
+                                  length_batches(lengths, b.batch_size, gen), device, deadline)
         ranks, _ = split_ranks(ds, "valid", b.max_len, make_scorer(model, device), batch_users=2048,
                                exclude_history=cfg.eval.exclude_history, ties=cfg.eval.ties, seed=cfg.run.seed)
         val = summarize(ranks, val_ks)
-        row = {"epoch": epoch, "train_loss": total / max(count, 1), "valid_hit@10": val["hit@10"],
+        row = {"epoch": epoch, "train_loss": train_loss, "valid_hit@10": val["hit@10"],
                "valid_ndcg@10": val["ndcg@10"], "lr": opt.param_groups[0]["lr"],
                **({"repeat_bias": round(float(model.repeat_bias.detach()), 4)} if model.repeat_bias is not None else {}),
                "seconds": round(time.time() - t0, 1)}
@@ -254,7 +267,7 @@ def train_sasrec(ds: SeqDataset, cfg: Config, out: str | Path | None = None,
             bad += 1
             if bad >= b.patience:
                 break
-        if budget and (time.time() - t0) / 60.0 >= budget:
+        if deadline is not None and time.time() >= deadline:
             break
     assert best_state is not None
     model.load_state_dict(best_state)
