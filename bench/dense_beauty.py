@@ -321,8 +321,8 @@ def render(res: dict[str, Any], runs_info: dict[str, Any], cmd: str) -> str:
                      f"{', '.join(f'{s:.0f}' for s in x['epochs'])} |")
     fits = {n: x["head_fit"] for n, x in runs_info.items() if "head_fit" in x}
     if fits:
-        lines += ["", "Post-hoc heads (`gramc train-head` on the plain GRAM-C run of the same seed, backbone "
-                  "frozen; seconds at 1 thread):", "",
+        lines += ["", "Post-hoc heads (`gramc train-head` on the finished run named in `backbone`, of the same "
+                  "seed, frozen; seconds at 1 thread):", "",
                   "| run | backbone | epoch kept (of 20) | cache s | fit s | test s |", "|---|---|---|---|---|---|"]
         lines += [f"| {n} | `{f['backbone']}` | {f['best_epoch']} | {f['cache_seconds']:.0f} | {f['fit_seconds']:.0f} | "
                   f"{runs_info[n]['test_seconds']:.0f} |" for n, f in fits.items()]
