@@ -259,12 +259,16 @@ def pairs(rows: list[str]) -> list[tuple[str, str]]:
     """Each variant row (but `fused-dense`, a step between the beam and `fused-both`) against GRAM-C
     (plain and fused with LightGCN), SASRec-CE and LightGCN fold-in (the fused ranker's LightGCN
     scorer, the stronger LightGCN row); each post-hoc head of the input
-    ablation (bench/dense_probe.py) against the post-hoc head that reads both inputs."""
+    ablation (bench/dense_probe.py) against the post-hoc head that reads both inputs; the head
+    fitted on the indexing run against the one fitted on plain GRAM-C, row by row (what item
+    indexing adds once a head is fitted)."""
     out = [(r, a) for r in rows if ":" in r and not r.endswith(":fused-dense")
            for a in ("gramc", "gramc-fused-lightgcn", "sasrec", "lightgcn-foldin")]
     both = "posthoc-both:dense-alone"
-    return out + [(r, both) for r in rows
-                  if r.startswith("posthoc-") and r.endswith(":dense-alone") and r != both and both in rows]
+    out += [(r, both) for r in rows
+            if r.startswith("posthoc-") and r.endswith(":dense-alone") and r != both and both in rows]
+    return out + [(f"index-posthoc:{row}", f"posthoc-both:{row}") for row in ("dense-alone", "fused-both")
+                  if f"index-posthoc:{row}" in rows and f"posthoc-both:{row}" in rows]
 
 
 def summarise(runs: dict[str, dict[str, Any]], seed: int, n_boot: int = 1000) -> dict[str, Any]:
@@ -330,18 +334,33 @@ def render(res: dict[str, Any], runs_info: dict[str, Any], cmd: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+# the rows the tercile panels compare (all rows would be unreadable): references, the best variant,
+# the fitted head on plain GRAM-C and the head that reaches the tail best
+TERCILE_ROWS = ("sasrec", "lightgcn-foldin", "gramc", "gramc-fused-lightgcn", "posthoc-both:fused-both",
+                "posthoc-text:dense-alone", "index-posthoc:dense-alone", "index-posthoc:fused-both")
+
+
 def plot(res: dict[str, Any], path: Path) -> None:
+    """Left: every row's ndcg@10 with its interval. Right: one panel per tercile of the target's
+    training interactions, the rows of TERCILE_ROWS only."""
     plt = pyplot()
     if plt is None:
         return
     rows = list(res["rows"])
-    fig, ax = plt.subplots(1, 2, figsize=(13, 0.35 * len(rows) + 2))
-    fb.ndcg_bars(ax[0], res, rows)
-    segs = [f"{s['train_count'][0]}-{s['train_count'][1]}" for s in res["rows"][rows[0]]["segments"]]
-    for r in rows:
-        ax[1].plot(segs, [s["ndcg@10"] for s in res["rows"][r]["segments"]], marker="o", label=r)
-    ax[1].set_xlabel("target's training interactions (terciles)"), ax[1].set_ylabel("ndcg@10")
-    ax[1].legend(fontsize=6)
+    key = [r for r in TERCILE_ROWS if r in res["rows"]]
+    fig = plt.figure(figsize=(14, 0.35 * len(rows) + 2))
+    grid = fig.add_gridspec(3, 2, width_ratios=(1.1, 1))
+    fb.ndcg_bars(fig.add_subplot(grid[:, 0]), res, rows)
+    for t, seg in enumerate(res["rows"][rows[0]]["segments"]):
+        ax = fig.add_subplot(grid[t, 1])
+        values = [res["rows"][r]["segments"][t]["ndcg@10"] for r in key]
+        ax.barh(key, values, color=["tab:red" if r == "sasrec" else "tab:blue" for r in key])
+        for y, v in enumerate(values):
+            ax.text(v, y, f" {v:.4f}", va="center", fontsize=7)
+        ax.set_xlim(0, max(values) * 1.25 or 1)
+        ax.tick_params(labelsize=7)
+        ax.set_title(f"targets seen {seg['train_count'][0]}-{seg['train_count'][1]} times in training "
+                     f"({seg['users']} users): ndcg@10", fontsize=8)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)

@@ -102,6 +102,15 @@ def test_pairs_compare_with_the_references_and_the_ablation_with_the_two_input_h
     assert not any(b in ("gramc", "sasrec", "both:fused-dense") for b, _ in got)
 
 
+def test_pairs_compare_the_head_on_the_indexing_run_with_the_head_on_plain_gramc(mod):
+    rows = ["gramc", "posthoc-both:beam", "posthoc-both:dense-alone", "posthoc-both:fused-both",
+            "posthoc-both:fused-dense", "index-posthoc:beam", "index-posthoc:dense-alone", "index-posthoc:fused-both",
+            "index-posthoc:fused-dense"]
+    got = [(b, a) for b, a in mod.pairs(rows) if b.startswith("index-posthoc:") and a.startswith("posthoc-")]
+    assert sorted(got) == [("index-posthoc:dense-alone", "posthoc-both:dense-alone"),
+                           ("index-posthoc:fused-both", "posthoc-both:fused-both")]
+
+
 def test_posthoc_variants_fit_a_head_on_the_plain_run_of_their_seed(mod, tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(mod.subprocess, "run", lambda cmd, **kw: calls.append(cmd))
@@ -120,3 +129,16 @@ def test_posthoc_variants_fit_a_head_on_the_plain_run_of_their_seed(mod, tmp_pat
     assert calls[2][5] == str(tmp_path / "dense" / "index")
     with pytest.raises(SystemExit, match="unknown variant"):
         mod.split_name("posthoc-dense")
+
+
+def test_plot_draws_every_row_and_one_tercile_panel_per_segment(mod, tmp_path):
+    pytest.importorskip("matplotlib")
+    segs = lambda v: [{"train_count": [lo, hi], "users": 10, "ndcg@10": v, "recall@50": v}  # noqa: E731
+                      for lo, hi in ((0, 2), (3, 5), (6, 79))]
+    rows = {r: {"metrics": {"ndcg@10": 0.02}, "ci": {"ndcg@10": [0.01, 0.03]}, "segments": segs(0.01 * k)}
+            for k, r in enumerate(("sasrec", "gramc", "both:beam", "index-posthoc:fused-both"))}
+    out = tmp_path / "p.png"
+    mod.plot({"rows": rows}, out)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    import matplotlib.pyplot as plt
+    assert not plt.get_fignums()  # the figure is closed
