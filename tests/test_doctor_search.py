@@ -103,6 +103,7 @@ def test_fusion_check_says_whether_the_target_was_a_candidate_and_whether_fusion
     assert v["target_is_candidate"] == 1.0 and v["fused_hit"] == 1.0
     assert v["lifted"] == pytest.approx(1.0 - v["beam_hit"], abs=1e-3) and v["pushed_out"] == 0.0
     assert sum(g["users"] for g in v["by_popularity"]) == 16 and "lifted" in fus.message
+    assert fus.level == "pass" and v["fused_below_scorer"] == []  # fused hits all the scorer hits
     alone = _by(checks, "search.scorers").value  # the oracle alone ranks every target first
     assert alone["lightgcn"] == {"recall@2": 1.0, "recall@3": 1.0}
     assert all(g["lightgcn"]["recall@2"] == 1.0 for g in alone["by_popularity"] if g["users"])
@@ -118,3 +119,40 @@ def test_a_dense_heads_reach_is_reported_without_fusion():
     assert sum(g["users"] for g in v["by_popularity"]) == 16 and "rarest third" in alone.message
     plain_cfg, plain_assets, plain = eval_fakes.setup(num_users=16, beams=2)
     assert "search.scorers" not in {c.name for c in search_checks(plain, plain_assets, plain_cfg, users=0, k=2)}
+
+
+def test_fused_below_scorers_flags_a_tercile_where_a_scorer_alone_clearly_hits_more():
+    from gramc.doctor.search import fused_below_scorers
+
+    counts = np.repeat([1, 4, 9], 40)  # three terciles of 40 samples
+    fused = np.where(np.arange(120) % 2 == 0, 0, 20)  # the fused ranking hits half of every tercile
+    alone = np.stack([fused.copy(), fused.copy()], 1)  # scorers [a, b] rank as fused does...
+    alone[:40, 0] = 0  # ...but a alone hits every rare target: 20 discordant samples, all for a
+    alone[40:80:2, 1] = 20  # b alone misses half of fused's middle hits: b is worse, not flagged
+    alone[81:84:2, 1] = 0  # and hits 2 popular targets fused misses (81, 83): too few to flag
+    got = fused_below_scorers(alone, fused, ("a", "b"), 10, counts)
+    assert [(g["train_count"], g["scorer"]) for g in got] == [([1, 1], "a")]
+    assert got[0]["scorer_hit@10"] == 1.0 and got[0]["fused_hit@10"] == 0.5
+    assert (got[0]["only_scorer"], got[0]["only_fused"]) == (20, 0) and got[0]["p"] < 1e-5
+
+
+def test_fusion_check_warns_when_a_scorer_alone_beats_the_fused_ranking(tiny, monkeypatch):
+    import torch
+
+    from gramc.eval.fusion import Collaborative
+
+    cfg, assets, model = tiny
+    cfg = copy.deepcopy(cfg)
+    # weight 0: the fused ranking is the beam's, while the oracle scorer alone knows every target
+    cfg.eval.fusion.enabled, cfg.eval.fusion.weight, cfg.eval.fusion.candidates = True, 0.0, 3
+    smp = samples(assets.ds, "valid", cfg.data.max_his)
+    oracle = Collaborative(torch.eye(N_ITEMS))
+    targets = {s.history: s.target for s in smp}
+    monkeypatch.setattr(oracle, "scores", lambda chunk, *memory: torch.stack(
+        [torch.nn.functional.one_hot(torch.tensor(targets[s.history]), N_ITEMS).float() for s in chunk]))
+    monkeypatch.setattr(Collaborative, "for_run", classmethod(lambda cls, c, a: oracle))
+    fus = _by(search_checks(model, assets, cfg, users=0, k=2), "search.fusion")
+    below = fus.value["fused_below_scorer"]
+    assert fus.level == "warn" and below and all(b["scorer"] == "lightgcn" for b in below)
+    assert all(b["scorer_hit@2"] == 1.0 and b["only_fused"] == 0 for b in below)
+    assert "lightgcn alone 100.0%" in fus.message and "eval.fusion.weight" in fus.message

@@ -24,6 +24,9 @@ Checks:
   into the top k the beam missed, or push out a hit of the beam; overall and per popularity tercile.
   The weight is `eval.fusion.weight`, or tuned as `gramc evaluate` tunes it (on validation users:
   when the doctor reads the validation split, the tuned weight has seen some of these samples).
+  Warns when, on a popularity tercile, one scorer alone hits the target in its top k for clearly
+  more samples than the fused ranker does (McNemar's exact test on the samples the two disagree
+  on, p < 0.05): one weight for every user then suits some targets and costs others.
 * `search.scorers` (with `eval.fusion.enabled`, or for a model with a dense head): each fused scorer
   (LightGCN fold-in, the dense head; without fusion the dense head) ranking the whole catalogue by itself: its recall of the target at k and at
   `eval.fusion.candidates`, overall and per popularity tercile. It says whether a scorer reaches the
@@ -37,6 +40,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+from scipy.stats import binomtest
 from tqdm.auto import tqdm
 
 from ..checks import Check, failed, passed, warned
@@ -53,6 +57,7 @@ from .prefix import pick_samples
 
 TOLERANCE = 1e-3  # nats: the search's and the teacher-forced score of one item agree this well
 MAX_SEARCH_ERRORS = 0.01  # share of samples
+FUSED_BELOW_P = 0.05  # a scorer alone beats the fused ranker on a tercile when McNemar's p is below this
 
 
 @dataclass
@@ -186,6 +191,28 @@ def scorers_check(alone: np.ndarray, names: Sequence[str], k: int, depth: int, c
     return passed("search.scorers", value, f"each scorer alone over the whole catalogue: {said}")
 
 
+def fused_below_scorers(alone: np.ndarray, fused: np.ndarray, names: Sequence[str], k: int,
+                        counts: np.ndarray) -> list[dict[str, Any]]:
+    """The (tercile, scorer) pairs where the scorer alone (`alone[:, s]`, its rank over the whole
+    catalogue) hits the target in its top k for more samples than the fused ranking (`fused`),
+    by McNemar's exact one-sided test on the discordant samples, p < FUSED_BELOW_P."""
+    out = []
+    fused_hit = (fused >= 0) & (fused < k)
+    for lo, hi, m in tercile_groups(counts):
+        for s, name in enumerate(names):
+            hit = (alone[m, s] >= 0) & (alone[m, s] < k)
+            only_scorer, only_fused = int((hit & ~fused_hit[m]).sum()), int((fused_hit[m] & ~hit).sum())
+            if only_scorer <= only_fused:
+                continue
+            p = binomtest(only_scorer, only_scorer + only_fused, 0.5, alternative="greater").pvalue
+            if p < FUSED_BELOW_P:
+                out.append({"train_count": [lo, hi], "users": int(m.sum()), "scorer": name,
+                            f"scorer_hit@{k}": round(float(hit.mean()), 4),
+                            f"fused_hit@{k}": round(float(fused_hit[m].mean()), 4),
+                            "only_scorer": only_scorer, "only_fused": only_fused, "p": round(float(p), 4)})
+    return out
+
+
 def fusion_checks(model, assets: Any, cfg: Config, smp: Sequence[Sample], k: int, counts: np.ndarray,
                   progress: bool = False) -> list[Check]:
     """`search.fusion` (candidates, beam hits and fused hits at k, per tercile) and `search.scorers`."""
@@ -205,4 +232,14 @@ def fusion_checks(model, assets: Any, cfg: Config, smp: Sequence[Sample], k: int
             f"{weight_text(weight, fusion.names)}): {value['lifted']:.1%} of samples lifted into the top {k}, "
             f"{value['pushed_out']:.1%} pushed out; for {missing:.1%} the target was no candidate (neither the "
             f"beam's nor a scorer's top {depth})")
-    return [passed("search.fusion", value, said), scorers_check(out["alone"], fusion.names, k, depth, counts)]
+    value["fused_below_scorer"] = below = fused_below_scorers(out["alone"], fused, fusion.names, k, counts)
+    scorers = scorers_check(out["alone"], fusion.names, k, depth, counts)
+    if not below:
+        return [passed("search.fusion", value, said), scorers]
+    where = "; ".join(f"targets seen {b['train_count'][0]}-{b['train_count'][1]} times ({b['users']} samples): "
+                      f"{b['scorer']} alone {b[f'scorer_hit@{k}']:.1%}, fused {b[f'fused_hit@{k}']:.1%}"
+                      for b in below)
+    return [warned("search.fusion", value, f"{said}. A scorer alone hits more targets at {k} than the fused "
+                   f"ranker on part of the catalogue ({where}; McNemar p < {FUSED_BELOW_P}): one weight for "
+                   "every user suits the other targets and costs these. Compare the fused ranking with "
+                   "eval.fusion.weight set by hand, or report that segment from the scorer alone"), scorers]
