@@ -26,7 +26,8 @@ Checks:
   when the doctor reads the validation split, the tuned weight has seen some of these samples).
   Warns when, on a popularity tercile, one scorer alone hits the target in its top k for clearly
   more samples than the fused ranker does (McNemar's exact test on the samples the two disagree
-  on, p < 0.05): one weight for every user then suits some targets and costs others.
+  on, p < 0.05 after a Bonferroni correction over the terciles and scorers tested): one weight for
+  every user then suits some targets and costs others.
 * `search.scorers` (with `eval.fusion.enabled`, or for a model with a dense head): each fused scorer
   (LightGCN fold-in, the dense head; without fusion the dense head) ranking the whole catalogue by itself: its recall of the target at k and at
   `eval.fusion.candidates`, overall and per popularity tercile. It says whether a scorer reaches the
@@ -57,7 +58,7 @@ from .prefix import pick_samples
 
 TOLERANCE = 1e-3  # nats: the search's and the teacher-forced score of one item agree this well
 MAX_SEARCH_ERRORS = 0.01  # share of samples
-FUSED_BELOW_P = 0.05  # a scorer alone beats the fused ranker on a tercile when McNemar's p is below this
+FUSED_BELOW_P = 0.05  # family-wise level of the scorer-beats-fused tests (Bonferroni over terciles x scorers)
 
 
 @dataclass
@@ -195,17 +196,20 @@ def fused_below_scorers(alone: np.ndarray, fused: np.ndarray, names: Sequence[st
                         counts: np.ndarray) -> list[dict[str, Any]]:
     """The (tercile, scorer) pairs where the scorer alone (`alone[:, s]`, its rank over the whole
     catalogue) hits the target in its top k for more samples than the fused ranking (`fused`),
-    by McNemar's exact one-sided test on the discordant samples, p < FUSED_BELOW_P."""
+    by McNemar's exact one-sided test on the discordant samples, p < FUSED_BELOW_P divided by the
+    number of (tercile, scorer) pairs (Bonferroni)."""
     out = []
     fused_hit = (fused >= 0) & (fused < k)
-    for lo, hi, m in tercile_groups(counts):
+    groups = tercile_groups(counts)
+    level = FUSED_BELOW_P / max(len(groups) * len(names), 1)
+    for lo, hi, m in groups:
         for s, name in enumerate(names):
             hit = (alone[m, s] >= 0) & (alone[m, s] < k)
             only_scorer, only_fused = int((hit & ~fused_hit[m]).sum()), int((fused_hit[m] & ~hit).sum())
             if only_scorer <= only_fused:
                 continue
             p = binomtest(only_scorer, only_scorer + only_fused, 0.5, alternative="greater").pvalue
-            if p < FUSED_BELOW_P:
+            if p < level:
                 out.append({"train_count": [lo, hi], "users": int(m.sum()), "scorer": name,
                             f"scorer_hit@{k}": round(float(hit.mean()), 4),
                             f"fused_hit@{k}": round(float(fused_hit[m].mean()), 4),
@@ -240,6 +244,7 @@ def fusion_checks(model, assets: Any, cfg: Config, smp: Sequence[Sample], k: int
                       f"{b['scorer']} alone {b[f'scorer_hit@{k}']:.1%}, fused {b[f'fused_hit@{k}']:.1%}"
                       for b in below)
     return [warned("search.fusion", value, f"{said}. A scorer alone hits more targets at {k} than the fused "
-                   f"ranker on part of the catalogue ({where}; McNemar p < {FUSED_BELOW_P}): one weight for "
-                   "every user suits the other targets and costs these. Compare the fused ranking with "
-                   "eval.fusion.weight set by hand, or report that segment from the scorer alone"), scorers]
+                   f"ranker on part of the catalogue ({where}; McNemar, Bonferroni-corrected p < "
+                   f"{FUSED_BELOW_P}): one weight for every user suits the other targets and costs these. "
+                   "Compare the fused ranking with eval.fusion.weight set by hand, or report that segment "
+                   "from the scorer alone"), scorers]
