@@ -82,21 +82,24 @@ def test_command_on_a_run_folder(tmp_path, capsys):
     assert main(["doctor", "search", "--run", str(tmp_path / "nope")]) == 2
 
 
-def test_fusion_check_says_whether_the_target_was_a_candidate_and_whether_fusion_lifted_it(tiny, monkeypatch):
+def _fuse_with_an_oracle(cfg, assets, monkeypatch, weight: float) -> None:
+    """Fusion on, at `weight`, with a collaborative scorer that knows every validation target."""
     import torch
 
     from gramc.eval.fusion import Collaborative
 
-    cfg, assets, model = tiny
-    cfg = copy.deepcopy(cfg)
-    cfg.eval.fusion.enabled, cfg.eval.fusion.weight, cfg.eval.fusion.candidates = True, 1.0, 3
-    smp = samples(assets.ds, "valid", cfg.data.max_his)
-    # a collaborative scorer that knows every validation target: with weight 1 fusion lifts them all
+    cfg.eval.fusion.enabled, cfg.eval.fusion.weight, cfg.eval.fusion.candidates = True, weight, 3
+    targets = {s.history: s.target for s in samples(assets.ds, "valid", cfg.data.max_his)}
     oracle = Collaborative(torch.eye(N_ITEMS))
-    targets = {s.history: s.target for s in smp}
     monkeypatch.setattr(oracle, "scores", lambda chunk, *memory: torch.stack(
         [torch.nn.functional.one_hot(torch.tensor(targets[s.history]), N_ITEMS).float() for s in chunk]))
     monkeypatch.setattr(Collaborative, "for_run", classmethod(lambda cls, c, a: oracle))
+
+
+def test_fusion_check_says_whether_the_target_was_a_candidate_and_whether_fusion_lifted_it(tiny, monkeypatch):
+    cfg, assets, model = tiny
+    cfg = copy.deepcopy(cfg)
+    _fuse_with_an_oracle(cfg, assets, monkeypatch, 1.0)  # weight 1: fusion lifts every target
     checks = search_checks(model, assets, cfg, users=0, k=2)
     fus = _by(checks, "search.fusion")
     v = fus.value
@@ -139,19 +142,9 @@ def test_fused_below_scorers_flags_a_tercile_where_a_scorer_alone_clearly_hits_m
 
 
 def test_fusion_check_warns_when_a_scorer_alone_beats_the_fused_ranking(monkeypatch):
-    import torch
-
-    from gramc.eval.fusion import Collaborative
-
     cfg, assets, model = eval_fakes.setup(num_users=48, beams=2)  # terciles of 14-18 samples
     # weight 0: the fused ranking is the beam's, while the oracle scorer alone knows every target
-    cfg.eval.fusion.enabled, cfg.eval.fusion.weight, cfg.eval.fusion.candidates = True, 0.0, 3
-    smp = samples(assets.ds, "valid", cfg.data.max_his)
-    oracle = Collaborative(torch.eye(N_ITEMS))
-    targets = {s.history: s.target for s in smp}
-    monkeypatch.setattr(oracle, "scores", lambda chunk, *memory: torch.stack(
-        [torch.nn.functional.one_hot(torch.tensor(targets[s.history]), N_ITEMS).float() for s in chunk]))
-    monkeypatch.setattr(Collaborative, "for_run", classmethod(lambda cls, c, a: oracle))
+    _fuse_with_an_oracle(cfg, assets, monkeypatch, 0.0)
     fus = _by(search_checks(model, assets, cfg, users=0, k=2), "search.fusion")
     below = fus.value["fused_below_scorer"]
     assert fus.level == "warn" and len(below) == len(fus.value["by_popularity"]) == 3
