@@ -258,8 +258,8 @@ def collect(b: "ev.Bench", names: list[str]) -> dict[str, dict[str, Any]]:
 def pairs(rows: list[str]) -> list[tuple[str, str]]:
     """Each variant row (but `fused-dense`, a step between the beam and `fused-both`) against GRAM-C
     (plain and fused with LightGCN), SASRec-CE and LightGCN fold-in (the fused ranker's LightGCN
-    scorer, the stronger LightGCN row); each post-hoc head of the input
-    ablation (bench/dense_probe.py) against the post-hoc head that reads both inputs; the head
+    scorer, the stronger LightGCN row); each one-input head of the ablation (`posthoc-text`,
+    `posthoc-gcn`, fitted by `gramc train-head`) against the head that reads both inputs; the head
     fitted on the indexing run against the one fitted on plain GRAM-C, row by row (what item
     indexing adds once a head is fitted)."""
     out = [(r, a) for r in rows if ":" in r and not r.endswith(":fused-dense")
